@@ -1,0 +1,5 @@
+"""Lightning data modules for eqprop-lightning."""
+
+from datamodules.mnist import MNISTDataModule
+
+__all__ = ["MNISTDataModule"]

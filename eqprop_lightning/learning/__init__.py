@@ -1,0 +1,20 @@
+"""Learning rules (EP, truncated BPTT) built on the relaxation of the dynamics. No Lightning."""
+
+from eqprop_lightning.learning.bptt import TruncatedBPTT, bptt_transitions, cost
+from eqprop_lightning.learning.ep import EquilibriumProp, ep_surrogate
+from eqprop_lightning.learning.estimator import Estimate, GradientEstimator, check_phases
+from eqprop_lightning.learning.phases import free_phase, nudged_phase, relax
+
+__all__ = [
+    "Estimate",
+    "EquilibriumProp",
+    "GradientEstimator",
+    "TruncatedBPTT",
+    "bptt_transitions",
+    "check_phases",
+    "cost",
+    "ep_surrogate",
+    "free_phase",
+    "nudged_phase",
+    "relax",
+]

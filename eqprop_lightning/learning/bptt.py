@@ -1,0 +1,35 @@
+"""Truncated backpropagation through time on the relaxation of the free phase."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from eqprop_lightning.learning.estimator import Estimate, check_phases
+from eqprop_lightning.learning.phases import relax
+
+
+def cost(s_out: Tensor, y: Tensor) -> Tensor:
+    """Loss ``1/(2B) sum_b |s_out - y|^2`` (the nudging cost, batch-averaged)."""
+    return 0.5 * (s_out - y).pow(2).sum(1).mean()
+
+
+def bptt_transitions(net, K: int) -> int:
+    """Tracked transitions: ``K + 1`` for the fully connected nets (as the original), else ``K``."""
+    return K + 1 if net.bptt_extra_step else K
+
+
+class TruncatedBPTT:
+    """BPTT of the cost of ``s_T`` through the last transitions of a ``T``-step free phase."""
+
+    def __init__(self, T: int, K: int) -> None:
+        check_phases(T, K)
+        self.T, self.K = T, K
+
+    def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:
+        static = net.static_terms(x)
+        tracked = min(bptt_transitions(net, self.K), self.T)
+        with torch.no_grad():
+            s = relax(net, net.init_state(x), static, self.T - tracked)
+        s = relax(net, s, static, tracked)
+        return Estimate(cost(net.output(s), y), net.output(s).detach())

@@ -1,0 +1,29 @@
+"""The interface every learning rule implements."""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Protocol
+
+from torch import Tensor
+
+
+class Estimate(NamedTuple):
+    """A rule's result on one batch: ``objective.backward()`` writes the gradient estimate into
+    the parameters' ``.grad``; ``output`` is the free-phase output used for the prediction."""
+
+    objective: Tensor
+    output: Tensor
+
+
+class GradientEstimator(Protocol):
+    def __call__(self, net, x: Tensor, y: Tensor) -> Estimate: ...
+
+
+def check_phases(T: int, K: int) -> None:
+    """``T`` free steps, ``K`` nudged (or tracked) steps, ``1 <= K <= T``."""
+    if not isinstance(T, int) or T < 1:
+        raise ValueError(f"T={T!r} must be a positive integer (number of free-phase steps)")
+    if not isinstance(K, int) or K < 1:
+        raise ValueError(f"K={K!r} must be a positive integer (number of nudged/BPTT steps)")
+    if K > T:
+        raise ValueError(f"K={K} must not exceed T={T} (K <= T)")

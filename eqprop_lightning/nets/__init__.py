@@ -1,0 +1,15 @@
+"""Dynamics of the convergent RNNs: pure tensor code, no Lightning."""
+
+from eqprop_lightning.nets.activations import ACTIVATIONS, Activation, get_activation
+from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, State, StaticTerms
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "EnergyBasedFC",
+    "LayeredFC",
+    "PrototypicalFC",
+    "State",
+    "StaticTerms",
+    "get_activation",
+]

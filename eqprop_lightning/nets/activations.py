@@ -1,0 +1,64 @@
+"""Activation functions rho of the seed-1 networks, with their derivatives rho'.
+
+Each activation is written as ``rho(z) = g(a * z + c)`` for a cheap elementwise ``g``. The
+prototypical nets fold the affine part into their weights once per batch (``a W``, ``a b + c``)
+so that one relaxation step costs one ``addmm`` and one ``g`` per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Activation:
+    """``rho(z) = g(scale * z + shift)`` and its derivative ``rho'``."""
+
+    name: str
+    g: Callable[[Tensor], Tensor]
+    scale: float
+    shift: float
+    derivative: Callable[[Tensor, Tensor], Tensor]
+    """``rho'(z)`` given ``z`` and ``rho(z)`` (whichever is cheaper to use)."""
+
+    def __call__(self, z: Tensor) -> Tensor:
+        if self.scale == 1.0 and self.shift == 0.0:
+            return self.g(z)
+        return self.g(z * self.scale + self.shift)
+
+
+def _sigm_derivative(z: Tensor, r: Tensor) -> Tensor:
+    return 4.0 * r * (1.0 - r)
+
+
+def _tanh_derivative(z: Tensor, r: Tensor) -> Tensor:
+    return 1.0 - r * r
+
+
+def _hardsigm_derivative(z: Tensor, r: Tensor) -> Tensor:
+    return ((z >= 0) & (z <= 1)).to(z.dtype)
+
+
+def _unit_clamp(z: Tensor) -> Tensor:
+    return torch.clamp(z, 0.0, 1.0)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    # sigm: rho(z) = 1 / (1 + exp(-4 (z - 0.5))), rho' = 4 rho (1 - rho)
+    "sigm": Activation("sigm", torch.sigmoid, 4.0, -2.0, _sigm_derivative),
+    # tanh: rho' = 1 - tanh^2
+    "tanh": Activation("tanh", torch.tanh, 1.0, 0.0, _tanh_derivative),
+    # hardsigm: rho(z) = clamp(z, 0, 1), rho' = 1[0 <= z <= 1]
+    "hardsigm": Activation("hardsigm", _unit_clamp, 1.0, 0.0, _hardsigm_derivative),
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Look up an activation by its seed-1 name (``tanh``, ``sigm``, ``hardsigm``)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]

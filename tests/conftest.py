@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny, learnable MNIST in the real (gzipped IDX) format."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+FAKE_TRAIN_SIZE = 200
+FAKE_TEST_SIZE = 100
+
+
+def _idx_bytes(data: torch.Tensor) -> bytes:
+    """Encode a uint8 tensor as an IDX file (magic 0x08 = unsigned byte, big-endian dims)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, data.dim())
+    header += struct.pack(f">{data.dim()}I", *data.shape)
+    return header + data.contiguous().numpy().tobytes()
+
+
+def _fake_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy images with a bright 5x5 patch whose position (2 rows x 5 columns) encodes the label."""
+    labels = torch.arange(n) % 10
+    labels = labels[torch.randperm(n, generator=generator)].to(torch.uint8)
+    images = torch.randint(0, 80, (n, 28, 28), generator=generator, dtype=torch.uint8)
+    for i, label in enumerate(labels.tolist()):
+        top, left = 4 + 12 * (label // 5), 2 + 5 * (label % 5)
+        patch = torch.randint(200, 256, (5, 5), generator=generator, dtype=torch.uint8)
+        images[i, top : top + 5, left : left + 5] = patch
+    return images, labels
+
+
+def write_fake_mnist(
+    root: Path, n_train: int = FAKE_TRAIN_SIZE, n_test: int = FAKE_TEST_SIZE, seed: int = 0
+) -> Path:
+    """Write ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``; return root."""
+    raw_dir = root / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images, labels = _fake_split(n, generator)
+        (raw_dir / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(images)))
+        (raw_dir / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_bytes(labels)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Root dir of a tiny fake MNIST (200 train / 100 test); use ``verify_checksums=False``.
+
+    The directory is shared by the whole session and the data module may gunzip files into it;
+    copy it first if a test needs a pristine ``.gz``-only tree.
+    """
+    return write_fake_mnist(tmp_path_factory.mktemp("fake_mnist"))
