@@ -28,6 +28,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5
 
+from eqprop_lightning.errors import ConfigError
+
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
 
@@ -106,7 +108,7 @@ def _onehot_tensor_dataset(mnist: MNIST, flatten: bool) -> TensorDataset:
 
 def _check_positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -136,7 +138,7 @@ class MNISTDataModule(L.LightningDataModule):
         _check_positive_int("batch_size", batch_size)
         _check_positive_int("test_batch_size", test_batch_size)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+            raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         self.save_hyperparameters()
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self.train_set: TensorDataset | None = None

@@ -21,7 +21,7 @@ def _idx_bytes(data: torch.Tensor) -> bytes:
 
 
 def _fake_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noisy images with a bright 5x5 patch whose position (2 rows x 5 columns) encodes the label."""
+    """Noisy images plus a bright 5x5 patch whose position (2 rows x 5 cols) encodes the label."""
     labels = torch.arange(n) % 10
     labels = labels[torch.randperm(n, generator=generator)].to(torch.uint8)
     images = torch.randint(0, 80, (n, 28, 28), generator=generator, dtype=torch.uint8)

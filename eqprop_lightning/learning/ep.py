@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.phases import free_phase, nudged_phase
 from eqprop_lightning.nets import State, StaticTerms
@@ -32,7 +33,7 @@ def ep_surrogate(
 ) -> Tensor:
     """Scalar ``L_EP`` whose gradient with respect to the parameters is ``-Delta_theta``."""
     if beta1 == beta2:
-        raise ValueError(f"EP needs two different nudges, got beta1 = beta2 = {beta1}")
+        raise ConfigError(f"EP needs two different nudges, got beta1 = beta2 = {beta1}")
     s1 = [t.detach() for t in s1]
     s2 = [t.detach() for t in s2]
     scale = net.beta_scale * (beta2 - beta1)
@@ -46,7 +47,7 @@ class EquilibriumProp:
     def __init__(self, T: int, K: int, beta: float) -> None:
         check_phases(T, K)
         if not beta > 0:
-            raise ValueError(f"beta={beta!r} must be > 0 for EP (the nudging strength)")
+            raise ConfigError(f"beta={beta!r} must be > 0 for EP (the nudging strength)")
         self.T, self.K, self.beta = T, K, beta
 
     def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:

@@ -6,6 +6,8 @@ from typing import NamedTuple, Protocol
 
 from torch import Tensor
 
+from eqprop_lightning.errors import ConfigError
+
 
 class Estimate(NamedTuple):
     """A rule's result on one batch: ``objective.backward()`` writes the gradient estimate into
@@ -22,8 +24,8 @@ class GradientEstimator(Protocol):
 def check_phases(T: int, K: int) -> None:
     """``T`` free steps, ``K`` nudged (or tracked) steps, ``1 <= K <= T``."""
     if not isinstance(T, int) or T < 1:
-        raise ValueError(f"T={T!r} must be a positive integer (number of free-phase steps)")
+        raise ConfigError(f"T={T!r} must be a positive integer (number of free-phase steps)")
     if not isinstance(K, int) or K < 1:
-        raise ValueError(f"K={K!r} must be a positive integer (number of nudged/BPTT steps)")
+        raise ConfigError(f"K={K!r} must be a positive integer (number of nudged/BPTT steps)")
     if K > T:
-        raise ValueError(f"K={K} must not exceed T={T} (K <= T)")
+        raise ConfigError(f"K={K} must not exceed T={T} (K <= T)")

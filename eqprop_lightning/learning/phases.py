@@ -21,8 +21,6 @@ def free_phase(net, static: StaticTerms, s: State, T: int) -> State:
     return relax(net, s, static, T)
 
 
-def nudged_phase(
-    net, static: StaticTerms, s_free: State, K: int, beta: float, y: Tensor
-) -> State:
+def nudged_phase(net, static: StaticTerms, s_free: State, K: int, beta: float, y: Tensor) -> State:
     """Second phase: ``K`` steps from ``s*`` with the output nudged towards ``y`` by ``beta``."""
     return relax(net, s_free, static, K, beta, y)

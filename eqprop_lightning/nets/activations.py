@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from eqprop_lightning.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Activation:
@@ -60,5 +62,7 @@ ACTIVATIONS: dict[str, Activation] = {
 def get_activation(name: str) -> Activation:
     """Look up an activation by its seed-1 name (``tanh``, ``sigm``, ``hardsigm``)."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"activation={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+        raise ConfigError(
+            f"activation={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
+        )
     return ACTIVATIONS[name]

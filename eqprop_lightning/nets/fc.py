@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
 
 State = list[Tensor]
@@ -49,12 +50,12 @@ class StaticTerms:
 
 def _check_size_tab(size_tab: list[int]) -> None:
     if len(size_tab) < 3:
-        raise ValueError(
+        raise ConfigError(
             f"size_tab={size_tab} needs at least 3 entries (output, hidden..., input), "
             "e.g. [10, 512, 784]"
         )
     if any(not isinstance(n, int) or n < 1 for n in size_tab):
-        raise ValueError(f"size_tab={size_tab} must contain positive integers")
+        raise ConfigError(f"size_tab={size_tab} must contain positive integers")
 
 
 class LayeredFC(nn.Module):
@@ -83,6 +84,10 @@ class LayeredFC(nn.Module):
         """Number of state layers ``L + 1`` (the input is not a state)."""
         return len(self.size_tab) - 1
 
+    def synapse_groups(self) -> list[nn.Module]:
+        """Weight layers in learning-rate order (output layer first, as ``--lr_tab``)."""
+        return list(self.weights)
+
     def init_state(self, x: Tensor) -> State:
         """All-zero states for the batch ``x``."""
         return [x.new_zeros(x.shape[0], n) for n in self.size_tab[:-1]]
@@ -101,7 +106,7 @@ class PrototypicalFC(LayeredFC):
     def __init__(self, size_tab: list[int], activation: str = "sigm", dt: float = 1.0) -> None:
         super().__init__(size_tab, activation)
         if not 0.0 < dt <= 1.0:
-            raise ValueError(f"dt={dt} must be in (0, 1] for the prototypical net")
+            raise ConfigError(f"dt={dt} must be in (0, 1] for the prototypical net")
         self.dt = dt
 
     def static_terms(self, x: Tensor) -> StaticTerms:
@@ -111,7 +116,10 @@ class PrototypicalFC(LayeredFC):
         input_term = F.linear(x, layers[-1].weight, layers[-1].bias)
         if a == 1.0 and c == 0.0:
             return StaticTerms(
-                input_term, input_term, [m.weight for m in layers[:-1]], [m.bias for m in layers[:-1]]
+                input_term,
+                input_term,
+                [m.weight for m in layers[:-1]],
+                [m.bias for m in layers[:-1]],
             )
         return StaticTerms(
             input_term=input_term,
@@ -168,7 +176,7 @@ class EnergyBasedFC(LayeredFC):
     ) -> None:
         super().__init__(size_tab, activation)
         if not 0.0 < dt <= 1.0:
-            raise ValueError(f"dt={dt} must be in (0, 1] for the energy-based net")
+            raise ConfigError(f"dt={dt} must be in (0, 1] for the energy-based net")
         self.dt = dt
         self.beta_scale = dt
         self.clamp = clamp

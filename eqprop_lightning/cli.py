@@ -1,0 +1,140 @@
+"""The ``eqprop`` command: Lightning CLI subcommands (``fit``, ``validate``, ``test``, ``predict``)
+plus ``compare``, which trains EP and BPTT from identical initial weights."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
+
+from callbacks import ResultsWriter, write_json_atomic
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.module import EqPropModule
+
+TRAINER_DEFAULTS = {
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "eqprop"},
+    },
+    "log_every_n_steps": 50,
+}
+
+EXTRA_COMMANDS = """extra subcommands:
+  compare   train the config with EP and with BPTT from identical initial weights and write
+            both error curves and a side-by-side table (`eqprop compare --config X`)"""
+
+
+class EqPropCLI(LightningCLI):
+    """LightningCLI with per-layer learning rates (no ``optimizer:`` entry), a checkpoint and a
+    ``results.json`` writer in every run, and the run directory printed at the start."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"epilog": EXTRA_COMMANDS})
+        super().__init__(
+            EqPropModule,
+            L.LightningDataModule,
+            *args,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            trainer_defaults=TRAINER_DEFAULTS,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/error",
+                "checkpoint.mode": "min",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(ResultsWriter, "results")
+
+    def before_fit(self) -> None:
+        rank_zero_info(f"run directory: {self.trainer.log_dir}")
+
+    def after_fit(self) -> None:
+        ckpt = self.trainer.checkpoint_callback
+        rank_zero_info(
+            f"results: {Path(self.trainer.log_dir) / 'results.json'}\n"
+            f"best checkpoint: {ckpt.best_model_path if ckpt else None}"
+        )
+
+
+def _next_dir(parent: Path, prefix: str) -> Path:
+    n = 0
+    while (parent / f"{prefix}_{n}").exists():
+        n += 1
+    return parent / f"{prefix}_{n}"
+
+
+def compare(args: list[str]) -> dict[str, list[dict]]:
+    """The original's ``--benchmark``: train BPTT, then EP, from identical initial weights with the
+    same hyperparameters; write ``compare.json``, ``compare.md`` and ``compare.png``."""
+    from eqprop_lightning.plots import plot_error_curves
+
+    clis = {
+        alg: EqPropCLI(args=[*args, f"--model.algorithm={alg}"], run=False)
+        for alg in ("ep", "bptt")
+    }
+    clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
+    logger = clis["ep"].trainer.logger
+    root = _next_dir(Path(logger.save_dir) / logger.name, "compare")
+    results = {}
+    for alg in ("bptt", "ep"):
+        cli = clis[alg]
+        cli.trainer.logger = TensorBoardLogger(save_dir=str(root), name="", version=alg)
+        rank_zero_info(f"{alg}: run directory {cli.trainer.log_dir}")
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        results[alg] = json.loads((root / alg / "results.json").read_text())["epochs"]
+    if clis["ep"].trainer.is_global_zero:
+        write_json_atomic(root / "compare.json", results)
+        table = comparison_table(results)
+        (root / "compare.md").write_text(table + "\n")
+        plot_error_curves(results, root / "compare.png")
+        print(table)
+        print(f"comparison written to {root}")
+    return results
+
+
+def comparison_table(results: dict[str, list[dict]]) -> str:
+    """Markdown table: one row per epoch, train/test error (%) of each algorithm side by side."""
+    algs = list(results)
+    header = "| epoch | " + " | ".join(f"{a} train % | {a} test % | {a} s" for a in algs) + " |"
+    lines = [header, "|" + "---|" * (1 + 3 * len(algs))]
+    for i in range(max(len(r) for r in results.values())):
+        cells = [str(i + 1)]
+        for a in algs:
+            e = results[a][i] if i < len(results[a]) else {}
+            cells += [f"{e.get(k, float('nan')):.2f}" for k in ("train_error", "test_error")]
+            cells.append(f"{e.get('seconds', float('nan')):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``eqprop``; invalid configs and missing data exit with status 2 and a
+    one-line message instead of a traceback."""
+    args = sys.argv[1:] if args is None else list(args)
+    try:
+        if args[:1] == ["compare"]:
+            compare(args[1:])
+        else:
+            EqPropCLI(args=args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"eqprop: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

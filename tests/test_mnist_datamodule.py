@@ -1,0 +1,223 @@
+"""Tests of MNISTDataModule on the tiny fake MNIST (plus one check of the real files if present)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import RandomSampler, SequentialSampler
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import calculate_md5
+from torchvision.transforms import ToTensor
+
+from datamodules import MNISTDataModule
+from datamodules import mnist as mnist_module
+from datamodules.mnist import ENV_VAR, MNIST_MD5
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAKE_TRAIN_SIZE, FAKE_TEST_SIZE = 200, 100  # sizes written by the fake_mnist fixture
+
+
+def _gz_only_copy(src_root: Path, dst_root: Path) -> Path:
+    """Copy only the ``.gz`` files of a fake MNIST root into a fresh root."""
+    raw_dir = dst_root / "MNIST" / "raw"
+    raw_dir.mkdir(parents=True)
+    for gz in (src_root / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy2(gz, raw_dir / gz.name)
+    return dst_root
+
+
+def _fake_dm(root: Path, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(root), verify_checksums=False, **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+@pytest.fixture
+def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make torchvision's download fail as it does without network."""
+
+    def fail(self: MNIST) -> None:
+        raise RuntimeError("simulated: no network")
+
+    monkeypatch.setattr(MNIST, "download", fail)
+
+
+def test_flat_batches_shapes_dtypes_ranges(fake_mnist: Path) -> None:
+    dm = _fake_dm(fake_mnist)
+    assert dm.num_classes == 10
+    assert dm.input_shape == (784,)
+    assert len(dm.train_set) == FAKE_TRAIN_SIZE
+    assert len(dm.test_set) == FAKE_TEST_SIZE
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (20, 784) and x.dtype == torch.float32
+    assert y.shape == (20, 10) and y.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+    assert x.max() > 0.7  # the bright patch survives scaling
+
+
+def test_unflattened_images(fake_mnist: Path) -> None:
+    dm = _fake_dm(fake_mnist, flatten=False, batch_size=8)
+    assert dm.input_shape == (1, 28, 28)
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32
+    assert y.shape == (8, 10)
+
+
+def test_onehot_targets_match_labels(fake_mnist: Path) -> None:
+    dm = _fake_dm(fake_mnist)
+    labels = MNIST(str(fake_mnist), train=False).targets
+    y = torch.cat([yb for _, yb in dm.test_dataloader()])
+    assert set(y.unique().tolist()) == {0.0, 1.0}
+    assert torch.equal(y.sum(dim=1), torch.ones(len(y)))
+    assert torch.equal(y.argmax(dim=1), labels)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_matches_torchvision_to_tensor(fake_mnist: Path, train: bool) -> None:
+    dm = _fake_dm(fake_mnist, flatten=False)
+    images = (dm.train_set if train else dm.test_set).tensors[0]
+    reference = MNIST(str(fake_mnist), train=train, transform=ToTensor())
+    for i in (0, 1, 17, len(reference) - 1):
+        img, _ = reference[i]
+        assert torch.equal(images[i], img)
+
+
+def test_loaders_samplers_and_batching(fake_mnist: Path) -> None:
+    dm = _fake_dm(fake_mnist, batch_size=7, test_batch_size=30)
+    train = dm.train_dataloader()
+    assert isinstance(train.sampler, RandomSampler) and train.batch_size == 7
+    for loader in (dm.val_dataloader(), dm.test_dataloader()):
+        assert isinstance(loader.sampler, SequentialSampler)
+        assert not loader.drop_last
+        assert [len(x) for x, _ in loader] == [30, 30, 30, 10]
+
+
+def test_val_and_test_serve_the_test_set_in_order(fake_mnist: Path) -> None:
+    dm = _fake_dm(fake_mnist)
+    val_x = torch.cat([x for x, _ in dm.val_dataloader()])
+    test_x = torch.cat([x for x, _ in dm.test_dataloader()])
+    assert torch.equal(val_x, test_x)
+    assert torch.equal(test_x, dm.test_set.tensors[0])
+
+
+def test_env_var_resolution(
+    fake_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(ENV_VAR, str(fake_mnist))
+    dm = MNISTDataModule(verify_checksums=False)
+    assert dm.data_root == fake_mnist
+    dm.setup("test")
+    assert len(dm.test_set) == FAKE_TEST_SIZE
+    # The argument wins over the environment variable.
+    assert MNISTDataModule(data_dir=str(tmp_path)).data_root == tmp_path
+    # Without either, ./data relative to the working directory.
+    monkeypatch.delenv(ENV_VAR)
+    assert MNISTDataModule().data_root == Path("data")
+
+
+def test_gz_only_directory_is_gunzipped_in_place(fake_mnist: Path, tmp_path: Path) -> None:
+    root = _gz_only_copy(fake_mnist, tmp_path / "gz_only")
+    dm = _fake_dm(root)
+    assert len(dm.train_set) == FAKE_TRAIN_SIZE
+    for name in MNIST_MD5:
+        assert (root / "MNIST" / "raw" / name).is_file()
+
+
+def test_unwritable_root_uses_cache(
+    fake_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _gz_only_copy(fake_mnist, tmp_path / "read_only")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(mnist_module, "_is_writable", lambda directory: False)
+    dm = _fake_dm(root)
+    assert len(dm.test_set) == FAKE_TEST_SIZE
+    cache_raw = mnist_module.cache_root_for(root) / "MNIST" / "raw"
+    assert cache_raw.is_relative_to(tmp_path / "cache")
+    for name in MNIST_MD5:
+        assert (cache_raw / name).is_file()
+        assert not (root / "MNIST" / "raw" / name).exists()
+
+
+def test_missing_data_download_fails_with_clear_error(tmp_path: Path, no_download: None) -> None:
+    dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError) as excinfo:
+        dm.prepare_data()
+    message = str(excinfo.value)
+    raw_dir = tmp_path / "nowhere" / "MNIST" / "raw"
+    for name in MNIST_MD5:
+        assert str(raw_dir / name) in message
+        assert str(raw_dir / f"{name}.gz") in message
+    assert "simulated: no network" in message
+    assert "--data.data_dir" in message and ENV_VAR in message
+
+
+def test_missing_data_without_download(tmp_path: Path, no_download: None) -> None:
+    dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
+    with pytest.raises(FileNotFoundError, match="download=False") as excinfo:
+        dm.prepare_data()
+    assert str(tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte") in str(excinfo.value)
+    with pytest.raises(FileNotFoundError, match="--data.data_dir"):
+        dm.setup("fit")
+
+
+def test_prepare_data_does_not_download_when_files_present(
+    fake_mnist: Path, no_download: None
+) -> None:
+    MNISTDataModule(data_dir=str(fake_mnist)).prepare_data()
+
+
+def test_md5_mismatch_names_file_and_checksums(fake_mnist: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(fake_mnist), verify_checksums=True)
+    with pytest.raises(RuntimeError, match="MD5 mismatch") as excinfo:
+        dm.setup("fit")
+    message = str(excinfo.value)
+    name = next(n for n in MNIST_MD5 if n in message)
+    assert MNIST_MD5[name] in message
+    assert calculate_md5(str(fake_mnist / "MNIST" / "raw" / name)) in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -3}, "batch_size"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"test_batch_size": 0}, "test_batch_size"),
+        ({"num_workers": -1}, "num_workers"),
+    ],
+)
+def test_invalid_arguments(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=field) as excinfo:
+        MNISTDataModule(**kwargs)
+    assert repr(next(iter(kwargs.values()))) in str(excinfo.value)
+
+
+def test_loaders_require_setup() -> None:
+    with pytest.raises(RuntimeError, match="setup"):
+        MNISTDataModule().train_dataloader()
+
+
+def _real_data_root() -> Path:
+    return Path(os.environ.get(ENV_VAR) or REPO_ROOT / "data")
+
+
+def _has_real_data(root: Path) -> bool:
+    raw_dir = root / "MNIST" / "raw"
+    return all((raw_dir / n).is_file() or (raw_dir / f"{n}.gz").is_file() for n in MNIST_MD5)
+
+
+@pytest.mark.skipif(not _has_real_data(_real_data_root()), reason="real MNIST files not found")
+def test_real_mnist_checksums_and_sizes() -> None:
+    dm = MNISTDataModule(data_dir=str(_real_data_root()), download=False, verify_checksums=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.train_set.tensors[0].shape == (60000, 784)
+    assert dm.test_set.tensors[0].shape == (10000, 784)
+    class_counts = dm.train_set.tensors[1].sum(dim=0)
+    assert class_counts.sum() == 60000 and (class_counts > 5000).all()
