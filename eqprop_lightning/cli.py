@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -83,6 +84,7 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     same hyperparameters; write ``compare.json``, ``compare.md`` and ``compare.png``."""
     from eqprop_lightning.plots import plot_error_curves
 
+    warnings.filterwarnings("ignore", message=".*args parameter is intended")
     clis = {
         alg: EqPropCLI(args=[*args, f"--model.algorithm={alg}"], run=False)
         for alg in ("ep", "bptt")
@@ -130,7 +132,7 @@ def main(args: list[str] | None = None) -> None:
         if args[:1] == ["compare"]:
             compare(args[1:])
         else:
-            EqPropCLI(args=args)
+            EqPropCLI(args=args if args != sys.argv[1:] else None)
     except (ConfigError, FileNotFoundError) as err:
         print(f"eqprop: error: {err}", file=sys.stderr)
         sys.exit(2)

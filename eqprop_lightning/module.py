@@ -73,10 +73,8 @@ class EqPropModule(L.LightningModule):
         self.test_error = MeanMetric()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = self.net.synapse_groups()
-        return torch.optim.SGD(
-            [{"params": list(g.parameters()), "lr": lr} for g, lr in zip(groups, self.hparams.lrs)]
-        )
+        groups = zip(self.net.synapse_groups(), self.hparams.lrs, strict=True)
+        return torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
 
     def forward(self, x: Tensor) -> Tensor:
         """Output of the free phase (``T`` steps from zeros)."""

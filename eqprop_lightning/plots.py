@@ -13,14 +13,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 def plot_error_curves(results: dict[str, list[dict]], path: Path) -> Path:
     """Train (dashed) and test (solid) error in percent per epoch, one colour per run."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for (name, epochs), colour in zip(
-        results.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    ):
+    for i, (name, epochs) in enumerate(results.items()):
         x = [e["epoch"] for e in epochs]
-        ax.plot(x, [e.get("test_error") for e in epochs], "-o", color=colour, label=f"{name} test")
-        ax.plot(
-            x, [e.get("train_error") for e in epochs], "--", color=colour, label=f"{name} train"
-        )
+        test, train = ([e.get(k) for e in epochs] for k in ("test_error", "train_error"))
+        ax.plot(x, test, "-o", color=f"C{i}", label=f"{name} test")
+        ax.plot(x, train, "--", color=f"C{i}", label=f"{name} train")
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.set_yscale("log")

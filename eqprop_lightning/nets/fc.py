@@ -11,7 +11,8 @@ Two settings share this layout:
 * :class:`PrototypicalFC` (EPdisc): ``s <- rho(dPhi/ds)`` with the primitive
   ``Phi = sum_i s_i . (W_i s_{i+1} + b_i) + s_L . (W_L x + b_L)``.
 * :class:`EnergyBasedFC` (EPcont): ``s <- s - dt dE/ds`` with the Hopfield energy
-  ``E = 1/2 sum_i |s_i|^2 - sum_i rho(s_i) . (W_i rho(s_{i+1}) + b_i) - rho(s_L) . (W_L rho(x) + b_L)``,
+  ``E = 1/2 sum_i |s_i|^2 - sum_i rho(s_i) . (W_i rho(s_{i+1}) + b_i)
+  - rho(s_L) . (W_L rho(x) + b_L)``,
   i.e. ``F = dPhi_eps/ds`` for the primitive ``Phi_eps = 1/2 |s|^2 - dt E``.
 
 In the nudged phase the output layer feels the extra force ``-beta dl/ds_0 = beta (y - s_0)`` of the
@@ -114,18 +115,15 @@ class PrototypicalFC(LayeredFC):
         a, c = self.rho.scale, self.rho.shift
         layers = list(self.weights)
         input_term = F.linear(x, layers[-1].weight, layers[-1].bias)
+        weights = [m.weight for m in layers[:-1]]
+        biases = [m.bias for m in layers[:-1]]
         if a == 1.0 and c == 0.0:
-            return StaticTerms(
-                input_term,
-                input_term,
-                [m.weight for m in layers[:-1]],
-                [m.bias for m in layers[:-1]],
-            )
+            return StaticTerms(input_term, input_term, weights, biases)
         return StaticTerms(
             input_term=input_term,
             drive=input_term * a + c,
-            weights=[m.weight * a for m in layers[:-1]],
-            biases=[m.bias * a + c for m in layers[:-1]],
+            weights=[w * a for w in weights],
+            biases=[b * a + c for b in biases],
         )
 
     def primitive(self, s: State, static: StaticTerms) -> Tensor:
@@ -205,7 +203,8 @@ class EnergyBasedFC(LayeredFC):
     def step(
         self, s: State, static: StaticTerms, beta: float = 0.0, y: Tensor | None = None
     ) -> State:
-        """``s_i <- s_i + dt (-s_i + rho'(s_i) (W_i rho(s_{i+1}) + b_i + W_{i-1}^T rho(s_{i-1})))``."""
+        """One synchronous update of all layers from ``s``:
+        ``s_i <- s_i + dt (-s_i + rho'(s_i) (W_i rho(s_{i+1}) + b_i + W_{i-1}^T rho(s_{i-1})))``."""
         rho, w, b, L = self.rho, static.weights, static.biases, len(s) - 1
         r = [rho(si) for si in s]
         new = []
