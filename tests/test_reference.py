@@ -1,0 +1,66 @@
+"""Exactness against outputs recorded from the original NeurIPS-2019 code.
+
+The fixtures live in ``<data dir>/reference`` (``../shared/data/reference`` beside the repository,
+or ``$EQPROP_DATA_DIR/reference``); the tests skip when they are absent.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqprop_lightning.module import make_rule
+from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
+
+
+def reference_dir() -> Path | None:
+    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"]
+    if os.environ.get("EQPROP_DATA_DIR"):
+        candidates.insert(0, Path(os.environ["EQPROP_DATA_DIR"]) / "reference")
+    return next((p for p in candidates if (p / "README.md").exists()), None)
+
+
+REFERENCE = reference_dir()
+pytestmark = pytest.mark.skipif(REFERENCE is None, reason="reference fixtures not found")
+
+
+def original_to_ours(state_dict: dict) -> dict:
+    """The original's ``w.{2i}.*`` is ``weights.{i}.*`` here."""
+    out = {}
+    for key, value in state_dict.items():
+        _, index, field = key.split(".")
+        out[f"weights.{int(index) // 2}.{field}"] = value
+    return out
+
+
+def build_net(args: dict):
+    """The net with the original's options (clamp on unless ``--no-clamp``, dt as recorded)."""
+    if args["discrete"]:
+        return PrototypicalFC(args["size_tab"], args["activation_function"], dt=args["dt"])
+    return EnergyBasedFC(
+        args["size_tab"], args["activation_function"], dt=args["dt"], clamp=not args["no_clamp"]
+    )
+
+
+@pytest.mark.parametrize("kind", ["p1h", "eb1h", "p2h", "eb2h"])
+@pytest.mark.parametrize("method", ["ep", "bptt"])
+def test_training_reproduces_the_original_weights(kind, method):
+    fixture = torch.load(REFERENCE / f"train_{kind}_{method}.pt", weights_only=True)
+    args = fixture["args"]
+    net = build_net(args)
+    net.load_state_dict(original_to_ours(fixture["init"]))
+    algorithm = {"eqprop": "ep", "BPTT": "bptt"}[fixture["method"]]
+    rule = make_rule(algorithm, args["T"], args["Kmax"], args["beta"])
+    groups = zip(net.synapse_groups(), args["lr_tab"], strict=True)
+    opt = torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
+    for x, y in zip(fixture["x"], fixture["y"], strict=True):
+        opt.zero_grad()
+        rule(net, x, y).objective.backward()
+        opt.step()
+    expected = original_to_ours(fixture["final"])
+    initial = original_to_ours(fixture["init"])
+    for name, value in net.state_dict().items():
+        update = expected[name] - initial[name]
+        assert update.abs().max() > 1e-4, "the fixture must move the weights"
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
