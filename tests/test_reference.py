@@ -64,3 +64,34 @@ def test_training_reproduces_the_original_weights(kind, method):
         update = expected[name] - initial[name]
         assert update.abs().max() > 1e-4, "the fixture must move the weights"
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind, method", [("p1h", "ep"), ("eb2h", "bptt")])
+def test_lightning_module_reproduces_the_original_weights(kind, method):
+    """The same check through ``EqPropModule.training_step`` under a Lightning Trainer."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from eqprop_lightning.module import EqPropModule
+
+    fixture = torch.load(REFERENCE / f"train_{kind}_{method}.pt", weights_only=True)
+    args = fixture["args"]
+    net = build_net(args)
+    net.load_state_dict(original_to_ours(fixture["init"]))
+    model = EqPropModule(
+        net, args["lr_tab"], algorithm=method, T=args["T"], K=args["Kmax"], beta=args["beta"]
+    )
+    batches = list(zip(fixture["x"], fixture["y"], strict=True))
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, DataLoader(batches, batch_size=None))
+    expected = original_to_ours(fixture["final"])
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
