@@ -124,6 +124,18 @@ def comparison_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def _user_error(err: BaseException | None) -> BaseException | None:
+    """The invalid-config or missing-data error in ``err``'s chain (jsonargparse wraps the errors
+    raised while instantiating optional arguments), else ``None``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (ConfigError, FileNotFoundError)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``eqprop``; invalid configs and missing data exit with status 2 and a
     one-line message instead of a traceback."""
@@ -133,8 +145,11 @@ def main(args: list[str] | None = None) -> None:
             compare(args[1:])
         else:
             EqPropCLI(args=args if args != sys.argv[1:] else None)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"eqprop: error: {err}", file=sys.stderr)
+    except Exception as err:
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        print(f"eqprop: error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -10,7 +10,8 @@ SIZES = [4, 7, 5, 9]  # output 4, hidden 7 and 5, input 9
 
 
 def random_state(net, x, low=-0.5, high=1.5):
-    return [torch.empty(x.shape[0], n, dtype=x.dtype).uniform_(low, high) for n in net.size_tab[:-1]]
+    sizes = net.size_tab[:-1]
+    return [torch.empty(x.shape[0], n, dtype=x.dtype).uniform_(low, high) for n in sizes]
 
 
 def grad_wrt_state(fn, s):

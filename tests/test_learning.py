@@ -69,7 +69,7 @@ def test_ep_update_of_energy_based_net_matches_bptt_as_beta_goes_to_zero(batch):
 
 
 def test_ep_surrogate_gradient_is_the_hand_written_update(batch):
-    """-grad of L_EP is (1/(beta B)) [s_i^T s_{i+1} - s*_i^T s*_{i+1}] (and the input/bias terms)."""
+    """-grad L_EP = (1/(beta B)) [s_i^T s_{i+1} - s*_i^T s*_{i+1}] (and the input/bias terms)."""
     x, y = batch
     net = PrototypicalFC([3, 8, 6], "sigm")
     static = net.static_terms(x)

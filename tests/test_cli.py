@@ -1,0 +1,406 @@
+"""End-to-end tests of the ``eqprop`` command (``eqprop_lightning.cli.main``), in-process.
+
+Every run uses the tiny fake MNIST of ``conftest.fake_mnist`` and the configs of
+``configs/mnist`` shrunk to a 784-16-10 net, a few relaxation steps and a few batches, so the
+whole file runs in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import lightning.pytorch.cli as lightning_cli
+import pytest
+import torch
+import yaml
+from torchvision.datasets import MNIST
+
+from datamodules import MNISTDataModule
+from eqprop_lightning.cli import main
+from eqprop_lightning.module import EqPropModule, error_percent
+from eqprop_lightning.nets import PrototypicalFC
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs" / "mnist"
+ALL_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+SMALL_SIZE_TAB = [10, 16, 784]
+SMALL_T, SMALL_K = 5, 2
+EPOCHS = 2
+
+
+def config(name: str) -> str:
+    return str(CONFIG_DIR / f"{name}.yaml")
+
+
+def shrink(data_dir: Path, epochs: int = EPOCHS, train_batches: int = 3) -> list[str]:
+    """Overrides that make any MNIST config train in well under a second on the fake data."""
+    return [
+        "--data.data_dir",
+        str(data_dir),
+        "--data.verify_checksums",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.max_epochs",
+        str(epochs),
+        "--trainer.limit_train_batches",
+        str(train_batches),
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--model.net.init_args.size_tab",
+        json.dumps(SMALL_SIZE_TAB),
+        "--model.T",
+        str(SMALL_T),
+        "--model.K",
+        str(SMALL_K),
+    ]
+
+
+def results_files(root: Path) -> list[Path]:
+    return sorted((root / "runs").rglob("results.json")) if (root / "runs").exists() else []
+
+
+def check_epochs(epochs: list[dict], n: int) -> None:
+    """``n`` per-epoch entries, numbered 1..n, with numeric errors in [0, 100] and timings."""
+    assert [e["epoch"] for e in epochs] == list(range(1, n + 1))
+    for entry in epochs:
+        assert {"epoch", "train_error", "test_error", "seconds"} <= set(entry)
+        for key in ("train_error", "test_error", "seconds"):
+            assert isinstance(entry[key], (int, float)) and not isinstance(entry[key], bool)
+        assert 0.0 <= entry["train_error"] <= 100.0
+        assert 0.0 <= entry["test_error"] <= 100.0
+        assert entry["seconds"] >= 0.0
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the command from ``tmp_path`` (so ``runs/`` lands there) with a bare ``sys.argv``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["eqprop"])
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def fitted_p1h(fake_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One shrunk ``eqprop fit --config p1h.yaml`` run; yields the working directory."""
+    workdir = tmp_path_factory.mktemp("fit_p1h")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        mp.setattr(sys, "argv", ["eqprop"])
+        main(["fit", "--config", config("p1h"), *shrink(fake_mnist)])
+    yield workdir
+
+
+# --------------------------------------------------------------------------------------- fit
+
+
+def test_fit_p1h_writes_config_results_and_checkpoint(fitted_p1h: Path) -> None:
+    run_dir = fitted_p1h / "runs" / "p1h" / "version_0"
+    assert run_dir.is_dir(), sorted(p.name for p in (fitted_p1h / "runs").rglob("*"))
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["algorithm"] == "ep"
+    assert saved["model"]["T"] == SMALL_T and saved["model"]["K"] == SMALL_K
+    assert saved["model"]["net"]["init_args"]["size_tab"] == SMALL_SIZE_TAB
+    assert saved["trainer"]["max_epochs"] == EPOCHS
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["algorithm"] == "ep"
+    check_epochs(results["epochs"], EPOCHS)
+
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_fit_checkpoint_loads_with_weights_only(fitted_p1h: Path) -> None:
+    ckpt_path = fitted_p1h / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["epoch"] == EPOCHS - 1
+    assert ckpt["hyper_parameters"]["algorithm"] == "ep"
+    weights = ckpt["state_dict"]
+    assert weights["net.weights.0.weight"].shape == (SMALL_SIZE_TAB[0], SMALL_SIZE_TAB[1])
+    assert weights["net.weights.1.weight"].shape == (SMALL_SIZE_TAB[1], SMALL_SIZE_TAB[2])
+
+
+def test_fit_bptt_on_energy_based_net(fake_mnist: Path, in_tmp: Path) -> None:
+    main(["fit", "--config", config("eb1h"), *shrink(fake_mnist), "--model.algorithm", "bptt"])
+    run_dir = in_tmp / "runs" / "eb1h" / "version_0"
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert saved["model"]["algorithm"] == "bptt"
+    assert saved["model"]["net"]["class_path"].endswith("EnergyBasedFC")
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["algorithm"] == "bptt"
+    check_epochs(results["epochs"], EPOCHS)
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+# --------------------------------------------------------------------------- validate / test
+
+
+def _error_of_checkpoint(ckpt_path: Path, data_dir: Path) -> tuple[float, dict]:
+    """Error (%) on the whole fake test set of the weights stored in ``ckpt_path``."""
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    net = PrototypicalFC(**hp["net"]["init_args"])
+    model = EqPropModule(net, lrs=hp["lrs"], algorithm=hp["algorithm"], T=hp["T"], K=hp["K"])
+    model.load_state_dict(ckpt["state_dict"])
+    dm = MNISTDataModule(data_dir=str(data_dir), verify_checksums=False)
+    dm.setup("test")
+    x, y = dm.test_set.tensors
+    return float(error_percent(model(x), y).mean()), ckpt["state_dict"]
+
+
+@pytest.mark.parametrize("command, metric", [("validate", "val/error"), ("test", "test/error")])
+def test_evaluate_checkpoint(
+    command: str,
+    metric: str,
+    fitted_p1h: Path,
+    fake_mnist: Path,
+    in_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ckpt_path = fitted_p1h / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"
+    expected, weights = _error_of_checkpoint(ckpt_path, fake_mnist)
+
+    seen: dict = {}
+    original = getattr(L.Trainer, command)
+
+    @functools.wraps(original)  # keeps the signature the CLI builds the subcommand from
+    def recording(self: L.Trainer, model=None, *args, **kwargs):
+        out = original(self, model, *args, **kwargs)
+        seen["returned"] = out
+        seen["callback_metrics"] = {k: float(v) for k, v in self.callback_metrics.items()}
+        seen["state_dict"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return out
+
+    monkeypatch.setattr(L.Trainer, command, recording)
+    main(
+        [
+            command,
+            "--config",
+            config("p1h"),
+            *shrink(fake_mnist),
+            "--trainer.limit_val_batches",
+            "1.0",
+            "--trainer.limit_test_batches",
+            "1.0",
+            "--ckpt_path",
+            str(ckpt_path),
+        ]
+    )
+
+    assert seen, f"Trainer.{command} was not called"
+    # the evaluated weights are the checkpoint's
+    assert seen["state_dict"].keys() == weights.keys()
+    for key, value in weights.items():
+        torch.testing.assert_close(seen["state_dict"][key], value, rtol=0, atol=0)
+    # the logged error is the error of those weights on the whole test set
+    assert metric in seen["callback_metrics"]
+    assert seen["callback_metrics"][metric] == pytest.approx(expected, abs=1e-4)
+    assert seen["returned"][0][metric] == pytest.approx(expected, abs=1e-4)
+    # and the error that fit recorded for the last epoch (same weights, same test set)
+    fit_results = fitted_p1h / "runs" / "p1h" / "version_0" / "results.json"
+    last_epoch = json.loads(fit_results.read_text())["epochs"][-1]
+    assert last_epoch["test_error"] == pytest.approx(expected, abs=1e-3)
+    # evaluation writes no results.json
+    assert results_files(in_tmp) == []
+
+
+# ---------------------------------------------------------------------------------- compare
+
+
+def test_compare_trains_ep_and_bptt_from_identical_weights(
+    fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    initial: dict[str, dict[str, torch.Tensor]] = {}
+    original_fit = L.Trainer.fit
+
+    @functools.wraps(original_fit)
+    def recording_fit(self: L.Trainer, model, *args, **kwargs):
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        initial[model.hparams.algorithm] = state
+        return original_fit(self, model, *args, **kwargs)
+
+    # Seed the EP and the BPTT CLI differently, so that identical initial weights can only come
+    # from compare copying them (with the config's single seed they would be equal anyway).
+    seeds: list[int] = []
+    real_seed_everything = lightning_cli.seed_everything
+
+    def distinct_seed(seed=None, *args, **kwargs):
+        seeds.append(seed)
+        return real_seed_everything(seed + 100 * len(seeds), *args, **kwargs)
+
+    monkeypatch.setattr(lightning_cli, "seed_everything", distinct_seed)
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
+    main(["compare", "--config", config("p1h"), *shrink(fake_mnist)])
+
+    root = in_tmp / "runs" / "p1h" / "compare_0"
+    for name in ("compare.json", "compare.md", "compare.png"):
+        assert (root / name).is_file() and (root / name).stat().st_size > 0, name
+    assert (root / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    compared = json.loads((root / "compare.json").read_text())
+    assert set(compared) == {"ep", "bptt"}
+    for alg in ("ep", "bptt"):
+        results = json.loads((root / alg / "results.json").read_text())
+        assert results["algorithm"] == alg
+        check_epochs(results["epochs"], EPOCHS)
+        assert compared[alg] == results["epochs"]
+        assert (root / alg / "checkpoints" / "last.ckpt").is_file()
+
+    table = (root / "compare.md").read_text()
+    assert table.startswith("| epoch | bptt train % |")
+    assert len(table.strip().splitlines()) == 2 + EPOCHS
+    assert "comparison written to" in capsys.readouterr().out
+
+    # both algorithms started from the same initial weights, although seeded differently
+    assert seeds == [0, 0]
+    assert set(initial) == {"ep", "bptt"}
+    assert initial["ep"].keys() == initial["bptt"].keys()
+    assert any(k.startswith("net.") for k in initial["ep"])
+    for key, value in initial["ep"].items():
+        torch.testing.assert_close(initial["bptt"][key], value, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ bad configs
+
+
+def _missing_files(root: Path) -> list[str]:
+    raw = root / "MNIST" / "raw"
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
+    return [str(raw / n) for n in names] + [str(raw / "t10k-labels-idx1-ubyte.gz")]
+
+
+# (id, config, extra args, expected substrings of stderr, printed by eqprop itself?)
+BAD_CONFIGS = [
+    ("lrs-length", "p1h", ["--model.lrs", "[0.1]"], ["lrs=[0.1]", "2 weight layers"], True),
+    (
+        "size_tab-short",
+        "p1h",
+        ["--model.net.init_args.size_tab", "[10, 784]"],
+        ["size_tab=[10, 784]", "at least 3"],
+        True,
+    ),
+    ("beta-zero", "p1h", ["--model.beta", "0"], ["beta=0.0", "> 0"], True),
+    ("beta-negative", "p1h", ["--model.beta", "-0.1"], ["beta=-0.1", "> 0"], True),
+    ("K-over-T", "p1h", ["--model.K", "50", "--model.T", "40"], ["K=50", "T=40"], True),
+    (
+        "activation",
+        "p1h",
+        ["--model.net.init_args.activation", "relu"],
+        ["activation='relu'", "sigm"],
+        True,
+    ),
+    ("algorithm", "p1h", ["--model.algorithm", "sgd"], ["model.algorithm", "sgd"], False),
+    ("batch_size", "p1h", ["--data.batch_size", "0"], ["batch_size", "got 0"], True),
+    ("dt-energy-based", "eb1h", ["--model.net.init_args.dt", "1.5"], ["dt=1.5", "(0, 1]"], True),
+    ("T-not-int", "p1h", ["--model.T", "abc"], ["model.T", "abc"], False),
+]
+
+
+def _ids(case) -> str:
+    return case.values[0] if hasattr(case, "values") else case[0]
+
+
+@pytest.mark.parametrize(
+    "case_id, cfg, extra, expected, ours", BAD_CONFIGS, ids=[_ids(c) for c in BAD_CONFIGS]
+)
+def test_bad_config_exits_2_with_message(
+    case_id: str,
+    cfg: str,
+    extra: list[str],
+    expected: list[str],
+    ours: bool,
+    fake_mnist: Path,
+    in_tmp: Path,
+    capsys,
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", config(cfg), *shrink(fake_mnist, epochs=1), *extra])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    if ours:
+        assert "eqprop: error:" in captured.err
+        assert "Traceback" not in captured.err
+        message = captured.err
+    else:  # jsonargparse's own type error: usage + "error: Parser key ..."
+        message = captured.err + captured.out
+    for text in expected:
+        assert text in message, f"{text!r} not in:\n{message[-2000:]}"
+    assert results_files(in_tmp) == []
+
+
+def test_missing_data_without_download_exits_2(
+    fake_mnist: Path, in_tmp: Path, tmp_path_factory: pytest.TempPathFactory, capsys
+) -> None:
+    empty = tmp_path_factory.mktemp("empty_data")
+    args = [
+        *shrink(fake_mnist, epochs=1),
+        "--data.data_dir",
+        str(empty),
+        "--data.download",
+        "false",
+    ]
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", config("p1h"), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "eqprop: error: MNIST data not found" in err
+    assert "download=False" in err
+    for path in _missing_files(empty):
+        assert path in err
+    assert results_files(in_tmp) == []
+
+
+def test_download_impossible_exits_2(
+    fake_mnist: Path,
+    in_tmp: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    def no_network(self: MNIST) -> None:
+        raise OSError("no network")
+
+    monkeypatch.setattr(MNIST, "download", no_network)
+    empty = tmp_path_factory.mktemp("empty_data")
+    args = [*shrink(fake_mnist, epochs=1), "--data.data_dir", str(empty), "--data.download", "true"]
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", config("p1h"), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "eqprop: error: MNIST data not found" in err
+    assert "download failed: no network" in err
+    for path in _missing_files(empty):
+        assert path in err
+    assert results_files(in_tmp) == []
+
+
+# ----------------------------------------------------------------------------- print_config
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=[p.stem for p in ALL_CONFIGS])
+def test_every_config_parses(path: Path, in_tmp: Path, capsys) -> None:
+    try:
+        main(["fit", "--config", str(path), "--print_config"])
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)
+    source = yaml.safe_load(path.read_text())
+    assert printed["model"]["net"]["class_path"] == source["model"]["net"]["class_path"]
+    for key, value in source["model"]["net"]["init_args"].items():
+        assert printed["model"]["net"]["init_args"][key] == value, key
+    for key in ("algorithm", "T", "K", "beta", "lrs"):
+        assert printed["model"][key] == source["model"][key], key
+    assert printed["data"]["class_path"] == source["data"]["class_path"]
+    assert printed["trainer"]["max_epochs"] == source["trainer"]["max_epochs"]
+    assert not (in_tmp / "runs").exists()
