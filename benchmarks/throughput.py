@@ -10,8 +10,9 @@ and nudged phases (EP) or of the untracked relaxation and the tracked forward + 
 End to end: ``eqprop fit --config <yaml>`` (the config's algorithm) runs in a subprocess for one
 epoch of N and of 2N batches (``--epoch-batches``). ``results.json`` gives each epoch's wall time,
 which includes the evaluation on the 10k test set; the difference of the two runs is the time of N
-training batches, free of fixed costs. Eval cost = t(N) - N * per_batch; the full epoch estimate
-is 3000 * per_batch + eval cost.
+training batches, free of fixed costs (startup, evaluation). Eval cost = t(N) - N * per_batch
+(a difference of noisy timings: trust it to ~0.5 s); full epoch = 3000 * per_batch + eval cost.
+Unlike the micro-benchmark this includes Lightning's per-step overhead (data loading, logging).
 """
 
 from __future__ import annotations
@@ -48,15 +49,13 @@ def median_time(fn: Callable[[], object], seconds: float, repeats: int = 5) -> f
     """Median seconds per call of ``fn`` over ``repeats`` windows of ``seconds / repeats``."""
     for _ in range(10):
         fn()
-    t0 = time.perf_counter()
-    fn()
-    n = max(1, int(seconds / repeats / (time.perf_counter() - t0)))
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(n):
+        n, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds / repeats:
             fn()
-        times.append((time.perf_counter() - t0) / n)
+            n += 1
+        times.append(elapsed / n)
     return statistics.median(times)
 
 

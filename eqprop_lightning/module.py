@@ -89,10 +89,12 @@ class EqPropModule(L.LightningModule):
         opt.zero_grad()
         self.manual_backward(estimate.objective)
         opt.step()
-        self.train_error(error_percent(estimate.output, y))
-        self.train_loss(cost(estimate.output, y))
-        self.log("train/error", self.train_error, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+        self.train_error.update(error_percent(estimate.output, y))
+        self.train_loss.update(cost(estimate.output, y))
+        if batch_idx + 1 == self.trainer.num_training_batches:
+            # log the epoch's means once: a self.log per step costs as much as the P-1h step
+            self.log("train/error", self.train_error, on_step=False, on_epoch=True, prog_bar=True)
+            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
