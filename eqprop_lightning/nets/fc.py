@@ -89,6 +89,11 @@ class LayeredFC(nn.Module):
         """Weight layers in learning-rate order (output layer first, as ``--lr_tab``)."""
         return list(self.weights)
 
+    def synapse_labels(self) -> list[str]:
+        """``W01, W12, ..., WLx`` in the order of :meth:`synapse_groups`."""
+        L = self.num_states - 1
+        return [f"W{i}{i + 1}" for i in range(L)] + [f"W{L}x"]
+
     def init_state(self, x: Tensor) -> State:
         """All-zero states for the batch ``x``."""
         return [x.new_zeros(x.shape[0], n) for n in self.size_tab[:-1]]

@@ -1,0 +1,202 @@
+"""Gradient-descending updates (GDU): EP updates against BPTT gradients, step by step.
+
+Over the last ``K`` steps of a ``T``-step free phase (index ``t`` counts steps back from the end
+for BPTT and forward from the free fixed point ``s*`` for EP):
+
+* ``nS[i][t] = dL/ds_i(T - t)``, the BPTT gradient with respect to the neurons;
+* ``dS[i][t] = -(s^beta_{t+1} - s^beta_t) / beta``, minus the EP update of the neurons;
+* ``nT[t] = dL/dtheta_{T-1-t}``, the contribution of the ``t``-th last transition (theta treated
+  as a separate copy per transition), and ``NT[t] = sum_{u <= t} nT[u]``, the gradient of BPTT
+  truncated to the last ``t + 1`` transitions;
+* ``DT[t] = -(dPhi/dtheta(s^beta_{t+1}) - dPhi/dtheta(s*)) / beta`` (batch mean), minus the
+  cumulative EP update, and ``dT[t] = DT[t] - DT[t-1]`` (``dT[0] = DT[0]``).
+
+All quantities are batch means, ``L = 1/(2B) sum |s_out - y|^2``, and ``beta`` is the effective
+nudge ``net.beta_scale * beta``. The GDU property (Ernoult et al., 2019) states ``nS = dS`` and
+``nT = dT`` as ``beta -> 0`` when the free phase has converged and the transition derives from a
+primitive function.
+
+Conventions, compared with the original code: all the per-step BPTT gradients come from one
+forward and one backward pass over the last ``K`` transitions (the original reruns BPTT ``K``
+times); ``nT[0] = NT[0]`` and ``dT[0] = DT[0]`` as in the paper (the original leaves both at zero);
+``dS[i][t]`` is set to zero where the output cannot yet depend on layer ``i`` (``nS[i][u] = 0`` for
+all ``u <= t``), as the original does for the layered nets (it keeps the free-phase residue there
+for the toy model). Only the weights (not the biases) are compared, as in the paper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from eqprop_lightning.learning.bptt import cost
+from eqprop_lightning.learning.ep import ep_surrogate
+from eqprop_lightning.learning.phases import relax
+
+
+@dataclass
+class GDUResult:
+    """``nS``/``dS``: one (K, *layer shape) tensor per state layer; ``NT``/``DT``: one (K, *weight
+    shape) tensor per synapse, keyed by the net's synapse label (``W01``, ``W1x``, ...)."""
+
+    nS: list[Tensor]
+    dS: list[Tensor]
+    NT: dict[str, Tensor]
+    DT: dict[str, Tensor]
+
+    @property
+    def nT(self) -> dict[str, Tensor]:
+        return {k: instantaneous(v) for k, v in self.NT.items()}
+
+    @property
+    def dT(self) -> dict[str, Tensor]:
+        return {k: instantaneous(v) for k, v in self.DT.items()}
+
+
+def instantaneous(cumulative: Tensor) -> Tensor:
+    """``x[t] - x[t-1]`` along the first axis, with ``x[0]`` kept."""
+    return torch.cat([cumulative[:1], cumulative[1:] - cumulative[:-1]])
+
+
+class _Transition(nn.Module):
+    """One transition ``s -> F(x, s, theta)`` computed from scratch (static terms included), so
+    that ``functional_call`` can give every transition its own copy of ``theta``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, s, x: Tensor):
+        return self.net.step(s, self.net.static_terms(x))
+
+
+def synapse_weights(net) -> dict[str, Tensor]:
+    """The compared weights, keyed by label (biases are not compared)."""
+    return dict(zip(net.synapse_labels(), (g.weight for g in net.synapse_groups()), strict=True))
+
+
+def bptt_per_step(net, x: Tensor, y: Tensor, T: int, K: int) -> tuple[list[Tensor], dict]:
+    """``nS`` and ``nT`` from one forward and one backward pass over the last ``K`` transitions.
+
+    Each tracked transition runs with its own leaf copy of the parameters, so that one backward
+    pass leaves on each copy the contribution of its transition to the BPTT gradient.
+    """
+    with torch.no_grad():
+        s = relax(net, net.init_state(x), net.static_terms(x), T - K)
+    transition = _Transition(net)
+    names = {label: name for name, label in _weight_names(net).items()}
+    params = {f"net.{k}": p.detach() for k, p in net.named_parameters()}
+    states, copies = [], []
+    for _ in range(K):
+        theta = {k: p.clone().requires_grad_(True) for k, p in params.items()}
+        s = functional_call(transition, theta, (s, x))
+        copies.append(theta)
+        states.append(s)
+    loss = cost(net.output(s), y)
+    flat_states = [t for st in states for t in st]
+    weights = [c[f"net.{names[k]}"] for c in copies for k in names]
+    grads = torch.autograd.grad(loss, flat_states + weights, allow_unused=True)
+    n_layers, n_weights = len(s), len(names)
+    # nS[i][t] = dL/ds_i(T - t), t = 0 .. K-1, is the gradient of states[K - 1 - t]; batch sum
+    nS = [
+        torch.stack([_or_zeros(grads[(K - 1 - t) * n_layers + i], s[i]) for t in range(K)]).sum(1)
+        for i in range(n_layers)
+    ]
+    # nT[t] is the gradient of the copy used by the (t+1)-th last transition, copies[K - 1 - t]
+    w_grads = grads[len(flat_states) :]
+    nT = {
+        k: torch.stack(
+            [
+                _or_zeros(w_grads[(K - 1 - t) * n_weights + j], params[f"net.{names[k]}"])
+                for t in range(K)
+            ]
+        )
+        for j, k in enumerate(names)
+    }
+    return nS, nT
+
+
+def _weight_names(net) -> dict[str, str]:
+    """Parameter name of each compared weight -> its synapse label."""
+    by_id = {id(p): name for name, p in net.named_parameters()}
+    labels = net.synapse_labels()
+    return {
+        by_id[id(g.weight)]: label for g, label in zip(net.synapse_groups(), labels, strict=True)
+    }
+
+
+def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def ep_per_step(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> tuple[list, dict]:
+    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state after ``T`` steps."""
+    static = net.static_terms(x)
+    with torch.no_grad():
+        s_free = relax(net, net.init_state(x), static, T)
+    weights = synapse_weights(net)
+    beta_eff = beta * net.beta_scale
+    dS = [[] for _ in s_free]
+    DT = {k: [] for k in weights}
+    s = s_free
+    for _ in range(K):
+        with torch.no_grad():
+            s_next = net.step(s, static, beta, y)
+        for i, (a, b) in enumerate(zip(s, s_next, strict=True)):
+            dS[i].append(-(b - a).mean(0) / beta_eff)
+        surrogate = ep_surrogate(net, static, s_free, s_next, 0.0, beta)
+        grads = torch.autograd.grad(surrogate, list(weights.values()), retain_graph=True)
+        for k, g in zip(weights, grads, strict=True):
+            DT[k].append(g)
+        s = s_next
+    return [torch.stack(d) for d in dS], {k: torch.stack(v) for k, v in DT.items()}
+
+
+def gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> GDUResult:
+    """All GDU quantities on the batch ``(x, y)`` (see the module docstring)."""
+    nS, nT = bptt_per_step(net, x, y, T, K)
+    dS, DT = ep_per_step(net, x, y, T, K, beta)
+    for n, d in zip(nS, dS, strict=True):
+        unreached = (n.flatten(1) == 0).all(1).cumprod(0).bool()  # t < depth of the layer
+        d[unreached] = 0.0
+    NT = {k: v.cumsum(0) for k, v in nT.items()}
+    return GDUResult(nS=nS, dS=dS, NT=NT, DT=DT)
+
+
+def relative_rmse(n: Tensor, d: Tensor) -> Tensor:
+    """Per component (over the time axis 0): ``sqrt(sum_t (n - d)^2 / max(sum_t n^2, sum_t d^2))``,
+    0 where both are identically 0. Shape: (K, *c) -> (*c)."""
+    num = (n - d).pow(2).sum(0)
+    den = torch.maximum(n.pow(2).sum(0), d.pow(2).sum(0))
+    return torch.where(den > 0, (num / den.clamp_min(torch.finfo(den.dtype).tiny)).sqrt(), 0.0)
+
+
+def rmse_table(result: GDUResult) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and std over components of the relative RMSE, per neuron layer (``nS`` vs ``dS``) and
+    per weight (cumulative ``NT`` vs ``DT``, as the paper)."""
+
+    def stats(e: Tensor) -> dict[str, float]:
+        return {"mean": e.mean().item(), "std": e.std().item() if e.numel() > 1 else 0.0}
+
+    return {
+        "neurons": {
+            f"s{i}": stats(relative_rmse(n, d))
+            for i, (n, d) in enumerate(zip(result.nS, result.dS, strict=True))
+        },
+        "weights": {k: stats(relative_rmse(result.NT[k], result.DT[k])) for k in result.NT},
+    }
+
+
+def sign_agreement(NT: dict[str, Tensor], DT: dict[str, Tensor]) -> dict[str, dict[str, float]]:
+    """Per weight, in percent of its entries, at the last step: ``same_sign`` (both non-zero with
+    the same sign), ``both_zero``, and their sum ``total`` (the original's "receipe")."""
+    out = {}
+    for k in NT:
+        n, d = NT[k][-1], DT[k][-1]
+        same = ((torch.sign(n) == torch.sign(d)) & (n != 0) & (d != 0)).float().mean().item()
+        zero = ((n == 0) & (d == 0)).float().mean().item()
+        out[k] = {"same_sign": 100 * same, "both_zero": 100 * zero, "total": 100 * (same + zero)}
+    return out

@@ -1,0 +1,136 @@
+"""GDU quantities: one-pass BPTT per step, EP -> BPTT as beta -> 0, RMSE and sign agreement,
+and the original's recorded GDU tensors."""
+
+import pytest
+import torch
+
+from eqprop_lightning.learning import TruncatedBPTT
+from eqprop_lightning.learning.gdu import (
+    gdu,
+    instantaneous,
+    relative_rmse,
+    rmse_table,
+    sign_agreement,
+    synapse_weights,
+)
+from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
+from eqprop_lightning.nets.toy import ToyEnergyBased
+from tests.test_reference import REFERENCE, build_net, original_to_ours
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(0)
+    return torch.rand(3, 6, dtype=torch.float64), 0.1 * torch.eye(3, dtype=torch.float64)
+
+
+def energy_based_net():
+    torch.manual_seed(1)
+    return EnergyBasedFC([3, 8, 5, 6], "tanh", dt=0.1, clamp=False, output_rho_prime=True).double()
+
+
+def test_one_pass_bptt_equals_separate_truncated_runs(batch):
+    """NT[t] from the one-pass computation equals BPTT truncated to the last t + 1 transitions."""
+    x, y = batch
+    net = PrototypicalFC([3, 8, 5, 6], "sigm").double()
+    T, K = 30, 6
+    result = gdu(net, x, y, T, K, beta=0.01)
+    weights = synapse_weights(net)
+    for t in range(1, K):  # the FC rule tracks K + 1 transitions: K = t gives t + 1
+        net.zero_grad()
+        TruncatedBPTT(T, t)(net, x, y).objective.backward()
+        for k, w in weights.items():
+            expected = torch.zeros_like(w) if w.grad is None else w.grad
+            torch.testing.assert_close(result.NT[k][t], expected)
+
+
+def test_ep_updates_approach_bptt_gradients_as_beta_goes_to_zero(batch):
+    x, y = batch
+    net = energy_based_net()
+    errors = []
+    for beta in (1e-1, 1e-3):
+        table = rmse_table(gdu(net, x, y, T=800, K=60, beta=beta))
+        errors.append(max(v["mean"] for group in table.values() for v in group.values()))
+    assert errors[1] < 0.01
+    assert errors[1] < errors[0] / 10
+
+
+def test_toy_model_satisfies_gdu(batch):
+    x, y = batch
+    torch.manual_seed(2)
+    net = ToyEnergyBased([3, 7, 6], "tanh", dt=0.1).double()
+    table = rmse_table(gdu(net, x, y, T=600, K=40, beta=1e-4))
+    assert all(v["mean"] < 0.01 for group in table.values() for v in group.values())
+
+
+def test_instantaneous_keeps_the_first_step():
+    cumulative = torch.tensor([1.0, 3.0, 6.0])
+    torch.testing.assert_close(instantaneous(cumulative), torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_relative_rmse_formula():
+    n = torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # component 0: sqrt(1 / max(2, 1)); component 1: both zero -> 0; component 2: sqrt(4 / 4)
+    torch.testing.assert_close(relative_rmse(n, d), torch.tensor([0.5**0.5, 0.0, 1.0]))
+
+
+def test_sign_agreement_adds_up_and_is_total_on_agreeing_case():
+    torch.manual_seed(0)
+    n = torch.randn(4, 5, 6)
+    n[-1, 0] = 0.0
+    agree = sign_agreement({"W": n}, {"W": 3 * n})["W"]
+    assert agree["total"] == pytest.approx(100.0)
+    assert agree["both_zero"] == pytest.approx(100 * 6 / 30)
+    mixed = sign_agreement({"W": n}, {"W": torch.randn(4, 5, 6)})["W"]
+    assert mixed["same_sign"] + mixed["both_zero"] == pytest.approx(mixed["total"])
+    assert 0 < mixed["total"] < 100
+
+
+def test_gdu_leaves_parameter_grads_untouched(batch):
+    x, y = batch
+    net = energy_based_net()
+    gdu(net, x, y, T=20, K=5, beta=0.01)
+    assert all(p.grad is None for p in net.parameters())
+
+
+def toy_from_fixture(fixture):
+    args = fixture["args"]
+    net = ToyEnergyBased(
+        args["size_tab"], args["activation_function"], dt=args["dt"], clamp=not args["no_clamp"]
+    )
+    names = {"w.1": "w01", "w.2": "w0x", "w.4": "w1x"}
+    net.load_state_dict(
+        {
+            f"{names[k.rsplit('.', 1)[0]]}.{k.rsplit('.', 1)[1]}": v
+            for k, v in fixture["init"].items()
+        }
+    )
+    return net, {1: "W01", 2: "W0x", 4: "W1x"}
+
+
+@pytest.mark.skipif(REFERENCE is None, reason="reference fixtures not found")
+@pytest.mark.parametrize("kind", ["p1h", "eb1h", "p2h", "toy"])
+def test_gdu_reproduces_the_original(kind):
+    """nS and NT to float precision; dS and DT, which divide float32 differences of states by
+    beta (by dt * beta = 8e-5 for EB-1h), to 1e-3 of their scale."""
+    fixture = torch.load(REFERENCE / f"gdu_{kind}.pt", weights_only=True)
+    args = fixture["args"]
+    if kind == "toy":
+        net, labels = toy_from_fixture(fixture)
+    else:
+        net = build_net(args)
+        net.load_state_dict(original_to_ours(fixture["init"]))
+        labels = {2 * i: label for i, label in enumerate(net.synapse_labels())}
+    result = gdu(net, fixture["x"][0], fixture["y"][0], args["T"], args["Kmax"], args["beta"])
+
+    def close(ours, theirs, rel):
+        scale = theirs.abs().max()
+        assert (ours - theirs).abs().max() <= rel * scale + 1e-7
+
+    for i, (n, d) in enumerate(zip(result.nS, result.dS, strict=True)):
+        close(n, fixture["nS"][i].squeeze(1), 1e-5)
+        close(d, fixture["dS"][i].squeeze(1), 2e-3)
+    for j, label in labels.items():
+        close(result.NT[label], fixture["NT"][j], 1e-5)
+        close(result.DT[label], fixture["DT"][j], 2e-3)
