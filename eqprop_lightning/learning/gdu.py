@@ -87,7 +87,7 @@ def bptt_per_step(net, x: Tensor, y: Tensor, T: int, K: int) -> tuple[list[Tenso
     with torch.no_grad():
         s = relax(net, net.init_state(x), net.static_terms(x), T - K)
     transition = _Transition(net)
-    names = {label: name for name, label in _weight_names(net).items()}
+    names = _weight_names(net)
     params = {f"net.{k}": p.detach() for k, p in net.named_parameters()}
     states, copies = [], []
     for _ in range(K):
@@ -120,12 +120,9 @@ def bptt_per_step(net, x: Tensor, y: Tensor, T: int, K: int) -> tuple[list[Tenso
 
 
 def _weight_names(net) -> dict[str, str]:
-    """Parameter name of each compared weight -> its synapse label."""
+    """Synapse label -> parameter name of each compared weight."""
     by_id = {id(p): name for name, p in net.named_parameters()}
-    labels = net.synapse_labels()
-    return {
-        by_id[id(g.weight)]: label for g, label in zip(net.synapse_groups(), labels, strict=True)
-    }
+    return {label: by_id[id(w)] for label, w in synapse_weights(net).items()}
 
 
 def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
@@ -133,7 +130,7 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
 
 
 def ep_per_step(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> tuple[list, dict]:
-    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state after ``T`` steps."""
+    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state after ``T``."""
     static = net.static_terms(x)
     with torch.no_grad():
         s_free = relax(net, net.init_state(x), static, T)
