@@ -3,6 +3,7 @@ plus ``compare``, which trains EP and BPTT from identical initial weights."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import warnings
@@ -28,7 +29,11 @@ TRAINER_DEFAULTS = {
 
 EXTRA_COMMANDS = """extra subcommands:
   compare   train the config with EP and with BPTT from identical initial weights and write
-            both error curves and a side-by-side table (`eqprop compare --config X`)"""
+            both error curves and a side-by-side table (`eqprop compare --config X`)
+  gdu       EP updates against BPTT gradients step by step on one training batch: tensors,
+            RMSE table and figures (`eqprop gdu --config X [--output_dir DIR]`)
+  recipe    sign agreement of EP and BPTT over N training batches
+            (`eqprop recipe --config X [--batches 20] [--output_dir DIR]`)"""
 
 
 class EqPropCLI(LightningCLI):
@@ -109,6 +114,55 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     return results
 
 
+def _analysis_setup(prog: str, args: list[str], extra: dict[str, dict]) -> tuple:
+    """Parse ``prog``'s own options, build model and data from the rest like ``fit`` would, and
+    pick the output directory (a new ``runs/<name>/<prog>_<n>`` unless ``--output_dir``)."""
+    parser = argparse.ArgumentParser(prog=f"eqprop {prog}", add_help=False)
+    parser.add_argument("--output_dir", type=Path, default=None)
+    for flag, kwargs in extra.items():
+        parser.add_argument(flag, **kwargs)
+    own, rest = parser.parse_known_args(args)
+    warnings.filterwarnings("ignore", message=".*args parameter is intended")
+    cli = EqPropCLI(args=rest, run=False)
+    logger = cli.trainer.logger
+    out_dir = own.output_dir or _next_dir(Path(logger.save_dir) / logger.name, prog)
+    datamodule = cli.datamodule
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return cli.model, datamodule, out_dir, own
+
+
+def gdu_command(args: list[str]) -> dict:
+    """``eqprop gdu``: the GDU analysis of the config's net on its first training batch."""
+    from eqprop_lightning.analysis import rmse_report, run_gdu
+
+    model, datamodule, out_dir, _ = _analysis_setup("gdu", args, {})
+    x, y = next(iter(datamodule.train_dataloader()))
+    hp = model.hparams
+    summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir)
+    print(rmse_report(summary))
+    print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
+    return summary
+
+
+def recipe_command(args: list[str]) -> dict:
+    """``eqprop recipe``: sign agreement of EP and BPTT over ``--batches`` training batches."""
+    from eqprop_lightning.analysis import recipe_report, run_recipe, write_recipe
+
+    extra = {"--batches": {"type": int, "default": 20}}
+    model, datamodule, out_dir, own = _analysis_setup("recipe", args, extra)
+    if own.batches < 1:
+        raise ConfigError(f"--batches={own.batches} must be a positive integer")
+    loader = datamodule.train_dataloader()
+    batches = [next(iter(loader)) for _ in range(own.batches)]  # a fresh shuffle each time
+    hp = model.hparams
+    recipe = run_recipe(model.net, batches, hp.T, hp.K, hp.beta)
+    path = write_recipe(recipe, out_dir, own.batches)
+    print(recipe_report(recipe))
+    print(f"sign agreement over {own.batches} batches written to {path}")
+    return recipe
+
+
 def comparison_table(results: dict[str, list[dict]]) -> str:
     """Markdown table: one row per epoch, train/test error (%) of each algorithm side by side."""
     algs = list(results)
@@ -141,8 +195,9 @@ def main(args: list[str] | None = None) -> None:
     one-line message instead of a traceback."""
     args = sys.argv[1:] if args is None else list(args)
     try:
-        if args[:1] == ["compare"]:
-            compare(args[1:])
+        commands = {"compare": compare, "gdu": gdu_command, "recipe": recipe_command}
+        if args[:1] and args[0] in commands:
+            commands[args[0]](args[1:])
         else:
             EqPropCLI(args=args if args != sys.argv[1:] else None)
     except Exception as err:

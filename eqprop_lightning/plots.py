@@ -1,10 +1,11 @@
-"""Figures (matplotlib, Agg backend): error curves of training runs."""
+"""Figures (matplotlib, Agg backend): error curves of training runs and the GDU comparison."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -24,6 +25,66 @@ def plot_error_curves(results: dict[str, list[dict]], path: Path) -> Path:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def gdu_neuron_figure(nS: list, dS: list, units: int = 5, seed: int = 0) -> plt.Figure:
+    """Per layer, ``units`` neurons: BPTT ``nS`` (solid) against EP ``dS`` (dashed) over ``t``
+    (output layer: its first units; other layers: units drawn at random with ``seed``)."""
+    gen = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(1, len(nS), figsize=(4 * len(nS), 3.2), squeeze=False)
+    for i, (n, d, ax) in enumerate(zip(nS, dS, axes[0], strict=True)):
+        n, d = n.flatten(1), d.flatten(1)  # (K, units of layer i)
+        count = min(units, n.shape[1])
+        picks = range(count) if i == 0 else torch.randperm(n.shape[1], generator=gen)[:count]
+        for c, j in enumerate(picks):
+            ax.plot(n[:, j], "-", color=f"C{c}")
+            ax.plot(d[:, j], "--", color=f"C{c}")
+        ax.set_title(f"$s^{i}$: $\\nabla^{{BPTT}}$ (solid), $-\\Delta^{{EP}}$ (dashed)", fontsize=9)
+        ax.set_xlabel("t")
+    fig.tight_layout()
+    return fig
+
+
+def gdu_synapse_figure(nT: dict, dT: dict, synapses: int = 10, seed: int = 0) -> plt.Figure:
+    """Per weight, ``synapses`` random entries: instantaneous BPTT ``nT`` (solid) against EP
+    ``dT`` (dashed) over ``t``."""
+    gen = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(1, len(nT), figsize=(4 * len(nT), 3.2), squeeze=False)
+    for (name, n), ax in zip(nT.items(), axes[0], strict=True):
+        n, d = n.flatten(1), dT[name].flatten(1)  # (K, entries)
+        for c, j in enumerate(torch.randperm(n.shape[1], generator=gen)[:synapses]):
+            ax.plot(n[:, j], "-", color=f"C{c}")
+            ax.plot(d[:, j], "--", color=f"C{c}")
+        ax.set_title(f"${name[0]}_{{{name[1:]}}}$: BPTT (solid), EP (dashed)", fontsize=9)
+        ax.set_xlabel("t")
+    fig.tight_layout()
+    return fig
+
+
+def rmse_bar_figure(rmse: dict) -> plt.Figure:
+    """Bars of the mean relative RMSE (std as error bars) per neuron layer and per weight."""
+    entries = [*rmse["neurons"].items(), *rmse["weights"].items()]
+    fig, ax = plt.subplots(figsize=(1 + 0.8 * len(entries), 3.2))
+    names = [
+        f"${k[0]}_{{{k[1:]}}}$" if k[0] == "W" else f"${k[0]}^{{{k[1:]}}}$" for k, _ in entries
+    ]
+    colours = ["C0" if k.startswith("s") else "C1" for k, _ in entries]
+    ax.bar(
+        names,
+        [v["mean"] for _, v in entries],
+        yerr=[v["std"] for _, v in entries],
+        color=colours,
+        capsize=3,
+    )
+    ax.set_ylabel("relative RMSE")
+    ax.set_yscale("log")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -2,6 +2,7 @@
 
 from eqprop_lightning.nets.activations import ACTIVATIONS, Activation, get_activation
 from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, State, StaticTerms
+from eqprop_lightning.nets.toy import ToyEnergyBased
 
 __all__ = [
     "ACTIVATIONS",
@@ -11,5 +12,6 @@ __all__ = [
     "PrototypicalFC",
     "State",
     "StaticTerms",
+    "ToyEnergyBased",
     "get_activation",
 ]

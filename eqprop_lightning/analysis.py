@@ -1,0 +1,113 @@
+"""The GDU analysis of a net on a batch, and the sign-agreement "recipe" over several batches:
+run, save (tensors, JSON, figures, TensorBoard) and summarise. Used by ``eqprop gdu``,
+``eqprop recipe`` and the GDU callback."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from callbacks.results import write_json_atomic
+from eqprop_lightning.learning.gdu import GDUResult, gdu, rmse_table, sign_agreement
+from eqprop_lightning.plots import (
+    gdu_neuron_figure,
+    gdu_synapse_figure,
+    rmse_bar_figure,
+    save_figure,
+)
+
+
+def gdu_figures(result: GDUResult, rmse: dict) -> dict[str, Any]:
+    """The three GDU figures: neuron curves, synapse curves, RMSE bars."""
+    return {
+        "gdu_neurons": gdu_neuron_figure(result.nS, result.dS),
+        "gdu_synapses": gdu_synapse_figure(result.nT, result.dT),
+        "gdu_rmse": rmse_bar_figure(rmse),
+    }
+
+
+def run_gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float, out_dir: Path) -> dict:
+    """GDU analysis on ``(x, y)``; writes ``gdu.pt``, ``gdu.json``, PNG figures and TensorBoard
+    events into ``out_dir`` and returns the JSON summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    result = gdu(net, x, y, T, K, beta)
+    rmse = rmse_table(result)
+    summary = {
+        "rmse": rmse,
+        "sign_agreement": sign_agreement(result.NT, result.DT),
+        "seconds": round(time.perf_counter() - start, 3),
+        "setting": {"T": T, "K": K, "beta": beta, "batch_size": x.shape[0]},
+    }
+    torch.save(
+        {
+            "nS": result.nS,
+            "dS": result.dS,
+            "NT": result.NT,
+            "DT": result.DT,
+            "nT": result.nT,
+            "dT": result.dT,
+            "x": x,
+            "y": y,
+        },
+        out_dir / "gdu.pt",
+    )
+    write_json_atomic(out_dir / "gdu.json", summary)
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out_dir)) as writer:
+        for name, fig in gdu_figures(result, rmse).items():
+            writer.add_figure(name, fig, close=False)
+            save_figure(fig, out_dir / f"{name}.png")
+    return summary
+
+
+def rmse_report(summary: dict) -> str:
+    """Markdown table of the mean (std) relative RMSE per layer and weight."""
+    lines = ["| quantity | mean RMSE | std |", "|---|---|---|"]
+    for group in ("neurons", "weights"):
+        for name, v in summary["rmse"][group].items():
+            lines.append(f"| {name} | {v['mean']:.4f} | {v['std']:.4f} |")
+    return "\n".join(lines)
+
+
+def run_recipe(
+    net, batches: Iterable[tuple[Tensor, Tensor]], T: int, K: int, beta: float
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Sign agreement of ``NT[-1]`` and ``DT[-1]`` per weight over several batches:
+    ``{weight: {"same_sign" | "both_zero" | "total": {"mean", "std"}}}`` (percent). Unlike the
+    original, the std of ``total`` is the std of the totals, not the sum of the two stds."""
+    results = (gdu(net, x, y, T, K, beta) for x, y in batches)
+    per_batch = [sign_agreement(r.NT, r.DT) for r in results]
+    out = {}
+    for weight in per_batch[0]:
+        out[weight] = {}
+        for field in ("same_sign", "both_zero", "total"):
+            values = [b[weight][field] for b in per_batch]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            out[weight][field] = {"mean": statistics.fmean(values), "std": std}
+    return out
+
+
+def recipe_report(recipe: dict) -> str:
+    lines = ["| weight | same sign % | both zero % | total % |", "|---|---|---|---|"]
+    for weight, v in recipe.items():
+        cells = [
+            f"{v[f]['mean']:.1f} ± {v[f]['std']:.1f}" for f in ("same_sign", "both_zero", "total")
+        ]
+        lines.append(f"| {weight} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_recipe(recipe: dict, out_dir: Path, batches: int) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "recipe.json"
+    write_json_atomic(path, {"batches": batches, "sign_agreement": recipe})
+    (out_dir / "recipe.md").write_text(recipe_report(recipe) + "\n")
+    return path
