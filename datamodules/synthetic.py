@@ -1,0 +1,61 @@
+"""Synthetic data for the toy model (Fig. 2 of Ernoult et al., 2019).
+
+Inputs ``x ~ U[0, 1]^n_in`` as in the original's GDU analysis of the toy model. Targets are one-hot
+classes given by a fixed random linear teacher, ``argmax(x W_teacher)``, so that the toy model can
+also be trained (the original draws one random class per batch and never trains the toy model).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from eqprop_lightning.errors import ConfigError
+
+
+class ToyDataModule(L.LightningDataModule):
+    """Synthetic ``(x, one-hot y)`` pairs: ``n_train`` for training, ``n_test`` for evaluation."""
+
+    def __init__(
+        self,
+        n_in: int = 5,
+        n_out: int = 10,
+        batch_size: int = 1,
+        n_train: int = 1000,
+        n_test: int = 200,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        for name, value in {
+            "n_in": n_in,
+            "n_out": n_out,
+            "batch_size": batch_size,
+            "n_train": n_train,
+            "n_test": n_test,
+        }.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name}={value!r} must be a positive integer")
+        self.save_hyperparameters()
+
+    @property
+    def num_classes(self) -> int:
+        return self.hparams.n_out
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        gen = torch.Generator().manual_seed(hp.seed)
+        teacher = torch.randn(hp.n_in, hp.n_out, generator=gen)
+        x = torch.rand(hp.n_train + hp.n_test, hp.n_in, generator=gen)
+        y = torch.nn.functional.one_hot((x - 0.5).matmul(teacher).argmax(1), hp.n_out).float()
+        self.train_set = TensorDataset(x[: hp.n_train], y[: hp.n_train])
+        self.test_set = TensorDataset(x[hp.n_train :], y[hp.n_train :])
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.test_set, batch_size=max(self.hparams.batch_size, 100))
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
