@@ -15,7 +15,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 
-from callbacks import ResultsWriter, write_json_atomic
+from callbacks import GDUCallback, ResultsWriter, write_json_atomic
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule
 
@@ -65,6 +65,7 @@ class EqPropCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ResultsWriter, "results")
+        parser.add_lightning_class_args(GDUCallback, "gdu")
 
     def before_fit(self) -> None:
         rank_zero_info(f"run directory: {self.trainer.log_dir}")

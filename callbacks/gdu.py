@@ -1,0 +1,71 @@
+"""GDU check during training: EP updates against BPTT gradients on a fixed batch, every N steps."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from eqprop_lightning.analysis import gdu_figures
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning.gdu import gdu, rmse_table, sign_agreement
+
+
+class GDUCallback(L.Callback):
+    """Every ``every_n_steps`` optimizer steps (0, the default, turns it off), runs the GDU
+    analysis of the model on a fixed batch (the first training batch of the run) and logs the
+    mean relative RMSE per layer (``gdu/rmse/<s0|W01|...>``) and the sign agreement per weight
+    (``gdu/sign_agreement/<W01|...>``, percent) as scalars, and the GDU figures to TensorBoard.
+
+    Runs on rank 0 only and computes its gradients with ``torch.autograd.grad``: the parameters'
+    ``.grad`` and the training are left untouched.
+
+    Args:
+        every_n_steps: analysis period in optimizer steps; 0 disables the callback.
+        T, K, beta: phases and nudging of the analysis; default to the model's ``T``, ``K``,
+            ``beta``.
+        figures: also log the neuron, synapse and RMSE figures (TensorBoard loggers only).
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 0,
+        T: int | None = None,
+        K: int | None = None,
+        beta: float | None = None,
+        figures: bool = True,
+    ) -> None:
+        if not isinstance(every_n_steps, int) or every_n_steps < 0:
+            raise ConfigError(f"every_n_steps={every_n_steps!r} must be an integer >= 0 (0: off)")
+        self.every_n_steps = every_n_steps
+        self.T, self.K, self.beta = T, K, beta
+        self.figures = figures
+        self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if self.every_n_steps and self.batch is None:
+            self.batch = tuple(t.detach().clone() for t in batch)
+
+    @rank_zero_only
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not self.every_n_steps or step % self.every_n_steps != 0:
+            return
+        hp = pl_module.hparams
+        T, K = self.T or hp.T, self.K or hp.K
+        beta = self.beta or hp.beta
+        x, y = self.batch
+        with torch.enable_grad():
+            result = gdu(pl_module.net, x, y, T, K, beta)
+        rmse = rmse_table(result)
+        metrics = {
+            f"gdu/rmse/{name}": v["mean"] for group in rmse.values() for name, v in group.items()
+        }
+        for name, v in sign_agreement(result.NT, result.DT).items():
+            metrics[f"gdu/sign_agreement/{name}"] = v["total"]
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+            if self.figures and isinstance(logger, TensorBoardLogger):
+                for name, fig in gdu_figures(result, rmse).items():
+                    logger.experiment.add_figure(f"gdu/{name}", fig, global_step=step)
