@@ -35,6 +35,7 @@ from torch.func import functional_call
 from eqprop_lightning.learning.bptt import cost
 from eqprop_lightning.learning.ep import ep_surrogate
 from eqprop_lightning.learning.phases import relax
+from eqprop_lightning.nets import State
 
 
 @dataclass
@@ -78,14 +79,13 @@ def synapse_weights(net) -> dict[str, Tensor]:
     return dict(zip(net.synapse_labels(), (g.weight for g in net.synapse_groups()), strict=True))
 
 
-def bptt_per_step(net, x: Tensor, y: Tensor, T: int, K: int) -> tuple[list[Tensor], dict]:
-    """``nS`` and ``nT`` from one forward and one backward pass over the last ``K`` transitions.
+def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, State]:
+    """``nS``, ``nT`` and the final state, from one forward and one backward pass over the ``K``
+    transitions that follow ``s`` (the state ``T - K`` steps into the free phase).
 
     Each tracked transition runs with its own leaf copy of the parameters, so that one backward
     pass leaves on each copy the contribution of its transition to the BPTT gradient.
     """
-    with torch.no_grad():
-        s = relax(net, net.init_state(x), net.static_terms(x), T - K)
     transition = _Transition(net)
     names = _weight_names(net)
     params = {f"net.{k}": p.detach() for k, p in net.named_parameters()}
@@ -116,7 +116,7 @@ def bptt_per_step(net, x: Tensor, y: Tensor, T: int, K: int) -> tuple[list[Tenso
         )
         for j, k in enumerate(names)
     }
-    return nS, nT
+    return nS, nT, [t.detach() for t in s]
 
 
 def _weight_names(net) -> dict[str, str]:
@@ -129,11 +129,9 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def ep_per_step(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> tuple[list, dict]:
-    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state after ``T``."""
+def ep_per_step(net, x: Tensor, y: Tensor, s_free: State, K: int, beta: float) -> tuple:
+    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state ``s_free``."""
     static = net.static_terms(x)
-    with torch.no_grad():
-        s_free = relax(net, net.init_state(x), static, T)
     weights = synapse_weights(net)
     beta_eff = beta * net.beta_scale
     dS = [[] for _ in s_free]
@@ -154,8 +152,10 @@ def ep_per_step(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> tuple
 
 def gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> GDUResult:
     """All GDU quantities on the batch ``(x, y)`` (see the module docstring)."""
-    nS, nT = bptt_per_step(net, x, y, T, K)
-    dS, DT = ep_per_step(net, x, y, T, K, beta)
+    with torch.no_grad():
+        s = relax(net, net.init_state(x), net.static_terms(x), T - K)
+    nS, nT, s_free = bptt_per_step(net, x, y, s, K)
+    dS, DT = ep_per_step(net, x, y, s_free, K, beta)
     for n, d in zip(nS, dS, strict=True):
         unreached = (n.flatten(1) == 0).all(1).cumprod(0).bool()  # t < depth of the layer
         d[unreached] = 0.0
