@@ -21,9 +21,11 @@ def error_percent(output: Tensor, y: Tensor) -> Tensor:
     return (output.argmax(1) != y.argmax(1)).float() * 100.0
 
 
-def make_rule(algorithm: str, T: int, K: int, beta: float) -> GradientEstimator:
+def make_rule(
+    algorithm: str, T: int, K: int, beta: float, symmetric: bool = False
+) -> GradientEstimator:
     if algorithm == "ep":
-        return EquilibriumProp(T, K, beta)
+        return EquilibriumProp(T, K, beta, symmetric)
     if algorithm == "bptt":
         return TruncatedBPTT(T, K)
     raise ConfigError(f"algorithm={algorithm!r} is not supported; choose 'ep' or 'bptt'")
@@ -42,6 +44,7 @@ class EqPropModule(L.LightningModule):
         T: free-phase steps.
         K: nudged-phase steps (EP) or tracked steps (BPTT).
         beta: nudging strength (EP only).
+        symmetric: symmetric (three-phase) EP with nudges ``+beta`` and ``-beta`` (EP only).
         lrs: learning rates, one per weight layer, output layer first.
     """
 
@@ -53,12 +56,13 @@ class EqPropModule(L.LightningModule):
         T: int = 40,
         K: int = 15,
         beta: float = 0.1,
+        symmetric: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = net
-        self.rule = make_rule(algorithm, T, K, beta)
+        self.rule = make_rule(algorithm, T, K, beta, symmetric)
         groups = net.synapse_groups()
         if len(lrs) != len(groups):
             raise ConfigError(

@@ -135,3 +135,16 @@ def test_bptt_tracks_k_plus_one_transitions_for_fc_nets(batch):
 def test_bad_phase_settings_are_rejected(make, match):
     with pytest.raises(ConfigError, match=match):
         make()
+
+
+def test_symmetric_ep_is_closer_to_bptt_than_two_phase_ep(batch):
+    """Symmetric nudging cancels the O(beta) bias of the two-phase estimate."""
+    x, y = (t.double() for t in batch)
+    torch.manual_seed(1)
+    net = EnergyBasedFC([3, 8, 6], "tanh", dt=0.1, clamp=False, output_rho_prime=True).double()
+    bptt = flat_grad(net, TruncatedBPTT(T=1000, K=100), x, y)
+    two = relative_error(flat_grad(net, EquilibriumProp(1000, 100, 0.1), x, y), bptt)
+    sym = relative_error(
+        flat_grad(net, EquilibriumProp(1000, 100, 0.1, symmetric=True), x, y), bptt
+    )
+    assert sym < two / 5

@@ -41,19 +41,30 @@ def ep_surrogate(
 
 
 class EquilibriumProp:
-    """Two-phase EP: ``T`` free steps to ``s*``, ``K`` steps nudged by ``beta``, then
-    ``Delta_theta = (1/beta) <dPhi/dtheta(s^beta) - dPhi/dtheta(s*)>``."""
+    """EP: ``T`` free steps to ``s*``, then ``K`` nudged steps from ``s*``.
 
-    def __init__(self, T: int, K: int, beta: float) -> None:
+    Two-phase (the default, seed 1): one phase nudged by ``+beta``,
+    ``Delta_theta = (1/beta) <dPhi/dtheta(s^beta) - dPhi/dtheta(s*)>``.
+    Symmetric (``symmetric=True``, three phases): phases nudged by ``+beta`` and ``-beta``,
+    ``Delta_theta = (1/(2 beta)) <dPhi/dtheta(s^beta) - dPhi/dtheta(s^-beta)>``, whose bias is
+    O(beta^2) instead of O(beta).
+    """
+
+    def __init__(self, T: int, K: int, beta: float, symmetric: bool = False) -> None:
         check_phases(T, K)
         if not beta > 0:
             raise ConfigError(f"beta={beta!r} must be > 0 for EP (the nudging strength)")
-        self.T, self.K, self.beta = T, K, beta
+        self.T, self.K, self.beta, self.symmetric = T, K, beta, symmetric
 
     def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:
         static = net.static_terms(x)
         with torch.no_grad():
             s_free = free_phase(net, static, net.init_state(x), self.T)
-            s_nudged = nudged_phase(net, static, s_free, self.K, self.beta, y)
-        objective = ep_surrogate(net, static, s_free, s_nudged, 0.0, self.beta)
+            s_pos = nudged_phase(net, static, s_free, self.K, self.beta, y)
+            if self.symmetric:
+                s_neg = nudged_phase(net, static, s_free, self.K, -self.beta, y)
+        if self.symmetric:
+            objective = ep_surrogate(net, static, s_neg, s_pos, -self.beta, self.beta)
+        else:
+            objective = ep_surrogate(net, static, s_free, s_pos, 0.0, self.beta)
         return Estimate(objective, net.output(s_free))
