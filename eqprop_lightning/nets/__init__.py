@@ -1,12 +1,15 @@
 """Dynamics of the convergent RNNs: pure tensor code, no Lightning."""
 
 from eqprop_lightning.nets.activations import ACTIVATIONS, Activation, get_activation
+from eqprop_lightning.nets.conv import ConvPrototypical, ConvStaticTerms
 from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, State, StaticTerms
 from eqprop_lightning.nets.toy import ToyEnergyBased
 
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "ConvPrototypical",
+    "ConvStaticTerms",
     "EnergyBasedFC",
     "LayeredFC",
     "PrototypicalFC",
