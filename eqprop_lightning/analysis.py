@@ -18,8 +18,9 @@ from eqprop_lightning.learning.gdu import GDUResult, gdu, rmse_table, sign_agree
 from eqprop_lightning.plots import (
     gdu_neuron_figure,
     gdu_synapse_figure,
+    plt,
+    render,
     rmse_bar_figure,
-    save_figure,
 )
 
 
@@ -45,26 +46,17 @@ def run_gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float, out_dir: Pat
         "seconds": round(time.perf_counter() - start, 3),
         "setting": {"T": T, "K": K, "beta": beta, "batch_size": x.shape[0]},
     }
-    torch.save(
-        {
-            "nS": result.nS,
-            "dS": result.dS,
-            "NT": result.NT,
-            "DT": result.DT,
-            "nT": result.nT,
-            "dT": result.dT,
-            "x": x,
-            "y": y,
-        },
-        out_dir / "gdu.pt",
-    )
+    # nT and dT are the step differences of NT and DT (GDUResult.nT / .dT); not stored twice
+    tensors = {"nS": result.nS, "dS": result.dS, "NT": result.NT, "DT": result.DT, "x": x, "y": y}
+    torch.save(tensors, out_dir / "gdu.pt")
     write_json_atomic(out_dir / "gdu.json", summary)
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(out_dir)) as writer:
         for name, fig in gdu_figures(result, rmse).items():
-            writer.add_figure(name, fig, close=False)
-            save_figure(fig, out_dir / f"{name}.png")
+            image = render(fig)  # drawn once for both the PNG and TensorBoard
+            plt.imsave(out_dir / f"{name}.png", image)
+            writer.add_image(name, image, dataformats="HWC")
     return summary
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import torch
 
 matplotlib.use("Agg")
@@ -82,6 +83,14 @@ def rmse_bar_figure(rmse: dict) -> plt.Figure:
     ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def render(fig: plt.Figure) -> np.ndarray:
+    """Draw ``fig`` once and close it: an (H, W, 4) uint8 RGBA image."""
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba()).copy()
+    plt.close(fig)
+    return image
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
