@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import ep_surrogate
+from eqprop_lightning.learning.gdu import gdu
 from eqprop_lightning.module import EqPropModule, make_rule
 from eqprop_lightning.nets import ACTIVATIONS
 from eqprop_lightning.nets.conv import ConvPrototypical
@@ -156,8 +157,12 @@ def test_ep_update_is_the_originals_formula(name):
 # ------------------------------------------------------------------------- original's runs
 
 
-def load_fixture(method: str) -> tuple[ConvPrototypical, dict]:
+def load_fixture(method: str, legacy_pooling: bool = False) -> tuple[ConvPrototypical, dict]:
     fixture = torch.load(REFERENCE / f"train_pconv_{method}.pt", weights_only=True)
+    return net_from_fixture(fixture, legacy_pooling), fixture
+
+
+def net_from_fixture(fixture: dict, legacy_pooling: bool = False) -> ConvPrototypical:
     args = fixture["args"]
     net = ConvPrototypical(
         args["C_tab"],
@@ -166,9 +171,10 @@ def load_fixture(method: str) -> tuple[ConvPrototypical, dict]:
         kernel_size=args["Fconv"],
         pool_size=args["Fpool"],
         padding=bool(args["padding"]),
+        legacy_pooling=legacy_pooling,
     )
     net.load_state_dict(fixture["init"])
-    return net, fixture
+    return net
 
 
 def train_with_rule(net, fixture) -> None:
@@ -272,6 +278,42 @@ def test_ep_rule_differs_from_the_original_only_by_its_pooling_indices():
         error = (value - fixture["final"][name]).abs().max().item()
         update = (fixture["final"][name] - fixture["init"][name]).abs().max().item()
         assert error < (0.05 if name.startswith("conv.0") else 1e-3) * update, name
+
+
+@needs_reference
+def test_ep_rule_with_legacy_pooling_reproduces_the_original_weights():
+    """``legacy_pooling=True``: the EP rule pools at the previous step's argmax, as the original."""
+    net, fixture = load_fixture("ep", legacy_pooling=True)
+    train_with_rule(net, fixture)
+    assert_matches_fixture(net, fixture, atol=EP_ATOL)
+
+
+@needs_reference
+def test_gdu_reproduces_the_originals_conv_tensors():
+    """nS, NT to float precision; dS, DT (differences of states divided by beta = 0.02) to 1e-3
+    of their scale. The original's GDU pools with the previous step's argmax (legacy_pooling).
+    Its DT of the input conv (W2x) is 9.6e-4 away from a float64 computation, ours 1.4e-5:
+    there the comparison is with float64 and, loosely, with the recording."""
+    fixture = torch.load(REFERENCE / "gdu_conv.pt", weights_only=True)
+    args = fixture["args"]
+    net = net_from_fixture(fixture, legacy_pooling=True)
+    x, y = fixture["x"][0], fixture["y"][0]
+    result = gdu(net, x, y, args["T"], args["Kmax"], args["beta"])
+
+    def close(ours, theirs, rel):
+        assert (ours - theirs).abs().max() <= rel * theirs.abs().max() + 1e-7
+
+    for i, (n, d) in enumerate(zip(result.nS, result.dS, strict=True)):
+        close(n, fixture["nS"][i].squeeze(1), 1e-5)
+        close(d, fixture["dS"][i].squeeze(1), 1e-3)
+    (conv0, conv1), (fc0,) = fixture["NT"]
+    (dconv0, dconv1), (dfc0,) = fixture["DT"]
+    for label, n, d in (("W01", fc0, dfc0), ("W12", conv0, dconv0), ("W2x", conv1, dconv1)):
+        close(result.NT[label], n, 1e-5)
+        close(result.DT[label], d, 1e-3 if label != "W2x" else 5e-3)
+    net64 = net_from_fixture(fixture, legacy_pooling=True).double()
+    exact = gdu(net64, x.double(), y.double(), args["T"], args["Kmax"], args["beta"])
+    close(result.DT["W2x"].double(), exact.DT["W2x"], 1e-4)
 
 
 # ------------------------------------------------------------------------- padding, arguments

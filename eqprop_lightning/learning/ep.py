@@ -24,20 +24,35 @@ from torch import Tensor
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.estimator import Estimate, check_phases
-from eqprop_lightning.learning.phases import free_phase, nudged_phase
+from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.nets import State, StaticTerms
 
 
 def ep_surrogate(
-    net, static: StaticTerms, s1: State, s2: State, beta1: float, beta2: float
+    net,
+    static: StaticTerms,
+    s1: State,
+    s2: State,
+    beta1: float,
+    beta2: float,
+    previous: tuple[State, State] | None = None,
 ) -> Tensor:
-    """Scalar ``L_EP`` whose gradient with respect to the parameters is ``-Delta_theta``."""
+    """Scalar ``L_EP`` whose gradient with respect to the parameters is ``-Delta_theta``.
+
+    ``previous`` holds the states one step before ``s1`` and ``s2``; only nets with
+    ``uses_previous_state`` (the conv net's legacy pooling) read them.
+    """
     if beta1 == beta2:
         raise ConfigError(f"EP needs two different nudges, got beta1 = beta2 = {beta1}")
-    s1 = [t.detach() for t in s1]
-    s2 = [t.detach() for t in s2]
-    scale = net.beta_scale * (beta2 - beta1)
-    return -(net.primitive(s2, static).mean() - net.primitive(s1, static).mean()) / scale
+
+    def phi(s: State, before: State | None) -> Tensor:
+        s = [t.detach() for t in s]
+        if getattr(net, "uses_previous_state", False):
+            return net.primitive(s, static, [t.detach() for t in before]).mean()
+        return net.primitive(s, static).mean()
+
+    p1, p2 = previous or (None, None)
+    return -(phi(s2, p2) - phi(s1, p1)) / (net.beta_scale * (beta2 - beta1))
 
 
 class EquilibriumProp:
@@ -58,13 +73,18 @@ class EquilibriumProp:
 
     def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:
         static = net.static_terms(x)
+        K, beta = self.K, self.beta
         with torch.no_grad():
-            s_free = free_phase(net, static, net.init_state(x), self.T)
-            s_pos = nudged_phase(net, static, s_free, self.K, self.beta, y)
+            before_free, s_free = relax_with_previous(net, net.init_state(x), static, self.T)
+            before_pos, s_pos = relax_with_previous(net, s_free, static, K, beta, y)
             if self.symmetric:
-                s_neg = nudged_phase(net, static, s_free, self.K, -self.beta, y)
+                before_neg, s_neg = relax_with_previous(net, s_free, static, K, -beta, y)
         if self.symmetric:
-            objective = ep_surrogate(net, static, s_neg, s_pos, -self.beta, self.beta)
+            objective = ep_surrogate(
+                net, static, s_neg, s_pos, -beta, beta, (before_neg, before_pos)
+            )
         else:
-            objective = ep_surrogate(net, static, s_free, s_pos, 0.0, self.beta)
+            objective = ep_surrogate(
+                net, static, s_free, s_pos, 0.0, beta, (before_free, before_pos)
+            )
         return Estimate(objective, net.output(s_free))

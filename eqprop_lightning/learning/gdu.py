@@ -80,12 +80,13 @@ def synapse_weights(net) -> dict[str, Tensor]:
 
 
 def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, State]:
-    """``nS``, ``nT`` and the final state, from one forward and one backward pass over the ``K``
-    transitions that follow ``s`` (the state ``T - K`` steps into the free phase).
+    """``nS``, ``nT`` and the last two states, from one forward and one backward pass over the
+    ``K`` transitions that follow ``s`` (the state ``T - K`` steps into the free phase).
 
     Each tracked transition runs with its own leaf copy of the parameters, so that one backward
     pass leaves on each copy the contribution of its transition to the BPTT gradient.
     """
+    s_start = s
     transition = _Transition(net)
     names = _weight_names(net)
     params = {f"net.{k}": p.detach() for k, p in net.named_parameters()}
@@ -116,7 +117,8 @@ def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, di
         )
         for j, k in enumerate(names)
     }
-    return nS, nT, [t.detach() for t in s]
+    before = states[-2] if K > 1 else s_start
+    return nS, nT, ([t.detach() for t in before], [t.detach() for t in s])
 
 
 def _weight_names(net) -> dict[str, str]:
@@ -129,8 +131,11 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
-def ep_per_step(net, x: Tensor, y: Tensor, s_free: State, K: int, beta: float) -> tuple:
-    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state ``s_free``."""
+def ep_per_step(
+    net, x: Tensor, y: Tensor, s_free: State, K: int, beta: float, before_free: State
+) -> tuple:
+    """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state ``s_free``
+    (``before_free``, the state one step before it, serves the conv net's legacy pooling)."""
     static = net.static_terms(x)
     weights = synapse_weights(net)
     beta_eff = beta * net.beta_scale
@@ -142,7 +147,7 @@ def ep_per_step(net, x: Tensor, y: Tensor, s_free: State, K: int, beta: float) -
             s_next = net.step(s, static, beta, y)
         for i, (a, b) in enumerate(zip(s, s_next, strict=True)):
             dS[i].append(-(b - a).mean(0) / beta_eff)
-        surrogate = ep_surrogate(net, static, s_free, s_next, 0.0, beta)
+        surrogate = ep_surrogate(net, static, s_free, s_next, 0.0, beta, (before_free, s))
         grads = torch.autograd.grad(surrogate, list(weights.values()), retain_graph=True)
         for k, g in zip(weights, grads, strict=True):
             DT[k].append(g)
@@ -154,8 +159,8 @@ def gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> GDUResult:
     """All GDU quantities on the batch ``(x, y)`` (see the module docstring)."""
     with torch.no_grad():
         s = relax(net, net.init_state(x), net.static_terms(x), T - K)
-    nS, nT, s_free = bptt_per_step(net, x, y, s, K)
-    dS, DT = ep_per_step(net, x, y, s_free, K, beta)
+    nS, nT, (before_free, s_free) = bptt_per_step(net, x, y, s, K)
+    dS, DT = ep_per_step(net, x, y, s_free, K, beta, before_free)
     for n, d in zip(nS, dS, strict=True):
         unreached = (n.flatten(1) == 0).all(1).cumprod(0).bool()  # t < depth of the layer
         d[unreached] = 0.0

@@ -16,6 +16,16 @@ def relax(
     return s
 
 
+def relax_with_previous(
+    net, s: State, static: StaticTerms, steps: int, beta: float = 0.0, y: Tensor | None = None
+) -> tuple[State, State]:
+    """:func:`relax`, also returning the state one step before the end (``s`` if no step)."""
+    previous = s
+    for _ in range(steps):
+        previous, s = s, net.step(s, static, beta, y)
+    return previous, s
+
+
 def free_phase(net, static: StaticTerms, s: State, T: int) -> State:
     """First phase: ``T`` steps at ``beta = 0`` towards the free fixed point ``s*``."""
     return relax(net, s, static, T)

@@ -35,6 +35,8 @@ by the last step, i.e. those of ``Pool(conv_j(c_{j+1}))`` for the state *before*
 here ``dPhi/dtheta`` uses the argmax of the state itself (the paper's definition). The two agree
 whenever no argmax changed in the last step, as at a fixed point; on the recorded original runs
 (T=30, K=10) 1 and 3 of 512 pooling windows changed in the last nudged step.
+``legacy_pooling=True`` reproduces the original: ``primitive(s, static, previous)`` then pools at
+the argmax positions of ``previous``, the state one step before ``s``, which the EP rule passes.
 
 The conv states are kept in channels-last memory format, where the CPU max-pooling is ~20x
 faster than in NCHW.
@@ -113,6 +115,7 @@ class ConvPrototypical(nn.Module):
         pool_size: int = 2,
         padding: bool = False,
         input_size: int = 28,
+        legacy_pooling: bool = False,
     ) -> None:
         super().__init__()
         _check_int_list("C_tab", C_tab, 3, "e.g. [64, 32, 1] (2 conv layers, input channels last)")
@@ -130,6 +133,8 @@ class ConvPrototypical(nn.Module):
         self.C_tab, self.size_tab = list(C_tab), list(size_tab)
         self.kernel_size, self.pool_size, self.input_size = kernel_size, pool_size, input_size
         self.padded = bool(padding)
+        #: the original's EP update: argmax positions of the state one step before (see above)
+        self.uses_previous_state = bool(legacy_pooling)
         #: zero-padding P of every convolution (the transposed ones included)
         self.conv_padding = (kernel_size - 1) // 2 if padding else 0
 
@@ -208,8 +213,9 @@ class ConvPrototypical(nn.Module):
         input_term = self._conv(len(self.conv) - 1, x).contiguous(memory_format=CHANNELS_LAST)
         return ConvStaticTerms(input_term, self._pool(input_term)[0])
 
-    def primitive(self, s: State, static: ConvStaticTerms) -> Tensor:
-        """``Phi(x, s)`` per example, shape (B,)."""
+    def primitive(self, s: State, static: ConvStaticTerms, previous: State | None = None) -> Tensor:
+        """``Phi(x, s)`` per example, shape (B,); with ``previous`` (legacy pooling) each
+        ``Pool`` takes the values at the argmax positions of ``previous`` instead of ``s``."""
         m = len(self.fc)
         phi = (s[-1] * static.input_drive).flatten(1).sum(1)
         for i, layer in enumerate(self.fc):
@@ -217,7 +223,13 @@ class ConvPrototypical(nn.Module):
             z = F.linear(s[i + 1].reshape(s[i + 1].shape[0], -1), layer.weight, layer.bias)
             phi = phi + (s[i] * z).sum(1)
         for j in range(len(self.conv) - 1):
-            pooled = self._pool(self._conv(j, s[m + j + 1]))[0]  # (B, C_j, h_j, h_j)
+            conv = self._conv(j, s[m + j + 1])  # (B, C_j, conv side, conv side)
+            if previous is None:
+                pooled = self._pool(conv)[0]  # (B, C_j, h_j, h_j)
+            else:
+                idx = self._pool(self._conv(j, previous[m + j + 1]))[1]
+                # values of conv at the flat positions idx: (B, C_j, side^2) -> (B, C_j, h_j, h_j)
+                pooled = conv.flatten(2).gather(2, idx.flatten(2)).view(idx.shape)
             phi = phi + (s[m + j] * pooled).flatten(1).sum(1)
         return phi
 
