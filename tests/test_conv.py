@@ -3,9 +3,6 @@ vs the original's hand-written increments, exactness against runs recorded from 
 (``<data dir>/reference/train_pconv_*.pt``, skipped when absent), padding, bad arguments and a
 Lightning smoke test."""
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -16,6 +13,7 @@ from eqprop_lightning.learning.gdu import gdu
 from eqprop_lightning.module import EqPropModule, make_rule
 from eqprop_lightning.nets import ACTIVATIONS
 from eqprop_lightning.nets.conv import ConvPrototypical
+from tests.reference import REFERENCE, needs_reference
 
 # small nets: sides of the conv states in the comments (input -> conv -> pool -> ...)
 NETS = {
@@ -28,18 +26,6 @@ NETS = {
     # 17 -> 15 -> 5 -> 3 -> 1 (3x3 pooling)
     "pool3": dict(C_tab=[4, 3, 1], size_tab=[5], kernel_size=3, pool_size=3, input_size=17),
 }
-
-
-def reference_dir() -> Path | None:
-    """As in test_reference.py: ``$EQPROP_DATA_DIR/reference`` or ``../shared/data/reference``."""
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"]
-    if os.environ.get("EQPROP_DATA_DIR"):
-        candidates.insert(0, Path(os.environ["EQPROP_DATA_DIR"]) / "reference")
-    return next((p for p in candidates if (p / "README.md").exists()), None)
-
-
-REFERENCE = reference_dir()
-needs_reference = pytest.mark.skipif(REFERENCE is None, reason="reference fixtures not found")
 
 
 def make_net(name: str, activation: str = "hardsigm", seed: int = 0) -> ConvPrototypical:

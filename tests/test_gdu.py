@@ -15,7 +15,7 @@ from eqprop_lightning.learning.gdu import (
 )
 from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
 from eqprop_lightning.nets.toy import ToyEnergyBased
-from tests.test_reference import REFERENCE, build_net, original_to_ours
+from tests.reference import REFERENCE, build_net, original_to_ours
 
 
 @pytest.fixture
