@@ -1,5 +1,6 @@
 """The ``eqprop`` command: Lightning CLI subcommands (``fit``, ``validate``, ``test``, ``predict``)
-plus ``compare``, which trains EP and BPTT from identical initial weights."""
+plus ``compare`` (EP and BPTT from identical initial weights), ``gdu`` (EP updates against BPTT
+gradients step by step) and ``recipe`` (their sign agreement over several batches)."""
 
 from __future__ import annotations
 
