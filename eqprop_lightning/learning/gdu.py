@@ -79,7 +79,7 @@ def synapse_weights(net) -> dict[str, Tensor]:
     return dict(zip(net.synapse_labels(), (g.weight for g in net.synapse_groups()), strict=True))
 
 
-def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, State]:
+def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, tuple]:
     """``nS``, ``nT`` and the last two states, from one forward and one backward pass over the
     ``K`` transitions that follow ``s`` (the state ``T - K`` steps into the free phase).
 
