@@ -1,0 +1,95 @@
+"""DDP on CPU (gloo, 2 processes): EP and BPTT updates equal those of one process trained on the
+union of the two ranks' batches, and both ranks end with identical weights."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from eqprop_lightning.module import EqPropModule
+from eqprop_lightning.nets import PrototypicalFC
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available(), reason="torch.distributed is not available"
+)
+
+SIZES = [4, 16, 12]
+N, PER_RANK = 16, 4  # 16 examples, 4 per rank per step: 2 steps of 8 examples in all
+
+
+def dataset() -> TensorDataset:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(N, SIZES[-1], generator=gen)
+    y = torch.eye(SIZES[0])[torch.randint(0, SIZES[0], (N,), generator=gen)]
+    return TensorDataset(x, y)
+
+
+def model(algorithm: str) -> EqPropModule:
+    torch.manual_seed(0)
+    net = PrototypicalFC(SIZES, "sigm")
+    return EqPropModule(net, [0.5, 0.5], algorithm=algorithm, T=12, K=4, beta=0.5)
+
+
+class Sequential(L.LightningDataModule):
+    """The examples in order; under DDP rank r gets examples r, r + 2, r + 4, ..."""
+
+    def __init__(self, batch_size: int) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        data, trainer = dataset(), self.trainer
+        sampler = DistributedSampler(
+            data, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
+        return DataLoader(data, batch_size=self.batch_size, sampler=sampler)
+
+
+class SaveWeights(L.Callback):
+    """Each rank writes its final weights to ``<folder>/rank<r>.pt``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        state = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+        torch.save(state, self.folder / f"rank{trainer.global_rank}.pt")
+
+
+def fit(algorithm: str, folder: Path, devices: int, batch_size: int) -> None:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[SaveWeights(folder)],
+        use_distributed_sampler=False,
+    )
+    trainer.fit(model(algorithm), datamodule=Sequential(batch_size))
+
+
+@pytest.mark.parametrize("algorithm", ["ep", "bptt"])
+def test_two_processes_equal_one_process_on_the_union(algorithm, tmp_path):
+    (tmp_path / "ddp").mkdir()
+    (tmp_path / "single").mkdir()
+    fit(algorithm, tmp_path / "ddp", devices=2, batch_size=PER_RANK)
+    fit(algorithm, tmp_path / "single", devices=1, batch_size=2 * PER_RANK)
+    rank0, rank1, single = (
+        torch.load(p, weights_only=True)
+        for p in (
+            tmp_path / "ddp/rank0.pt",
+            tmp_path / "ddp/rank1.pt",
+            tmp_path / "single/rank0.pt",
+        )
+    )
+    initial = model(algorithm).net.state_dict()
+    for key, value in single.items():
+        assert (value - initial[key]).abs().max() > 1e-4, "training must move the weights"
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
+        torch.testing.assert_close(rank0[key], value, rtol=1e-5, atol=1e-6)
