@@ -7,6 +7,7 @@ from typing import Literal
 import lightning as L
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 
 from eqprop_lightning.errors import ConfigError
@@ -35,8 +36,9 @@ class EqPropModule(L.LightningModule):
     """Trains ``net`` with EP (``algorithm: ep``) or truncated BPTT (``algorithm: bptt``).
 
     Optimization is manual: the rule returns a scalar whose gradient is its estimate, which goes
-    through ``manual_backward`` (so DDP all-reduces it), then SGD with one learning rate per synapse
-    group (``lrs``, output layer first as the paper's ``--lr_tab``) takes a step.
+    through ``manual_backward`` (so DDP all-reduces it), then the optimizer, with one learning
+    rate per synapse group, takes a step: plain SGD as seed 1, or Adam (eps 1e-8) as seed 2,
+    optionally with a cosine schedule stepped once per epoch for ``cosine_t_max`` epochs.
 
     Args:
         net: the dynamics, e.g. :class:`~eqprop_lightning.nets.PrototypicalFC`.
@@ -45,7 +47,11 @@ class EqPropModule(L.LightningModule):
         K: nudged-phase steps (EP) or tracked steps (BPTT).
         beta: nudging strength (EP only).
         symmetric: symmetric (three-phase) EP with nudges ``+beta`` and ``-beta`` (EP only).
-        lrs: learning rates, one per weight layer, output layer first.
+        lrs: learning rates, one per synapse group in the net's order (seed 1: output layer
+            first, as ``--lr_tab``; seed 2: projections, then the fc layers upwards).
+        optimizer: ``sgd`` or ``adam``.
+        cosine_t_max: epochs of cosine annealing (``CosineAnnealingLR``, seed 2: 100), or None.
+        eta_min: the schedule's final learning rate.
     """
 
     def __init__(
@@ -57,6 +63,9 @@ class EqPropModule(L.LightningModule):
         K: int = 15,
         beta: float = 0.1,
         symmetric: bool = False,
+        optimizer: Literal["sgd", "adam"] = "sgd",
+        cosine_t_max: int | None = None,
+        eta_min: float = 1e-5,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -71,14 +80,34 @@ class EqPropModule(L.LightningModule):
             )
         if any(not lr > 0 for lr in lrs):
             raise ConfigError(f"lrs={lrs} must all be > 0")
+        if optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"optimizer={optimizer!r} is not supported; choose 'sgd' or 'adam'")
+        if cosine_t_max is not None and cosine_t_max < 1:
+            raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")
         self.train_error = MeanMetric()
         self.train_loss = MeanMetric()
         self.val_error = MeanMetric()
         self.test_error = MeanMetric()
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = zip(self.net.synapse_groups(), self.hparams.lrs, strict=True)
-        return torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
+    def configure_optimizers(self):
+        hp = self.hparams
+        groups = zip(self.net.synapse_groups(), hp.lrs, strict=True)
+        params = [{"params": list(g.parameters()), "lr": lr} for g, lr in groups]
+        if hp.optimizer == "adam":
+            optimizer = torch.optim.Adam(params, eps=1e-8)
+        else:
+            optimizer = torch.optim.SGD(params)
+        if hp.cosine_t_max is None:
+            return optimizer
+        schedule = CosineAnnealingLR(optimizer, T_max=hp.cosine_t_max, eta_min=hp.eta_min)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
+
+    def on_train_epoch_end(self) -> None:
+        """Manual optimization: step the cosine schedule once per epoch, for ``cosine_t_max``
+        epochs (as seed 2)."""
+        schedule = self.lr_schedulers()
+        if schedule is not None and self.current_epoch < self.hparams.cosine_t_max:
+            schedule.step()
 
     def forward(self, x: Tensor) -> Tensor:
         """Output of the free phase (``T`` steps from zeros)."""

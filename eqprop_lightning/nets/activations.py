@@ -49,6 +49,14 @@ def _unit_clamp(z: Tensor) -> Tensor:
     return torch.clamp(z, 0.0, 1.0)
 
 
+def _sigmoid_derivative(z: Tensor, r: Tensor) -> Tensor:
+    return r * (1.0 - r)
+
+
+def _half_hardsigm_derivative(z: Tensor, r: Tensor) -> Tensor:
+    return 0.5 * ((z >= 0) & (z <= 2)).to(z.dtype)
+
+
 ACTIVATIONS: dict[str, Activation] = {
     # sigm: rho(z) = 1 / (1 + exp(-4 (z - 0.5))), rho' = 4 rho (1 - rho)
     "sigm": Activation("sigm", torch.sigmoid, 4.0, -2.0, _sigm_derivative),
@@ -56,11 +64,18 @@ ACTIVATIONS: dict[str, Activation] = {
     "tanh": Activation("tanh", torch.tanh, 1.0, 0.0, _tanh_derivative),
     # hardsigm: rho(z) = clamp(z, 0, 1), rho' = 1[0 <= z <= 1]
     "hardsigm": Activation("hardsigm", _unit_clamp, 1.0, 0.0, _hardsigm_derivative),
+    # seed 2 (Bal & Sengupta, 2023): sigmoid; my_hard_sig: rho(z) = clamp(z / 2, 0, 1)
+    "sigmoid": Activation("sigmoid", torch.sigmoid, 1.0, 0.0, _sigmoid_derivative),
+    "my_hard_sig": Activation("my_hard_sig", _unit_clamp, 0.5, 0.0, _half_hardsigm_derivative),
 }
+# seed 2's names for the seed-1 activations
+ACTIVATIONS["my_sigmoid"] = ACTIVATIONS["sigm"]
+ACTIVATIONS["hard_sigmoid"] = ACTIVATIONS["hardsigm"]
 
 
 def get_activation(name: str) -> Activation:
-    """Look up an activation by its seed-1 name (``tanh``, ``sigm``, ``hardsigm``)."""
+    """Look up an activation by its name in either seed (``tanh``, ``sigm``, ``hardsigm``,
+    ``sigmoid``, ``my_sigmoid``, ``hard_sigmoid``, ``my_hard_sig``)."""
     if name not in ACTIVATIONS:
         raise ConfigError(
             f"activation={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
