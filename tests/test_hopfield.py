@@ -138,7 +138,6 @@ def test_one_epoch_with_adam_and_cosine_schedule_matches_the_original(kind, algo
             # (measured: correlation 0.982 IMDB, 0.99999 SNLI; max difference 2.9e-3, 1.4e-4)
             init = fixture["init"][key]
             ours_update, update = (ours - init).flatten(), (value - init).flatten()
-            )
             assert torch.corrcoef(torch.stack([ours_update, update]))[0, 1] > 0.97
             assert (ours_update - update).abs().max() < 0.5 * update.abs().max()
         else:
