@@ -57,7 +57,7 @@ class GDUCallback(L.Callback):
         beta = self.beta or hp.beta
         x, y = self.batch
         with torch.enable_grad():
-            result = gdu(pl_module.net, x, y, T, K, beta)
+            result = gdu(pl_module.net, x, y, T, K, beta, hp.symmetric)
         rmse = rmse_table(result)
         metrics = {
             f"gdu/rmse/{name}": v["mean"] for group in rmse.values() for name, v in group.items()

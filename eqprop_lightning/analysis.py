@@ -33,18 +33,20 @@ def gdu_figures(result: GDUResult, rmse: dict) -> dict[str, Any]:
     }
 
 
-def run_gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float, out_dir: Path) -> dict:
+def run_gdu(
+    net, x: Tensor, y: Tensor, T: int, K: int, beta: float, out_dir: Path, symmetric: bool = False
+) -> dict:
     """GDU analysis on ``(x, y)``; writes ``gdu.pt``, ``gdu.json``, PNG figures and TensorBoard
     events into ``out_dir`` and returns the JSON summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = gdu(net, x, y, T, K, beta)
+    result = gdu(net, x, y, T, K, beta, symmetric)
     rmse = rmse_table(result)
     summary = {
         "rmse": rmse,
         "sign_agreement": sign_agreement(result.NT, result.DT),
         "seconds": round(time.perf_counter() - start, 3),
-        "setting": {"T": T, "K": K, "beta": beta, "batch_size": x.shape[0]},
+        "setting": {"T": T, "K": K, "beta": beta, "symmetric": symmetric, "batch_size": x.shape[0]},
     }
     # nT and dT are the step differences of NT and DT (GDUResult.nT / .dT); not stored twice
     tensors = {"nS": result.nS, "dS": result.dS, "NT": result.NT, "DT": result.DT, "x": x, "y": y}

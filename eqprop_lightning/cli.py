@@ -141,7 +141,7 @@ def gdu_command(args: list[str]) -> dict:
     model, datamodule, out_dir, _ = _analysis_setup("gdu", args, {})
     x, y = next(iter(datamodule.train_dataloader()))
     hp = model.hparams
-    summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir)
+    summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir, hp.symmetric)
     print(rmse_report(summary))
     print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
     return summary

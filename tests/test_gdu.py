@@ -134,3 +134,16 @@ def test_gdu_reproduces_the_original(kind):
     for j, label in labels.items():
         close(result.NT[label], fixture["NT"][j], 1e-5)
         close(result.DT[label], fixture["DT"][j], 2e-3)
+
+
+def test_symmetric_gdu_is_closer_to_bptt(batch):
+    x, y = batch
+    net = energy_based_net()
+
+    def worst(result):
+        table = rmse_table(result)
+        return max(v["mean"] for group in table.values() for v in group.values())
+
+    one_sided = worst(gdu(net, x, y, T=800, K=60, beta=0.1))
+    symmetric = worst(gdu(net, x, y, T=800, K=60, beta=0.1, symmetric=True))
+    assert symmetric < one_sided / 5

@@ -132,35 +132,58 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
 
 
 def ep_per_step(
-    net, x: Tensor, y: Tensor, s_free: State, K: int, beta: float, before_free: State
+    net,
+    x: Tensor,
+    y: Tensor,
+    s_free: State,
+    K: int,
+    beta: float,
+    before_free: State,
+    symmetric: bool = False,
 ) -> tuple:
     """``dS`` and cumulative ``DT`` over ``K`` nudged steps from the free state ``s_free``
-    (``before_free``, the state one step before it, serves the conv net's legacy pooling)."""
+    (``before_free``, the state one step before it, serves the conv net's legacy pooling).
+
+    Symmetric: the phases at ``+beta`` and ``-beta`` run side by side and
+    ``dS[t] = -((s+_{t+1} - s+_t) - (s-_{t+1} - s-_t)) / (2 beta)``,
+    ``DT[t] = -(dPhi/dtheta(s+_{t+1}) - dPhi/dtheta(s-_{t+1})) / (2 beta)``.
+    """
     static = net.static_terms(x)
     weights = synapse_weights(net)
     beta_eff = beta * net.beta_scale
     dS = [[] for _ in s_free]
     DT = {k: [] for k in weights}
-    s = s_free
+    s_pos = s_neg = s_free
     for _ in range(K):
         with torch.no_grad():
-            s_next = net.step(s, static, beta, y)
-        for i, (a, b) in enumerate(zip(s, s_next, strict=True)):
-            dS[i].append(-(b - a).mean(0) / beta_eff)
-        surrogate = ep_surrogate(net, static, s_free, s_next, 0.0, beta, (before_free, s))
+            next_pos = net.step(s_pos, static, beta, y)
+            next_neg = net.step(s_neg, static, -beta, y) if symmetric else s_free
+        for i in range(len(s_free)):
+            move = next_pos[i] - s_pos[i]
+            if symmetric:
+                move = (move - (next_neg[i] - s_neg[i])) / 2
+            dS[i].append(-move.mean(0) / beta_eff)
+        if symmetric:
+            pair = (next_neg, next_pos, -beta, beta, (s_neg, s_pos))
+        else:
+            pair = (s_free, next_pos, 0.0, beta, (before_free, s_pos))
+        surrogate = ep_surrogate(net, static, *pair)
         grads = torch.autograd.grad(surrogate, list(weights.values()), retain_graph=True)
         for k, g in zip(weights, grads, strict=True):
             DT[k].append(g)
-        s = s_next
+        s_pos, s_neg = next_pos, next_neg
     return [torch.stack(d) for d in dS], {k: torch.stack(v) for k, v in DT.items()}
 
 
-def gdu(net, x: Tensor, y: Tensor, T: int, K: int, beta: float) -> GDUResult:
-    """All GDU quantities on the batch ``(x, y)`` (see the module docstring)."""
+def gdu(
+    net, x: Tensor, y: Tensor, T: int, K: int, beta: float, symmetric: bool = False
+) -> GDUResult:
+    """All GDU quantities on the batch ``(x, y)`` (see the module docstring); ``symmetric``
+    compares the symmetric (+beta / -beta) EP estimate."""
     with torch.no_grad():
         s = relax(net, net.init_state(x), net.static_terms(x), T - K)
     nS, nT, (before_free, s_free) = bptt_per_step(net, x, y, s, K)
-    dS, DT = ep_per_step(net, x, y, s_free, K, beta, before_free)
+    dS, DT = ep_per_step(net, x, y, s_free, K, beta, before_free, symmetric)
     for n, d in zip(nS, dS, strict=True):
         unreached = (n.flatten(1) == 0).all(1).cumprod(0).bool()  # t < depth of the layer
         d[unreached] = 0.0
