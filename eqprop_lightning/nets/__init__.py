@@ -3,6 +3,7 @@
 from eqprop_lightning.nets.activations import ACTIVATIONS, Activation, get_activation
 from eqprop_lightning.nets.conv import ConvPrototypical, ConvStaticTerms
 from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, State, StaticTerms
+from eqprop_lightning.nets.hopfield import HopfieldClassifier, HopfieldStaticTerms
 from eqprop_lightning.nets.toy import ToyEnergyBased
 
 __all__ = [
@@ -11,6 +12,8 @@ __all__ = [
     "ConvPrototypical",
     "ConvStaticTerms",
     "EnergyBasedFC",
+    "HopfieldClassifier",
+    "HopfieldStaticTerms",
     "LayeredFC",
     "PrototypicalFC",
     "State",
