@@ -27,7 +27,7 @@ from eqprop_lightning.nets import PrototypicalFC
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs" / "mnist"
-ALL_CONFIGS = sorted(CONFIG_DIR.glob("*.yaml")) + sorted(CONFIG_DIR.parent.glob("gdu/*.yaml"))
+ALL_CONFIGS = sorted(CONFIG_DIR.parent.glob("*/*.yaml"))
 SMALL_SIZE_TAB = [10, 16, 784]
 SMALL_T, SMALL_K = 5, 2
 EPOCHS = 2

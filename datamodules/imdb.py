@@ -1,0 +1,219 @@
+"""IMDB Large Movie Review sentiment (Maas et al. 2011) as word2vec token ids (spec B.7 / C.2).
+
+Source: the Stanford layout ``<root>/aclImdb/{train,test}/{pos,neg}/*.txt`` or, when that folder
+is absent, the ``<root>/aclImdb_v1.tar.gz`` archive, read member by member (never extracted).
+Files are read in sorted path order; labels are neg 0 / pos 1. The original reads the Keras ids
+decoded back to words; reading the raw reviews through the same cleaning is the equivalent source.
+The data root is ``data_dir``, else ``$EQPROP_DATA_DIR``, else ``./data``.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from datamodules.mnist import ENV_VAR
+from datamodules.text import (
+    TextDataModule,
+    TokenIdsDataset,
+    VocabularyBuilder,
+    balanced_subset,
+    check_nonneg_int,
+    check_positive_int,
+    clean_imdb,
+    encode_texts,
+    file_fingerprint,
+)
+from eqprop_lightning.errors import ConfigError
+
+ARCHIVE_NAME = "aclImdb_v1.tar.gz"
+SPLITS = ("train", "test")
+LABELS = {"neg": 0, "pos": 1}
+_MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
+
+#: One review: (relative path, label, text).
+Review = tuple[str, int, str]
+
+
+class IMDBDataModule(TextDataModule):
+    """IMDB reviews as word2vec ids, embedded per batch to ``x`` of shape ``(B, seq_len, 300)``.
+
+    Args:
+        data_dir: Root holding ``aclImdb/`` or ``aclImdb_v1.tar.gz`` (and ``word2vec/``).
+        embeddings: word2vec file (``.bin`` binary, else text; ``.gz`` allowed) or gensim-data
+            name; default ``<root>/word2vec/GoogleNews-vectors-negative300-subset.bin`` if present,
+            else ``word2vec-google-news-300``.
+        seq_len: Tokens per review (post-padded with zeros or truncated).
+        batch_size: Training batch size.
+        test_batch_size: Validation/test batch size (default: ``batch_size``, as the original).
+        val_size: Examples carved (seeded) from train for validation; 0 = validate on test.
+        limit_train_examples: Seeded class-balanced subset of the training reviews.
+        limit_test_examples: Seeded class-balanced subset of the test reviews.
+        keep_oov: Keep out-of-vocabulary tokens as zero vectors instead of dropping them.
+        num_workers: DataLoader worker processes.
+        seed: Seed of the validation split and of the ``limit_*`` subsets.
+        cache_dir: Cache folder (default ``<root>/cache`` if writable, else the user cache).
+    """
+
+    kind = "imdb"
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        embeddings: str | None = None,
+        seq_len: int = 600,
+        batch_size: int = 20,
+        test_batch_size: int | None = None,
+        val_size: int = 0,
+        limit_train_examples: int | None = None,
+        limit_test_examples: int | None = None,
+        keep_oov: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            embeddings,
+            batch_size,
+            test_batch_size,
+            keep_oov,
+            num_workers,
+            seed,
+            cache_dir,
+        )
+        check_positive_int("seq_len", seq_len)
+        check_nonneg_int("val_size", val_size)
+        check_positive_int("limit_train_examples", limit_train_examples, allow_none=True)
+        check_positive_int("limit_test_examples", limit_test_examples, allow_none=True)
+        self.save_hyperparameters()
+        self._seq_len = seq_len
+        self._val_size = val_size
+        self._limits = {"train": limit_train_examples, "test": limit_test_examples}
+
+    @property
+    def num_classes(self) -> int:
+        """2 (neg 0, pos 1)."""
+        return 2
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per review."""
+        return self._seq_len
+
+    # -- sources ---------------------------------------------------------------------------
+    def _folder(self) -> Path:
+        return self.data_root / "aclImdb"
+
+    def _archive(self) -> Path:
+        return self.data_root / ARCHIVE_NAME
+
+    def _label_dirs(self) -> list[Path]:
+        return [self._folder() / s / lab for s in SPLITS for lab in LABELS]
+
+    def _use_folder(self) -> bool:
+        return self._folder().is_dir()
+
+    def _not_found(self, reason: str) -> FileNotFoundError:
+        looked = "\n".join(f"  {d}/*.txt" for d in self._label_dirs())
+        return FileNotFoundError(
+            f"IMDB data not found ({reason}). Data root {str(self.data_root)!r} (from the "
+            f"{self._root_origin}, resolved to {self.data_root.resolve()}); looked for\n{looked}\n"
+            f"or the archive\n  {self._archive()}\n"
+            f"Point at a directory containing aclImdb/ or {ARCHIVE_NAME} with --data.data_dir "
+            f"/path/to/root or the {ENV_VAR} environment variable."
+        )
+
+    def _sources(self) -> dict[str, Any]:
+        if self._use_folder():
+            missing = [d for d in self._label_dirs() if not d.is_dir()]
+            if missing:
+                raise self._not_found("missing folders: " + ", ".join(map(str, missing)))
+            # Directory size + mtime change whenever files are added, removed or renamed.
+            return {"folder": [file_fingerprint(d) for d in self._label_dirs()]}
+        if self._archive().is_file():
+            return {"archive": file_fingerprint(self._archive())}
+        raise self._not_found("neither the folder nor the archive exists")
+
+    def _options(self) -> dict[str, Any]:
+        return {"seq_len": self._seq_len, "limits": self._limits}
+
+    # -- reading ---------------------------------------------------------------------------
+    def _read_folder(self) -> dict[str, list[Review]]:
+        reviews: dict[str, list[Review]] = {s: [] for s in SPLITS}
+        for split in SPLITS:
+            for name, label in LABELS.items():
+                folder = self._folder() / split / name
+                for path in sorted(folder.glob("*.txt")):
+                    text = path.read_bytes().decode("utf-8", errors="replace")
+                    reviews[split].append((f"{name}/{path.name}", label, text))
+        return reviews
+
+    def _read_archive(self) -> dict[str, list[Review]]:
+        archive = self._archive()
+        reviews: dict[str, list[Review]] = {s: [] for s in SPLITS}
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for member in tar:
+                    match = _MEMBER.match(member.name)
+                    if match is None or not member.isfile():
+                        continue
+                    split, name, filename = match.groups()
+                    handle = tar.extractfile(member)
+                    if handle is None:
+                        continue
+                    text = handle.read().decode("utf-8", errors="replace")
+                    reviews[split].append((f"{name}/{filename}", LABELS[name], text))
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
+            raise RuntimeError(
+                f"Could not read the IMDB archive {archive}: {type(err).__name__}: {err}. The "
+                f"file is truncated or corrupt; replace it (or extract it to "
+                f"{self._folder()})."
+            ) from err
+        for split in SPLITS:
+            reviews[split].sort(key=lambda r: r[0])
+        return reviews
+
+    def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        source = self._folder() if self._use_folder() else self._archive()
+        reviews = self._read_folder() if self._use_folder() else self._read_archive()
+        out = {}
+        for split in SPLITS:
+            items = reviews[split]
+            counts = {n: sum(1 for r in items if r[1] == lab) for n, lab in LABELS.items()}
+            if not all(counts.values()):
+                raise RuntimeError(
+                    f"IMDB {split} split in {source} is incomplete: review counts {counts}; "
+                    f"expected aclImdb/{split}/{{pos,neg}}/*.txt."
+                )
+            limit = self._limits[split]
+            if limit is not None:
+                keep = balanced_subset([r[1] for r in items], limit, self._seed)
+                items = [items[i] for i in keep]
+            ids = encode_texts(
+                [r[2] for r in items], clean_imdb, vocab, self._seq_len, f"IMDB {split}"
+            )
+            labels = torch.tensor([r[1] for r in items], dtype=torch.int64)
+            out[split] = (ids, labels)
+        return out
+
+    def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        train = TokenIdsDataset(*splits["train"], num_classes=self.num_classes)
+        self.test_set = TokenIdsDataset(*splits["test"], num_classes=self.num_classes)
+        if self._val_size == 0:
+            self.train_set, self.val_set = train, None
+            return
+        if self._val_size >= len(train):
+            raise ConfigError(
+                f"val_size must be smaller than the {len(train)} training reviews, "
+                f"got {self._val_size}"
+            )
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self._seed))
+        self.val_set = Subset(train, sorted(perm[: self._val_size].tolist()))
+        self.train_set = Subset(train, sorted(perm[self._val_size :].tolist()))

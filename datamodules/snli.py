@@ -1,0 +1,250 @@
+"""SNLI 1.0 (Bowman et al. 2015) as word2vec token ids of premise + hypothesis (spec B.7 / C.2).
+
+Each split is read from ``snli_1.0_<split>.jsonl`` (canonical; fields ``gold_label``,
+``sentence1``, ``sentence2``) or ``snli_1.0_<split>.csv`` (the original's form, same columns),
+looked up in ``<root>/snli_1.0/``, ``<root>/snli_data/`` and ``<root>/``. Premise and
+hypothesis are each cleaned, tokenised, padded/truncated to ``seq_len`` and concatenated, so
+``x`` has ``2 * seq_len`` tokens. Labels: neutral 0, contradiction 1, entailment 2; other gold
+labels ('-') are dropped. As the original, only the first 540,000 train rows and 10,000 test
+rows are read (counted before dropping).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from datamodules.mnist import ENV_VAR
+from datamodules.text import (
+    TextDataModule,
+    TokenIdsDataset,
+    VocabularyBuilder,
+    balanced_subset,
+    check_positive_int,
+    clean_snli,
+    encode_texts,
+    file_fingerprint,
+)
+from eqprop_lightning.errors import ConfigError
+
+SPLIT_NAMES = ("train", "dev", "test")
+LABELS = {"neutral": 0, "contradiction": 1, "entailment": 2}
+FIELDS = ("gold_label", "sentence1", "sentence2")
+SUBDIRS = ("snli_1.0", "snli_data", ".")
+#: Strings that pandas.read_csv (used by the original) parses as NaN; such sentences become ' '.
+PANDAS_NA = {
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+}  # fmt: skip
+
+#: One pair: (premise, hypothesis, label).
+Pair = tuple[Any, Any, int]
+
+
+def read_snli_file(path: Path, max_rows: int | None = None) -> list[Pair]:
+    """Gold-labelled pairs among the first ``max_rows`` rows of a ``.jsonl`` or ``.csv`` file."""
+    pairs: list[Pair] = []
+    rows = 0
+    if path.suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if max_rows is not None and rows >= max_rows:
+                    break
+                rows += 1
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {lineno}: malformed JSON ({err})") from err
+                if not isinstance(record, dict) or any(f not in record for f in FIELDS):
+                    raise ValueError(f"{path}, line {lineno}: expected an object with {FIELDS}")
+                label = LABELS.get(record["gold_label"])
+                if label is not None:
+                    pairs.append((record["sentence1"], record["sentence2"], label))
+        return pairs
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [f for f in FIELDS if f not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: CSV header lacks the column(s) {missing}")
+        try:
+            for record in reader:
+                if max_rows is not None and rows >= max_rows:
+                    break
+                rows += 1
+                label = LABELS.get(record["gold_label"])
+                if label is not None:
+                    s1, s2 = (
+                        None if s in PANDAS_NA else s
+                        for s in (record["sentence1"], record["sentence2"])
+                    )
+                    pairs.append((s1, s2, label))
+        except csv.Error as err:
+            raise ValueError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from err
+    return pairs
+
+
+class SNLIDataModule(TextDataModule):
+    """SNLI pairs as word2vec ids, embedded per batch to ``x`` of shape ``(B, 2*seq_len, 300)``.
+
+    Args:
+        data_dir: Root holding ``snli_1.0/`` (and ``word2vec/``); see the module docstring.
+        embeddings: word2vec file or gensim-data name (as ``IMDBDataModule``).
+        seq_len: Tokens per sentence; ``x`` has ``2 * seq_len`` tokens (the ``seq_len`` property).
+        batch_size: Training batch size.
+        test_batch_size: Validation/test batch size (default: ``batch_size``).
+        train_split: Training split (``train``; offline only ``dev`` and ``test`` exist).
+        val_split: Validation split, or ``None`` to validate on the test split (the original).
+        test_split: Test split.
+        train_max_rows: Rows read from the train file before dropping '-' (original 540,000).
+        test_max_rows: Rows read from the val/test files before dropping '-' (original 10,000).
+        limit_train_examples: Seeded class-balanced subset of the training pairs.
+        limit_test_examples: Seeded class-balanced subset of the validation and test pairs.
+        keep_oov: Keep out-of-vocabulary tokens as zero vectors instead of dropping them.
+        num_workers: DataLoader worker processes.
+        seed: Seed of the ``limit_*`` subsets.
+        cache_dir: Cache folder (default ``<root>/cache`` if writable, else the user cache).
+    """
+
+    kind = "snli"
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        embeddings: str | None = None,
+        seq_len: int = 25,
+        batch_size: int = 20,
+        test_batch_size: int | None = None,
+        train_split: str = "train",
+        val_split: str | None = None,
+        test_split: str = "test",
+        train_max_rows: int | None = 540_000,
+        test_max_rows: int | None = 10_000,
+        limit_train_examples: int | None = None,
+        limit_test_examples: int | None = None,
+        keep_oov: bool = False,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            data_dir,
+            embeddings,
+            batch_size,
+            test_batch_size,
+            keep_oov,
+            num_workers,
+            seed,
+            cache_dir,
+        )
+        check_positive_int("seq_len", seq_len)
+        for name, value in (("train_split", train_split), ("test_split", test_split)):
+            if value not in SPLIT_NAMES:
+                raise ConfigError(f"{name} must be one of {SPLIT_NAMES}, got {value!r}")
+        if val_split is not None and val_split not in SPLIT_NAMES:
+            raise ConfigError(f"val_split must be one of {SPLIT_NAMES} or null, got {val_split!r}")
+        for name, value in (
+            ("train_max_rows", train_max_rows),
+            ("test_max_rows", test_max_rows),
+            ("limit_train_examples", limit_train_examples),
+            ("limit_test_examples", limit_test_examples),
+        ):
+            check_positive_int(name, value, allow_none=True)
+        self.save_hyperparameters()
+        self._sentence_len = seq_len
+        self._roles = {"train": train_split, "test": test_split}
+        if val_split is not None:
+            self._roles["val"] = val_split
+        self._max_rows = {"train": train_max_rows, "val": test_max_rows, "test": test_max_rows}
+        self._limits = {
+            "train": limit_train_examples,
+            "val": limit_test_examples,
+            "test": limit_test_examples,
+        }
+
+    @property
+    def num_classes(self) -> int:
+        """3 (neutral 0, contradiction 1, entailment 2)."""
+        return 3
+
+    @property
+    def seq_len(self) -> int:
+        """Total tokens of ``x``: premise ``seq_len`` + hypothesis ``seq_len``."""
+        return 2 * self._sentence_len
+
+    @property
+    def sentence_len(self) -> int:
+        """Tokens per sentence."""
+        return self._sentence_len
+
+    def _candidates(self, split: str) -> list[Path]:
+        return [
+            (self.data_root / sub / f"snli_1.0_{split}.{ext}")
+            for sub in SUBDIRS
+            for ext in ("jsonl", "csv")
+        ]
+
+    def _split_file(self, split: str) -> Path:
+        candidates = self._candidates(split)
+        for path in candidates:
+            if path.is_file():
+                return path
+        looked = "\n".join(f"  {p}" for p in candidates)
+        hint = ""
+        if split == "train" and any(p.is_file() for p in self._candidates("dev")):
+            hint = (
+                " The SNLI train split is missing but dev exists: train on it with "
+                "--data.train_split dev (and test on test)."
+            )
+        return_error = FileNotFoundError(
+            f"SNLI {split} split not found. Data root {str(self.data_root)!r} (from the "
+            f"{self._root_origin}, resolved to {self.data_root.resolve()}); looked for\n{looked}\n"
+            f"Point at a directory containing snli_1.0/ with --data.data_dir /path/to/root or "
+            f"the {ENV_VAR} environment variable.{hint}"
+        )
+        raise return_error
+
+    def _sources(self) -> dict[str, Any]:
+        return {role: file_fingerprint(self._split_file(s)) for role, s in self._roles.items()}
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "seq_len": self._sentence_len,
+            "roles": self._roles,
+            "max_rows": self._max_rows,
+            "limits": self._limits,
+        }
+
+    def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        out = {}
+        for role in ("train", "val", "test"):
+            if role not in self._roles:
+                continue
+            split = self._roles[role]
+            pairs = read_snli_file(self._split_file(split), self._max_rows[role])
+            if not pairs:
+                raise RuntimeError(f"SNLI {split} split has no gold-labelled pairs")
+            limit = self._limits[role]
+            if limit is not None:
+                pairs = [
+                    pairs[i] for i in balanced_subset([p[2] for p in pairs], limit, self._seed)
+                ]
+            n = self._sentence_len
+            premise = encode_texts([p[0] for p in pairs], clean_snli, vocab, n, f"SNLI {split} s1")
+            hypothesis = encode_texts(
+                [p[1] for p in pairs], clean_snli, vocab, n, f"SNLI {split} s2"
+            )
+            labels = torch.tensor([p[2] for p in pairs], dtype=torch.int64)
+            out[role] = (torch.cat([premise, hypothesis], dim=1), labels)
+        return out
+
+    def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.train_set = TokenIdsDataset(*splits["train"], num_classes=self.num_classes)
+        self.test_set = TokenIdsDataset(*splits["test"], num_classes=self.num_classes)
+        if "val" in splits:
+            self.val_set = TokenIdsDataset(*splits["val"], num_classes=self.num_classes)

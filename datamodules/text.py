@@ -1,0 +1,505 @@
+"""Shared text pipeline of the IMDB and SNLI data modules (spec B.7 / C.2).
+
+Per text: BeautifulSoup ``html.parser`` ``get_text()``, removal of ``[...]`` spans, the
+original character filter, nltk ``ToktokTokenizer``, ``strip`` + lower-casing, then a word2vec
+lookup in which out-of-vocabulary tokens are dropped (or, with ``keep_oov``, kept as a zero
+vector), then post-padding with zeros or truncation to the first ``seq_len`` kept tokens.
+
+Instead of materialising ``(N, L, 300)`` float tensors as the original does, each example is stored
+as int32 token ids (id 0 = padding = zero vector) plus ONE frozen float32 embedding matrix
+``(V + 1, 300)`` holding the raw (unnormalised) word2vec rows of the vocabulary actually used. The
+data modules embed per batch in ``on_after_batch_transfer``, which is numerically identical.
+
+The processed ids and the matrix are cached with ``torch.save`` (atomically) under a key hashed
+from the input files (paths, sizes, mtimes), the embeddings source and the options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+from nltk.tokenize import ToktokTokenizer
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from datamodules.mnist import resolve_data_dir
+from eqprop_lightning.errors import ConfigError
+
+EMBED_DIM = 300
+PAD_ID = 0
+#: gensim-data name of the full Google News word2vec model used by the original code.
+DEFAULT_W2V_NAME = "word2vec-google-news-300"
+#: Default embeddings file, relative to the data root.
+DEFAULT_W2V_RELPATH = Path("word2vec") / "GoogleNews-vectors-negative300-subset.bin"
+#: Bump when the processing changes, so that old caches are not reused.
+PIPELINE_VERSION = 1
+
+_BRACKETS = re.compile(r"\[[^]]*\]")
+# Both filters keep the original ``A-z`` typo: the range A..z also covers [ \ ] ^ _ and backtick.
+_IMDB_DROP = re.compile(r"[^a-zA-z0-9.!?,\s]")
+_SNLI_DROP = re.compile(r"[^a-zA-z0-9.?!\s]")
+_SNLI_PUNCT = re.compile(r"([.?!])")
+_TOKENIZER = ToktokTokenizer()
+
+
+def strip_html(text: str) -> str:
+    """Text content of ``text`` parsed as HTML (tags dropped, entities decoded)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        return BeautifulSoup(text, "html.parser").get_text()
+
+
+def remove_brackets(text: str) -> str:
+    """Remove ``[...]`` spans (non-nested, as the original regex)."""
+    return _BRACKETS.sub("", text)
+
+
+def clean_imdb(text: str) -> str:
+    """IMDB ``denoise_text`` + ``remove_special_characters``: keeps ``[a-zA-z0-9.!?,\\s]``."""
+    return _IMDB_DROP.sub("", remove_brackets(strip_html(text)))
+
+
+def clean_snli(text: object) -> str:
+    """SNLI cleaning: non-strings become ``' '``; spaces around ``. ? !``; filter.
+
+    Keeps ``[a-zA-z0-9.?!\\s]`` (with the ``A-z`` typo); commas are removed, unlike IMDB.
+    """
+    if not isinstance(text, str):
+        return " "
+    text = remove_brackets(strip_html(text))
+    return _SNLI_DROP.sub("", _SNLI_PUNCT.sub(r" \1 ", text))
+
+
+def tokenize(text: str) -> list[str]:
+    """nltk ``ToktokTokenizer`` tokens, stripped and lower-cased (no stop words are removed)."""
+    return [token.strip().lower() for token in _TOKENIZER.tokenize(text)]
+
+
+# --------------------------------------------------------------------------------------------
+# Embeddings
+
+
+def resolve_embeddings(spec: str | None, data_root: Path) -> tuple[str, str]:
+    """``("path", file)`` or ``("name", gensim_data_name)`` for the ``embeddings`` argument."""
+    if spec is None:
+        default = data_root / DEFAULT_W2V_RELPATH
+        if default.is_file():
+            return "path", str(default)
+        return "name", DEFAULT_W2V_NAME
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return "path", str(path)
+    if os.sep in spec or "/" in spec or path.suffix in {".bin", ".txt", ".gz", ".vec", ".w2v"}:
+        raise FileNotFoundError(
+            f"Embeddings file {spec!r} not found (resolved to {path.resolve()}). Pass "
+            f"--data.embeddings with an existing word2vec file (binary .bin or text, .gz allowed) "
+            f"or a gensim-data name such as {DEFAULT_W2V_NAME!r}."
+        )
+    return "name", spec
+
+
+def embeddings_fingerprint(kind: str, value: str) -> dict[str, Any]:
+    """Identity of an embeddings source for the cache key."""
+    if kind == "path":
+        return {"path": file_fingerprint(Path(value))}
+    return {"name": value}
+
+
+def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
+    """Load gensim ``KeyedVectors`` from a word2vec file or a gensim-data name."""
+    from gensim.models import KeyedVectors
+
+    if kind == "path":
+        binary = value.endswith(".bin") or value.endswith(".bin.gz")
+        try:
+            return KeyedVectors.load_word2vec_format(value, binary=binary)
+        except Exception as err:  # corrupt/truncated/wrong format
+            fmt = "binary" if binary else "text"
+            raise RuntimeError(
+                f"Could not read word2vec embeddings from {value} as {fmt} word2vec format: "
+                f"{type(err).__name__}: {err}. Pass --data.embeddings with a valid word2vec file "
+                f"(binary if the name ends in .bin or .bin.gz, text otherwise)."
+            ) from err
+    try:
+        import gensim.downloader as api
+
+        return api.load(value)
+    except Exception as err:  # no network, unknown name, ...
+        default = data_root / DEFAULT_W2V_RELPATH
+        raise RuntimeError(
+            f"Could not load word2vec embeddings: gensim-data {value!r} failed "
+            f"({type(err).__name__}: {err}) and no file was given (default file {default} "
+            f"{'exists' if default.is_file() else 'does not exist'}). Pass --data.embeddings "
+            f"/path/to/GoogleNews-vectors-negative300.bin (word2vec binary .bin or text, .gz "
+            f"allowed), or put such a file at {default}, or make gensim-data reachable."
+        ) from err
+
+
+class VocabularyBuilder:
+    """Maps tokens to compact ids (1..V, in order of first use) of the word2vec rows used."""
+
+    def __init__(self, keyed_vectors: Any, keep_oov: bool = False) -> None:
+        self.kv = keyed_vectors
+        self.keep_oov = keep_oov
+        self.words: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def encode(self, tokens: Iterable[str], seq_len: int) -> list[int]:
+        """Ids of the first ``seq_len`` kept tokens, post-padded with ``PAD_ID``."""
+        out: list[int] = []
+        key_to_index = self.kv.key_to_index
+        for token in tokens:
+            idx = self._ids.get(token)
+            if idx is None:
+                if token in key_to_index:
+                    idx = len(self.words) + 1
+                    self._ids[token] = idx
+                    self.words.append(token)
+                elif self.keep_oov:
+                    idx = PAD_ID  # a zero vector, like padding
+                else:
+                    continue  # dropped, as in the original
+            out.append(idx)
+            if len(out) == seq_len:
+                return out
+        return out + [PAD_ID] * (seq_len - len(out))
+
+    def matrix(self) -> torch.Tensor:
+        """Frozen ``(V + 1, dim)`` float32 matrix; row 0 is zeros."""
+        dim = int(self.kv.vector_size)
+        weight = torch.zeros(len(self.words) + 1, dim, dtype=torch.float32)
+        if self.words:
+            rows = [self.kv.key_to_index[w] for w in self.words]
+            weight[1:] = torch.from_numpy(self.kv.vectors[rows]).to(torch.float32)
+        return weight
+
+
+def encode_texts(
+    texts: Sequence[str],
+    clean: Callable[[Any], str],
+    vocab: VocabularyBuilder,
+    seq_len: int,
+    desc: str,
+) -> torch.Tensor:
+    """``(N, seq_len)`` int32 ids of ``texts`` through ``clean``, ``tokenize`` and ``vocab``."""
+    ids = torch.zeros(len(texts), seq_len, dtype=torch.int32)
+    for i, text in enumerate(tqdm(texts, desc=desc, unit="text", mininterval=1.0)):
+        ids[i] = torch.tensor(vocab.encode(tokenize(clean(text)), seq_len), dtype=torch.int32)
+    return ids
+
+
+# --------------------------------------------------------------------------------------------
+# Files, cache
+
+
+def file_fingerprint(path: Path) -> list[Any]:
+    """``[absolute path, size, mtime_ns]`` of a file or directory."""
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def is_writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"
+
+
+def resolve_cache_dir(cache_dir: str | None, data_root: Path) -> Path:
+    """``cache_dir`` if given, else ``<data root>/cache`` if writable, else the user cache dir."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    candidate = data_root / "cache"
+    if candidate.is_dir() and is_writable(candidate):
+        return candidate
+    if not candidate.exists() and data_root.is_dir() and is_writable(data_root):
+        return candidate
+    return user_cache_dir()
+
+
+def cache_key(payload: dict[str, Any]) -> str:
+    """Short stable hash of a JSON-serialisable ``payload``."""
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:20]
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file next to ``path``, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp_name)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def balanced_subset(labels: Sequence[int], limit: int, seed: int) -> list[int]:
+    """Sorted indices of a seeded subset of ``limit`` examples, balanced across classes."""
+    if limit >= len(labels):
+        return list(range(len(labels)))
+    generator = torch.Generator().manual_seed(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    pools = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        perm = torch.randperm(len(members), generator=generator).tolist()
+        pools.append([members[j] for j in perm])
+    chosen: list[int] = []
+    depth = 0
+    while len(chosen) < limit:  # round robin over classes: balanced, fills from larger classes
+        for pool in pools:
+            if depth < len(pool) and len(chosen) < limit:
+                chosen.append(pool[depth])
+        depth += 1
+    return sorted(chosen)
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset and base data module
+
+
+class TokenIdsDataset(Dataset):
+    """Examples ``(ids int64 (L,), one-hot float32 (C,))`` over stored int32 ids."""
+
+    def __init__(self, ids: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+        self.ids = ids
+        self.labels = labels
+        self.onehot = F.one_hot(labels.long(), num_classes).to(torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ids[index].long(), self.onehot[index]
+
+
+def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
+    """Raise ``ConfigError`` unless ``value`` is a positive int (or ``None`` if allowed)."""
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        extra = " or null" if allow_none else ""
+        raise ConfigError(f"{name} must be a positive integer{extra}, got {value!r}")
+
+
+def check_nonneg_int(name: str, value: object) -> None:
+    """Raise ``ConfigError`` unless ``value`` is an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+
+
+class TextDataModule(L.LightningDataModule):
+    """Base of the word2vec text data modules: cache, loaders and per-batch embedding.
+
+    Subclasses implement ``_sources`` (fingerprint of the input files), ``_options`` (processing
+    options entering the cache key), ``_build`` (returns ``{"splits": {name: (ids, labels)}}``
+    given a ``VocabularyBuilder``) and ``_make_datasets``.
+    """
+
+    kind = "text"
+
+    def __init__(
+        self,
+        data_dir: str | None,
+        embeddings: str | None,
+        batch_size: int,
+        test_batch_size: int | None,
+        keep_oov: bool,
+        num_workers: int,
+        seed: int,
+        cache_dir: str | None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("test_batch_size", test_batch_size, allow_none=True)
+        check_nonneg_int("num_workers", num_workers)
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an integer, got {seed!r}")
+        self.data_root, self._root_origin = resolve_data_dir(data_dir)
+        self._embeddings_spec = embeddings
+        self._batch_size = batch_size
+        self._test_batch_size = test_batch_size or batch_size
+        self._keep_oov = bool(keep_oov)
+        self._num_workers = num_workers
+        self._seed = seed
+        self._cache_dir_arg = cache_dir
+        self._data: dict[str, Any] | None = None
+        self._weights: dict[torch.device, torch.Tensor] = {}
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # -- to implement ----------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        raise NotImplementedError
+
+    @property
+    def seq_len(self) -> int:
+        """Total number of token positions of one example ``x``."""
+        raise NotImplementedError
+
+    def _sources(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _options(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+        raise NotImplementedError
+
+    # -- properties --------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        """Embedding dimension (300 for word2vec Google News)."""
+        if self._data is not None:
+            return int(self._data["embedding"].shape[1])
+        return EMBED_DIM
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the embedding matrix: used vocabulary plus the padding row 0."""
+        return int(self._require_data()["embedding"].shape[0])
+
+    @property
+    def embedding_matrix(self) -> torch.Tensor:
+        """The frozen ``(vocab_size, embed_dim)`` float32 matrix (row 0 zeros)."""
+        return self._require_data()["embedding"]
+
+    @property
+    def vocabulary(self) -> list[str]:
+        """Words of rows 1..V of the embedding matrix."""
+        return self._require_data()["vocab"]
+
+    # -- cache -----------------------------------------------------------------------------
+    def _require_data(self) -> dict[str, Any]:
+        if self._data is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must be called first")
+        return self._data
+
+    def _embeddings_source(self) -> tuple[str, str]:
+        return resolve_embeddings(self._embeddings_spec, self.data_root)
+
+    def cache_path(self) -> Path:
+        """Cache file for the current inputs and options."""
+        kind, value = self._embeddings_source()
+        payload = {
+            "version": PIPELINE_VERSION,
+            "kind": self.kind,
+            "sources": self._sources(),
+            "embeddings": embeddings_fingerprint(kind, value),
+            "options": {**self._options(), "keep_oov": self._keep_oov, "seed": self._seed},
+        }
+        cache_dir = resolve_cache_dir(self._cache_dir_arg, self.data_root)
+        return cache_dir / f"{self.kind}-{cache_key(payload)}.pt"
+
+    def _build_data(self) -> dict[str, Any]:
+        kind, value = self._embeddings_source()
+        self._sources()  # fail on missing inputs before loading the (large) embeddings
+        kv = load_embeddings(kind, value, self.data_root)
+        vocab = VocabularyBuilder(kv, keep_oov=self._keep_oov)
+        splits = self._build(vocab)
+        return {
+            "version": PIPELINE_VERSION,
+            "splits": {name: {"ids": ids, "labels": y} for name, (ids, y) in splits.items()},
+            "embedding": vocab.matrix(),
+            "vocab": vocab.words,
+        }
+
+    def _load_or_build(self) -> dict[str, Any]:
+        path = self.cache_path()
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:  # corrupt cache: rebuild it
+                warnings.warn(f"Ignoring unreadable cache {path} ({err}); rebuilding", stacklevel=2)
+        data = self._build_data()
+        try:
+            save_atomic(data, path)
+        except OSError as err:
+            warnings.warn(f"Could not write the cache {path} ({err})", stacklevel=2)
+        return data
+
+    def prepare_data(self) -> None:
+        """Build and cache the processed ids and embedding matrix unless already cached."""
+        if self._data is None:
+            self._data = self._load_or_build()
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the cached ids (building them if needed) and create the datasets."""
+        if self._data is None:
+            self._data = self._load_or_build()
+        if self.test_set is None:
+            splits = {
+                name: (entry["ids"], entry["labels"])
+                for name, entry in self._data["splits"].items()
+            }
+            self._make_datasets(splits)
+
+    # -- embedding ---------------------------------------------------------------------------
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """``(..., L)`` ids to ``(..., L, embed_dim)`` float32 vectors on ``ids.device``."""
+        weight = self._weights.get(ids.device)
+        if weight is None:
+            weight = self.embedding_matrix.to(ids.device)
+            self._weights[ids.device] = weight
+        return F.embedding(ids.long(), weight)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Embed ``(ids, y)`` into ``(x, y)`` on the batch's device."""
+        ids, y = batch
+        return self.embed(ids), y
+
+    # -- loaders ---------------------------------------------------------------------------
+    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}.setup() must be called before loaders")
+        workers = self._num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches ``(ids, y_onehot)`` (embedded after transfer)."""
+        return self._loader(self.train_set, self._batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches (the test set when there is no validation split)."""
+        dataset = self.val_set if self.val_set is not None else self.test_set
+        return self._loader(dataset, self._test_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches, in order."""
+        return self._loader(self.test_set, self._test_batch_size, shuffle=False)

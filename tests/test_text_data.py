@@ -1,0 +1,411 @@
+"""Tests of the word2vec text pipeline and the IMDB / SNLI data modules on tiny hand-made data
+(plus one check on the real files in ``../shared/data`` or ``$EQPROP_DATA_DIR`` when present)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from gensim.models import KeyedVectors
+from nltk.tokenize import ToktokTokenizer
+
+from datamodules import text as text_module
+from datamodules.imdb import IMDBDataModule
+from datamodules.mnist import ENV_VAR
+from datamodules.snli import SNLIDataModule
+from eqprop_lightning.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# fmt: off
+WORDS = [
+    "this", "movie", "was", "great", "!", "i", "loved", "it", ".", "wonderful", "story", ",",
+    "really", "good", "plot", "is", "boring", "bad", "?", "terrible", "film_noir", "^_^", "film",
+    "man", "sleeping", "outside", "running", "people", "are", "dog",
+]
+# fmt: on
+PAD = ""  # padding position in the expected token lists
+
+# Hand-written reviews: (relative path, text). Expected tokens below are written by hand.
+REVIEWS = {
+    # <b> dropped; <br /> leaves no space so "GREAT!I" -> "great ! i"; truncated to 8 tokens.
+    "train/pos/0_9.txt": "This movie was <b>GREAT</b>!<br /><br />I loved it.",
+    # [bracketed] span removed; "a" is OOV (no stop words in word2vec) and dropped.
+    "train/pos/1_8.txt": "A wonderful [spoiler removed] story, really good.",
+    # apostrophes, ':' and the decoded '&' removed; "dont", "watch", "the", "actings" are OOV.
+    "train/neg/0_2.txt": "Don't watch it: the plot is boring &amp; the acting's bad?",
+    # the A-z typo keeps '_', '^' and '\\'; '/' is removed.
+    "train/neg/1_1.txt": "Terrible film_noir ^_^ \\o/ , terrible.",
+    "test/pos/0_10.txt": "Good good GOOD film.",
+    "test/neg/0_1.txt": "<p>Bad.</p>",
+    "test/neg/1_3.txt": "### ***",  # nothing survives: all padding
+}
+SEQ_LEN = 8
+EXPECTED_TRAIN = [  # sorted file order: neg/0_2, neg/1_1, pos/0_9, pos/1_8
+    ["it", "plot", "is", "boring", "bad", "?", PAD, PAD],
+    ["terrible", "film_noir", "^_^", ",", "terrible", ".", PAD, PAD],
+    ["this", "movie", "was", "great", "!", "i", "loved", "it"],
+    ["wonderful", "story", ",", "really", "good", ".", PAD, PAD],
+]
+EXPECTED_TEST = [  # neg/0_1, neg/1_3, pos/0_10
+    ["bad", ".", PAD, PAD, PAD, PAD, PAD, PAD],
+    [PAD] * 8,
+    ["good", "good", "good", "film", ".", PAD, PAD, PAD],
+]
+EXPECTED_TRAIN_KEEP_OOV = [  # OOV tokens kept as zero vectors (id 0)
+    ["dont", "watch", "it", "the", "plot", "is", "boring", "the"],
+    ["terrible", "film_noir", "^_^", "\\o", ",", "terrible", ".", PAD],
+    ["this", "movie", "was", "great", "!", "i", "loved", "it"],
+    ["a", "wonderful", "story", ",", "really", "good", ".", PAD],
+]
+
+SNLI_ROWS = [
+    {
+        "gold_label": "neutral",
+        "sentence1": "A man is sleeping.",
+        "sentence2": "The man is outside!",
+    },
+    {"gold_label": "-", "sentence1": "A dog.", "sentence2": "A dog."},
+    {
+        "gold_label": "contradiction",
+        "sentence1": "Two dogs, running.",
+        "sentence2": "Nobody is running?",
+    },  # noqa: E501
+    {
+        "gold_label": "entailment",
+        "sentence1": "People are outside.",
+        "sentence2": "People are out.",
+    },
+]
+SNLI_SEQ_LEN = 4
+EXPECTED_SNLI = [  # premise (4) + hypothesis (4); "a", "the", "two", "dogs", "nobody", "out" OOV
+    ["man", "is", "sleeping", "."] + ["man", "is", "outside", "!"],
+    ["running", ".", PAD, PAD] + ["is", "running", "?", PAD],
+    ["people", "are", "outside", "."] + ["people", "are", ".", PAD],
+]
+
+
+def _vector(word: str) -> np.ndarray:
+    """Deterministic 300-d vector per word (distinct rows, none zero)."""
+    rng = np.random.default_rng(sum(map(ord, word)) * 1000 + len(word))
+    return (rng.standard_normal(300) + 0.1).astype(np.float32)
+
+
+@pytest.fixture
+def w2v_file(tmp_path: Path) -> Path:
+    """A word2vec text-format file with the 30 test words."""
+    kv = KeyedVectors(vector_size=300)
+    kv.add_vectors(WORDS, np.stack([_vector(w) for w in WORDS]))
+    path = tmp_path / "w2v" / "tiny-vectors.txt"
+    path.parent.mkdir()
+    kv.save_word2vec_format(str(path), binary=False)
+    return path
+
+
+def _write_imdb(root: Path) -> Path:
+    for rel, content in REVIEWS.items():
+        path = root / "aclImdb" / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def imdb_root(tmp_path: Path) -> Path:
+    """A tiny ``aclImdb`` folder."""
+    return _write_imdb(tmp_path / "imdb_root")
+
+
+@pytest.fixture
+def imdb_tar_root(tmp_path: Path) -> Path:
+    """A data root holding only a tiny ``aclImdb_v1.tar.gz``."""
+    src = _write_imdb(tmp_path / "src")
+    root = tmp_path / "tar_root"
+    root.mkdir()
+    with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as tar:
+        tar.add(src / "aclImdb", arcname="aclImdb")
+    return root
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture
+def snli_root(tmp_path: Path) -> Path:
+    """A tiny ``snli_1.0`` folder with dev and test splits (no train, as offline)."""
+    root = tmp_path / "snli_root"
+    for split in ("dev", "test"):
+        _write_jsonl(root / "snli_1.0" / f"snli_1.0_{split}.jsonl", SNLI_ROWS)
+    return root
+
+
+def _tokens(dm, ids: torch.Tensor) -> list[list[str]]:
+    vocab = dm.vocabulary
+    return [[vocab[i - 1] if i else PAD for i in row] for row in ids.tolist()]
+
+
+def _imdb(root: Path, w2v: Path, **kwargs) -> IMDBDataModule:
+    kwargs.setdefault("seq_len", SEQ_LEN)
+    dm = IMDBDataModule(data_dir=str(root), embeddings=str(w2v), **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_cleaning_and_tokenizing_by_hand() -> None:
+    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "ab  its 510, ok?!"
+    assert text_module.clean_imdb("x_y^z`w\\v") == "x_y^z`w\\v"  # the A-z typo keeps these
+    assert text_module.clean_snli("Hi, there.Yes!") == "Hi there . Yes ! "
+    assert text_module.clean_snli(float("nan")) == " "
+    assert text_module.tokenize("Great MOVIE, really!") == ["great", "movie", ",", "really", "!"]
+
+
+def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
+    dm = _imdb(imdb_root, w2v_file)
+    assert dm.num_classes == 2 and dm.seq_len == SEQ_LEN and dm.embed_dim == 300
+    train, test = dm.train_set, dm.test_set
+    assert train.ids.dtype == torch.int32 and train.ids.shape == (4, SEQ_LEN)
+    assert _tokens(dm, train.ids) == EXPECTED_TRAIN
+    assert _tokens(dm, test.ids) == EXPECTED_TEST
+    assert train.labels.tolist() == [0, 0, 1, 1] and test.labels.tolist() == [0, 0, 1]
+    # ids are assigned in order of first use: the first review's words get 1..6
+    assert train.ids[0].tolist() == [1, 2, 3, 4, 5, 6, 0, 0]
+    used = {w for row in EXPECTED_TRAIN + EXPECTED_TEST for w in row if w}
+    assert sorted(dm.vocabulary) == sorted(used) and dm.vocab_size == len(used) + 1
+    weight = dm.embedding_matrix
+    assert weight.dtype == torch.float32 and weight.shape == (len(used) + 1, 300)
+    assert torch.all(weight[0] == 0)
+    for i, word in enumerate(dm.vocabulary, start=1):
+        assert torch.equal(weight[i], torch.from_numpy(_vector(word)))
+    assert dm.val_dataloader().dataset is test  # val_size=0: validate on test, as the original
+
+
+def test_imdb_keep_oov(imdb_root: Path, w2v_file: Path, tmp_path: Path) -> None:
+    dm = _imdb(imdb_root, w2v_file, keep_oov=True, cache_dir=str(tmp_path / "c"))
+    kept = [[w if w in WORDS else PAD for w in row] for row in EXPECTED_TRAIN_KEEP_OOV]
+    assert _tokens(dm, dm.train_set.ids) == kept  # OOV positions hold id 0 (a zero vector)
+
+
+def test_imdb_tar_archive_matches_folder(
+    imdb_root: Path, imdb_tar_root: Path, w2v_file: Path
+) -> None:
+    from_folder = _imdb(imdb_root, w2v_file)
+    from_tar = _imdb(imdb_tar_root, w2v_file)
+    assert torch.equal(from_tar.train_set.ids, from_folder.train_set.ids)
+    assert torch.equal(from_tar.test_set.ids, from_folder.test_set.ids)
+    assert not (imdb_tar_root / "aclImdb").exists()  # read from the archive, never extracted
+    assert (imdb_tar_root / "cache").is_dir()  # default cache dir: <data root>/cache
+
+
+def test_cache_is_reused(imdb_root: Path, w2v_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = _imdb(imdb_root, w2v_file)
+    cache_files = list((imdb_root / "cache").glob("imdb-*.pt"))
+    assert len(cache_files) == 1 and cache_files[0] == first.cache_path()
+    assert not list((imdb_root / "cache").glob(".*tmp"))  # atomic write left no temp file
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr(ToktokTokenizer, "tokenize", fail)
+    monkeypatch.setattr(text_module, "load_embeddings", fail)
+    second = _imdb(imdb_root, w2v_file)
+    assert torch.equal(second.train_set.ids, first.train_set.ids)
+    assert torch.equal(second.embedding_matrix, first.embedding_matrix)
+    # other options give another cache entry (and would rebuild)
+    other = IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seq_len=5)
+    assert other.cache_path() != first.cache_path()
+    with pytest.raises(AssertionError, match="cache should have been used"):
+        other.setup("fit")
+
+
+def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
+    dm = _imdb(imdb_root, w2v_file, limit_train_examples=2, limit_test_examples=2, val_size=1)
+    assert sorted(dm.test_set.labels.tolist()) == [0, 1]  # class-balanced subsets
+    base = dm.train_set.dataset
+    assert sorted(base.labels.tolist()) == [0, 1]
+    assert len(dm.train_set) == 1 and len(dm.val_set) == 1
+    assert set(dm.train_set.indices).isdisjoint(dm.val_set.indices)
+    assert dm.val_dataloader().dataset is dm.val_set
+    with pytest.raises(ConfigError, match="val_size"):
+        _imdb(imdb_root, w2v_file, val_size=4)
+    with pytest.raises(ConfigError, match="seq_len"):
+        IMDBDataModule(seq_len=0)
+
+
+def test_batches_are_embedded(imdb_root: Path, w2v_file: Path) -> None:
+    dm = _imdb(imdb_root, w2v_file, batch_size=4)
+    ids, y = next(iter(dm.test_dataloader()))
+    assert ids.dtype == torch.int64 and ids.shape == (3, SEQ_LEN)
+    assert y.dtype == torch.float32 and y.tolist() == [[1, 0], [1, 0], [0, 1]]
+    x, y2 = dm.on_after_batch_transfer((ids, y), 0)
+    assert x.shape == (3, SEQ_LEN, 300) and x.dtype == torch.float32 and y2 is y
+    for b, row in enumerate(EXPECTED_TEST):
+        for t, word in enumerate(row):
+            expected = torch.zeros(300) if word == PAD else torch.from_numpy(_vector(word))
+            assert torch.equal(x[b, t], expected)
+    assert torch.equal(dm.embed(ids[0]), x[0])
+
+
+class _Probe(L.LightningModule):
+    """Records the batches Lightning hands to ``training_step``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.seen: list[tuple[torch.Size, torch.dtype]] = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.seen.append((x.shape, x.dtype))
+        return (self.w * x.sum()).sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def test_trainer_receives_embedded_batches(snli_root: Path, w2v_file: Path) -> None:
+    dm = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN,
+        train_split="dev", batch_size=2,
+    )  # fmt: skip
+    model = _Probe()
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=dm)
+    assert model.seen == [(torch.Size([2, 2 * SNLI_SEQ_LEN, 300]), torch.float32)]
+
+
+def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
+    dm = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN, train_split="dev"
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.num_classes == 3 and dm.seq_len == 2 * SNLI_SEQ_LEN and dm.embed_dim == 300
+    for dataset in (dm.train_set, dm.test_set):
+        assert dataset.labels.tolist() == [0, 1, 2]  # '-' dropped
+        assert _tokens(dm, dataset.ids) == EXPECTED_SNLI
+    ids, y = next(iter(dm.val_dataloader()))  # no val_split: validate on test
+    assert ids.shape == (3, 2 * SNLI_SEQ_LEN) and y.argmax(1).tolist() == [0, 1, 2]
+
+
+def test_snli_csv_form(snli_root: Path, w2v_file: Path, tmp_path: Path) -> None:
+    root = tmp_path / "csv_root"
+    (root / "snli_data").mkdir(parents=True)
+    header = "gold_label,sentence1,sentence2\n"
+    lines = [f'{r["gold_label"]},"{r["sentence1"]}","{r["sentence2"]}"\n' for r in SNLI_ROWS]
+    for split in ("train", "test"):
+        (root / "snli_data" / f"snli_1.0_{split}.csv").write_text(header + "".join(lines))
+    dm = SNLIDataModule(data_dir=str(root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN)
+    dm.setup("fit")
+    assert _tokens(dm, dm.train_set.ids) == EXPECTED_SNLI
+    assert dm.train_set.labels.tolist() == [0, 1, 2]
+
+
+def test_snli_missing_train_suggests_dev(snli_root: Path, w2v_file: Path) -> None:
+    dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file))
+    with pytest.raises(FileNotFoundError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert "snli_1.0_train.jsonl" in message and "--data.train_split dev" in message
+    with pytest.raises(ConfigError, match="train_split"):
+        SNLIDataModule(train_split="validation")
+
+
+def test_snli_malformed_json_names_file_and_line(snli_root: Path, w2v_file: Path) -> None:
+    path = snli_root / "snli_1.0" / "snli_1.0_test.jsonl"
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][:-5]  # cut the closing of the third record
+    path.write_text("\n".join(lines) + "\n")
+    dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
+    with pytest.raises(ValueError, match=r"snli_1\.0_test\.jsonl, line 3: malformed JSON"):
+        dm.setup("fit")
+
+
+def test_imdb_missing_data_lists_paths(tmp_path: Path, w2v_file: Path) -> None:
+    dm = IMDBDataModule(data_dir=str(tmp_path / "nowhere"), embeddings=str(w2v_file))
+    with pytest.raises(FileNotFoundError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    for part in ("aclImdb/train/pos", "aclImdb/test/neg", "aclImdb_v1.tar.gz", "--data.data_dir"):
+        assert part in message
+
+
+def test_imdb_truncated_archive_names_file(imdb_tar_root: Path, w2v_file: Path) -> None:
+    archive = imdb_tar_root / "aclImdb_v1.tar.gz"
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    dm = IMDBDataModule(data_dir=str(imdb_tar_root), embeddings=str(w2v_file))
+    with pytest.raises(RuntimeError, match="truncated or corrupt") as info:
+        dm.prepare_data()
+    assert str(archive) in str(info.value)
+
+
+def test_embeddings_errors(
+    imdb_root: Path, w2v_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gensim.downloader
+
+    def offline(name: str):
+        raise ConnectionError("simulated: no network")
+
+    monkeypatch.setattr(gensim.downloader, "load", offline)
+    dm = IMDBDataModule(data_dir=str(imdb_root))  # no word2vec/ under the root, no network
+    with pytest.raises(RuntimeError, match="--data.embeddings") as info:
+        dm.prepare_data()
+    assert "word2vec-google-news-300" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="--data.embeddings"):
+        IMDBDataModule(data_dir=str(imdb_root), embeddings="/no/such/vectors.bin").prepare_data()
+    bad = w2v_file.with_name("bad.txt")
+    bad.write_text("not a word2vec file\n")
+    with pytest.raises(RuntimeError, match="bad.txt"):
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(bad)).prepare_data()
+    # the default file under the data root is used when present
+    default = imdb_root / "word2vec" / "GoogleNews-vectors-negative300-subset.bin"
+    default.parent.mkdir()
+    KeyedVectors.load_word2vec_format(str(w2v_file)).save_word2vec_format(str(default), binary=True)
+    dm = IMDBDataModule(data_dir=str(imdb_root), seq_len=SEQ_LEN)
+    dm.setup("fit")
+    assert _tokens(dm, dm.train_set.ids) == EXPECTED_TRAIN
+
+
+def _real_root() -> Path:
+    return Path(os.environ.get(ENV_VAR) or REPO_ROOT.parent / "shared" / "data")
+
+
+def test_real_data_if_present(tmp_path: Path) -> None:
+    root = _real_root()
+    needed = [
+        root / "aclImdb_v1.tar.gz",
+        root / "word2vec" / "GoogleNews-vectors-negative300-subset.bin",
+        root / "snli_1.0" / "snli_1.0_dev.jsonl",
+        root / "snli_1.0" / "snli_1.0_test.jsonl",
+    ]
+    if not all(p.is_file() for p in needed):
+        pytest.skip(f"real IMDB/SNLI/word2vec files not found under {root}")
+    cache = str(tmp_path / "cache")
+    imdb = IMDBDataModule(
+        data_dir=str(root), limit_train_examples=200, limit_test_examples=200, cache_dir=cache
+    )
+    imdb.setup("fit")
+    assert imdb.train_set.ids.shape == (200, 600) and imdb.test_set.ids.shape == (200, 600)
+    assert imdb.train_set.labels.sum() == 100 and imdb.test_set.labels.sum() == 100
+    lengths = (imdb.train_set.ids != 0).sum(1)
+    assert (lengths > 20).float().mean() > 0.95
+    x, y = imdb.on_after_batch_transfer(next(iter(imdb.train_dataloader())), 0)
+    assert x.shape == (20, 600, 300) and y.shape == (20, 2)
+
+    snli = SNLIDataModule(data_dir=str(root), train_split="dev", cache_dir=cache)
+    snli.setup("fit")
+    assert len(snli.train_set) == 9842 and len(snli.test_set) == 9824
+    assert snli.train_set.ids.shape == (9842, 50)
+    assert ((snli.train_set.ids != 0).sum(1) > 0).float().mean() > 0.99
