@@ -144,3 +144,29 @@ def test_one_epoch_with_adam_and_cosine_schedule_matches_the_original(kind, algo
             torch.testing.assert_close(ours, value, rtol=1e-4, atol=2e-5)
     lr = model.optimizers().param_groups[0]["lr"]
     assert lr < fixture["lrs"][0]  # the schedule stepped once
+
+
+def test_symmetric_ep_matches_bptt_at_small_beta():
+    """After a converged free phase, the symmetric EP estimate equals BPTT's gradient as beta -> 0
+    (tanh, so that no unit is saturated)."""
+    from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT
+
+    def flat_grad(net, rule, x, y):
+        net.zero_grad()
+        rule(net, x, y).objective.backward()
+        return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+    torch.manual_seed(0)
+    net = HopfieldClassifier([5], [[0, 0]], [6, 3], embed_dim=4, activation="tanh").double()
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    y = 0.5 * torch.eye(3, dtype=torch.float64)
+    bptt = flat_grad(net, TruncatedBPTT(400, 200), x, y)
+    errors = [
+        (
+            (flat_grad(net, EquilibriumProp(400, 200, beta, symmetric=True), x, y) - bptt).norm()
+            / bptt.norm()
+        ).item()
+        for beta in (0.1, 0.01)
+    ]
+    assert errors[1] < 1e-3
+    assert errors[1] < errors[0] / 10
