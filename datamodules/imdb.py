@@ -18,14 +18,13 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
+from datamodules.checks import check_nonneg_int, check_positive_int
 from datamodules.mnist import ENV_VAR
 from datamodules.text import (
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
     balanced_subset,
-    check_nonneg_int,
-    check_positive_int,
     clean_imdb,
     encode_texts,
     file_fingerprint,

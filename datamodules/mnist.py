@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5
 
-from eqprop_lightning.errors import ConfigError
+from datamodules.checks import check_nonneg_int, check_positive_int
 
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -106,11 +106,6 @@ def _onehot_tensor_dataset(mnist: MNIST, flatten: bool) -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-
 class MNISTDataModule(L.LightningDataModule):
     """MNIST with ``ToTensor`` scaling and one-hot float targets; test set used for validation.
 
@@ -135,10 +130,9 @@ class MNISTDataModule(L.LightningDataModule):
         verify_checksums: bool = True,
     ) -> None:
         super().__init__()
-        _check_positive_int("batch_size", batch_size)
-        _check_positive_int("test_batch_size", test_batch_size)
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("test_batch_size", test_batch_size)
+        check_nonneg_int("num_workers", num_workers)
         self.save_hyperparameters()
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self.train_set: TensorDataset | None = None

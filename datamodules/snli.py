@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
+from datamodules.checks import check_positive_int
 from datamodules.mnist import ENV_VAR
 from datamodules.text import (
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
     balanced_subset,
-    check_positive_int,
     clean_snli,
     encode_texts,
     file_fingerprint,

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from eqprop_lightning.errors import ConfigError
+from datamodules.checks import check_positive_int
 
 
 class ToyDataModule(L.LightningDataModule):
@@ -34,8 +34,7 @@ class ToyDataModule(L.LightningDataModule):
             "n_train": n_train,
             "n_test": n_test,
         }.items():
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name}={value!r} must be a positive integer")
+            check_positive_int(name, value)
         self.save_hyperparameters()
 
     @property

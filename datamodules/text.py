@@ -34,6 +34,7 @@ from nltk.tokenize import ToktokTokenizer
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from datamodules.checks import check_nonneg_int, check_positive_int
 from datamodules.mnist import resolve_data_dir
 from eqprop_lightning.errors import ConfigError
 
@@ -295,21 +296,6 @@ class TokenIdsDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.ids[index].long(), self.onehot[index]
-
-
-def check_positive_int(name: str, value: object, allow_none: bool = False) -> None:
-    """Raise ``ConfigError`` unless ``value`` is a positive int (or ``None`` if allowed)."""
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        extra = " or null" if allow_none else ""
-        raise ConfigError(f"{name} must be a positive integer{extra}, got {value!r}")
-
-
-def check_nonneg_int(name: str, value: object) -> None:
-    """Raise ``ConfigError`` unless ``value`` is an int >= 0."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
 
 
 class TextDataModule(L.LightningDataModule):
