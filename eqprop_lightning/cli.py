@@ -134,12 +134,19 @@ def _analysis_setup(prog: str, args: list[str], extra: dict[str, dict]) -> tuple
     return cli.model, datamodule, out_dir, own
 
 
+def _training_batch(datamodule) -> tuple:
+    """The first batch of a fresh (shuffled) training loader, as the model receives it (the text
+    data modules embed token ids in ``on_after_batch_transfer``)."""
+    batch = next(iter(datamodule.train_dataloader()))
+    return datamodule.on_after_batch_transfer(batch, 0)
+
+
 def gdu_command(args: list[str]) -> dict:
     """``eqprop gdu``: the GDU analysis of the config's net on its first training batch."""
     from eqprop_lightning.analysis import rmse_report, run_gdu
 
     model, datamodule, out_dir, _ = _analysis_setup("gdu", args, {})
-    x, y = next(iter(datamodule.train_dataloader()))
+    x, y = _training_batch(datamodule)
     hp = model.hparams
     summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir, hp.symmetric)
     print(rmse_report(summary))
@@ -155,8 +162,7 @@ def recipe_command(args: list[str]) -> dict:
     model, datamodule, out_dir, own = _analysis_setup("recipe", args, extra)
     if own.batches < 1:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
-    loader = datamodule.train_dataloader()
-    batches = [next(iter(loader)) for _ in range(own.batches)]  # a fresh shuffle each time
+    batches = [_training_batch(datamodule) for _ in range(own.batches)]
     hp = model.hparams
     recipe = run_recipe(model.net, batches, hp.T, hp.K, hp.beta)
     path = write_recipe(recipe, out_dir, own.batches)
