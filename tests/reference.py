@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
 
@@ -36,3 +37,38 @@ def build_net(args: dict):
     return EnergyBasedFC(
         args["size_tab"], args["activation_function"], dt=args["dt"], clamp=not args["no_clamp"]
     )
+
+
+def train_like_the_original(net, fixture: dict) -> None:
+    """Seed-1 training on the fixture's batches: its rule, SGD with its ``lr_tab``."""
+    from eqprop_lightning.module import make_rule
+
+    args = fixture["args"]
+    algorithm = {"eqprop": "ep", "BPTT": "bptt"}[fixture["method"]]
+    rule = make_rule(algorithm, args["T"], args["Kmax"], args["beta"])
+    groups = zip(net.synapse_groups(), args["lr_tab"], strict=True)
+    opt = torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
+    for x, y in zip(fixture["x"], fixture["y"], strict=True):
+        opt.zero_grad()
+        rule(net, x, y).objective.backward()
+        opt.step()
+
+
+def fit_one_epoch(model, batches: list, val_batches: list | None = None):
+    """One epoch of ``model`` under a quiet CPU Trainer on ready-made batches."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if val_batches else 0,
+    )
+    val = DataLoader(val_batches, batch_size=None) if val_batches else None
+    trainer.fit(model, DataLoader(batches, batch_size=None), val)
+    return trainer

@@ -13,7 +13,7 @@ from eqprop_lightning.learning.gdu import gdu
 from eqprop_lightning.module import EqPropModule, make_rule
 from eqprop_lightning.nets import ACTIVATIONS
 from eqprop_lightning.nets.conv import ConvPrototypical
-from tests.reference import REFERENCE, needs_reference
+from tests.reference import REFERENCE, fit_one_epoch, needs_reference, train_like_the_original
 
 # small nets: sides of the conv states in the comments (input -> conv -> pool -> ...)
 NETS = {
@@ -163,18 +163,6 @@ def net_from_fixture(fixture: dict, legacy_pooling: bool = False) -> ConvPrototy
     return net
 
 
-def train_with_rule(net, fixture) -> None:
-    args = fixture["args"]
-    algorithm = {"eqprop": "ep", "BPTT": "bptt"}[fixture["method"]]
-    rule = make_rule(algorithm, args["T"], args["Kmax"], args["beta"])
-    groups = zip(net.synapse_groups(), args["lr_tab"], strict=True)
-    opt = torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
-    for x, y in zip(fixture["x"], fixture["y"], strict=True):
-        opt.zero_grad()
-        rule(net, x, y).objective.backward()
-        opt.step()
-
-
 def relax_keeping_previous(net, s, static, steps, beta=0.0, y=None):
     """``steps`` steps; returns the states before and after the last one."""
     previous = s
@@ -232,7 +220,7 @@ def assert_matches_fixture(net, fixture, atol: dict | None = None) -> None:
 @needs_reference
 def test_bptt_reproduces_the_original_weights():
     net, fixture = load_fixture("bptt")
-    train_with_rule(net, fixture)
+    train_like_the_original(net, fixture)
     assert_matches_fixture(net, fixture)  # max abs error ~1.5e-8
 
 
@@ -252,7 +240,7 @@ def test_ep_rule_differs_from_the_original_only_by_its_pooling_indices():
     nudged phases' pooling windows changed in the last step, which moves conv.0 by ~3.6e-4
     (3% of its update); the other layers follow within 1e-5."""
     net, fixture = load_fixture("ep")
-    train_with_rule(net, fixture)
+    train_like_the_original(net, fixture)
     twin, _ = load_fixture("ep")
     changed = train_with_hand_increments(twin, fixture, stale=False)
     assert changed > 0
@@ -270,7 +258,7 @@ def test_ep_rule_differs_from_the_original_only_by_its_pooling_indices():
 def test_ep_rule_with_legacy_pooling_reproduces_the_original_weights():
     """``legacy_pooling=True``: the EP rule pools at the previous step's argmax, as the original."""
     net, fixture = load_fixture("ep", legacy_pooling=True)
-    train_with_rule(net, fixture)
+    train_like_the_original(net, fixture)
     assert_matches_fixture(net, fixture, atol=EP_ATOL)
 
 
@@ -361,8 +349,6 @@ def test_flat_input_is_rejected():
 
 @pytest.mark.parametrize("algorithm", ["ep", "bptt"])
 def test_lightning_module_trains_the_conv_net(algorithm):
-    import lightning as L
-    from torch.utils.data import DataLoader
 
     torch.manual_seed(0)
     net = ConvPrototypical([4, 3, 1], [10])
@@ -371,17 +357,7 @@ def test_lightning_module_trains_the_conv_net(algorithm):
         (torch.rand(4, 1, 28, 28), F.one_hot(torch.arange(4) + i, 10).float()) for i in (0, 3)
     ]
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    loader = DataLoader(batches, batch_size=None)
-    trainer.fit(model, loader, loader)
+    trainer = fit_one_epoch(model, batches, batches)
     assert trainer.global_step == 2
     for name, value in net.state_dict().items():
         assert not torch.equal(value, before[name]), name

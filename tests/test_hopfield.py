@@ -1,15 +1,13 @@
 """The modern-Hopfield sequence nets: closed-form steps against autograd of the primitive, and the
 states, symmetric EP estimate and trained weights recorded from the original IJCAI-2023 code."""
 
-import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from eqprop_lightning.learning import ep_surrogate, free_phase, nudged_phase
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets.hopfield import HopfieldClassifier
-from tests.reference import REFERENCE, needs_reference
+from tests.reference import REFERENCE, fit_one_epoch, needs_reference
 
 SNLI = dict(segments=[4, 3], projections=[[0, 1], [1, 0], [0, 0], [1, 1]], fc_layers=[5, 3])
 IMDB = dict(segments=[5], projections=[[0, 0]], fc_layers=[6, 4, 2])
@@ -118,17 +116,7 @@ def test_one_epoch_with_adam_and_cosine_schedule_matches_the_original(kind, algo
         optimizer="adam",
         cosine_t_max=100,
     )
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    batches = list(zip(fixture["x"], y, strict=True))
-    trainer.fit(model, DataLoader(batches, batch_size=None))
+    fit_one_epoch(model, list(zip(fixture["x"], y, strict=True)))
     params = dict(net.named_parameters())
     for key, value in fixture[f"final_{algorithm}"].items():
         ours = params[names[key]].detach()

@@ -7,8 +7,14 @@ or ``$EQPROP_DATA_DIR/reference``); the tests skip when they are absent.
 import pytest
 import torch
 
-from eqprop_lightning.module import make_rule
-from tests.reference import REFERENCE, build_net, needs_reference, original_to_ours
+from tests.reference import (
+    REFERENCE,
+    build_net,
+    fit_one_epoch,
+    needs_reference,
+    original_to_ours,
+    train_like_the_original,
+)
 
 pytestmark = needs_reference
 
@@ -20,14 +26,7 @@ def test_training_reproduces_the_original_weights(kind, method):
     args = fixture["args"]
     net = build_net(args)
     net.load_state_dict(original_to_ours(fixture["init"]))
-    algorithm = {"eqprop": "ep", "BPTT": "bptt"}[fixture["method"]]
-    rule = make_rule(algorithm, args["T"], args["Kmax"], args["beta"])
-    groups = zip(net.synapse_groups(), args["lr_tab"], strict=True)
-    opt = torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
-    for x, y in zip(fixture["x"], fixture["y"], strict=True):
-        opt.zero_grad()
-        rule(net, x, y).objective.backward()
-        opt.step()
+    train_like_the_original(net, fixture)
     expected = original_to_ours(fixture["final"])
     initial = original_to_ours(fixture["init"])
     for name, value in net.state_dict().items():
@@ -39,8 +38,6 @@ def test_training_reproduces_the_original_weights(kind, method):
 @pytest.mark.parametrize("kind, method", [("p1h", "ep"), ("eb2h", "bptt")])
 def test_lightning_module_reproduces_the_original_weights(kind, method):
     """The same check through ``EqPropModule.training_step`` under a Lightning Trainer."""
-    import lightning as L
-    from torch.utils.data import DataLoader
 
     from eqprop_lightning.module import EqPropModule
 
@@ -51,17 +48,7 @@ def test_lightning_module_reproduces_the_original_weights(kind, method):
     model = EqPropModule(
         net, args["lr_tab"], algorithm=method, T=args["T"], K=args["Kmax"], beta=args["beta"]
     )
-    batches = list(zip(fixture["x"], fixture["y"], strict=True))
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(model, DataLoader(batches, batch_size=None))
+    fit_one_epoch(model, list(zip(fixture["x"], fixture["y"], strict=True)))
     expected = original_to_ours(fixture["final"])
     for name, value in net.state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
