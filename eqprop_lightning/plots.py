@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import torch
+from torch import Tensor
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -29,38 +30,44 @@ def plot_error_curves(results: dict[str, list[dict]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def _curves_figure(panels: list[tuple[str, Tensor, Tensor, list[int]]]) -> plt.Figure:
+    """One panel per ``(title, bptt, ep, entries)``: each entry's BPTT curve solid and EP curve
+    dashed (same colour) over ``t``; ``bptt``, ``ep``: (K, entries)."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    for (title, n, d, picks), ax in zip(panels, axes[0], strict=True):
+        for c, j in enumerate(picks):
+            ax.plot(n[:, j], "-", color=f"C{c}")
+            ax.plot(d[:, j], "--", color=f"C{c}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("t")
+    fig.tight_layout()
+    return fig
+
+
 def gdu_neuron_figure(nS: list, dS: list, units: int = 5, seed: int = 0) -> plt.Figure:
     """Per layer, ``units`` neurons: BPTT ``nS`` (solid) against EP ``dS`` (dashed) over ``t``
     (output layer: its first units; other layers: units drawn at random with ``seed``)."""
     gen = torch.Generator().manual_seed(seed)
-    fig, axes = plt.subplots(1, len(nS), figsize=(4 * len(nS), 3.2), squeeze=False)
-    for i, (n, d, ax) in enumerate(zip(nS, dS, axes[0], strict=True)):
+    panels = []
+    for i, (n, d) in enumerate(zip(nS, dS, strict=True)):
         n, d = n.flatten(1), d.flatten(1)  # (K, units of layer i)
         count = min(units, n.shape[1])
         picks = range(count) if i == 0 else torch.randperm(n.shape[1], generator=gen)[:count]
-        for c, j in enumerate(picks):
-            ax.plot(n[:, j], "-", color=f"C{c}")
-            ax.plot(d[:, j], "--", color=f"C{c}")
-        ax.set_title(f"$s^{i}$: $\\nabla^{{BPTT}}$ (solid), $-\\Delta^{{EP}}$ (dashed)", fontsize=9)
-        ax.set_xlabel("t")
-    fig.tight_layout()
-    return fig
+        title = f"$s^{i}$: $\\nabla^{{BPTT}}$ (solid), $-\\Delta^{{EP}}$ (dashed)"
+        panels.append((title, n, d, list(picks)))
+    return _curves_figure(panels)
 
 
 def gdu_synapse_figure(nT: dict, dT: dict, synapses: int = 10, seed: int = 0) -> plt.Figure:
     """Per weight, ``synapses`` random entries: instantaneous BPTT ``nT`` (solid) against EP
     ``dT`` (dashed) over ``t``."""
     gen = torch.Generator().manual_seed(seed)
-    fig, axes = plt.subplots(1, len(nT), figsize=(4 * len(nT), 3.2), squeeze=False)
-    for (name, n), ax in zip(nT.items(), axes[0], strict=True):
+    panels = []
+    for name, n in nT.items():
         n, d = n.flatten(1), dT[name].flatten(1)  # (K, entries)
-        for c, j in enumerate(torch.randperm(n.shape[1], generator=gen)[:synapses]):
-            ax.plot(n[:, j], "-", color=f"C{c}")
-            ax.plot(d[:, j], "--", color=f"C{c}")
-        ax.set_title(f"${name[0]}_{{{name[1:]}}}$: BPTT (solid), EP (dashed)", fontsize=9)
-        ax.set_xlabel("t")
-    fig.tight_layout()
-    return fig
+        picks = torch.randperm(n.shape[1], generator=gen)[:synapses].tolist()
+        panels.append((f"${name[0]}_{{{name[1:]}}}$: BPTT (solid), EP (dashed)", n, d, picks))
+    return _curves_figure(panels)
 
 
 def rmse_bar_figure(rmse: dict) -> plt.Figure:
