@@ -409,3 +409,45 @@ def test_real_data_if_present(tmp_path: Path) -> None:
     assert len(snli.train_set) == 9842 and len(snli.test_set) == 9824
     assert snli.train_set.ids.shape == (9842, 50)
     assert ((snli.train_set.ids != 0).sum(1) > 0).float().mean() > 0.99
+
+
+def test_cli_fit_and_gdu_on_text_data(snli_root: Path, w2v_file: Path, tmp_path, monkeypatch):
+    """`eqprop fit` and `eqprop gdu` run the SNLI config end to end on tiny data."""
+    import json
+
+    from eqprop_lightning.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    config = Path(__file__).resolve().parents[1] / "configs" / "snli" / "small.yaml"
+    args = [
+        "--config",
+        str(config),
+        "--data.data_dir",
+        str(snli_root),
+        "--data.embeddings",
+        str(w2v_file),
+        "--data.cache_dir",
+        str(tmp_path / "cache"),
+        "--data.train_split",
+        "dev",
+        "--data.seq_len",
+        "4",
+        "--data.batch_size",
+        "2",
+        "--model.net.init_args.segments",
+        "[4, 4]",
+        "--model.net.init_args.fc_layers",
+        "[8, 3]",
+        "--model.T",
+        "6",
+        "--model.K",
+        "3",
+    ]
+    main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
+    (results,) = (tmp_path / "runs").rglob("results.json")
+    assert json.loads(results.read_text())["epochs"][0]["epoch"] == 1
+    main(["gdu", *args, "--output_dir", str(tmp_path / "gdu")])
+    summary = json.loads((tmp_path / "gdu" / "gdu.json").read_text())
+    assert summary["setting"]["symmetric"] is True
+    assert set(summary["rmse"]["weights"]) == {"P0", "P1", "P2", "P3", "W1", "W2"}
