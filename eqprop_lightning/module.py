@@ -25,6 +25,7 @@ def error_percent(output: Tensor, y: Tensor) -> Tensor:
 def make_rule(
     algorithm: str, T: int, K: int, beta: float, symmetric: bool = False
 ) -> GradientEstimator:
+    """The learning rule named by ``algorithm`` (``ep`` or ``bptt``)."""
     if algorithm == "ep":
         return EquilibriumProp(T, K, beta, symmetric)
     if algorithm == "bptt":
