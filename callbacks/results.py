@@ -37,7 +37,8 @@ class ResultsWriter(L.Callback):
         return Path(trainer.log_dir or trainer.default_root_dir) / self.filename
 
     @rank_zero_only
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after Lightning restored the loops: a resumed run's current_epoch is the epoch to run
         path = self._path(trainer)
         self.epochs = []
         if trainer.current_epoch > 0 and path.exists():

@@ -29,6 +29,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5
 
 from datamodules.checks import check_nonneg_int, check_positive_int
+from datamodules.sampling import EpochShuffle
 
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -224,7 +225,7 @@ class MNISTDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(dataset) if shuffle else None,
             num_workers=workers,
             persistent_workers=workers > 0,
         )

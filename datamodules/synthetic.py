@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.checks import check_positive_int
+from datamodules.sampling import EpochShuffle
 
 
 class ToyDataModule(L.LightningDataModule):
@@ -51,7 +52,9 @@ class ToyDataModule(L.LightningDataModule):
         self.test_set = TensorDataset(x[hp.n_train :], y[hp.n_train :])
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.hparams.batch_size, shuffle=True)
+        return DataLoader(
+            self.train_set, batch_size=self.hparams.batch_size, sampler=EpochShuffle(self.train_set)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=max(self.hparams.batch_size, 100))

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 
 from datamodules.checks import check_nonneg_int, check_positive_int
 from datamodules.mnist import resolve_data_dir
+from datamodules.sampling import EpochShuffle
 from eqprop_lightning.errors import ConfigError
 
 EMBED_DIM = 300
@@ -472,7 +473,7 @@ class TextDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(dataset) if shuffle else None,
             num_workers=workers,
             persistent_workers=workers > 0,
         )

@@ -63,10 +63,38 @@ class EqPropCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
+                # a resumed run writes into its run directory: overwrite last.ckpt, no last-v1
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(GDUCallback, "gdu")
+
+    def before_instantiate_classes(self) -> None:
+        """``fit --ckpt_path PATH|last`` continues in the checkpoint's run directory, so that its
+        ``results.json`` and TensorBoard events go on instead of starting a new run."""
+        if self.subcommand != "fit" or not self.config.fit.get("ckpt_path"):
+            return
+        logger = self.config.fit.trainer.logger
+        init = logger.init_args if logger and "init_args" in logger else None
+        if init is None or "save_dir" not in init:
+            return
+        ckpt = self.config.fit.ckpt_path
+        if ckpt == "last":
+            found = sorted(
+                Path(init.save_dir, init.name).glob("*/checkpoints/last.ckpt"),
+                key=lambda p: p.stat().st_mtime,
+            )
+            if not found:
+                raise ConfigError(
+                    f"ckpt_path='last': no {Path(init.save_dir, init.name)}/*/checkpoints/last.ckpt"
+                )
+            ckpt = self.config.fit.ckpt_path = str(found[-1])
+        run_dir = Path(ckpt).resolve().parent.parent  # <save_dir>/<name>/<version>/checkpoints/
+        if run_dir.parent.name == init.name:
+            init.version = run_dir.name
+            init.save_dir = str(run_dir.parent.parent)
+            rank_zero_info(f"resuming {ckpt} in {run_dir}")
 
     def before_fit(self) -> None:
         rank_zero_info(f"run directory: {self.trainer.log_dir}")

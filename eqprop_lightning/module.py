@@ -90,6 +90,12 @@ class EqPropModule(L.LightningModule):
         self.val_error = MeanMetric()
         self.test_error = MeanMetric()
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Random states in every checkpoint, for an exact resume."""
+        from callbacks.resume import RNGState
+
+        return [RNGState()]
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = zip(self.net.synapse_groups(), hp.lrs, strict=True)
