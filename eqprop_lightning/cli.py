@@ -55,16 +55,20 @@ class EqPropCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
+        # the best epoch by val/error, and last.ckpt after every epoch (Lightning 2.6 writes a
+        # save_last checkpoint only together with a top-k one); a resumed run writes into its
+        # own run directory, so no version counter (last.ckpt is overwritten, not last-v1.ckpt)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/error",
                 "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
                 "checkpoint.filename": "epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
-                # a resumed run writes into its run directory: overwrite last.ckpt, no last-v1
                 "checkpoint.enable_version_counter": False,
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(ResultsWriter, "results")

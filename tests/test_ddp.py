@@ -6,6 +6,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch.multiprocessing.spawn import ProcessExitedException
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from eqprop_lightning.module import EqPropModule
@@ -59,6 +60,17 @@ class SaveWeights(L.Callback):
 
 
 def fit(algorithm: str, folder: Path, devices: int, batch_size: int) -> None:
+    """Train; a spawned rank that dies of a signal (gloo on this CPU sandbox aborts now and then
+    while tearing down, seen as SIGABRT) is retried up to twice. Wrong weights are not retried."""
+    for attempt in range(3):
+        try:
+            return _fit(algorithm, folder, devices, batch_size)
+        except ProcessExitedException as err:
+            if attempt == 2 or "signal" not in str(err):
+                raise
+
+
+def _fit(algorithm: str, folder: Path, devices: int, batch_size: int) -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
