@@ -69,6 +69,7 @@ class EqPropCLI(LightningCLI):
                 "checkpoint.enable_version_counter": False,
                 "last_checkpoint.filename": "last",
                 "last_checkpoint.enable_version_counter": False,
+                "last_checkpoint.save_on_exception": True,  # Ctrl-C, SIGTERM, errors
             }
         )
         parser.add_lightning_class_args(ResultsWriter, "results")
