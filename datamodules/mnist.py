@@ -29,7 +29,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import calculate_md5
 
 from datamodules.checks import check_nonneg_int, check_positive_int
-from datamodules.sampling import EpochShuffle
+from datamodules.sampling import make_loader
 
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -218,16 +218,9 @@ class MNISTDataModule(L.LightningDataModule):
         if self.test_set is None:
             self.test_set = _onehot_tensor_dataset(MNIST(str(root), train=False), flatten)
 
-    def _loader(self, dataset: TensorDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("MNISTDataModule.setup() must be called before requesting loaders")
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffle(dataset) if shuffle else None,
-            num_workers=workers,
-            persistent_workers=workers > 0,
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return make_loader(
+            dataset, batch_size, shuffle, self.hparams.num_workers, type(self).__name__
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.checks import check_positive_int
-from datamodules.sampling import EpochShuffle
+from datamodules.sampling import make_loader
 
 
 class ToyDataModule(L.LightningDataModule):
@@ -52,12 +52,11 @@ class ToyDataModule(L.LightningDataModule):
         self.test_set = TensorDataset(x[hp.n_train :], y[hp.n_train :])
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set, batch_size=self.hparams.batch_size, sampler=EpochShuffle(self.train_set)
-        )
+        return make_loader(self.train_set, self.hparams.batch_size, True, 0, type(self).__name__)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.test_set, batch_size=max(self.hparams.batch_size, 100))
+        size = max(self.hparams.batch_size, 100)
+        return make_loader(self.test_set, size, False, 0, type(self).__name__)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from datamodules.checks import check_nonneg_int, check_positive_int
 from datamodules.mnist import resolve_data_dir
-from datamodules.sampling import EpochShuffle
+from datamodules.sampling import make_loader
 from eqprop_lightning.errors import ConfigError
 
 EMBED_DIM = 300
@@ -466,17 +466,8 @@ class TextDataModule(L.LightningDataModule):
         return self.embed(ids), y
 
     # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError(f"{type(self).__name__}.setup() must be called before loaders")
-        workers = self._num_workers
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffle(dataset) if shuffle else None,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-        )
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return make_loader(dataset, batch_size, shuffle, self._num_workers, type(self).__name__)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches ``(ids, y_onehot)`` (embedded after transfer)."""

@@ -18,9 +18,9 @@ from eqprop_lightning.learning.gdu import GDUResult, gdu, rmse_table, sign_agree
 from eqprop_lightning.plots import (
     gdu_neuron_figure,
     gdu_synapse_figure,
-    plt,
     render,
     rmse_bar_figure,
+    save_image,
 )
 
 
@@ -57,7 +57,7 @@ def run_gdu(
     with SummaryWriter(str(out_dir)) as writer:
         for name, fig in gdu_figures(result, rmse).items():
             image = render(fig)  # drawn once for both the PNG and TensorBoard
-            plt.imsave(out_dir / f"{name}.png", image)
+            save_image(image, out_dir / f"{name}.png")
             writer.add_image(name, image, dataformats="HWC")
     return summary
 

@@ -100,6 +100,12 @@ def render(fig: plt.Figure) -> np.ndarray:
     return image
 
 
+def save_image(image: np.ndarray, path: Path) -> Path:
+    """Write a rendered (H, W, 4) image as a PNG."""
+    plt.imsave(path, image)
+    return path
+
+
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -10,6 +10,7 @@ from torch.nn import functional as F
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import ep_surrogate
 from eqprop_lightning.learning.gdu import gdu
+from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.module import EqPropModule, make_rule
 from eqprop_lightning.nets import ACTIVATIONS
 from eqprop_lightning.nets.conv import ConvPrototypical
@@ -163,14 +164,6 @@ def net_from_fixture(fixture: dict, legacy_pooling: bool = False) -> ConvPrototy
     return net
 
 
-def relax_keeping_previous(net, s, static, steps, beta=0.0, y=None):
-    """``steps`` steps; returns the states before and after the last one."""
-    previous = s
-    for _ in range(steps):
-        previous, s = s, net.step(s, static, beta, y)
-    return previous, s
-
-
 @torch.no_grad()
 def train_with_hand_increments(net, fixture, stale: bool) -> int:
     """EP as the original: our relaxations, then ``theta += lr (G(s_nudged) - G(s_free))/(beta B)``
@@ -186,8 +179,8 @@ def train_with_hand_increments(net, fixture, stale: bool) -> int:
     changed = 0
     for x, y in zip(fixture["x"], fixture["y"], strict=True):
         static = net.static_terms(x)
-        before_free, s_free = relax_keeping_previous(net, net.init_state(x), static, T)
-        before_nudged, s_nudged = relax_keeping_previous(net, s_free, static, K, beta, y)
+        before_free, s_free = relax_with_previous(net, net.init_state(x), static, T)
+        before_nudged, s_nudged = relax_with_previous(net, s_free, static, K, beta, y)
         for before, s in ((before_free, s_free), (before_nudged, s_nudged)):
             w, b = net.conv[0].weight, net.conv[0].bias
             changed += int(

@@ -11,16 +11,21 @@ from eqprop_lightning.cli import main
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "p1h.yaml"
 
 
-def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["eqprop"])
-    args = [
-        "fit", "--config", str(CONFIG), "--data.data_dir", str(fake_mnist),
+def small_fit(data_dir: Path) -> list[str]:
+    """`eqprop fit` of a tiny P-1h on the fake MNIST: 5 batches per epoch."""
+    return [
+        "fit", "--config", str(CONFIG), "--data.data_dir", str(data_dir),
         "--data.verify_checksums", "false", "--data.batch_size", "10",
         "--model.net.init_args.size_tab", "[10, 16, 784]", "--model.T", "8", "--model.K", "3",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
         "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "1",
     ]  # fmt: skip
+
+
+def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = small_fit(fake_mnist)
     main([*args, "--trainer.max_epochs", "3", "--trainer.logger.init_args.version", "straight"])
     main([*args, "--trainer.max_epochs", "1", "--trainer.logger.init_args.version", "cut"])
     main([*args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])  # picks runs/p1h/cut
@@ -51,14 +56,7 @@ class Interrupt(__import__("lightning").Callback):
 def test_ctrl_c_leaves_a_checkpoint_to_resume_from(fake_mnist, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
-    args = [
-        "fit", "--config", str(CONFIG), "--data.data_dir", str(fake_mnist),
-        "--data.verify_checksums", "false", "--data.batch_size", "10",
-        "--model.net.init_args.size_tab", "[10, 16, 784]", "--model.T", "8", "--model.K", "3",
-        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-        "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "1",
-        "--trainer.max_epochs", "3",
-    ]  # fmt: skip
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "3"]
     with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits with status 1
         main([*args, "--trainer.callbacks+=tests.test_resume.Interrupt"])
     last = tmp_path / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"

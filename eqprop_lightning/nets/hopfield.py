@@ -32,8 +32,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-
-State = list[Tensor]
+from eqprop_lightning.nets.fc import State
 
 
 @dataclass

@@ -28,7 +28,8 @@ from eqprop_lightning.nets.fc import State
 
 @dataclass
 class ToyStaticTerms:
-    """Input terms ``W_0x rho(x) + b_0x`` (B, n_out) and ``W_1x rho(x) + b_1x`` (B, n_hid)."""
+    """Constant drives ``W_0x rho(x) + b_0x + b_01`` (B, n_out) and ``W_1x rho(x) + b_1x``
+    (B, n_hid): the input terms with the output's two biases."""
 
     to_output: Tensor
     to_hidden: Tensor
@@ -79,13 +80,13 @@ class ToyEnergyBased(nn.Module):
 
     def static_terms(self, x: Tensor) -> ToyStaticTerms:
         rx = self.rho(x)
-        return ToyStaticTerms(self.w0x(rx), self.w1x(rx))
+        return ToyStaticTerms(self.w0x(rx) + self.w01.bias, self.w1x(rx))
 
     def energy(self, s: State, static: ToyStaticTerms) -> Tensor:
         """``E(x, s)`` per example, shape (B,)."""
         r0, r1 = self.rho(s[0]), self.rho(s[1])
         half_norm = 0.5 * ((s[0] * s[0]).sum(1) + (s[1] * s[1]).sum(1))
-        to_output = F.linear(r1, self.w01.weight, self.w01.bias) + static.to_output
+        to_output = F.linear(r1, self.w01.weight) + static.to_output
         return half_norm - (r0 * to_output).sum(1) - (r1 * static.to_hidden).sum(1)
 
     def primitive(self, s: State, static: ToyStaticTerms) -> Tensor:
@@ -99,7 +100,7 @@ class ToyEnergyBased(nn.Module):
         """``s_i <- s_i - dt dE/ds_i`` for both layers from the same ``s`` (+ the output nudge)."""
         rho, w = self.rho, self.w01.weight
         r0, r1 = rho(s[0]), rho(s[1])
-        z0 = torch.addmm(static.to_output + self.w01.bias, r1, w.t())  # (B, n_out)
+        z0 = torch.addmm(static.to_output, r1, w.t())  # (B, n_out)
         z1 = torch.addmm(static.to_hidden, r0, w)  # (B, n_hid)
         d0 = rho.derivative(s[0], r0) * z0 - s[0]
         d1 = rho.derivative(s[1], r1) * z1 - s[1]
