@@ -2,6 +2,13 @@
 
 from callbacks.gdu import GDUCallback
 from callbacks.results import ResultsWriter, write_json_atomic
-from callbacks.resume import RNGState
+from callbacks.resume import AtomicCheckpointIO, LastCheckpoint, RNGState
 
-__all__ = ["GDUCallback", "RNGState", "ResultsWriter", "write_json_atomic"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "GDUCallback",
+    "LastCheckpoint",
+    "RNGState",
+    "ResultsWriter",
+    "write_json_atomic",
+]

@@ -1,12 +1,23 @@
-"""What an exact resume needs beyond Lightning's checkpoint: the random number generators."""
+"""What an exact resume needs beyond Lightning's checkpoint: the random number generators, a
+``last.ckpt`` written only in states that resume exactly, and checkpoint files written
+atomically."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class RNGState(L.Callback):
@@ -41,3 +52,73 @@ class RNGState(L.Callback):
         random.setstate((version, tuple(internal), gauss))
         kind, keys, pos, has_gauss, cached = states["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch, and when training stops gracefully in the middle of one.
+
+    The first Ctrl-C is handled as SIGTERM: Lightning finishes the batch in progress and stops,
+    and the checkpoint written then resumes exactly (the training loader skips the batches done).
+    A second Ctrl-C stops at once. A stop during the epoch's last batch or its evaluation, a second
+    Ctrl-C, an error or a divergence keep the last good ``last.ckpt`` (the previous epoch end, or
+    an earlier graceful stop): Lightning cannot resume exactly from those states.
+    """
+
+    def __init__(
+        self,
+        filename: str = "last",
+        enable_version_counter: bool = False,
+        save_on_exception: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            filename=filename,
+            enable_version_counter=enable_version_counter,
+            save_on_exception=save_on_exception,
+            **kwargs,
+        )
+        self._default_sigint: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(
+            signal.SIGTERM
+        ) not in (signal.SIG_DFL, signal.SIG_IGN, None):  # Lightning's SIGTERM handler is in place
+            self._default_sigint = signal.signal(signal.SIGINT, self._first_ctrl_c)
+
+    def _first_ctrl_c(self, signum: int, frame: Any) -> None:
+        rank_zero_info("\nCtrl-C: stopping after this batch (press Ctrl-C again to stop now)")
+        self._restore_sigint()
+        signal.raise_signal(signal.SIGTERM)
+
+    def _restore_sigint(self) -> None:
+        if self._default_sigint is not None:
+            signal.signal(signal.SIGINT, self._default_sigint)
+            self._default_sigint = None
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_sigint()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self._restore_sigint()
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        mid_epoch = 0 < done < trainer.num_training_batches and not trainer.validating
+        if isinstance(exception, SIGTERMException) and mid_epoch:
+            super().on_exception(trainer, pl_module, exception)
+        else:
+            rank_zero_info(f"kept the last good checkpoint {Path(self.dirpath or '', 'last.ckpt')}")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to ``<path>.tmp`` and renames it over ``<path>``, so that an
+    interruption never leaves a truncated checkpoint (local paths; remote ones as Lightning)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        tmp = Path(f"{path}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)

@@ -1,9 +1,10 @@
 """Data loaders of the data modules: a training order that depends only on the seed and the
-epoch."""
+epoch, and a training loader that resumes in the middle of an epoch."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -28,14 +29,52 @@ class EpochShuffle(RandomSampler):
         return iter(torch.randperm(len(self.data_source), generator=generator).tolist())
 
 
+class ResumableLoader(DataLoader):
+    """A ``DataLoader`` that Lightning checkpoints (it has ``state_dict``/``load_state_dict``):
+    the state is the sampler's epoch and the number of batches handed out in it. Resumed from a
+    checkpoint taken in the middle of that epoch, the next pass skips those batches (they are
+    loaded, not trained on), so the run goes on with the batches an uninterrupted run would see.
+    Lightning does not prefetch from sized loaders, so the count is the batches trained on.
+
+    The skipping happens at the first ``next``, after Lightning has set the sampler's epoch.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done = 0
+        self._resume_at: dict[str, int] | None = None
+
+    def _epoch(self) -> int:
+        return getattr(self.sampler, "epoch", 0)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch(), "batches": self.batches_done}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume_at = dict(state)
+
+    def __iter__(self) -> Iterator[Any]:
+        resume, self._resume_at = self._resume_at, None
+        iterator = super().__iter__()
+        self.batches_done = 0
+        if resume is not None and resume["epoch"] == self._epoch():
+            for _ in range(resume["batches"]):
+                next(iterator)
+            self.batches_done = resume["batches"]
+        for batch in iterator:
+            self.batches_done += 1
+            yield batch
+
+
 def make_loader(
     dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int, owner: str
 ) -> DataLoader:
-    """Batches of ``dataset``, in :class:`EpochShuffle` order for training (``shuffle``), else in
-    order; ``owner`` names the data module in the error raised before ``setup()``."""
+    """Batches of ``dataset``: for training (``shuffle``) a :class:`ResumableLoader` in
+    :class:`EpochShuffle` order, else a ``DataLoader`` in order; ``owner`` names the data module in
+    the error raised before ``setup()``."""
     if dataset is None:
         raise RuntimeError(f"{owner}.setup() must be called before requesting loaders")
-    return DataLoader(
+    return (ResumableLoader if shuffle else DataLoader)(
         dataset,
         batch_size=batch_size,
         sampler=EpochShuffle(dataset) if shuffle else None,

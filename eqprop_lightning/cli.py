@@ -15,8 +15,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from callbacks import GDUCallback, ResultsWriter, write_json_atomic
+from callbacks import (
+    GDUCallback,
+    LastCheckpoint,
+    ResultsWriter,
+    write_json_atomic,
+)
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule
 
@@ -26,6 +32,7 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "runs", "name": "eqprop"},
     },
     "log_every_n_steps": 50,
+    "plugins": [{"class_path": "callbacks.AtomicCheckpointIO"}],
 }
 
 EXTRA_COMMANDS = """extra subcommands:
@@ -55,11 +62,11 @@ class EqPropCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        # the best epoch by val/error, and last.ckpt after every epoch (Lightning 2.6 writes a
-        # save_last checkpoint only together with a top-k one); a resumed run writes into its
-        # own run directory, so no version counter (last.ckpt is overwritten, not last-v1.ckpt)
+        # the best epoch by val/error, and last.ckpt after every epoch and on Ctrl-C/SIGTERM
+        # (Lightning 2.6 writes a save_last checkpoint only together with a top-k one); a resumed
+        # run writes into its own run directory, so no version counter (last.ckpt is overwritten)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/error",
@@ -67,9 +74,6 @@ class EqPropCLI(LightningCLI):
                 "checkpoint.filename": "epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
                 "checkpoint.enable_version_counter": False,
-                "last_checkpoint.filename": "last",
-                "last_checkpoint.enable_version_counter": False,
-                "last_checkpoint.save_on_exception": True,  # Ctrl-C, SIGTERM, errors
             }
         )
         parser.add_lightning_class_args(ResultsWriter, "results")
@@ -241,6 +245,13 @@ def main(args: list[str] | None = None) -> None:
             commands[args[0]](args[1:])
         else:
             EqPropCLI(args=args if args != sys.argv[1:] else None)
+    except SIGTERMException:
+        print(
+            "eqprop: stopped by Ctrl-C or SIGTERM; continue with "
+            "`eqprop fit --config ... --ckpt_path last`",
+            file=sys.stderr,
+        )
+        sys.exit(1)
     except Exception as err:
         cause = _user_error(err)
         if cause is None:

@@ -11,7 +11,15 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.learning import EquilibriumProp, GradientEstimator, TruncatedBPTT, cost
+from eqprop_lightning.learning import (
+    DivergenceError,
+    EquilibriumProp,
+    Estimate,
+    GradientEstimator,
+    TruncatedBPTT,
+    cost,
+    locate_nonfinite,
+)
 from eqprop_lightning.learning.phases import free_phase
 
 Algorithm = Literal["ep", "bptt"]
@@ -53,6 +61,10 @@ class EqPropModule(L.LightningModule):
         optimizer: ``sgd`` or ``adam``.
         cosine_t_max: epochs of cosine annealing (``CosineAnnealingLR``, seed 2: 100), or None.
         eta_min: the schedule's final learning rate.
+        convergence_tol: stop training when a batch's free phase still moves by more than this
+            at its last step (``train/free_change``, logged every epoch: per layer, the batch mean
+            of the largest ``|s(T) - s(T-1)|``); None never stops. Training always stops, with the
+            layer, phase and step named, when a state or weight is not finite.
     """
 
     def __init__(
@@ -67,6 +79,7 @@ class EqPropModule(L.LightningModule):
         optimizer: Literal["sgd", "adam"] = "sgd",
         cosine_t_max: int | None = None,
         eta_min: float = 1e-5,
+        convergence_tol: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -85,8 +98,14 @@ class EqPropModule(L.LightningModule):
             raise ConfigError(f"optimizer={optimizer!r} is not supported; choose 'sgd' or 'adam'")
         if cosine_t_max is not None and cosine_t_max < 1:
             raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")
+        if convergence_tol is not None and not convergence_tol > 0:
+            raise ConfigError(f"convergence_tol={convergence_tol} must be > 0 (or null: no check)")
+        # the epoch's running means go into checkpoints, for a resume in the middle of an epoch
         self.train_error = MeanMetric()
         self.train_loss = MeanMetric()
+        self.free_change = MeanMetric()
+        for metric in (self.train_error, self.train_loss, self.free_change):
+            metric.persistent(True)
         self.val_error = MeanMetric()
         self.test_error = MeanMetric()
 
@@ -124,17 +143,60 @@ class EqPropModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        if batch_idx == 0:  # a new epoch (a run resumed mid-epoch keeps its running means)
+            for metric in (self.train_error, self.train_loss, self.free_change):
+                metric.reset()
         opt = self.optimizers()
         estimate = self.rule(self.net, x, y)
+        self.guard(estimate, x, y, batch_idx)
         opt.zero_grad()
         self.manual_backward(estimate.objective)
         opt.step()
         self.train_error.update(error_percent(estimate.output, y))
         self.train_loss.update(cost(estimate.output, y))
+        self.free_change.update(estimate.last_change.max())
         if batch_idx + 1 == self.trainer.num_training_batches:
             # log the epoch's means once: a self.log per step costs as much as the P-1h step
             self.log("train/error", self.train_error, on_step=False, on_epoch=True, prog_bar=True)
             self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
+            self.log("train/free_change", self.free_change, on_step=False, on_epoch=True)
+
+    def guard(self, estimate: Estimate, x: Tensor, y: Tensor, batch_idx: int) -> None:
+        """Stop with :class:`DivergenceError` (before the update, so that no checkpoint holds
+        the result) when the estimate is not finite, naming the first non-finite weight or
+        state, or when the free phase has not converged to ``convergence_tol``. All ranks
+        agree, so that none waits for the others in the gradient all-reduce."""
+        finite = bool(
+            torch.isfinite(estimate.objective) & torch.isfinite(estimate.last_change).all()
+        )
+        tol = self.hparams.convergence_tol
+        converged = tol is None or bool((estimate.last_change <= tol).all())
+        if self.trainer.world_size > 1:
+            ok = self.trainer.strategy.reduce_boolean_decision(finite and converged, all=True)
+        else:
+            ok = finite and converged
+        if ok:
+            return
+        where = (
+            f"epoch {self.current_epoch + 1}, batch {batch_idx} (global step {self.global_step})"
+        )
+        hp = self.hparams
+        if not finite:
+            rule = self.rule
+            nudges = (hp.beta, -hp.beta)[: 2 if hp.symmetric else 1] if hp.algorithm == "ep" else ()
+            found = locate_nonfinite(self.net, x, y, rule.T, rule.K, nudges)
+            raise DivergenceError(
+                f"training diverged at {where}: {found or 'the gradient estimate is not finite'}; "
+                "lower the learning rates, beta or dt"
+            )
+        if not converged:
+            layer = int(estimate.last_change.argmax())
+            raise DivergenceError(
+                f"the free phase has not converged at {where}: state s{layer} still moves by "
+                f"{float(estimate.last_change[layer]):.3g} at step {hp.T} of {hp.T} "
+                f"(convergence_tol={tol}); raise T, or lower dt or the learning rates"
+            )
+        raise DivergenceError(f"another process stopped training at {where}")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

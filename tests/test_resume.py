@@ -1,6 +1,7 @@
 """An interrupted run resumed with `--ckpt_path last` ends exactly as an uninterrupted one."""
 
 import json
+import signal as signal_
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,16 @@ def small_fit(data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def last_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        torch.testing.assert_close(b[key], value, rtol=0, atol=0, msg=key)
+
+
 def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
@@ -37,32 +48,69 @@ def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
     )
     assert [e["epoch"] for e in resumed] == [1, 2, 3]
     assert [e["test_error"] for e in resumed] == [e["test_error"] for e in straight]
-    weights = [
-        torch.load(runs / v / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-        for v in ("straight", "cut")
-    ]
-    for key, value in weights[0].items():
-        torch.testing.assert_close(weights[1][key], value, rtol=0, atol=0)
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
 
 
 class Interrupt(__import__("lightning").Callback):
-    """Presses Ctrl-C in the middle of the second epoch."""
+    """Sends ``signal`` (SIGINT is Ctrl-C) while batch ``batch_idx`` of epoch ``epoch``
+    (0-based) trains, or during the epoch's evaluation (``batch_idx = -1``)."""
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.current_epoch == 1 and batch_idx == 2:
-            raise KeyboardInterrupt
+    def __init__(self, epoch: int = 1, batch_idx: int = 2, signal: str = "SIGINT") -> None:
+        self.epoch, self.batch_idx, self.signal = epoch, batch_idx, getattr(signal_, signal)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
+            signal_.raise_signal(self.signal)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking and (trainer.current_epoch, -1) == (
+            self.epoch,
+            self.batch_idx,
+        ):
+            signal_.raise_signal(self.signal)
 
 
-def test_ctrl_c_leaves_a_checkpoint_to_resume_from(fake_mnist, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("signal", "batch_idx", "test_batch_size", "saved_step"),
+    [
+        ("SIGINT", 0, 100, 5 + 1),  # Ctrl-C: stops after the batch in progress, mid-epoch
+        ("SIGINT", 2, 100, 5 + 3),
+        ("SIGTERM", 2, 100, 5 + 3),
+        ("SIGINT", 4, 100, 10),  # in the last batch: stops after the (one-batch) evaluation
+        ("SIGINT", 4, 10, 5),  # Lightning stops inside the evaluation: epoch 1's checkpoint kept
+        ("SIGTERM", -1, 10, 5),
+    ],
+)
+def test_interrupt_then_resume_equals_uninterrupted_run(
+    fake_mnist, tmp_path, monkeypatch, signal, batch_idx, test_batch_size, saved_step
+):
+    """A stop leaves last.ckpt; resuming from it trains on the batches the uninterrupted run
+    sees and ends with identical weights and results (deterministic algorithms on)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
-    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "3"]
-    with pytest.raises(SystemExit):  # Lightning shuts down gracefully, then exits with status 1
-        main([*args, "--trainer.callbacks+=tests.test_resume.Interrupt"])
-    last = tmp_path / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"
-    saved = torch.load(last, weights_only=True)
-    assert saved["global_step"] == 5 + 3  # one epoch of 5 batches, then 3 batches
+    args = [
+        *small_fit(fake_mnist), "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
+        "--data.test_batch_size", str(test_batch_size), "--trainer.limit_val_batches", "2",
+    ]  # fmt: skip
+    main([*args, "--trainer.logger.init_args.version", "straight"])
+    interrupt = [
+        "--trainer.callbacks+=tests.test_resume.Interrupt",
+        f"--trainer.callbacks.init_args.batch_idx={batch_idx}",
+        f"--trainer.callbacks.init_args.signal={signal}",
+        "--trainer.logger.init_args.version=cut",
+    ]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, *interrupt])
+    assert stop.value.code == 1
+    runs = tmp_path / "runs" / "p1h"
+    saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == saved_step  # 5 batches per epoch
     main([*args, "--ckpt_path", "last"])
-    results = json.loads(last.parent.parent.joinpath("results.json").read_text())
-    assert [e["epoch"] for e in results["epochs"]] == [1, 2, 3]
-    assert torch.load(last, weights_only=True)["epoch"] == 2
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["epoch"] for e in resumed] == [1, 2, 3]
+    for key in ("train_error", "test_error", "train_loss"):
+        assert [e[key] for e in resumed] == [e[key] for e in straight], key
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    assert torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2

@@ -3,9 +3,11 @@
 from eqprop_lightning.learning.bptt import TruncatedBPTT, bptt_transitions, cost
 from eqprop_lightning.learning.ep import EquilibriumProp, ep_surrogate
 from eqprop_lightning.learning.estimator import Estimate, GradientEstimator, check_phases
+from eqprop_lightning.learning.guard import DivergenceError, last_step_change, locate_nonfinite
 from eqprop_lightning.learning.phases import free_phase, nudged_phase, relax
 
 __all__ = [
+    "DivergenceError",
     "Estimate",
     "EquilibriumProp",
     "GradientEstimator",
@@ -15,6 +17,8 @@ __all__ = [
     "cost",
     "ep_surrogate",
     "free_phase",
+    "last_step_change",
+    "locate_nonfinite",
     "nudged_phase",
     "relax",
 ]

@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from eqprop_lightning.learning.estimator import Estimate, check_phases
-from eqprop_lightning.learning.phases import relax
+from eqprop_lightning.learning.guard import last_step_change
+from eqprop_lightning.learning.phases import relax, relax_with_previous
 
 
 def cost(s_out: Tensor, y: Tensor) -> Tensor:
@@ -31,5 +32,6 @@ class TruncatedBPTT:
         tracked = min(bptt_transitions(net, self.K), self.T)
         with torch.no_grad():
             s = relax(net, net.init_state(x), static, self.T - tracked)
-        s = relax(net, s, static, tracked)
-        return Estimate(cost(net.output(s), y), net.output(s).detach())
+        previous, s = relax_with_previous(net, s, static, tracked)
+        change = last_step_change([t.detach() for t in previous], [t.detach() for t in s])
+        return Estimate(cost(net.output(s), y), net.output(s).detach(), change)

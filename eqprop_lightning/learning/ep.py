@@ -24,6 +24,7 @@ from torch import Tensor
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.estimator import Estimate, check_phases
+from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.nets import State, StaticTerms
 
@@ -87,4 +88,4 @@ class EquilibriumProp:
             objective = ep_surrogate(
                 net, static, s_free, s_pos, 0.0, beta, (before_free, before_pos)
             )
-        return Estimate(objective, net.output(s_free))
+        return Estimate(objective, net.output(s_free), last_step_change(before_free, s_free))

@@ -11,10 +11,13 @@ from eqprop_lightning.errors import ConfigError
 
 class Estimate(NamedTuple):
     """A rule's result on one batch: ``objective.backward()`` writes the gradient estimate into
-    the parameters' ``.grad``; ``output`` is the free-phase output used for the prediction."""
+    the parameters' ``.grad``; ``output`` is the free-phase output used for the prediction;
+    ``last_change`` is :func:`~eqprop_lightning.learning.guard.last_step_change` of the free
+    phase, per state layer."""
 
     objective: Tensor
     output: Tensor
+    last_change: Tensor
 
 
 class GradientEstimator(Protocol):
