@@ -20,8 +20,10 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
 
 class ResultsWriter(L.Callback):
-    """Appends ``{"epoch", "train_error", "test_error", "train_loss", "seconds"}`` (errors in
-    percent, ``seconds`` the wall time of the epoch including evaluation) to
+    """Appends ``{"epoch", "train_error", "test_error", "train_loss", "free_change", "seconds"}``
+    (errors in percent, ``free_change`` the convergence diagnostic of
+    :class:`~eqprop_lightning.module.EqPropModule`, ``seconds`` the wall time of the epoch
+    including evaluation) to
     ``<run dir>/results.json`` after every epoch, like the original's ``results`` file.
 
     The test error is the error on the evaluation set of the epoch (the MNIST test set: the
@@ -56,9 +58,14 @@ class ResultsWriter(L.Callback):
             ("train/error", "train_error"),
             ("val/error", "test_error"),
             ("train/loss", "train_loss"),
+            ("train/free_change", "free_change"),
         ):
             if key in metrics:
-                entry[name] = round(float(metrics[key]), 4)
+                entry[name] = (
+                    float(f"{float(metrics[key]):.4g}")
+                    if name == "free_change"
+                    else round(float(metrics[key]), 4)
+                )
         entry["seconds"] = round(time.perf_counter() - self._start, 3)
         self.epochs.append(entry)
         path = self._path(trainer)

@@ -24,6 +24,7 @@ from callbacks import (
     write_json_atomic,
 )
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.module import EqPropModule
 
 TRAINER_DEFAULTS = {
@@ -236,8 +237,9 @@ def _user_error(err: BaseException | None) -> BaseException | None:
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``eqprop``; invalid configs and missing data exit with status 2 and a
-    one-line message instead of a traceback."""
+    """Entry point of ``eqprop``; invalid configs and missing data exit with status 2, a
+    divergence or an interruption with status 1, each with a one-line message instead of a
+    traceback."""
     args = sys.argv[1:] if args is None else list(args)
     try:
         commands = {"compare": compare, "gdu": gdu_command, "recipe": recipe_command}
@@ -245,6 +247,9 @@ def main(args: list[str] | None = None) -> None:
             commands[args[0]](args[1:])
         else:
             EqPropCLI(args=args if args != sys.argv[1:] else None)
+    except DivergenceError as err:
+        print(f"eqprop: error: {err}; the last good checkpoint is kept", file=sys.stderr)
+        sys.exit(1)
     except SIGTERMException:
         print(
             "eqprop: stopped by Ctrl-C or SIGTERM; continue with "

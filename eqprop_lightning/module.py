@@ -182,9 +182,8 @@ class EqPropModule(L.LightningModule):
         )
         hp = self.hparams
         if not finite:
-            rule = self.rule
-            nudges = (hp.beta, -hp.beta)[: 2 if hp.symmetric else 1] if hp.algorithm == "ep" else ()
-            found = locate_nonfinite(self.net, x, y, rule.T, rule.K, nudges)
+            nudges = () if hp.algorithm == "bptt" else (hp.beta, -hp.beta)[: 1 + hp.symmetric]
+            found = locate_nonfinite(self.net, x, y, hp.T, hp.K, nudges)
             raise DivergenceError(
                 f"training diverged at {where}: {found or 'the gradient estimate is not finite'}; "
                 "lower the learning rates, beta or dt"
@@ -196,7 +195,19 @@ class EqPropModule(L.LightningModule):
                 f"{float(estimate.last_change[layer]):.3g} at step {hp.T} of {hp.T} "
                 f"(convergence_tol={tol}); raise T, or lower dt or the learning rates"
             )
-        raise DivergenceError(f"another process stopped training at {where}")
+        raise DivergenceError(
+            f"training stopped at {where}: another process diverged (its message says where)"
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Never write non-finite weights, so that the last checkpoint is a good one (an update
+        at the end of an epoch is checked here, the others by the next batch's :meth:`guard`)."""
+        for label, group in zip(self.net.synapse_labels(), self.net.synapse_groups(), strict=True):
+            if not all(torch.isfinite(p).all() for p in group.parameters()):
+                raise DivergenceError(
+                    f"training diverged at epoch {self.current_epoch + 1} (global step "
+                    f"{self.global_step}): weight {label} is not finite; not saved"
+                )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -105,3 +105,37 @@ def test_two_processes_equal_one_process_on_the_union(algorithm, tmp_path):
         assert (value - initial[key]).abs().max() > 1e-4, "training must move the weights"
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
         torch.testing.assert_close(rank0[key], value, rtol=1e-5, atol=1e-6)
+
+
+class PoisonRank1(L.Callback):
+    """Writes a NaN into rank 1's output weights before its second batch."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == 1 and batch_idx == 1:
+            with torch.no_grad():
+                pl_module.net.weights[0].weight[0, 0] = float("nan")
+
+
+def test_a_divergence_on_one_rank_stops_both(tmp_path):
+    """Rank 1 diverges: both ranks stop with the guard's error instead of rank 0 waiting in the
+    gradient all-reduce (a 60 s process-group timeout turns a hang into a failure)."""
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(start_method="spawn", timeout=timedelta(seconds=60)),
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[PoisonRank1()],
+        use_distributed_sampler=False,
+    )
+    stopped = "training (diverged|stopped) at epoch 1, batch 1"  # rank 1 / rank 0
+    with pytest.raises(Exception, match=stopped) as err:
+        trainer.fit(model("ep"), datamodule=Sequential(PER_RANK // 2))
+    assert "timed out" not in str(err.value).lower()

@@ -1,0 +1,134 @@
+"""The divergence and convergence guard: where a non-finite value first appears, the free
+phase's last-step change, and `eqprop fit` stopping with the last good checkpoint kept."""
+
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from eqprop_lightning.cli import main
+from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT, locate_nonfinite
+from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
+from tests.test_resume import small_fit
+
+
+def tiny_p_net() -> PrototypicalFC:
+    torch.manual_seed(0)
+    return PrototypicalFC([3, 8, 6], "sigm")
+
+
+def test_locate_nonfinite_names_input_weight_state_and_phase():
+    net = tiny_p_net()
+    x, y = torch.rand(4, 6), torch.eye(3)[[0, 1, 2, 0]]
+    assert locate_nonfinite(net, x, y, T=10, K=4, nudges=(0.5,)) is None
+
+    assert locate_nonfinite(net, x * math.nan, y, 10, 4, (0.5,)) == "the input batch is not finite"
+
+    # +-1e38 inputs through weights of 10 overflow to inf - inf = NaN in the first layer's drive
+    huge = torch.tensor([[1e38, -1e38, 1e38, -1e38, 1e38, -1e38]])
+    with torch.no_grad():
+        net.weights[1].weight.fill_(10.0)
+    found = locate_nonfinite(net, huge, y[:1], 10, 4, (0.5,))
+    assert found == "state s1 is not finite in the free phase at step 1 of 10"
+
+    # a target of inf only enters the nudged phase, at its first step, in the output layer s0
+    net = tiny_p_net()
+    y_inf = torch.full((4, 3), math.inf)
+    found = locate_nonfinite(net, x, y_inf, 10, 4, (0.5, -0.5))
+    assert found == "state s0 is not finite in the nudged phase (beta = 0.5) at step 1 of 4"
+
+    with torch.no_grad():
+        net.weights[0].weight[0, 0] = math.nan
+    assert locate_nonfinite(net, x, y, 10, 4, (0.5,)) == "weight W01 is not finite"
+
+
+@pytest.mark.parametrize("rule", [EquilibriumProp(5, 2, 0.1), TruncatedBPTT(5, 2)])
+def test_last_step_change_falls_as_the_free_phase_converges(rule):
+    """The diagnostic is the free phase's last step: it shrinks as T grows (EPcont, dt = 0.2)."""
+    torch.manual_seed(0)
+    net = EnergyBasedFC([3, 8, 6], "sigm", dt=0.2)
+    x, y = torch.rand(8, 6), torch.eye(3)[torch.randint(0, 3, (8,))]
+    changes = []
+    for T in (5, 80):
+        rule.T = T
+        estimate = rule(net, x, y)
+        assert estimate.last_change.shape == (2,)  # one entry per state layer
+        changes.append(float(estimate.last_change.max()))
+    assert 0 < changes[1] < changes[0] / 10
+
+
+class Poison(L.Callback):
+    """Writes a NaN into the output weights of epoch ``epoch`` (0-based) before batch
+    ``batch_idx`` or, with ``after=True``, after it (as a diverging update would)."""
+
+    def __init__(self, epoch: int = 1, batch_idx: int = 2, after: bool = False) -> None:
+        self.epoch, self.batch_idx, self.after = epoch, batch_idx, after
+
+    def poison(self, trainer, pl_module, batch_idx: int, after: bool) -> None:
+        if (trainer.current_epoch, batch_idx, after) == (self.epoch, self.batch_idx, self.after):
+            with torch.no_grad():
+                pl_module.net.weights[0].weight[0, 0] = math.nan
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.poison(trainer, pl_module, batch_idx, after=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.poison(trainer, pl_module, batch_idx, after=True)
+
+
+@pytest.mark.parametrize(
+    ("batch_idx", "after", "message"),
+    [
+        (2, False, "training diverged at epoch 2, batch 2 (global step 7): weight W01 is not "
+         "finite; lower the learning rates, beta or dt"),
+        # the epoch's last update diverges: the end-of-epoch checkpoint refuses to save it
+        (4, True, "training diverged at epoch 2 (global step 10): weight W01 is not finite; "
+         "not saved"),
+    ],
+)  # fmt: skip
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
+    fake_mnist, tmp_path, monkeypatch, capsys, batch_idx, after, message
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "3"]
+    poison = [
+        "--trainer.callbacks+=tests.test_guard.Poison",
+        f"--trainer.callbacks.init_args.batch_idx={batch_idx}",
+        f"--trainer.callbacks.init_args.after={after}",
+    ]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, *poison])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == f"eqprop: error: {message}; the last good checkpoint is kept"
+    run = tmp_path / "runs" / "p1h" / "version_0"
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 5  # the end of epoch 1
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+    main([*args, "--ckpt_path", "last"])  # and the run goes on from there
+    results = json.loads((run / "results.json").read_text())["epochs"]
+    assert [e["epoch"] for e in results] == [1, 2, 3]
+
+
+def test_convergence_tolerance(fake_mnist, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "1"]
+    main(args)
+    results = json.loads(Path("runs/p1h/version_0/results.json").read_text())["epochs"]
+    change = results[0]["free_change"]
+    assert change > 0  # logged every epoch
+    main([*args, f"--model.convergence_tol={change * 100}"])  # loose enough: trains
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--model.convergence_tol=1e-12"])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(
+        "eqprop: error: the free phase has not converged at epoch 1, batch 0 (global step 0): "
+        "state s"
+    )
+    assert "at step 8 of 8 (convergence_tol=1e-12)" in err
