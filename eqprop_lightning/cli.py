@@ -23,7 +23,7 @@ from callbacks import (
     ResultsWriter,
     write_json_atomic,
 )
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.module import EqPropModule
 
@@ -229,7 +229,7 @@ def _user_error(err: BaseException | None) -> BaseException | None:
     raised while instantiating optional arguments), else ``None``."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, (ConfigError, FileNotFoundError)):
+        if isinstance(err, (ConfigError, DataError, FileNotFoundError)):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

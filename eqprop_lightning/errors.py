@@ -1,6 +1,11 @@
-"""The error raised for invalid configuration values."""
+"""The errors the ``eqprop`` command reports in one line, without a traceback."""
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field, the value and what is
-    allowed. The ``eqprop`` command prints it without a traceback."""
+    allowed."""
+
+
+class DataError(ValueError):
+    """A data file is missing, truncated, corrupt or malformed; the message names the file
+    (and the line, for text files) and what was expected."""
