@@ -1,9 +1,10 @@
 """Training throughput of P-1h with EP: one CPU process against two under Lightning DDP (gloo).
 
 Each configuration trains ``configs/mnist/p1h.yaml`` (EP, T=40, K=15) on the MNIST files in
-``data/`` for ``--batches`` training batches per process (one epoch, no validation, no checkpoint,
-no logger, no progress bar) in a fresh subprocess of this script (``--worker``), built by the
-``eqprop`` CLI from the config with ``run=False``, as ``eqprop fit`` would. A callback times the
+``data/`` for ``--batches`` training batches per process, or ``--max-seconds`` of training
+(Lightning's ``max_time``; one epoch, no validation, no checkpoint, no logger, no progress
+bar) in a fresh subprocess of this script (``--worker``), built by the ``eqprop`` CLI from the
+config with ``run=False``, as ``eqprop fit`` would. A callback times the
 train loop on every rank from the start of batch ``--warmup`` to the end of the last batch;
 rank 0 reports the global throughput ``world_size * timed batches * batch_size / seconds`` with
 the slowest rank's seconds, so start-up, process launch, data set-up and the warm-up batches are
@@ -12,8 +13,8 @@ script again) on the gloo backend, with one thread each; ``OMP_NUM_THREADS`` and
 ``torch.set_num_threads`` are set in every process.
 
 Configurations (per-process batch; the DDP global batch is 2x):
-  1p-2t     1 process, 2 threads, batch 20 (the reference of the speed-up column)
-  1p-1t     1 process, 1 thread, batch 20
+  1p-2t     1 process, 2 threads, batch 20 (reference of the ``vs 1p-2t`` column)
+  1p-1t     1 process, 1 thread, batch 20 (reference of the ``vs 1p-1t`` column)
   2p-b20    2 processes (DDP, gloo), 1 thread each, batch 20 per process = global batch 40
   2p-b10    2 processes (DDP, gloo), 1 thread each, batch 10 per process = global batch 20
 
@@ -72,9 +73,10 @@ def machine_busy_seconds() -> float | None:
 class TrainLoopTimer(L.Callback):
     """Times the train loop from the start of batch ``warmup`` to the end of the last batch on
     every rank; on rank 0 writes the result (and, under DDP, an all-reduce timing) to ``path``.
-    Over the same window it also takes the CPU time the ranks used and the CPU time the whole
-    machine used: the difference is what other processes took (``other_cpu_fraction`` of all
-    cores), which tells whether a row was slowed down by a busy machine."""
+    From the start of batch ``warmup`` to the end of training it also takes the CPU time the
+    ranks used and the CPU time the whole machine used: the difference is what other processes
+    took (``other_cpu_fraction`` of all cores), which tells whether a row was slowed down by a
+    busy machine."""
 
     def __init__(self, warmup: int, path: Path, allreduce_iters: int) -> None:
         self.warmup, self.path, self.allreduce_iters = warmup, path, allreduce_iters
@@ -91,15 +93,16 @@ class TrainLoopTimer(L.Callback):
             self.start = self._clocks()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if batch_idx + 1 == trainer.num_training_batches:
-            self.end = self._clocks()
+        if batch_idx >= self.warmup:  # the last batch's end: the run may stop at max_time
+            self.end = time.perf_counter()
             self.timed_batches = batch_idx + 1 - self.warmup
 
     def on_train_end(self, trainer, pl_module) -> None:
         if self.start is None or self.end is None:
             raise RuntimeError(f"fewer training batches than --warmup {self.warmup}")
-        wall, cpu = self.end[0] - self.start[0], self.end[1] - self.start[1]
-        busy = None if self.start[2] is None else self.end[2] - self.start[2]
+        now = self._clocks()
+        wall, cpu, window = self.end - self.start[0], now[1] - self.start[1], now[0] - self.start[0]
+        busy = None if self.start[2] is None else now[2] - self.start[2]
         per_rank = [(wall, cpu)]
         allreduce = None
         world = trainer.world_size
@@ -113,7 +116,7 @@ class TrainLoopTimer(L.Callback):
             return
         seconds = max(w for w, _ in per_rank)
         own_cpu = sum(c for _, c in per_rank)
-        other = None if busy is None else max(0.0, busy - own_cpu) / (wall * os.cpu_count())
+        other = None if busy is None else max(0.0, busy - own_cpu) / (window * os.cpu_count())
         batch_size = trainer.datamodule.hparams.batch_size
         result = {
             "processes": world,
@@ -123,6 +126,7 @@ class TrainLoopTimer(L.Callback):
             "timed_batches_per_process": self.timed_batches,
             "rank_seconds": [w for w, _ in per_rank],
             "rank_cpu_seconds": [c for _, c in per_rank],
+            "stopped_at_max_time": self.timed_batches + self.warmup < trainer.num_training_batches,
             "other_cpu_fraction": other,
             "samples_per_s": world * self.timed_batches * batch_size / seconds,
             "ms_per_step": 1e3 * seconds / self.timed_batches,
@@ -171,6 +175,7 @@ def worker(args: argparse.Namespace) -> None:
         f"--trainer.strategy={'ddp' if args.processes > 1 else 'auto'}",
         "--trainer.max_epochs=1",
         f"--trainer.limit_train_batches={args.batches}",
+        f"--trainer.max_time={{'seconds': {args.max_seconds}}}",
         "--trainer.limit_val_batches=0",
         "--trainer.num_sanity_val_steps=0",
         "--trainer.logger=false",
@@ -200,7 +205,7 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, repeat: int) -> d
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", f"--result={result}"]
     cmd += [f"--processes={processes}", f"--threads={threads}", f"--batch-size={batch_size}"]
     cmd += [f"--batches={args.batches}", f"--warmup={args.warmup}"]
-    cmd += [f"--allreduce-iters={args.allreduce_iters}"]
+    cmd += [f"--allreduce-iters={args.allreduce_iters}", f"--max-seconds={args.max_seconds}"]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     for attempt in range(3):
         start = time.perf_counter()
@@ -222,6 +227,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=500, help="training batches per process")
     parser.add_argument("--warmup", type=int, default=10, help="untimed first batches")
     parser.add_argument("--allreduce-iters", type=int, default=50)
+    parser.add_argument(
+        "--max-seconds", type=int, default=20, help="stop a run's training after this (max_time)"
+    )
     # internal: one training run
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -253,6 +261,7 @@ def main() -> None:
         r["other_cpu_fraction_runs"] = [x["other_cpu_fraction"] for x in rs]
         r["wall_seconds_runs"] = [x["wall_seconds"] for x in rs]
         r["attempts"] = [x["attempts"] for x in rs]
+        r["stopped_at_max_time"] = [x["stopped_at_max_time"] for x in rs]
         if rs[0]["allreduce"]:
             ar = rs[0]["allreduce"]
             r["allreduce"] = {k: ar[k] for k in ("backend", "numel", "megabytes", "iters")}

@@ -29,7 +29,7 @@ from datamodules.text import (
     encode_texts,
     file_fingerprint,
 )
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 SPLITS = ("train", "test")
@@ -150,7 +150,10 @@ class IMDBDataModule(TextDataModule):
             for name, label in LABELS.items():
                 folder = self._folder() / split / name
                 for path in sorted(folder.glob("*.txt")):
-                    text = path.read_bytes().decode("utf-8", errors="replace")
+                    try:
+                        text = path.read_bytes().decode("utf-8", errors="replace")
+                    except OSError as err:
+                        raise DataError(f"Cannot read the IMDB review {path}: {err}") from err
                     reviews[split].append((f"{name}/{path.name}", label, text))
         return reviews
 
@@ -170,7 +173,7 @@ class IMDBDataModule(TextDataModule):
                     text = handle.read().decode("utf-8", errors="replace")
                     reviews[split].append((f"{name}/{filename}", LABELS[name], text))
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
-            raise RuntimeError(
+            raise DataError(
                 f"Could not read the IMDB archive {archive}: {type(err).__name__}: {err}. The "
                 f"file is truncated or corrupt; replace it (or extract it to "
                 f"{self._folder()})."
@@ -187,9 +190,10 @@ class IMDBDataModule(TextDataModule):
             items = reviews[split]
             counts = {n: sum(1 for r in items if r[1] == lab) for n, lab in LABELS.items()}
             if not all(counts.values()):
-                raise RuntimeError(
+                raise DataError(
                     f"IMDB {split} split in {source} is incomplete: review counts {counts}; "
-                    f"expected aclImdb/{split}/{{pos,neg}}/*.txt."
+                    f"expected reviews in both aclImdb/{split}/pos/*.txt and "
+                    f"aclImdb/{split}/neg/*.txt."
                 )
             limit = self._limits[split]
             if limit is not None:
@@ -202,17 +206,24 @@ class IMDBDataModule(TextDataModule):
             out[split] = (ids, labels)
         return out
 
+    def _check_val_size(self, n_train: int) -> None:
+        if self._val_size >= n_train:
+            raise ConfigError(
+                f"val_size must be smaller than the {n_train} training reviews, "
+                f"got {self._val_size}"
+            )
+
+    def _check_data(self, data: dict[str, Any]) -> None:
+        if self._val_size:
+            self._check_val_size(len(data["splits"]["train"]["labels"]))
+
     def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         train = TokenIdsDataset(*splits["train"], num_classes=self.num_classes)
         self.test_set = TokenIdsDataset(*splits["test"], num_classes=self.num_classes)
         if self._val_size == 0:
             self.train_set, self.val_set = train, None
             return
-        if self._val_size >= len(train):
-            raise ConfigError(
-                f"val_size must be smaller than the {len(train)} training reviews, "
-                f"got {self._val_size}"
-            )
+        self._check_val_size(len(train))
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self._seed))
         self.val_set = Subset(train, sorted(perm[: self._val_size].tolist()))
         self.train_set = Subset(train, sorted(perm[self._val_size :].tolist()))

@@ -10,15 +10,27 @@ torchvision expects, ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-u
 gunzipped or as ``.gz``. Missing gunzipped files are extracted next to the ``.gz`` files, or, when
 that directory is not writable, into ``$XDG_CACHE_HOME/eqprop_lightning/<key>/MNIST/raw``
 (default ``~/.cache``), where ``<key>`` is derived from the data root's absolute path.
+
+``prepare_data`` (which Lightning calls before it creates the run directory) reads each of the four
+files once and checks it: a readable gzip stream (for ``.gz``), the IDX header (magic number 2049
+for labels, 2051 for images; 28x28 images), a payload of exactly the header's size, labels in
+0..9, equal image and label counts per split and, with ``verify_checksums``, the official MD5s.
+Any problem raises ``DataError`` naming the file and what was expected. ``setup`` repeats only
+the cheap header and size checks on the gunzipped files it loads (the full ones when
+``prepare_data`` has not run in this process, e.g. on the other ranks of a multi-GPU run).
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
+import struct
 import tempfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -26,10 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
-from torchvision.datasets.utils import calculate_md5
 
 from datamodules.checks import check_nonneg_int, check_positive_int
 from datamodules.sampling import make_loader
+from eqprop_lightning.errors import DataError
 
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
@@ -45,6 +57,14 @@ MNIST_MD5 = {
 NUM_CLASSES = 10
 IMAGE_SHAPE = (1, 28, 28)
 FLAT_DIM = 28 * 28
+#: IDX magic numbers: unsigned bytes (0x08) and the number of dimensions in the last byte.
+LABELS_MAGIC, IMAGES_MAGIC = 0x0801, 0x0803
+#: The files of each split: (images, labels).
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_CHUNK = 1 << 20
 
 
 def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
@@ -94,16 +114,139 @@ def _extract(src: Path, dst: Path) -> None:
         with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
             shutil.copyfileobj(fin, fout)
         os.replace(tmp_name, dst)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise _bad_gzip(src, err) from err
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def _bad_gzip(path: Path, err: BaseException) -> DataError:
+    return DataError(
+        f"{path} is not a readable gzip file ({type(err).__name__}: {err}): it is truncated or "
+        f"corrupt; expected a gzip-compressed MNIST IDX file. Replace it, or delete it and let "
+        f"--data.download true fetch it again."
+    )
+
+
+@dataclass(frozen=True)
+class IdxFile:
+    """What the checks learned about one MNIST file."""
+
+    path: Path
+    count: int  #: examples, per the header (and the payload's size)
+    md5: str | None  #: MD5 of the (decompressed) content, when computed
+
+
+def _idx_layout(name: str) -> tuple[str, int, int]:
+    """``(kind, magic, header length)`` of an MNIST file name."""
+    if "images" in name:
+        return "images", IMAGES_MAGIC, 16
+    return "labels", LABELS_MAGIC, 8
+
+
+def check_idx_file(path: Path, name: str, full: bool = True, md5: bool = False) -> IdxFile:
+    """Check one MNIST IDX file (gzipped if its name ends in ``.gz``); raise ``DataError``.
+
+    ``full`` reads the whole file once (required for ``.gz``): the gzip stream, the payload's size,
+    the label values and, with ``md5``, the checksum of the decompressed content. Otherwise only
+    the header is read and the payload's size is taken from the file's size.
+    """
+    kind, magic_expected, header_len = _idx_layout(name)
+    gz = path.suffix == ".gz"
+    full = full or gz or md5
+    digest = hashlib.md5(usedforsecurity=False) if md5 else None
+    head = bytearray()
+    labels = bytearray()  # the whole labels file (60 kB), to check the label values
+    size = 0
+    try:
+        if not full:
+            with open(path, "rb") as fh:
+                head += fh.read(header_len)
+            size = path.stat().st_size
+        else:
+            with (gzip.open if gz else open)(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    if len(head) < header_len:
+                        head += chunk[: header_len - len(head)]
+                    if kind == "labels":
+                        labels += chunk
+                    if digest is not None:
+                        digest.update(chunk)
+                    size += len(chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise _bad_gzip(path, err) from err
+    except OSError as err:
+        raise DataError(f"Cannot read the MNIST file {path}: {err}") from err
+    content = "decompressed content" if gz else "file"
+    what = f"an MNIST {kind} file (IDX, unsigned bytes, {1 if kind == 'labels' else 3}-D)"
+    if len(head) < header_len:
+        raise DataError(
+            f"{path}: the {content} is {size} bytes long, too short for the {header_len}-byte "
+            f"header of {what}: expected at least {header_len} bytes"
+        )
+    magic = int.from_bytes(head[:4], "big")
+    if magic != magic_expected:
+        raise DataError(
+            f"{path}: IDX magic number {magic} (0x{magic:08x}), expected {magic_expected} "
+            f"(0x{magic_expected:08x}) for {what}; is it the right file?"
+        )
+    dims = struct.unpack(f">{(header_len - 4) // 4}I", head[4:header_len])
+    if kind == "images" and dims[1:] != (28, 28):
+        raise DataError(f"{path}: images of {dims[1]}x{dims[2]} pixels, expected 28x28")
+    expected_bytes = math.prod(dims)
+    found_bytes = size - header_len
+    if found_bytes != expected_bytes:
+        unit = "28x28 images" if kind == "images" else "labels"
+        raise DataError(
+            f"{path}: the header announces {dims[0]} {unit}, so {expected_bytes} bytes of data "
+            f"are expected after it, but the {content} holds {found_bytes} bytes "
+            f"({'truncated' if found_bytes < expected_bytes else 'trailing data'})"
+        )
+    if labels:
+        top = max(labels[header_len:], default=0)
+        if top >= NUM_CLASSES:
+            index = labels.index(top, header_len) - header_len
+            raise DataError(
+                f"{path}: label {top} at index {index}, expected labels 0..{NUM_CLASSES - 1}"
+            )
+    return IdxFile(path, dims[0], digest.hexdigest() if digest is not None else None)
+
+
+def check_mnist_files(files: dict[str, Path], full: bool = True, md5: bool = False) -> None:
+    """Check the four files (``files[name]``: gunzipped or ``.gz`` path) and their agreement."""
+    infos = {name: check_idx_file(path, name, full=full, md5=md5) for name, path in files.items()}
+    for images_name, labels_name in SPLIT_FILES.values():
+        images, labels = infos[images_name], infos[labels_name]
+        if images.count != labels.count:
+            raise DataError(
+                f"{images.path} holds {images.count} images but {labels.path} holds "
+                f"{labels.count} labels: expected the same count in the images and labels files "
+                f"of a split"
+            )
+    if not md5:
+        return
+    for name, expected in MNIST_MD5.items():
+        info = infos[name]
+        if info.md5 != expected:
+            of = " (of its decompressed content)" if info.path.suffix == ".gz" else ""
+            raise DataError(
+                f"MD5 mismatch for {info.path}{of}: expected {expected}, got {info.md5}. The "
+                f"file is corrupt or not the official MNIST; replace it or pass "
+                f"--data.verify_checksums false."
+            )
 
 
 def _onehot_tensor_dataset(mnist: MNIST, flatten: bool) -> TensorDataset:
     """Whole split as float32 ``x`` (``ToTensor`` semantics: uint8 / 255) and one-hot ``y``."""
     x = mnist.data.to(torch.float32).div(255)
     x = x.reshape(len(x), -1) if flatten else x.unsqueeze(1)
-    y = F.one_hot(mnist.targets.long(), NUM_CLASSES).to(torch.float32)
+    targets = mnist.targets.long()
+    if len(targets) and int(targets.max()) >= NUM_CLASSES:
+        path = Path(mnist.raw_folder) / SPLIT_FILES["train" if mnist.train else "test"][1]
+        raise DataError(f"{path}: label {int(targets.max())}, expected labels 0..{NUM_CLASSES - 1}")
+    y = F.one_hot(targets, NUM_CLASSES).to(torch.float32)
     return TensorDataset(x, y)
 
 
@@ -117,7 +260,8 @@ class MNISTDataModule(L.LightningDataModule):
         flatten: Serve images as 784-vectors (fully connected nets) instead of ``(1, 28, 28)``.
         num_workers: DataLoader worker processes.
         download: Download missing files with torchvision in ``prepare_data``.
-        verify_checksums: Check the gunzipped files against the official MD5s in ``setup``.
+        verify_checksums: Check the (decompressed) files against the official MD5s in
+            ``prepare_data``.
     """
 
     def __init__(
@@ -138,6 +282,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self.train_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
+        self._checked = False  # prepare_data checked the files in this process
 
     @property
     def num_classes(self) -> int:
@@ -145,8 +290,8 @@ class MNISTDataModule(L.LightningDataModule):
         return NUM_CLASSES
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input sample: ``(784,)`` if flattened, else ``(1, 28, 28)``."""
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input example: ``(784,)`` if flattened, else ``(1, 28, 28)``."""
         return (FLAT_DIM,) if self.hparams.flatten else IMAGE_SHAPE
 
     def _missing_files(self) -> list[str]:
@@ -165,16 +310,28 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def prepare_data(self) -> None:
-        """Download missing files (if ``download``); raise a clear error if that is impossible."""
+        """Download missing files (if ``download``), then check all four files' contents.
+
+        Raises ``FileNotFoundError`` when files are missing and cannot be downloaded, and
+        ``DataError`` (naming the file and what was expected) when a file is unreadable,
+        truncated, malformed, inconsistent with its partner or, with ``verify_checksums``, not
+        the official MNIST.
+        """
         missing = self._missing_files()
-        if not missing:
-            return
-        if not self.hparams.download:
-            raise self._not_found_error(missing, "download=False")
-        try:
-            MNIST(str(self.data_root), train=True, download=True)
-        except Exception as err:  # any download failure (no network, read-only root, ...)
-            raise self._not_found_error(missing, f"download failed: {err}") from err
+        if missing:
+            if not self.hparams.download:
+                raise self._not_found_error(missing, "download=False")
+            try:
+                MNIST(str(self.data_root), train=True, download=True)
+            except Exception as err:  # any download failure (no network, read-only root, ...)
+                raise self._not_found_error(missing, f"download failed: {err}") from err
+            missing = self._missing_files()
+            if missing:
+                raise self._not_found_error(missing, "files still missing after the download")
+        raw_dir = _raw_dir(self.data_root)
+        files = {name: _source_file(raw_dir, name) for name in MNIST_MD5}
+        check_mnist_files(files, full=True, md5=self.hparams.verify_checksums)
+        self._checked = True
 
     def _readable_root(self) -> Path:
         """Root whose ``MNIST/raw`` holds all four gunzipped files, extracting them if needed."""
@@ -193,25 +350,20 @@ class MNISTDataModule(L.LightningDataModule):
                 _extract(src, dst)
         return target_root
 
-    def _verify_checksums(self, raw_dir: Path) -> None:
-        for name, expected in MNIST_MD5.items():
-            path = raw_dir / name
-            actual = calculate_md5(str(path))
-            if actual != expected:
-                raise RuntimeError(
-                    f"MD5 mismatch for {path}: expected {expected}, got {actual}. The file is "
-                    f"corrupt or not the official MNIST; replace it or pass "
-                    f"--data.verify_checksums false."
-                )
-
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits as in-memory tensors (train only when fitting)."""
+        """Load the splits as in-memory tensors (train only when fitting).
+
+        Checks the gunzipped files' headers and sizes (``DataError``); all of ``prepare_data``'s
+        checks, MD5 included, when ``prepare_data`` has not run in this process.
+        """
         need_train = stage in (None, "fit") and self.train_set is None
         if self.test_set is not None and not need_train:
             return
         root = self._readable_root()
-        if self.hparams.verify_checksums:
-            self._verify_checksums(_raw_dir(root))
+        raw_dir = _raw_dir(root)
+        files = {name: raw_dir / name for name in MNIST_MD5}
+        thorough = not self._checked
+        check_mnist_files(files, full=thorough, md5=thorough and self.hparams.verify_checksums)
         flatten = self.hparams.flatten
         if need_train:
             self.train_set = _onehot_tensor_dataset(MNIST(str(root), train=True), flatten)

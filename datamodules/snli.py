@@ -4,9 +4,12 @@ Each split is read from ``snli_1.0_<split>.jsonl`` (canonical; fields ``gold_lab
 ``sentence1``, ``sentence2``) or ``snli_1.0_<split>.csv`` (the original's form, same columns),
 looked up in ``<root>/snli_1.0/``, ``<root>/snli_data/`` and ``<root>/``. Premise and
 hypothesis are each cleaned, tokenised, padded/truncated to ``seq_len`` and concatenated, so
-``x`` has ``2 * seq_len`` tokens. Labels: neutral 0, contradiction 1, entailment 2; other gold
-labels ('-') are dropped. As the original, only the first 540,000 train rows and 10,000 test
-rows are read (counted before dropping).
+``x`` has ``2 * seq_len`` tokens. Labels: neutral 0, contradiction 1, entailment 2; pairs whose
+gold label is '-' (no annotator consensus) are dropped. As the original, only the first 540,000
+train rows and 10,000 test rows are read (counted before dropping).
+
+Malformed rows, missing fields, other gold labels, text that is not UTF-8 and splits without any
+gold-labelled pair raise ``DataError`` naming the file (and the line) in ``prepare_data``.
 """
 
 from __future__ import annotations
@@ -29,10 +32,12 @@ from datamodules.text import (
     encode_texts,
     file_fingerprint,
 )
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "dev", "test")
 LABELS = {"neutral": 0, "contradiction": 1, "entailment": 2}
+#: The gold label of pairs without annotator consensus; such pairs are dropped.
+NO_GOLD_LABEL = "-"
 FIELDS = ("gold_label", "sentence1", "sentence2")
 SUBDIRS = ("snli_1.0", "snli_data", ".")
 #: Strings that pandas.read_csv (used by the original) parses as NaN; such sentences become ' '.
@@ -45,39 +50,74 @@ PANDAS_NA = {
 Pair = tuple[Any, Any, int]
 
 
-def read_snli_file(path: Path, max_rows: int | None = None) -> list[Pair]:
-    """Gold-labelled pairs among the first ``max_rows`` rows of a ``.jsonl`` or ``.csv`` file."""
+def _label(path: Path, where: str, gold: object) -> int | None:
+    """The class of a ``gold_label`` value, ``None`` for '-' (no gold label); else ``DataError``."""
+    if isinstance(gold, str) and gold in LABELS:
+        return LABELS[gold]
+    if gold == NO_GOLD_LABEL:
+        return None
+    raise DataError(
+        f"{path}{where}: gold_label {gold!r}, expected one of "
+        f"{', '.join(map(repr, LABELS))} or {NO_GOLD_LABEL!r} (no gold label: dropped)"
+    )
+
+
+def _read_jsonl(path: Path, max_rows: int | None) -> list[Pair]:
     pairs: list[Pair] = []
     rows = 0
-    if path.suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                if max_rows is not None and rows >= max_rows:
-                    break
-                rows += 1
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}, line {lineno}: malformed JSON ({err})") from err
-                if not isinstance(record, dict) or any(f not in record for f in FIELDS):
-                    raise ValueError(f"{path}, line {lineno}: expected an object with {FIELDS}")
-                label = LABELS.get(record["gold_label"])
-                if label is not None:
-                    pairs.append((record["sentence1"], record["sentence2"], label))
-        return pairs
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            if max_rows is not None and rows >= max_rows:
+                break
+            rows += 1
+            where = f", line {lineno}"
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}{where}: not UTF-8 text ({err})") from err
+            except json.JSONDecodeError as err:
+                raise DataError(
+                    f"{path}{where}: malformed JSON ({err}); expected one JSON object per line"
+                ) from err
+            if not isinstance(record, dict) or any(f not in record for f in FIELDS):
+                found = sorted(record) if isinstance(record, dict) else type(record).__name__
+                raise DataError(
+                    f"{path}{where}: expected a JSON object with the fields {FIELDS}, got {found}"
+                )
+            label = _label(path, where, record["gold_label"])
+            if label is not None:
+                pairs.append((record["sentence1"], record["sentence2"], label))
+    return pairs
+
+
+def _read_csv(path: Path, max_rows: int | None) -> list[Pair]:
+    pairs: list[Pair] = []
+    rows = 0
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [f for f in FIELDS if f not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: CSV header lacks the column(s) {missing}")
+        start = 1  # line where the row being read starts
         try:
-            for record in reader:
-                if max_rows is not None and rows >= max_rows:
+            missing = [f for f in FIELDS if f not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(
+                    f"{path}, line 1: the CSV header lacks the column(s) {missing}; expected a "
+                    f"header with {FIELDS}"
+                )
+            while max_rows is None or rows < max_rows:
+                start = reader.line_num + 1
+                record = next(reader, None)
+                if record is None:
                     break
                 rows += 1
-                label = LABELS.get(record["gold_label"])
+                where = f", line {reader.line_num}"
+                if any(record[f] is None for f in FIELDS):
+                    raise DataError(
+                        f"{path}{where}: the row has fewer fields than the header; expected "
+                        f"values for {FIELDS}"
+                    )
+                label = _label(path, where, record["gold_label"])
                 if label is not None:
                     s1, s2 = (
                         None if s in PANDAS_NA else s
@@ -85,8 +125,24 @@ def read_snli_file(path: Path, max_rows: int | None = None) -> list[Pair]:
                     )
                     pairs.append((s1, s2, label))
         except csv.Error as err:
-            raise ValueError(f"{path}, line {reader.line_num}: malformed CSV ({err})") from err
+            raise DataError(
+                f"{path}, line {start}: malformed CSV ({err}) in the row starting there"
+            ) from err
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}, near line {start}: not UTF-8 text ({err})") from err
     return pairs
+
+
+def read_snli_file(path: Path, max_rows: int | None = None) -> list[Pair]:
+    """Gold-labelled pairs among the first ``max_rows`` rows of a ``.jsonl`` or ``.csv`` file.
+
+    Raises ``DataError`` naming the file and line for malformed rows, missing fields, gold labels
+    other than the three classes and '-', and text that is not UTF-8.
+    """
+    try:
+        return _read_jsonl(path, max_rows) if path.suffix == ".jsonl" else _read_csv(path, max_rows)
+    except OSError as err:
+        raise DataError(f"Cannot read the SNLI file {path}: {err}") from err
 
 
 class SNLIDataModule(TextDataModule):
@@ -226,9 +282,15 @@ class SNLIDataModule(TextDataModule):
             if role not in self._roles:
                 continue
             split = self._roles[role]
-            pairs = read_snli_file(self._split_file(split), self._max_rows[role])
+            path = self._split_file(split)
+            pairs = read_snli_file(path, self._max_rows[role])
             if not pairs:
-                raise RuntimeError(f"SNLI {split} split has no gold-labelled pairs")
+                rows = self._max_rows[role]
+                among = f" among its first {rows} rows" if rows is not None else ""
+                raise DataError(
+                    f"{path}: the SNLI {split} split has no gold-labelled pairs{among}; expected "
+                    f"rows with gold_label {', '.join(map(repr, LABELS))}"
+                )
             limit = self._limits[role]
             if limit is not None:
                 pairs = [

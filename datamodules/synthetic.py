@@ -40,7 +40,13 @@ class ToyDataModule(L.LightningDataModule):
 
     @property
     def num_classes(self) -> int:
+        """Number of classes (``n_out``)."""
         return self.hparams.n_out
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input example: ``(n_in,)``."""
+        return (self.hparams.n_in,)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams

@@ -12,16 +12,22 @@ data modules embed per batch in ``on_after_batch_transfer``, which is numericall
 
 The processed ids and the matrix are cached with ``torch.save`` (atomically) under a key hashed
 from the input files (paths, sizes, mtimes), the embeddings source and the options.
+
+The cache is built in ``prepare_data``, which Lightning calls before it creates the run directory,
+so unreadable or malformed data files fail there, with a ``DataError`` naming the file (and the
+line, for text files) and what was expected; missing ones raise ``FileNotFoundError``.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
 import re
 import tempfile
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +43,7 @@ from tqdm.auto import tqdm
 from datamodules.checks import check_nonneg_int, check_positive_int
 from datamodules.mnist import resolve_data_dir
 from datamodules.sampling import make_loader
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 
 EMBED_DIM = 300
 PAD_ID = 0
@@ -119,8 +125,34 @@ def embeddings_fingerprint(kind: str, value: str) -> dict[str, Any]:
     return {"name": value}
 
 
+def word2vec_header_dim(path: str) -> int | None:
+    """Vector size from a word2vec file's first line ``"<words> <dim>"`` (binary and text
+    formats; ``.gz`` allowed), or ``None`` if that line cannot be read."""
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
+            words, dim = fh.readline(256).split()
+        return int(dim) if int(words) >= 0 and int(dim) > 0 else None
+    except (OSError, EOFError, zlib.error, ValueError):
+        return None
+
+
+def embeddings_dim_hint(kind: str, value: str) -> int:
+    """Embedding dimension expected from an embeddings source without loading it: a file's
+    word2vec header, a gensim-data name's ``-<dim>`` suffix, else ``EMBED_DIM``."""
+    if kind == "path":
+        dim = word2vec_header_dim(value)
+    else:
+        match = re.search(r"-(\d+)$", value)
+        dim = int(match.group(1)) if match else None
+    return dim or EMBED_DIM
+
+
 def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
-    """Load gensim ``KeyedVectors`` from a word2vec file or a gensim-data name."""
+    """Load gensim ``KeyedVectors`` from a word2vec file or a gensim-data name.
+
+    Raises ``DataError`` for an unreadable file and ``FileNotFoundError`` when no file is given
+    and the gensim-data download fails.
+    """
     from gensim.models import KeyedVectors
 
     if kind == "path":
@@ -129,7 +161,7 @@ def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
             return KeyedVectors.load_word2vec_format(value, binary=binary)
         except Exception as err:  # corrupt/truncated/wrong format
             fmt = "binary" if binary else "text"
-            raise RuntimeError(
+            raise DataError(
                 f"Could not read word2vec embeddings from {value} as {fmt} word2vec format: "
                 f"{type(err).__name__}: {err}. Pass --data.embeddings with a valid word2vec file "
                 f"(binary if the name ends in .bin or .bin.gz, text otherwise)."
@@ -140,7 +172,7 @@ def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
         return api.load(value)
     except Exception as err:  # no network, unknown name, ...
         default = data_root / DEFAULT_W2V_RELPATH
-        raise RuntimeError(
+        raise FileNotFoundError(
             f"Could not load word2vec embeddings: gensim-data {value!r} failed "
             f"({type(err).__name__}: {err}) and no file was given (default file {default} "
             f"{'exists' if default.is_file() else 'does not exist'}). Pass --data.embeddings "
@@ -335,6 +367,7 @@ class TextDataModule(L.LightningDataModule):
         self._seed = seed
         self._cache_dir_arg = cache_dir
         self._data: dict[str, Any] | None = None
+        self._dim_hint: int | None = None
         self._weights: dict[torch.device, torch.Tensor] = {}
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
@@ -363,13 +396,30 @@ class TextDataModule(L.LightningDataModule):
     def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         raise NotImplementedError
 
+    def _check_data(self, data: dict[str, Any]) -> None:
+        """Check options against the processed data in ``prepare_data`` (``ConfigError``)."""
+
     # -- properties --------------------------------------------------------------------------
     @property
     def embed_dim(self) -> int:
-        """Embedding dimension (300 for word2vec Google News)."""
+        """Embedding dimension (300 for word2vec Google News).
+
+        Before the data is loaded: the embeddings file's word2vec header (its first line), the
+        ``-<dim>`` suffix of a gensim-data name, else 300.
+        """
         if self._data is not None:
             return int(self._data["embedding"].shape[1])
-        return EMBED_DIM
+        if self._dim_hint is None:
+            try:
+                self._dim_hint = embeddings_dim_hint(*self._embeddings_source())
+            except FileNotFoundError:  # reported by prepare_data
+                self._dim_hint = EMBED_DIM
+        return self._dim_hint
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input example as the model receives it: ``(seq_len, embed_dim)``."""
+        return (self.seq_len, self.embed_dim)
 
     @property
     def vocab_size(self) -> int:
@@ -436,9 +486,14 @@ class TextDataModule(L.LightningDataModule):
         return data
 
     def prepare_data(self) -> None:
-        """Build and cache the processed ids and embedding matrix unless already cached."""
+        """Build and cache the processed ids and embedding matrix unless already cached.
+
+        Raises ``FileNotFoundError`` for missing inputs, ``DataError`` for unreadable or
+        malformed ones and ``ConfigError`` for options the data cannot satisfy.
+        """
         if self._data is None:
             self._data = self._load_or_build()
+        self._check_data(self._data)
 
     def setup(self, stage: str | None = None) -> None:
         """Load the cached ids (building them if needed) and create the datasets."""

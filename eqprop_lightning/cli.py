@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from callbacks import (
     GDUCallback,
@@ -26,6 +26,12 @@ from callbacks import (
 from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.module import EqPropModule
+from eqprop_lightning.validation import (
+    LIGHTNING_CKPT_NAMES,
+    check_checkpoint_file,
+    check_checkpoint_fits,
+    check_net_fits_data,
+)
 
 TRAINER_DEFAULTS = {
     "logger": {
@@ -80,11 +86,22 @@ class EqPropCLI(LightningCLI):
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(GDUCallback, "gdu")
 
-    def before_instantiate_classes(self) -> None:
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then resolve and check ``--ckpt_path`` before Lightning reads the checkpoint's
+        hyperparameters (and before anything is instantiated)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+            return
+        if subcommand == "fit":
+            self._resume_in_run_directory()
+        ckpt_path = self.config[subcommand].ckpt_path
+        if ckpt_path not in LIGHTNING_CKPT_NAMES:
+            check_checkpoint_file(ckpt_path)
+
+    def _resume_in_run_directory(self) -> None:
         """``fit --ckpt_path PATH|last`` continues in the checkpoint's run directory, so that its
         ``results.json`` and TensorBoard events go on instead of starting a new run."""
-        if self.subcommand != "fit" or not self.config.fit.get("ckpt_path"):
-            return
         logger = self.config.fit.trainer.logger
         init = logger.init_args if logger and "init_args" in logger else None
         if init is None or "save_dir" not in init:
@@ -106,8 +123,18 @@ class EqPropCLI(LightningCLI):
             init.save_dir = str(run_dir.parent.parent)
             rank_zero_info(f"resuming {ckpt} in {run_dir}")
 
+    def _check_run(self) -> None:
+        """Before any data is read: the net against the data, and the checkpoint to load."""
+        check_net_fits_data(self.model.net, self.datamodule)
+        ckpt_path = self.config[self.subcommand].get("ckpt_path")
+        if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
+            check_checkpoint_fits(ckpt_path, self.model)
+
     def before_fit(self) -> None:
+        self._check_run()
         rank_zero_info(f"run directory: {self.trainer.log_dir}")
+
+    before_validate = before_test = _check_run
 
     def after_fit(self) -> None:
         ckpt = self.trainer.checkpoint_callback
@@ -167,6 +194,7 @@ def _analysis_setup(prog: str, args: list[str], extra: dict[str, dict]) -> tuple
     logger = cli.trainer.logger
     out_dir = own.output_dir or _next_dir(Path(logger.save_dir) / logger.name, prog)
     datamodule = cli.datamodule
+    check_net_fits_data(cli.model.net, datamodule)
     datamodule.prepare_data()
     datamodule.setup("fit")
     return cli.model, datamodule, out_dir, own
@@ -229,7 +257,7 @@ def _user_error(err: BaseException | None) -> BaseException | None:
     raised while instantiating optional arguments), else ``None``."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, (ConfigError, DataError, FileNotFoundError)):
+        if isinstance(err, (ConfigError, DataError, FileNotFoundError, MisconfigurationException)):
             return err
         seen.add(id(err))
         err = err.__cause__ or err.__context__

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import lightning as L
@@ -92,12 +93,14 @@ class EqPropModule(L.LightningModule):
                 f"lrs={lrs} has {len(lrs)} entries but the net has {len(groups)} weight layers: "
                 "give one learning rate per weight layer, output layer first"
             )
-        if any(not lr > 0 for lr in lrs):
-            raise ConfigError(f"lrs={lrs} must all be > 0")
+        if any(not 0 < lr < math.inf for lr in lrs):
+            raise ConfigError(f"lrs={lrs} must all be finite and > 0")
         if optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer={optimizer!r} is not supported; choose 'sgd' or 'adam'")
         if cosine_t_max is not None and cosine_t_max < 1:
             raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")
+        if not 0 <= eta_min < math.inf:
+            raise ConfigError(f"eta_min={eta_min} must be finite and >= 0")
         if convergence_tol is not None and not convergence_tol > 0:
             raise ConfigError(f"convergence_tol={convergence_tol} must be > 0 (or null: no check)")
         # the epoch's running means go into checkpoints, for a resume in the middle of an epoch

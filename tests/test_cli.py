@@ -280,65 +280,6 @@ def _missing_files(root: Path) -> list[str]:
     return [str(raw / n) for n in names] + [str(raw / "t10k-labels-idx1-ubyte.gz")]
 
 
-# (id, config, extra args, expected substrings of stderr, printed by eqprop itself?)
-BAD_CONFIGS = [
-    ("lrs-length", "p1h", ["--model.lrs", "[0.1]"], ["lrs=[0.1]", "2 weight layers"], True),
-    (
-        "size_tab-short",
-        "p1h",
-        ["--model.net.init_args.size_tab", "[10, 784]"],
-        ["size_tab=[10, 784]", "at least 3"],
-        True,
-    ),
-    ("beta-zero", "p1h", ["--model.beta", "0"], ["beta=0.0", "> 0"], True),
-    ("beta-negative", "p1h", ["--model.beta", "-0.1"], ["beta=-0.1", "> 0"], True),
-    ("K-over-T", "p1h", ["--model.K", "50", "--model.T", "40"], ["K=50", "T=40"], True),
-    (
-        "activation",
-        "p1h",
-        ["--model.net.init_args.activation", "relu"],
-        ["activation='relu'", "sigm"],
-        True,
-    ),
-    ("algorithm", "p1h", ["--model.algorithm", "sgd"], ["model.algorithm", "sgd"], False),
-    ("batch_size", "p1h", ["--data.batch_size", "0"], ["batch_size", "got 0"], True),
-    ("dt-energy-based", "eb1h", ["--model.net.init_args.dt", "1.5"], ["dt=1.5", "(0, 1]"], True),
-    ("T-not-int", "p1h", ["--model.T", "abc"], ["model.T", "abc"], False),
-]
-
-
-def _ids(case) -> str:
-    return case.values[0] if hasattr(case, "values") else case[0]
-
-
-@pytest.mark.parametrize(
-    "case_id, cfg, extra, expected, ours", BAD_CONFIGS, ids=[_ids(c) for c in BAD_CONFIGS]
-)
-def test_bad_config_exits_2_with_message(
-    case_id: str,
-    cfg: str,
-    extra: list[str],
-    expected: list[str],
-    ours: bool,
-    fake_mnist: Path,
-    in_tmp: Path,
-    capsys,
-) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(["fit", "--config", config(cfg), *shrink(fake_mnist, epochs=1), *extra])
-    assert exc.value.code == 2
-    captured = capsys.readouterr()
-    if ours:
-        assert "eqprop: error:" in captured.err
-        assert "Traceback" not in captured.err
-        message = captured.err
-    else:  # jsonargparse's own type error: usage + "error: Parser key ..."
-        message = captured.err + captured.out
-    for text in expected:
-        assert text in message, f"{text!r} not in:\n{message[-2000:]}"
-    assert results_files(in_tmp) == []
-
-
 def test_missing_data_without_download_exits_2(
     fake_mnist: Path, in_tmp: Path, tmp_path_factory: pytest.TempPathFactory, capsys
 ) -> None:

@@ -126,8 +126,8 @@ def test_bptt_tracks_k_plus_one_transitions_for_fc_nets(batch):
     [
         (lambda: EquilibriumProp(T=10, K=20, beta=0.1), "K=20 must not exceed T=10"),
         (lambda: TruncatedBPTT(T=10, K=20), "K=20 must not exceed T=10"),
-        (lambda: EquilibriumProp(T=10, K=5, beta=0.0), "beta=0.0 must be > 0"),
-        (lambda: EquilibriumProp(T=10, K=5, beta=-0.1), "beta=-0.1 must be > 0"),
+        (lambda: EquilibriumProp(T=10, K=5, beta=0.0), "beta=0.0 must be finite and > 0"),
+        (lambda: EquilibriumProp(T=10, K=5, beta=-0.1), "beta=-0.1 must be finite and > 0"),
         (lambda: EquilibriumProp(T=0, K=0, beta=0.1), "T=0"),
         (lambda: TruncatedBPTT(T=10, K=0), "K=0"),
     ],

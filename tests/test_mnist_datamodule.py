@@ -1,21 +1,26 @@
-"""Tests of MNISTDataModule on the tiny fake MNIST (plus one check of the real files if present)."""
+"""Tests of MNISTDataModule on the tiny fake MNIST (plus one check of the real files if present),
+and of the synthetic ToyDataModule's shapes."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 import shutil
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
 from torchvision.datasets import MNIST
-from torchvision.datasets.utils import calculate_md5
 from torchvision.transforms import ToTensor
 
-from datamodules import MNISTDataModule
+from datamodules import MNISTDataModule, ToyDataModule
 from datamodules import mnist as mnist_module
 from datamodules.mnist import ENV_VAR, MNIST_MD5
+from eqprop_lightning.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FAKE_TRAIN_SIZE, FAKE_TEST_SIZE = 200, 100  # sizes written by the fake_mnist fixture
@@ -50,7 +55,7 @@ def no_download(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_flat_batches_shapes_dtypes_ranges(fake_mnist: Path) -> None:
     dm = _fake_dm(fake_mnist)
     assert dm.num_classes == 10
-    assert dm.input_shape == (784,)
+    assert dm.example_shape == (784,)
     assert len(dm.train_set) == FAKE_TRAIN_SIZE
     assert len(dm.test_set) == FAKE_TEST_SIZE
     x, y = next(iter(dm.train_dataloader()))
@@ -62,7 +67,7 @@ def test_flat_batches_shapes_dtypes_ranges(fake_mnist: Path) -> None:
 
 def test_unflattened_images(fake_mnist: Path) -> None:
     dm = _fake_dm(fake_mnist, flatten=False, batch_size=8)
-    assert dm.input_shape == (1, 28, 28)
+    assert dm.example_shape == (1, 28, 28)
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 1, 28, 28) and x.dtype == torch.float32
     assert y.shape == (8, 10)
@@ -168,17 +173,171 @@ def test_missing_data_without_download(tmp_path: Path, no_download: None) -> Non
 def test_prepare_data_does_not_download_when_files_present(
     fake_mnist: Path, no_download: None
 ) -> None:
-    MNISTDataModule(data_dir=str(fake_mnist)).prepare_data()
+    MNISTDataModule(data_dir=str(fake_mnist), verify_checksums=False).prepare_data()
 
 
-def test_md5_mismatch_names_file_and_checksums(fake_mnist: Path) -> None:
-    dm = MNISTDataModule(data_dir=str(fake_mnist), verify_checksums=True)
-    with pytest.raises(RuntimeError, match="MD5 mismatch") as excinfo:
-        dm.setup("fit")
+TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
+TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
+
+
+def _edited_copy(
+    fake_mnist: Path, tmp_path: Path, name: str, edit: Callable[[bytes], bytes], gz: bool = True
+) -> Path:
+    """A ``.gz``-only copy of the fake MNIST whose file ``name`` (its ``.gz`` if ``gz``, else a
+    gunzipped one next to it) holds ``edit`` of the file's gunzipped content; return the file."""
+    root = _gz_only_copy(fake_mnist, tmp_path / "bad")
+    gz_path = root / "MNIST" / "raw" / f"{name}.gz"
+    content = gzip.decompress(gz_path.read_bytes())
+    if gz:
+        gz_path.write_bytes(gzip.compress(edit(content)))
+        return gz_path
+    path = gz_path.with_suffix("")
+    path.write_bytes(edit(content))
+    return path
+
+
+def _root_of(path: Path) -> Path:
+    return path.parents[2]
+
+
+def _set_count(count: int) -> Callable[[bytes], bytes]:
+    """Rewrite an IDX file's example count (first dimension) and cut its payload to match."""
+
+    def edit(content: bytes) -> bytes:
+        item = 784 if content[3] == 3 else 1
+        header_len = 4 + 4 * content[3]
+        header = content[:4] + struct.pack(">I", count) + content[8:header_len]
+        return header + content[header_len : header_len + count * item]
+
+    return edit
+
+
+def _set_byte(offset: int, value: int) -> Callable[[bytes], bytes]:
+    return lambda content: content[:offset] + bytes([value]) + content[offset + 1 :]
+
+
+BAD_CONTENTS = [
+    # (id, file, edit of the gunzipped content, texts the message must contain)
+    ("short-labels", TRAIN_LABELS, lambda b: b[:-7],
+     ["header announces 200 labels", "200 bytes", "193 bytes", "truncated"]),
+    ("trailing-data", TEST_IMAGES, lambda b: b + b"\0" * 5,
+     ["header announces 100 28x28 images", "78400 bytes", "78405 bytes"]),
+    ("header-only-part", TEST_LABELS, lambda b: b[:6], ["6 bytes long", "8-byte header"]),
+    ("empty", TRAIN_IMAGES, lambda b: b"", ["0 bytes long", "16-byte header"]),
+    ("wrong-magic", TEST_IMAGES, _set_byte(3, 0x0C), ["magic number 2060", "expected 2051"]),
+    ("labels-as-images", TRAIN_IMAGES, lambda b: gzip.decompress(
+        gzip.compress(b"\0\0\x08\x01" + struct.pack(">I", 200) + bytes(200))),
+     ["magic number 2049", "expected 2051"]),
+    ("image-size", TRAIN_IMAGES, _set_byte(15, 27), ["28x27 pixels", "expected 28x28"]),
+    ("label-range", TEST_LABELS, _set_byte(8 + 42, 12), ["label 12 at index 42", "0..9"]),
+    ("count-mismatch", TRAIN_LABELS, _set_count(150),
+     ["holds 200 images", "holds 150 labels", "same count"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("gz", [True, False], ids=["gz", "gunzipped"])
+@pytest.mark.parametrize(
+    ("name", "edit", "expected"), [c[1:] for c in BAD_CONTENTS], ids=[c[0] for c in BAD_CONTENTS]
+)
+def test_bad_file_contents_fail_in_prepare_data(
+    fake_mnist: Path, tmp_path: Path, name: str, edit, expected: list[str], gz: bool
+) -> None:
+    path = _edited_copy(fake_mnist, tmp_path, name, edit, gz=gz)
+    dm = MNISTDataModule(data_dir=str(_root_of(path)), verify_checksums=False)
+    with pytest.raises(DataError) as excinfo:
+        dm.prepare_data()
+    message = str(excinfo.value)
+    assert str(path) in message
+    for text in expected:
+        assert text in message
+    # setup, without prepare_data (as on the other ranks), also fails with a DataError
+    with pytest.raises(DataError, match="expected") as excinfo:
+        MNISTDataModule(data_dir=str(_root_of(path)), verify_checksums=False).setup("fit")
+    assert str(path.with_suffix("")) in str(excinfo.value)  # the gunzipped file it loads
+
+
+def test_count_mismatch_names_both_files(fake_mnist: Path, tmp_path: Path) -> None:
+    labels = _edited_copy(fake_mnist, tmp_path, TEST_LABELS, _set_count(99))
+    dm = MNISTDataModule(data_dir=str(_root_of(labels)), verify_checksums=False)
+    with pytest.raises(DataError) as excinfo:
+        dm.prepare_data()
+    message = str(excinfo.value)
+    assert str(labels) in message and str(labels.with_name(f"{TEST_IMAGES}.gz")) in message
+
+
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        (TRAIN_LABELS, lambda data: data[: len(data) // 2]),  # truncated gzip stream
+        (TEST_IMAGES, lambda data: b"this is not a gzip file"),
+        (TRAIN_IMAGES, lambda data: data[:-8] + bytes(8)),  # CRC and size trailer zeroed
+        (TEST_LABELS, lambda data: data[:12] + bytes(20) + data[32:]),  # corrupt deflate data
+    ],
+    ids=["truncated", "garbage", "bad-trailer", "corrupt"],
+)
+def test_unreadable_gzip_fails_in_prepare_data(
+    fake_mnist: Path, tmp_path: Path, name: str, damage
+) -> None:
+    root = _gz_only_copy(fake_mnist, tmp_path / "bad")
+    path = root / "MNIST" / "raw" / f"{name}.gz"
+    path.write_bytes(damage(path.read_bytes()))
+    dm = MNISTDataModule(data_dir=str(root), verify_checksums=False)
+    with pytest.raises(DataError, match="not a readable gzip file") as excinfo:
+        dm.prepare_data()
+    assert str(path) in str(excinfo.value)
+    assert not (root / "MNIST" / "raw" / name).exists()  # nothing was extracted
+    # setup alone fails while extracting, with the same message, and leaves no temporary file
+    with pytest.raises(DataError, match="not a readable gzip file") as excinfo:
+        MNISTDataModule(data_dir=str(root), verify_checksums=False).setup("fit")
+    assert str(path) in str(excinfo.value)
+    assert not list((root / "MNIST" / "raw").glob(".*"))
+
+
+def test_md5_mismatch_names_file_and_checksums(fake_mnist: Path, tmp_path: Path) -> None:
+    root = _gz_only_copy(fake_mnist, tmp_path / "gz_only")
+    dm = MNISTDataModule(data_dir=str(root), verify_checksums=True)
+    with pytest.raises(DataError, match="MD5 mismatch") as excinfo:
+        dm.prepare_data()
     message = str(excinfo.value)
     name = next(n for n in MNIST_MD5 if n in message)
-    assert MNIST_MD5[name] in message
-    assert calculate_md5(str(fake_mnist / "MNIST" / "raw" / name)) in message
+    path = root / "MNIST" / "raw" / f"{name}.gz"
+    assert str(path) in message and MNIST_MD5[name] in message
+    assert hashlib.md5(gzip.decompress(path.read_bytes())).hexdigest() in message
+    assert "--data.verify_checksums false" in message
+    # gunzipped files are checked as they are; setup alone checks them as well
+    dm = MNISTDataModule(data_dir=str(root), verify_checksums=False)
+    dm.prepare_data()
+    dm.setup("test")  # gunzips next to the .gz files
+    with pytest.raises(DataError, match="MD5 mismatch") as excinfo:
+        MNISTDataModule(data_dir=str(root), verify_checksums=True).prepare_data()
+    assert str(root / "MNIST" / "raw" / name) + ":" in str(excinfo.value)
+    with pytest.raises(DataError, match="MD5 mismatch"):
+        MNISTDataModule(data_dir=str(root), verify_checksums=True).setup("fit")
+
+
+@pytest.mark.parametrize("flatten", [True, False])
+def test_example_shape_and_num_classes_match_a_batch(
+    fake_mnist: Path, tmp_path: Path, flatten: bool
+) -> None:
+    # known right after __init__, without any data files
+    empty = MNISTDataModule(data_dir=str(tmp_path / "nowhere"), flatten=flatten)
+    assert empty.example_shape == ((784,) if flatten else (1, 28, 28))
+    assert empty.num_classes == 10
+    dm = MNISTDataModule(data_dir=str(fake_mnist), verify_checksums=False, flatten=flatten)
+    shape, classes = dm.example_shape, dm.num_classes
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert shape == tuple(x[0].shape) and classes == y.shape[1]
+
+
+def test_toy_example_shape_and_num_classes_match_a_batch() -> None:
+    dm = ToyDataModule(n_in=7, n_out=4, batch_size=3, n_train=12, n_test=6)
+    shape, classes = dm.example_shape, dm.num_classes
+    assert shape == (7,) and classes == 4
+    dm.setup("fit")
+    x, y = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert shape == tuple(x[0].shape) and classes == y.shape[1]
 
 
 @pytest.mark.parametrize(

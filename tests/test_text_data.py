@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tarfile
@@ -19,7 +20,7 @@ from datamodules import text as text_module
 from datamodules.imdb import IMDBDataModule
 from datamodules.mnist import ENV_VAR
 from datamodules.snli import SNLIDataModule
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -328,8 +329,92 @@ def test_snli_malformed_json_names_file_and_line(snli_root: Path, w2v_file: Path
     lines[2] = lines[2][:-5]  # cut the closing of the third record
     path.write_text("\n".join(lines) + "\n")
     dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
-    with pytest.raises(ValueError, match=r"snli_1\.0_test\.jsonl, line 3: malformed JSON"):
-        dm.setup("fit")
+    with pytest.raises(DataError, match=r"snli_1\.0_test\.jsonl, line 3: malformed JSON"):
+        dm.prepare_data()  # before Lightning creates the run directory
+
+
+def _snli_lines(rows: list) -> list[bytes]:
+    return [(r if isinstance(r, str) else json.dumps(r)).encode() + b"\n" for r in rows]
+
+
+BAD_SNLI_JSONL = [
+    # (id, lines of the test file, expected message after "<file>, line <n>: ", n)
+    ("missing-field", _snli_lines([SNLI_ROWS[0], {"gold_label": "neutral", "sentence1": "A."}]),
+     "expected a JSON object with the fields ('gold_label', 'sentence1', 'sentence2')", 2),
+    ("not-an-object", _snli_lines([SNLI_ROWS[0], "", "[1, 2]"]), "got list", 3),
+    ("bad-label", _snli_lines([SNLI_ROWS[0], {**SNLI_ROWS[2], "gold_label": "entailed"}]),
+     "gold_label 'entailed', expected one of 'neutral', 'contradiction', 'entailment' or '-'", 2),
+    ("null-label", _snli_lines([{**SNLI_ROWS[0], "gold_label": None}]), "gold_label None", 1),
+    ("not-utf8", _snli_lines(SNLI_ROWS[:2]) + [b'{"gold_label": "neutral\xff"}\n'],
+     "not UTF-8 text", 3),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected", "lineno"),
+    [c[1:] for c in BAD_SNLI_JSONL],
+    ids=[c[0] for c in BAD_SNLI_JSONL],
+)
+def test_snli_bad_jsonl_names_file_and_line(
+    snli_root: Path, w2v_file: Path, lines: list[bytes], expected: str, lineno: int
+) -> None:
+    path = snli_root / "snli_1.0" / "snli_1.0_test.jsonl"
+    path.write_bytes(b"".join(lines))
+    dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
+    with pytest.raises(DataError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert message.startswith(f"{path}, line {lineno}: ") and expected in message
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            "gold_label,sentence1\nneutral,A man.\n",
+            "line 1: the CSV header lacks the column(s) ['sentence2']",
+        ),
+        (
+            "gold_label,sentence1,sentence2\nneutral,A man.,A dog.\nneutral,A man.\n",
+            "line 3: the row has fewer fields than the header",
+        ),
+        (
+            "gold_label,sentence1,sentence2\nneutral,A man.,A dog.\nfoo,A man.,A dog.\n",
+            "line 3: gold_label 'foo', expected one of",
+        ),
+        (  # an unterminated quote swallows the rest of the file into one field
+            'gold_label,sentence1,sentence2\nneutral,"A man.,A dog.\n' + "x" * 200_000,
+            "line 2: malformed CSV (field larger than field limit",
+        ),
+    ],
+    ids=["header", "short-row", "bad-label", "malformed"],
+)
+def test_snli_bad_csv_names_file_and_line(
+    snli_root: Path, w2v_file: Path, content: str, expected: str
+) -> None:
+    path = snli_root / "snli_1.0" / "snli_1.0_dev.csv"
+    path.write_text(content)
+    (snli_root / "snli_1.0" / "snli_1.0_dev.jsonl").unlink()  # the .csv is now the dev split
+    dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
+    with pytest.raises(DataError) as info:
+        dm.prepare_data()
+    assert str(info.value).startswith(f"{path}, ") and expected in str(info.value)
+
+
+def test_snli_empty_split_names_file(snli_root: Path, w2v_file: Path) -> None:
+    path = snli_root / "snli_1.0" / "snli_1.0_dev.jsonl"
+    _write_jsonl(path, [SNLI_ROWS[1]] * 3)  # only '-' labels: nothing left after dropping
+    dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
+    with pytest.raises(
+        DataError, match="no gold-labelled pairs among its first 540000 rows"
+    ) as info:
+        dm.prepare_data()
+    assert str(info.value).startswith(str(path))
+    path.write_text("\n\n")  # blank lines only
+    with pytest.raises(DataError, match="no gold-labelled pairs"):
+        SNLIDataModule(
+            data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev"
+        ).prepare_data()
 
 
 def test_imdb_missing_data_lists_paths(tmp_path: Path, w2v_file: Path) -> None:
@@ -345,9 +430,23 @@ def test_imdb_truncated_archive_names_file(imdb_tar_root: Path, w2v_file: Path) 
     archive = imdb_tar_root / "aclImdb_v1.tar.gz"
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     dm = IMDBDataModule(data_dir=str(imdb_tar_root), embeddings=str(w2v_file))
-    with pytest.raises(RuntimeError, match="truncated or corrupt") as info:
+    with pytest.raises(DataError, match="truncated or corrupt") as info:
         dm.prepare_data()
     assert str(archive) in str(info.value)
+    archive.write_bytes(b"this is not a gzip file")
+    with pytest.raises(DataError, match="truncated or corrupt") as info:
+        IMDBDataModule(data_dir=str(imdb_tar_root), embeddings=str(w2v_file)).prepare_data()
+    assert str(archive) in str(info.value)
+
+
+def test_imdb_incomplete_split_names_folder(imdb_root: Path, w2v_file: Path) -> None:
+    for review in (imdb_root / "aclImdb" / "test" / "pos").iterdir():
+        review.unlink()
+    dm = IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file))
+    with pytest.raises(DataError, match=r"IMDB test split .* is incomplete") as info:
+        dm.prepare_data()
+    assert str(imdb_root / "aclImdb") in str(info.value)
+    assert "aclImdb/test/pos/*.txt" in str(info.value)
 
 
 def test_embeddings_errors(
@@ -360,15 +459,26 @@ def test_embeddings_errors(
 
     monkeypatch.setattr(gensim.downloader, "load", offline)
     dm = IMDBDataModule(data_dir=str(imdb_root))  # no word2vec/ under the root, no network
-    with pytest.raises(RuntimeError, match="--data.embeddings") as info:
+    with pytest.raises(FileNotFoundError, match="--data.embeddings") as info:
         dm.prepare_data()
     assert "word2vec-google-news-300" in str(info.value)
     with pytest.raises(FileNotFoundError, match="--data.embeddings"):
         IMDBDataModule(data_dir=str(imdb_root), embeddings="/no/such/vectors.bin").prepare_data()
-    bad = w2v_file.with_name("bad.txt")
-    bad.write_text("not a word2vec file\n")
-    with pytest.raises(RuntimeError, match="bad.txt"):
-        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(bad)).prepare_data()
+    binary = w2v_file.with_name("tiny.bin")
+    KeyedVectors.load_word2vec_format(str(w2v_file)).save_word2vec_format(str(binary), binary=True)
+    corrupt = {
+        "bad.txt": b"not a word2vec file\n",
+        "short.txt": w2v_file.read_bytes()[: w2v_file.stat().st_size // 2],
+        "short.bin": binary.read_bytes()[: binary.stat().st_size // 2],
+        "garbage.bin.gz": b"this is not a gzip file",
+        "short.txt.gz": gzip.compress(w2v_file.read_bytes())[:5000],
+    }
+    for name, content in corrupt.items():
+        bad = w2v_file.with_name(name)
+        bad.write_bytes(content)
+        with pytest.raises(DataError, match="Could not read word2vec embeddings") as info:
+            IMDBDataModule(data_dir=str(imdb_root), embeddings=str(bad)).prepare_data()
+        assert str(bad) in str(info.value)
     # the default file under the data root is used when present
     default = imdb_root / "word2vec" / "GoogleNews-vectors-negative300-subset.bin"
     default.parent.mkdir()
@@ -376,6 +486,61 @@ def test_embeddings_errors(
     dm = IMDBDataModule(data_dir=str(imdb_root), seq_len=SEQ_LEN)
     dm.setup("fit")
     assert _tokens(dm, dm.train_set.ids) == EXPECTED_TRAIN
+
+
+def _first_batch(dm) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first training batch as the model receives it (embedded)."""
+    return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+
+
+def test_imdb_example_shape_and_num_classes_match_a_batch(imdb_root: Path, w2v_file: Path) -> None:
+    dm = IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seq_len=SEQ_LEN)
+    shape, classes = dm.example_shape, dm.num_classes  # known before any data is read
+    assert shape == (SEQ_LEN, 300) and classes == 2
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = _first_batch(dm)
+    assert shape == tuple(x[0].shape) and classes == y.shape[1]
+
+
+def test_snli_example_shape_and_num_classes_match_a_batch(snli_root: Path, w2v_file: Path) -> None:
+    dm = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN, train_split="dev"
+    )
+    shape, classes = dm.example_shape, dm.num_classes
+    assert shape == (2 * SNLI_SEQ_LEN, 300) and classes == 3  # premise + hypothesis tokens
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = _first_batch(dm)
+    assert shape == tuple(x[0].shape) and classes == y.shape[1]
+
+
+@pytest.mark.parametrize("fmt", ["text", "binary", "text.gz"])
+def test_example_shape_reads_the_embeddings_dimension(
+    imdb_root: Path, tmp_path: Path, fmt: str
+) -> None:
+    kv = KeyedVectors(vector_size=50)
+    kv.add_vectors(WORDS, np.stack([_vector(w)[:50] for w in WORDS]))
+    suffix = {"text": ".txt", "binary": ".bin", "text.gz": ".txt.gz"}[fmt]
+    path = tmp_path / f"vectors-50{suffix}"
+    kv.save_word2vec_format(str(path), binary=fmt == "binary")
+    dm = IMDBDataModule(data_dir=str(imdb_root), embeddings=str(path), seq_len=SEQ_LEN)
+    assert dm.example_shape == (SEQ_LEN, 50)  # from the file's first line
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.example_shape == tuple(_first_batch(dm)[0][0].shape) == (SEQ_LEN, 50)
+
+
+def test_example_shape_without_an_embeddings_file(imdb_root: Path, tmp_path: Path) -> None:
+    def shape(embeddings):
+        return IMDBDataModule(data_dir=str(imdb_root), embeddings=embeddings).example_shape
+
+    assert shape(None) == (600, 300)  # the gensim-data default, word2vec-google-news-300
+    assert shape("glove-twitter-25") == (600, 25)  # a gensim-data name's dimension suffix
+    assert shape("/no/such/vectors.bin") == (600, 300)  # prepare_data reports the missing file
+    headerless = tmp_path / "headerless.txt"
+    headerless.write_text("movie 0.1 0.2\n")
+    assert shape(str(headerless)) == (600, 300)
 
 
 def _real_root() -> Path:

@@ -19,6 +19,8 @@ whose parameter gradient is ``-Delta_theta``. Backpropagating it (through Lightn
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -68,8 +70,8 @@ class EquilibriumProp:
 
     def __init__(self, T: int, K: int, beta: float, symmetric: bool = False) -> None:
         check_phases(T, K)
-        if not beta > 0:
-            raise ConfigError(f"beta={beta!r} must be > 0 for EP (the nudging strength)")
+        if not 0 < beta < math.inf:
+            raise ConfigError(f"beta={beta!r} must be finite and > 0 for EP (the nudging strength)")
         self.T, self.K, self.beta, self.symmetric = T, K, beta, symmetric
 
     def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:

@@ -163,6 +163,19 @@ class ConvPrototypical(nn.Module):
             nn.Linear(classifier[i + 1], classifier[i]) for i in range(len(size_tab))
         )
 
+    input_fields = "C_tab[-1] and input_size; the data needs flatten: false"
+    output_field = "size_tab[0]"
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input image: ``(C_tab[-1], input_size, input_size)``."""
+        return (self.C_tab[-1], self.input_size, self.input_size)
+
+    @property
+    def num_classes(self) -> int:
+        """Output units: ``size_tab[0]``."""
+        return self.size_tab[0]
+
     @property
     def num_states(self) -> int:
         """Number of state layers, fc then conv (the input is not a state)."""
@@ -202,7 +215,7 @@ class ConvPrototypical(nn.Module):
 
     def static_terms(self, x: Tensor) -> ConvStaticTerms:
         """Input term ``conv[-1](x) + b`` and its pooled drive, once per batch."""
-        expected = (self.C_tab[-1], self.input_size, self.input_size)
+        expected = self.example_shape
         if x.dim() != 4 or tuple(x.shape[1:]) != expected:
             raise ConfigError(
                 f"ConvPrototypical expects images of shape (B, {', '.join(map(str, expected))}), "

@@ -80,6 +80,19 @@ class LayeredFC(nn.Module):
             nn.Linear(size_tab[i + 1], size_tab[i]) for i in range(len(size_tab) - 1)
         )
 
+    input_fields = "size_tab[-1]"
+    output_field = "size_tab[0]"
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input example: ``(size_tab[-1],)``."""
+        return (self.size_tab[-1],)
+
+    @property
+    def num_classes(self) -> int:
+        """Output units: ``size_tab[0]``."""
+        return self.size_tab[0]
+
     @property
     def num_states(self) -> int:
         """Number of state layers ``L + 1`` (the input is not a state)."""

@@ -102,6 +102,19 @@ class HopfieldClassifier(nn.Module):
         sizes = [sum(self.query_lengths) * embed_dim, *fc_layers]
         self.fc = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(len(fc_layers)))
 
+    input_fields = "segments and embed_dim"
+    output_field = "fc_layers[-1]"
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one embedded input: ``(sum(segments), embed_dim)``."""
+        return (sum(self.segments), self.embed_dim)
+
+    @property
+    def num_classes(self) -> int:
+        """Output units: ``fc_layers[-1]``."""
+        return self.fc_layers[-1]
+
     def synapse_groups(self) -> list[nn.Module]:
         """Learning-rate order of the original: the projections, then the fc layers upwards."""
         return [*self.projections, *self.fc]

@@ -65,6 +65,19 @@ class ToyEnergyBased(nn.Module):
         self.w0x = nn.Linear(n_in, n_out)  # input -> output (skip connection)
         self.w1x = nn.Linear(n_in, n_hid)  # input -> hidden
 
+    input_fields = "size_tab[2]"
+    output_field = "size_tab[0]"
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input example: ``(n_in,)``."""
+        return (self.size_tab[2],)
+
+    @property
+    def num_classes(self) -> int:
+        """Output units: ``n_out``."""
+        return self.size_tab[0]
+
     def synapse_groups(self) -> list[nn.Module]:
         """Learning-rate order of the original: W_01, W_0x, W_1x."""
         return [self.w01, self.w0x, self.w1x]

@@ -1,0 +1,68 @@
+"""Checks that run when a command starts, before any data is read or any run directory is
+written: the net against the data, and a checkpoint against the net."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from eqprop_lightning.errors import ConfigError
+
+#: Names that Lightning resolves itself instead of a checkpoint path.
+LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")
+
+
+def check_net_fits_data(net: nn.Module, datamodule: object) -> None:
+    """The net's input shape and output units equal the data's example shape and classes."""
+    data = type(datamodule).__name__
+    shape = getattr(datamodule, "example_shape", None)
+    if shape is not None and tuple(shape) != tuple(net.example_shape):
+        raise ConfigError(
+            f"model.net ({type(net).__name__}) takes examples of shape {tuple(net.example_shape)} "
+            f"(set by {net.input_fields}) but {data} gives {tuple(shape)}: make them agree"
+        )
+    classes = getattr(datamodule, "num_classes", None)
+    if classes is not None and classes != net.num_classes:
+        raise ConfigError(
+            f"model.net ({type(net).__name__}) has {net.num_classes} output units "
+            f"({net.output_field}) but {data} has {classes} classes: make them agree"
+        )
+
+
+def check_checkpoint_file(ckpt_path: str | Path) -> None:
+    """``ckpt_path`` exists and is a PyTorch checkpoint (a zip archive; only its end is read)."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: no such file")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} is not a PyTorch checkpoint (not a zip archive): "
+            "the file is truncated or corrupt"
+        )
+
+
+def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module) -> None:
+    """The checkpoint loads with ``weights_only`` and its state dict has the model's tensor
+    names and shapes (memory-mapped: the tensors themselves are not read)."""
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        saved = checkpoint["state_dict"]
+    except Exception as err:
+        raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be read: {err}") from err
+    ours = model.state_dict()
+    missing = sorted(set(ours) - set(saved))
+    unexpected = sorted(set(saved) - set(ours))
+    if missing or unexpected:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} holds another net: missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]}"
+        )
+    for key, value in ours.items():
+        if saved[key].shape != value.shape:
+            raise ConfigError(
+                f"ckpt_path={str(ckpt_path)!r} holds another net: {key} has shape "
+                f"{tuple(saved[key].shape)} there and {tuple(value.shape)} in this config"
+            )
