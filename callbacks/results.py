@@ -33,15 +33,17 @@ class ResultsWriter(L.Callback):
     def __init__(self, filename: str = "results.json") -> None:
         self.filename = filename
         self.epochs: list[dict[str, float]] = []
+        self.path = Path(filename)
         self._start = 0.0
 
-    def _path(self, trainer: L.Trainer) -> Path:
-        return Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # on every rank: under DDP, trainer.log_dir is a broadcast from rank 0
+        self.path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
 
     @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning restored the loops: a resumed run's current_epoch is the epoch to run
-        path = self._path(trainer)
+        path = self.path
         self.epochs = []
         if trainer.current_epoch > 0 and path.exists():
             previous = json.loads(path.read_text())["epochs"]
@@ -68,7 +70,7 @@ class ResultsWriter(L.Callback):
                 )
         entry["seconds"] = round(time.perf_counter() - self._start, 3)
         self.epochs.append(entry)
-        path = self._path(trainer)
+        path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
             path, {"algorithm": pl_module.hparams.get("algorithm"), "epochs": self.epochs}

@@ -139,3 +139,34 @@ def test_a_divergence_on_one_rank_stops_both(tmp_path):
     with pytest.raises(Exception, match=stopped) as err:
         trainer.fit(model("ep"), datamodule=Sequential(PER_RANK // 2))
     assert "timed out" not in str(err.value).lower()
+
+
+def test_eqprop_fit_with_two_cpu_processes(fake_mnist, tmp_path):
+    """The user's path: `eqprop fit --trainer.devices 2` (gloo) with the run directory, results,
+    checkpoints and guard callbacks of the CLI, run as a subprocess that must finish in time
+    (rank 0 once waited in a broadcast that rank 1 never joined)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "p1h.yaml"
+    command = [
+        sys.executable, "-m", "eqprop_lightning.cli", "fit", "--config", str(config),
+        "--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false",
+        "--model.net.init_args.size_tab", "[10, 16, 784]", "--model.T", "5", "--model.K", "2",
+        "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp_spawn", "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for attempt in range(3):  # gloo's teardown abort (see fit) is retried
+        run = subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        if run.returncode == 0 or "signal" not in run.stderr or attempt == 2:
+            break
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads((tmp_path / "runs/p1h/version_0/results.json").read_text())["epochs"]
+    assert [e["epoch"] for e in results] == [1, 2]
+    assert (tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").is_file()
