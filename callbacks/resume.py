@@ -57,9 +57,10 @@ class RNGState(L.Callback):
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt`` after every epoch, and when training stops gracefully in the middle of one.
 
-    The first Ctrl-C is handled as SIGTERM: Lightning finishes the batch in progress and stops,
-    and the checkpoint written then resumes exactly (the training loader skips the batches done).
-    A second Ctrl-C stops at once. A stop during the epoch's last batch or its evaluation, a second
+    The first Ctrl-C is handled as SIGTERM (in a single process): Lightning finishes the batch in
+    progress and stops, and the checkpoint written then resumes exactly (the training loader
+    skips the batches done).
+    A second Ctrl-C stops at once. A stop that Lightning raises inside an evaluation, a second
     Ctrl-C, an error or a divergence keep the last good ``last.ckpt`` (the previous epoch end, or
     an earlier graceful stop): Lightning cannot resume exactly from those states.
     """
@@ -80,9 +81,13 @@ class LastCheckpoint(ModelCheckpoint):
         self._default_sigint: Any = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if threading.current_thread() is threading.main_thread() and signal.getsignal(
-            signal.SIGTERM
-        ) not in (signal.SIG_DFL, signal.SIG_IGN, None):  # Lightning's SIGTERM handler is in place
+        # one process only: under DDP, Lightning's SIGTERM handler broadcasts from inside the
+        # handler, so Ctrl-C keeps Lightning's behaviour there (and the last epoch's checkpoint)
+        if (
+            trainer.world_size == 1
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        ):  # Lightning's SIGTERM handler is in place
             self._default_sigint = signal.signal(signal.SIGINT, self._first_ctrl_c)
 
     def _first_ctrl_c(self, signum: int, frame: Any) -> None:
