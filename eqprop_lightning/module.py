@@ -7,6 +7,7 @@ from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
@@ -29,6 +30,19 @@ Algorithm = Literal["ep", "bptt"]
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
     """Per-example error in percent: 100 where ``argmax(output) != argmax(y)``, else 0."""
     return (output.argmax(1) != y.argmax(1)).float() * 100.0
+
+
+def warn_silent_outputs(output: Tensor) -> None:
+    """Warn about output units that are exactly 0 for every example of a batch: at a clamp's or
+    hard sigmoid's lower bound BPTT gets no gradient through them, and if they stay there for
+    every input their class is never predicted (a seed-dependent trap of the original code)."""
+    silent = (output == 0).all(0).nonzero().flatten().tolist()
+    if silent:
+        rank_zero_warn(
+            f"output units {silent} are 0 for every example of the first batch: BPTT gets no "
+            "gradient through a unit held at its lower bound, so their classes may never be "
+            "predicted (EP's nudge can still move them); if BPTT stalls, try another seed"
+        )
 
 
 def make_rule(
@@ -152,6 +166,8 @@ class EqPropModule(L.LightningModule):
         opt = self.optimizers()
         estimate = self.rule(self.net, x, y)
         self.guard(estimate, x, y, batch_idx)
+        if self.global_step == 0:
+            warn_silent_outputs(estimate.output)
         opt.zero_grad()
         self.manual_backward(estimate.objective)
         opt.step()

@@ -3,6 +3,7 @@ phase's last-step change, and `eqprop fit` stopping with the last good checkpoin
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -132,3 +133,28 @@ def test_convergence_tolerance(fake_mnist, tmp_path, monkeypatch, capsys):
         "state s"
     )
     assert "at step 8 of 8 (convergence_tol=1e-12)" in err
+
+
+def test_warns_about_outputs_held_at_zero():
+    """An EPcont output unit with a negative drive sits at the clamp's 0 for every example:
+    BPTT gives its bias no gradient; EP's nudge (beta (y - s0) = 0.5 against a drive of -0.3)
+    lifts it and EP moves the bias. The module warns on the first batch."""
+    from eqprop_lightning.module import warn_silent_outputs
+
+    torch.manual_seed(0)
+    net = EnergyBasedFC([3, 8, 6], "sigm", dt=0.2)
+    with torch.no_grad():
+        net.weights[0].weight[1] = 0.0
+        net.weights[0].bias[1] = -0.3
+    x, y = torch.rand(8, 6), torch.eye(3)[[1] * 8]
+    bptt, ep = TruncatedBPTT(40, 5)(net, x, y), EquilibriumProp(40, 5, 0.5)(net, x, y)
+    assert (bptt.output[:, 1] == 0).all()
+    for estimate, moves in ((bptt, False), (ep, True)):
+        net.zero_grad()
+        estimate.objective.backward()
+        assert bool(net.weights[0].bias.grad[1] != 0) == moves
+    with pytest.warns(UserWarning, match=r"output units \[1\] are 0 for every example"):
+        warn_silent_outputs(bptt.output)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_silent_outputs(torch.rand(8, 3) + 0.1)  # none silent: no warning
