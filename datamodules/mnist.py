@@ -77,19 +77,22 @@ def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
     return Path(DEFAULT_DATA_DIR), "default"
 
 
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"
+
+
 def cache_root_for(root: Path) -> Path:
     """Cache directory that receives gunzipped copies when ``root`` is not writable."""
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-    return cache_home / "eqprop_lightning" / key
+    return user_cache_dir() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
 
 
 def _raw_dir(root: Path) -> Path:
     return root / "MNIST" / "raw"
 
 
-def _is_writable(directory: Path) -> bool:
-    """Probe by creating a file: ``os.access`` ignores permission bits when running as root."""
+def is_writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
     try:
         with tempfile.TemporaryFile(dir=directory):
             return True
@@ -342,7 +345,7 @@ class MNISTDataModule(L.LightningDataModule):
             raise self._not_found_error(missing, "files missing")
         if all(src == raw_dir / name for name, src in sources.items()):
             return self.data_root
-        target_root = self.data_root if _is_writable(raw_dir) else cache_root_for(self.data_root)
+        target_root = self.data_root if is_writable(raw_dir) else cache_root_for(self.data_root)
         target_dir = _raw_dir(target_root)
         for name, src in sources.items():
             dst = target_dir / name

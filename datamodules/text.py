@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from datamodules.checks import check_nonneg_int, check_positive_int
-from datamodules.mnist import resolve_data_dir
+from datamodules.mnist import is_writable, resolve_data_dir, user_cache_dir
 from datamodules.sampling import make_loader
 from eqprop_lightning.errors import ConfigError, DataError
 
@@ -242,20 +242,6 @@ def file_fingerprint(path: Path) -> list[Any]:
     """``[absolute path, size, mtime_ns]`` of a file or directory."""
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
-
-
-def is_writable(directory: Path) -> bool:
-    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError:
-        return False
-
-
-def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"
 
 
 def resolve_cache_dir(cache_dir: str | None, data_root: Path) -> Path:

@@ -20,6 +20,7 @@ from eqprop_lightning.learning import (
     GradientEstimator,
     TruncatedBPTT,
     cost,
+    first_nonfinite_weight,
     locate_nonfinite,
 )
 from eqprop_lightning.learning.phases import free_phase
@@ -121,7 +122,8 @@ class EqPropModule(L.LightningModule):
         self.train_error = MeanMetric()
         self.train_loss = MeanMetric()
         self.free_change = MeanMetric()
-        for metric in (self.train_error, self.train_loss, self.free_change):
+        self.train_metrics = (self.train_error, self.train_loss, self.free_change)
+        for metric in self.train_metrics:
             metric.persistent(True)
         self.val_error = MeanMetric()
         self.test_error = MeanMetric()
@@ -161,7 +163,7 @@ class EqPropModule(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
         if batch_idx == 0:  # a new epoch (a run resumed mid-epoch keeps its running means)
-            for metric in (self.train_error, self.train_loss, self.free_change):
+            for metric in self.train_metrics:
                 metric.reset()
         opt = self.optimizers()
         estimate = self.rule(self.net, x, y)
@@ -221,12 +223,11 @@ class EqPropModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Never write non-finite weights, so that the last checkpoint is a good one (an update
         at the end of an epoch is checked here, the others by the next batch's :meth:`guard`)."""
-        for label, group in zip(self.net.synapse_labels(), self.net.synapse_groups(), strict=True):
-            if not all(torch.isfinite(p).all() for p in group.parameters()):
-                raise DivergenceError(
-                    f"training diverged at epoch {self.current_epoch + 1} (global step "
-                    f"{self.global_step}): weight {label} is not finite; not saved"
-                )
+        if (label := first_nonfinite_weight(self.net)) is not None:
+            raise DivergenceError(
+                f"training diverged at epoch {self.current_epoch + 1} (global step "
+                f"{self.global_step}): weight {label} is not finite; not saved"
+            )
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

@@ -138,7 +138,7 @@ def test_unwritable_root_uses_cache(
 ) -> None:
     root = _gz_only_copy(fake_mnist, tmp_path / "read_only")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(mnist_module, "_is_writable", lambda directory: False)
+    monkeypatch.setattr(mnist_module, "is_writable", lambda directory: False)
     dm = _fake_dm(root)
     assert len(dm.test_set) == FAKE_TEST_SIZE
     cache_raw = mnist_module.cache_root_for(root) / "MNIST" / "raw"

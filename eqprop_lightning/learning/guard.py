@@ -28,6 +28,14 @@ def _first_nonfinite_layer(s: State) -> int | None:
     return None
 
 
+def first_nonfinite_weight(net) -> str | None:
+    """The label of the first synapse group with a non-finite parameter, else ``None``."""
+    for label, group in zip(net.synapse_labels(), net.synapse_groups(), strict=True):
+        if not all(torch.isfinite(p).all() for p in group.parameters()):
+            return label
+    return None
+
+
 def locate_nonfinite(
     net, x: Tensor, y: Tensor, T: int, K: int, nudges: tuple[float, ...]
 ) -> str | None:
@@ -36,23 +44,19 @@ def locate_nonfinite(
     non-finite value found, or return ``None`` if everything stays finite."""
     if not torch.isfinite(x).all():
         return "the input batch is not finite"
-    for label, group in zip(net.synapse_labels(), net.synapse_groups(), strict=True):
-        if not all(torch.isfinite(p).all() for p in group.parameters()):
-            return f"weight {label} is not finite"
+    if (label := first_nonfinite_weight(net)) is not None:
+        return f"weight {label} is not finite"
+    phases = [("the free phase", 0.0, T)]
+    phases += [(f"the nudged phase (beta = {beta:g})", beta, K) for beta in nudges]
     with torch.no_grad():
         static = net.static_terms(x)
-        s = net.init_state(x)
-        for t in range(1, T + 1):
-            s = net.step(s, static, 0.0, y)
-            if (layer := _first_nonfinite_layer(s)) is not None:
-                return f"state s{layer} is not finite in the free phase at step {t} of {T}"
-        for beta in nudges:
-            s_beta = s
-            for t in range(1, K + 1):
-                s_beta = net.step(s_beta, static, beta, y)
-                if (layer := _first_nonfinite_layer(s_beta)) is not None:
-                    return (
-                        f"state s{layer} is not finite in the nudged phase (beta = {beta:g}) "
-                        f"at step {t} of {K}"
-                    )
+        start = net.init_state(x)  # the free phase starts from zeros, the nudged ones from s*
+        for phase, beta, steps in phases:
+            s = start
+            for t in range(1, steps + 1):
+                s = net.step(s, static, beta, y)
+                if (layer := _first_nonfinite_layer(s)) is not None:
+                    return f"state s{layer} is not finite in {phase} at step {t} of {steps}"
+            if beta == 0.0:
+                start = s
     return None
