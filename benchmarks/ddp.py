@@ -43,7 +43,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks import GDUCallback, ResultsWriter
+from eqprop_lightning.callbacks import GDUCallback, ResultsWriter
 from eqprop_lightning.cli import EqPropCLI
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -63,7 +63,7 @@ def get_batch(synthetic: bool) -> tuple[torch.Tensor, torch.Tensor, str]:
     """20 MNIST test images with one-hot targets, or synthetic ones if asked or unavailable."""
     if not synthetic:
         try:
-            from datamodules import MNISTDataModule
+            from eqprop_lightning.datamodules import MNISTDataModule
 
             dm = MNISTDataModule(download=False, verify_checksums=False)
             dm.setup("test")

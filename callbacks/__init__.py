@@ -1,8 +1,8 @@
 """Lightning callbacks of eqprop-lightning."""
 
-from callbacks.gdu import GDUCallback
-from callbacks.results import ResultsWriter, write_json_atomic
-from callbacks.resume import AtomicCheckpointIO, LastCheckpoint, RNGState
+from .gdu import GDUCallback
+from .results import ResultsWriter, write_json_atomic
+from .resume import AtomicCheckpointIO, LastCheckpoint, RNGState
 
 __all__ = [
     "AtomicCheckpointIO",

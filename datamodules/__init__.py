@@ -1,8 +1,8 @@
 """Lightning data modules for eqprop-lightning."""
 
-from datamodules.imdb import IMDBDataModule
-from datamodules.mnist import MNISTDataModule
-from datamodules.snli import SNLIDataModule
-from datamodules.synthetic import ToyDataModule
+from .imdb import IMDBDataModule
+from .mnist import MNISTDataModule
+from .snli import SNLIDataModule
+from .synthetic import ToyDataModule
 
 __all__ = ["IMDBDataModule", "MNISTDataModule", "SNLIDataModule", "ToyDataModule"]

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from datamodules.checks import check_nonneg_int, check_positive_int
-from datamodules.mnist import ENV_VAR
-from datamodules.text import (
+from eqprop_lightning.errors import ConfigError, DataError
+
+from .checks import check_nonneg_int, check_positive_int
+from .mnist import ENV_VAR
+from .text import (
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
@@ -29,7 +31,6 @@ from datamodules.text import (
     encode_texts,
     file_fingerprint,
 )
-from eqprop_lightning.errors import ConfigError, DataError
 
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 SPLITS = ("train", "test")

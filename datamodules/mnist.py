@@ -39,9 +39,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
 
-from datamodules.checks import check_nonneg_int, check_positive_int
-from datamodules.sampling import make_loader
 from eqprop_lightning.errors import DataError
+
+from .checks import check_nonneg_int, check_positive_int
+from .sampling import make_loader
 
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"

@@ -21,9 +21,11 @@ from typing import Any
 
 import torch
 
-from datamodules.checks import check_positive_int
-from datamodules.mnist import ENV_VAR
-from datamodules.text import (
+from eqprop_lightning.errors import ConfigError, DataError
+
+from .checks import check_positive_int
+from .mnist import ENV_VAR
+from .text import (
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
@@ -32,7 +34,6 @@ from datamodules.text import (
     encode_texts,
     file_fingerprint,
 )
-from eqprop_lightning.errors import ConfigError, DataError
 
 SPLIT_NAMES = ("train", "dev", "test")
 LABELS = {"neutral": 0, "contradiction": 1, "entailment": 2}

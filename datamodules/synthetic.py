@@ -11,8 +11,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.checks import check_positive_int
-from datamodules.sampling import make_loader
+from .checks import check_positive_int
+from .sampling import make_loader
 
 
 class ToyDataModule(L.LightningDataModule):

@@ -40,10 +40,11 @@ from nltk.tokenize import ToktokTokenizer
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from datamodules.checks import check_nonneg_int, check_positive_int
-from datamodules.mnist import is_writable, resolve_data_dir, user_cache_dir
-from datamodules.sampling import make_loader
 from eqprop_lightning.errors import ConfigError, DataError
+
+from .checks import check_nonneg_int, check_positive_int
+from .mnist import is_writable, resolve_data_dir, user_cache_dir
+from .sampling import make_loader
 
 EMBED_DIM = 300
 PAD_ID = 0

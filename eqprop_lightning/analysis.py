@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from callbacks.results import write_json_atomic
+from eqprop_lightning.callbacks.results import write_json_atomic
 from eqprop_lightning.learning.gdu import GDUResult, gdu, rmse_table, sign_agreement
 from eqprop_lightning.plots import (
     gdu_neuron_figure,

@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
-from callbacks import (
+from eqprop_lightning.callbacks import (
     GDUCallback,
     LastCheckpoint,
     ResultsWriter,
@@ -39,7 +39,7 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "runs", "name": "eqprop"},
     },
     "log_every_n_steps": 50,
-    "plugins": [{"class_path": "callbacks.AtomicCheckpointIO"}],
+    "plugins": [{"class_path": "eqprop_lightning.callbacks.AtomicCheckpointIO"}],
 }
 
 EXTRA_COMMANDS = """extra subcommands:

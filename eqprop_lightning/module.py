@@ -130,7 +130,7 @@ class EqPropModule(L.LightningModule):
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Random states in every checkpoint, for an exact resume."""
-        from callbacks.resume import RNGState
+        from eqprop_lightning.callbacks.resume import RNGState
 
         return [RNGState()]
 

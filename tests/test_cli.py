@@ -20,8 +20,8 @@ import torch
 import yaml
 from torchvision.datasets import MNIST
 
-from datamodules import MNISTDataModule
 from eqprop_lightning.cli import main
+from eqprop_lightning.datamodules import MNISTDataModule
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import PrototypicalFC
 

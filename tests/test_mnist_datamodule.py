@@ -17,9 +17,9 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
-from datamodules import MNISTDataModule, ToyDataModule
-from datamodules import mnist as mnist_module
-from datamodules.mnist import ENV_VAR, MNIST_MD5
+from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule
+from eqprop_lightning.datamodules import mnist as mnist_module
+from eqprop_lightning.datamodules.mnist import ENV_VAR, MNIST_MD5
 from eqprop_lightning.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ import torch
 from gensim.models import KeyedVectors
 from nltk.tokenize import ToktokTokenizer
 
-from datamodules import text as text_module
-from datamodules.imdb import IMDBDataModule
-from datamodules.mnist import ENV_VAR
-from datamodules.snli import SNLIDataModule
+from eqprop_lightning.datamodules import text as text_module
+from eqprop_lightning.datamodules.imdb import IMDBDataModule
+from eqprop_lightning.datamodules.mnist import ENV_VAR
+from eqprop_lightning.datamodules.snli import SNLIDataModule
 from eqprop_lightning.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

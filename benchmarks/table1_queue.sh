@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Table 1 reproduction queue: runs `eqprop fit` for each "<config> <algorithm> <seed>" triple given
+# on the command line, one after the other, one thread each, into runs/table1/<row>-<alg>-s<seed>/.
+# A run with a last.ckpt there (or committed under checkpoints/table1/) is resumed exactly.
+#   OMP_NUM_THREADS=1 benchmarks/table1_queue.sh p2h:ep:0 p1h:ep:1 ...
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1
+for job in "$@"; do
+  IFS=: read -r row alg seed <<<"$job"
+  name="$row-$alg-s$seed"
+  run="runs/table1/$name/version_0"
+  args=(--config "configs/mnist/$row.yaml" --model.algorithm "$alg" --seed_everything "$seed"
+        --trainer.logger.init_args.save_dir runs/table1 --trainer.logger.init_args.name "$name"
+        --trainer.logger.init_args.version version_0 --trainer.enable_progress_bar false)
+  if [ ! -f "$run/checkpoints/last.ckpt" ] && [ -f "checkpoints/table1/$name/last.ckpt" ]; then
+    mkdir -p "$run/checkpoints"
+    cp "checkpoints/table1/$name/last.ckpt" "$run/checkpoints/"
+    cp "checkpoints/table1/$name/results.json" "checkpoints/table1/$name/config.yaml" "$run/"
+  fi
+  if [ -f "$run/checkpoints/last.ckpt" ]; then
+    args+=(--ckpt_path "$run/checkpoints/last.ckpt")
+  fi
+  echo "$(date -Is) start $name ${args[*]}"
+  eqprop fit "${args[@]}"
+  echo "$(date -Is) end $name rc=$?"
+done
