@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from typing import Literal
 
 import lightning as L
@@ -18,14 +19,16 @@ from eqprop_lightning.learning import (
     EquilibriumProp,
     Estimate,
     GradientEstimator,
+    RecurrentBackprop,
     TruncatedBPTT,
+    check_holomorphic,
     cost,
     first_nonfinite_weight,
     locate_nonfinite,
 )
 from eqprop_lightning.learning.phases import free_phase
 
-Algorithm = Literal["ep", "bptt"]
+Algorithm = Literal["ep", "bptt", "rbp"]
 
 
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
@@ -47,14 +50,58 @@ def warn_silent_outputs(output: Tensor) -> None:
 
 
 def make_rule(
-    algorithm: str, T: int, K: int, beta: float, symmetric: bool = False
+    algorithm: str,
+    T: int,
+    K: int,
+    beta: float | None = None,
+    nudging: str | None = None,
+    holomorphic_points: int | None = None,
+    seed: int = 0,
+    net: nn.Module | None = None,
 ) -> GradientEstimator:
-    """The learning rule named by ``algorithm`` (``ep`` or ``bptt``)."""
+    """The learning rule named by ``algorithm``: ``ep`` (with the ``nudging`` scheme, default
+    ``positive``; ``seed`` seeds random-sign nudging), ``bptt`` or ``rbp``. With ``net``, a
+    scheme the net cannot run (holomorphic nudges of a clamped net) is rejected here."""
     if algorithm == "ep":
-        return EquilibriumProp(T, K, beta, symmetric)
-    if algorithm == "bptt":
-        return TruncatedBPTT(T, K)
-    raise ConfigError(f"algorithm={algorithm!r} is not supported; choose 'ep' or 'bptt'")
+        rule = EquilibriumProp(T, K, beta, nudging or "positive", holomorphic_points, seed)
+        if net is not None and rule.nudging == "holomorphic":
+            check_holomorphic(net)
+        return rule
+    if algorithm not in ("bptt", "rbp"):
+        raise ConfigError(f"algorithm={algorithm!r} is not supported; choose 'ep', 'bptt' or 'rbp'")
+    for name, value in (("nudging", nudging), ("holomorphic_points", holomorphic_points)):
+        if value is not None:
+            raise ConfigError(f"{name}={value!r} applies to algorithm 'ep' only, not {algorithm!r}")
+    if algorithm == "rbp":
+        if beta is not None:
+            raise ConfigError(f"beta={beta} does not apply to algorithm 'rbp': set model.beta null")
+        return RecurrentBackprop(T, K)
+    return TruncatedBPTT(T, K)
+
+
+def real_nudges(rule: GradientEstimator, step: int) -> tuple[float, ...]:
+    """The rule's real nudged phases at ``step``, replayed by the guard (complex ones are not)."""
+    if not isinstance(rule, EquilibriumProp):
+        return ()
+    return tuple(b for b in rule.nudges(step).betas if not isinstance(b, complex))
+
+
+def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str | None:
+    """``symmetric: true`` is the old spelling of ``nudging: symmetric`` (kept as an alias, so
+    that old configs and checkpoints load)."""
+    if not symmetric:
+        return nudging
+    if algorithm != "ep":
+        raise ConfigError(
+            f"symmetric=True applies to algorithm 'ep' only, not {algorithm!r} (it is the old "
+            "spelling of nudging: symmetric): set model.symmetric false"
+        )
+    if nudging not in (None, "symmetric"):
+        raise ConfigError(
+            f"symmetric=True contradicts nudging={nudging!r}: symmetric: true is the old "
+            "spelling of nudging: symmetric; drop it"
+        )
+    return "symmetric"
 
 
 class EqPropModule(L.LightningModule):
@@ -67,11 +114,18 @@ class EqPropModule(L.LightningModule):
 
     Args:
         net: the dynamics, e.g. :class:`~eqprop_lightning.nets.PrototypicalFC`.
-        algorithm: ``ep`` or ``bptt``.
+        algorithm: ``ep``, ``bptt`` or ``rbp`` (recurrent backpropagation, the implicit gradient
+            at the free fixed point).
         T: free-phase steps.
-        K: nudged-phase steps (EP) or tracked steps (BPTT).
+        K: nudged-phase steps (EP), tracked steps (BPTT) or adjoint iterations (RBP).
         beta: nudging strength (EP only).
-        symmetric: symmetric (three-phase) EP with nudges ``+beta`` and ``-beta`` (EP only).
+        symmetric: the old spelling of ``nudging: symmetric`` (an alias).
+        nudging: EP's nudging scheme, ``positive`` (the default, two-phase), ``symmetric``
+            (``+beta`` and ``-beta``), ``random_sign`` (``+-beta`` drawn per batch from the run's
+            seed and the global step) or ``holomorphic`` (complex nudges, tanh/sigm/sigmoid nets
+            without clamp); EP only (see :mod:`eqprop_lightning.learning.nudging`).
+        holomorphic_points: the ``N`` complex nudges ``beta exp(2 pi i k / N)`` of holomorphic EP
+            (default 4, at least 2); holomorphic nudging only.
         lrs: learning rates, one per synapse group in the net's order (seed 1: output layer
             first, as ``--lr_tab``; seed 2: projections, then the fc layers upwards).
         optimizer: ``sgd`` or ``adam``.
@@ -92,6 +146,8 @@ class EqPropModule(L.LightningModule):
         K: int = 15,
         beta: float = 0.1,
         symmetric: bool = False,
+        nudging: str | None = None,
+        holomorphic_points: int | None = None,
         optimizer: Literal["sgd", "adam"] = "sgd",
         cosine_t_max: int | None = None,
         eta_min: float = 1e-5,
@@ -101,7 +157,16 @@ class EqPropModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = net
-        self.rule = make_rule(algorithm, T, K, beta, symmetric)
+        self.rule = make_rule(
+            algorithm,
+            T,
+            K,
+            beta,
+            nudging_option(algorithm, nudging, symmetric),
+            holomorphic_points,
+            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's seed_everything
+            net=net,
+        )
         groups = net.synapse_groups()
         if len(lrs) != len(groups):
             raise ConfigError(
@@ -166,7 +231,7 @@ class EqPropModule(L.LightningModule):
             for metric in self.train_metrics:
                 metric.reset()
         opt = self.optimizers()
-        estimate = self.rule(self.net, x, y)
+        estimate = self.rule(self.net, x, y, self.global_step)
         self.guard(estimate, x, y, batch_idx)
         if self.global_step == 0:
             warn_silent_outputs(estimate.output)
@@ -203,7 +268,7 @@ class EqPropModule(L.LightningModule):
         )
         hp = self.hparams
         if not finite:
-            nudges = () if hp.algorithm == "bptt" else (hp.beta, -hp.beta)[: 1 + hp.symmetric]
+            nudges = real_nudges(self.rule, self.global_step)
             found = locate_nonfinite(self.net, x, y, hp.T, hp.K, nudges)
             raise DivergenceError(
                 f"training diverged at {where}: {found or 'the gradient estimate is not finite'}; "

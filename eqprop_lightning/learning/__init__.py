@@ -1,7 +1,8 @@
-"""Learning rules (EP, truncated BPTT) built on the relaxation of the dynamics. No Lightning."""
+"""Learning rules (EP and its nudging schemes, truncated BPTT, RBP) built on the relaxation of
+the dynamics. No Lightning."""
 
 from eqprop_lightning.learning.bptt import TruncatedBPTT, bptt_transitions, cost
-from eqprop_lightning.learning.ep import EquilibriumProp, ep_surrogate
+from eqprop_lightning.learning.ep import EquilibriumProp, check_holomorphic, ep_surrogate
 from eqprop_lightning.learning.estimator import Estimate, GradientEstimator, check_phases
 from eqprop_lightning.learning.guard import (
     DivergenceError,
@@ -9,15 +10,21 @@ from eqprop_lightning.learning.guard import (
     last_step_change,
     locate_nonfinite,
 )
+from eqprop_lightning.learning.nudging import NUDGINGS, Nudges
 from eqprop_lightning.learning.phases import free_phase, nudged_phase, relax
+from eqprop_lightning.learning.rbp import RecurrentBackprop
 
 __all__ = [
+    "NUDGINGS",
     "DivergenceError",
     "Estimate",
     "EquilibriumProp",
     "GradientEstimator",
+    "Nudges",
+    "RecurrentBackprop",
     "TruncatedBPTT",
     "bptt_transitions",
+    "check_holomorphic",
     "check_phases",
     "cost",
     "ep_surrogate",

@@ -27,7 +27,7 @@ class TruncatedBPTT:
         check_phases(T, K)
         self.T, self.K = T, K
 
-    def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:
+    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
         tracked = min(bptt_transitions(net, self.K), self.T)
         with torch.no_grad():

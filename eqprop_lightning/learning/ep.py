@@ -4,11 +4,13 @@ For two relaxed states ``s1`` (at nudging ``beta1``) and ``s2`` (at ``beta2``) t
 
     Delta_theta = 1 / (beta2 - beta1) * < dPhi/dtheta(x, s2) - dPhi/dtheta(x, s1) >,
 
-with ``<.>`` the batch mean. Two-phase EP uses ``(beta1, beta2) = (0, beta)`` (``s1`` the free
-fixed point); symmetric EP uses ``(-beta, +beta)``. The betas are the effective nudges
-``net.beta_scale * beta`` (EPcont nudges by ``dt beta``, its primitive is ``1/2|s|^2 - dt E``).
+with ``<.>`` the batch mean (:func:`ep_surrogate`, used by the GDU analysis). The training rule
+:class:`EquilibriumProp` combines any number of nudged phases by the schemes of
+:mod:`eqprop_lightning.learning.nudging` (two-phase, symmetric, random-sign, holomorphic). The
+betas are the effective nudges ``net.beta_scale * beta`` (EPcont nudges by ``dt beta``, its
+primitive is ``1/2|s|^2 - dt E``).
 
-The estimate is expressed as the scalar surrogate
+The estimate is expressed as a scalar surrogate, e.g. for two phases
 
     L_EP = -(<Phi(x, s2)> - <Phi(x, s1)>) / (beta2 - beta1),   s1, s2 held fixed,
 
@@ -22,13 +24,22 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.guard import last_step_change
+from eqprop_lightning.learning.nudging import (
+    Nudges,
+    check_nudging,
+    holomorphic,
+    positive,
+    random_sign,
+    symmetric,
+)
 from eqprop_lightning.learning.phases import relax_with_previous
-from eqprop_lightning.nets import State, StaticTerms
+from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased
 
 
 def ep_surrogate(
@@ -58,36 +69,122 @@ def ep_surrogate(
     return -(phi(s2, p2) - phi(s1, p1)) / (net.beta_scale * (beta2 - beta1))
 
 
-class EquilibriumProp:
-    """EP: ``T`` free steps to ``s*``, then ``K`` nudged steps from ``s*``.
+def _stack(t: Tensor, n: int) -> Tensor:
+    """``n`` copies of ``t`` along the batch axis, phase-major: (B, ...) -> (n B, ...)."""
+    return t if n == 1 else torch.cat([t] * n)
 
-    Two-phase (the default, seed 1): one phase nudged by ``+beta``,
-    ``Delta_theta = (1/beta) <dPhi/dtheta(s^beta) - dPhi/dtheta(s*)>``.
-    Symmetric (``symmetric=True``, three phases): phases nudged by ``+beta`` and ``-beta``,
-    ``Delta_theta = (1/(2 beta)) <dPhi/dtheta(s^beta) - dPhi/dtheta(s^-beta)>``, whose bias is
-    O(beta^2) instead of O(beta).
+
+def _primitive(net, static: StaticTerms, s: State, previous: State) -> Tensor:
+    """``Phi(x, s)`` per example (conv legacy pooling reads ``previous``), shape (B,)."""
+    if getattr(net, "uses_previous_state", False):
+        return net.primitive(s, static, previous)
+    return net.primitive(s, static)
+
+
+class _NudgedPrimitives(nn.Module):
+    """``<Phi(x, s_beta_k)>`` for each nudge ``beta_k``: the phases start from ``s*`` and relax
+    ``K`` steps as one batch of ``n B`` examples (one nudge per example), so that each step reads
+    the weights once. A module, so that holomorphic EP can call it with complex weights."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(
+        self, x: Tensor, y: Tensor, s_free: State, K: int, betas: tuple[complex, ...]
+    ) -> Tensor:
+        n, B = len(betas), x.shape[0]
+        if n == 1:
+            beta = betas[0]
+        else:  # (n B, 1): beta_k for the k-th block of B examples
+            beta = torch.tensor(betas, dtype=s_free[0].dtype, device=x.device)
+            beta = beta.repeat_interleave(B).unsqueeze(1)
+        static = self.net.static_terms(_stack(x, n))
+        with torch.no_grad():
+            start = [_stack(t, n) for t in s_free]
+            previous, s = relax_with_previous(self.net, start, static, K, beta, _stack(y, n))
+        return _primitive(self.net, static, s, previous).view(n, B).mean(1)  # (n,)
+
+
+HOLOMORPHIC_ACTIVATIONS = ("tanh", "sigm", "sigmoid", "my_sigmoid")
+
+
+def check_holomorphic(net) -> None:
+    """Holomorphic EP needs dynamics holomorphic in the state: a fully connected or toy net with
+    a smooth activation and no clamp."""
+    alternatives = "use nudging: symmetric or random_sign"
+    if not isinstance(net, (LayeredFC, ToyEnergyBased)):
+        raise ConfigError(
+            f"nudging: holomorphic needs a fully connected or toy net; {type(net).__name__}'s "
+            f"pooling/attention is not holomorphic in the state: {alternatives}"
+        )
+    if getattr(net, "clamp", False):
+        raise ConfigError(
+            f"nudging: holomorphic cannot clamp the states (clamp: true is not holomorphic): "
+            f"set clamp: false or {alternatives}"
+        )
+    if net.rho.name not in HOLOMORPHIC_ACTIVATIONS:
+        raise ConfigError(
+            f"nudging: holomorphic needs a holomorphic activation, one of "
+            f"{list(HOLOMORPHIC_ACTIVATIONS)}, not {net.rho.name!r}: {alternatives}"
+        )
+
+
+class EquilibriumProp:
+    """EP: ``T`` free steps to ``s*``, then nudged phases of ``K`` steps from ``s*``, combined by
+    the ``nudging`` scheme (``positive``, ``symmetric``, ``random_sign`` or ``holomorphic`` with
+    ``points`` complex nudges; the equations are in :mod:`eqprop_lightning.learning.nudging`).
+    The surrogate is
+
+        L_EP = -Re [ c_0 <Phi(s*)> + sum_k c_k <Phi(s_beta_k)> ] / beta_scale,   s held fixed,
+
+    whose parameter gradient is ``-Delta_theta``. The nudged phases run as one batched
+    relaxation; holomorphic EP relaxes them in complex arithmetic (the weights cast to the
+    complex dtype, the gradient taken with respect to the real weights). ``random_sign`` draws
+    its sign from ``(seed, step)``, ``step`` being the optimizer step.
     """
 
-    def __init__(self, T: int, K: int, beta: float, symmetric: bool = False) -> None:
+    def __init__(
+        self,
+        T: int,
+        K: int,
+        beta: float,
+        nudging: str = "positive",
+        points: int | None = None,
+        seed: int = 0,
+    ) -> None:
         check_phases(T, K)
-        if not 0 < beta < math.inf:
+        if not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
             raise ConfigError(f"beta={beta!r} must be finite and > 0 for EP (the nudging strength)")
-        self.T, self.K, self.beta, self.symmetric = T, K, beta, symmetric
+        self.points = check_nudging(nudging, points)
+        self.T, self.K, self.beta, self.nudging, self.seed = T, K, beta, nudging, seed
 
-    def __call__(self, net, x: Tensor, y: Tensor) -> Estimate:
+    def nudges(self, step: int = 0) -> Nudges:
+        """The nudged phases and coefficients of batch ``step``."""
+        if self.nudging == "symmetric":
+            return symmetric(self.beta)
+        if self.nudging == "holomorphic":
+            return holomorphic(self.beta, self.points)
+        if self.nudging == "random_sign":
+            return positive(random_sign(self.seed, step) * self.beta)
+        return positive(self.beta)
+
+    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
-        K, beta = self.K, self.beta
+        nudges = self.nudges(step)
         with torch.no_grad():
             before_free, s_free = relax_with_previous(net, net.init_state(x), static, self.T)
-            before_pos, s_pos = relax_with_previous(net, s_free, static, K, beta, y)
-            if self.symmetric:
-                before_neg, s_neg = relax_with_previous(net, s_free, static, K, -beta, y)
-        if self.symmetric:
-            objective = ep_surrogate(
-                net, static, s_neg, s_pos, -beta, beta, (before_neg, before_pos)
-            )
+        phases = _NudgedPrimitives(net)
+        if nudges.is_complex:
+            check_holomorphic(net)
+            dtype = (x.new_zeros(()) * 1j).dtype
+            weights = {f"net.{k}": p.to(dtype) for k, p in net.named_parameters()}
+            args = (x.to(dtype), y.to(dtype), [t.to(dtype) for t in s_free])
+            phis = functional_call(phases, weights, (*args, self.K, nudges.betas))
         else:
-            objective = ep_surrogate(
-                net, static, s_free, s_pos, 0.0, beta, (before_free, before_pos)
-            )
+            phis = phases(x, y, s_free, self.K, nudges.betas)
+        total = sum(c * phi for c, phi in zip(nudges.coefs, phis, strict=True))
+        if nudges.free_coef:
+            total = total + nudges.free_coef * _primitive(net, static, s_free, before_free).mean()
+        objective = -torch.real(total) / net.beta_scale
         return Estimate(objective, net.output(s_free), last_step_change(before_free, s_free))

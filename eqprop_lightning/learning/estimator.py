@@ -21,7 +21,13 @@ class Estimate(NamedTuple):
 
 
 class GradientEstimator(Protocol):
-    def __call__(self, net, x: Tensor, y: Tensor) -> Estimate: ...
+    """A learning rule: ``T`` free steps, ``K`` nudged, tracked or adjoint steps; ``step`` is
+    the optimizer step (random-sign EP draws its sign from it)."""
+
+    T: int
+    K: int
+
+    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate: ...
 
 
 def check_phases(T: int, K: int) -> None:

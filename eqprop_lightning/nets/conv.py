@@ -258,7 +258,7 @@ class ConvPrototypical(nn.Module):
             if i > 0:
                 z = torch.addmm(z, s[i - 1], fc[i - 1].weight)  # top-down W_{i-1}^T s_{i-1}
             new.append(rho(z))
-        if beta != 0.0:
+        if isinstance(beta, Tensor) or beta != 0.0:
             new[0] = new[0] + beta * (y - s[0])
         idx_above = None  # argmax positions of the pooling that produced c_{j-1}'s drive
         for j in range(n_conv):

@@ -189,7 +189,7 @@ class HopfieldClassifier(nn.Module):
             z = fc[i](h)
             if i + 1 < n:
                 z = torch.addmm(z, s[m + i + 1], fc[i + 1].weight)  # W_{i+1}^T h_{i+1}
-            elif beta != 0.0:
+            elif isinstance(beta, Tensor) or beta != 0.0:
                 z = z + beta * (y - s[m + i])
             new.append(self.rho(z))
             h = s[m + i]

@@ -1,0 +1,241 @@
+"""The estimators beyond two-phase EP (nudging schemes, batched phases, RBP) against independent
+computations: the implicit-function gradient, BPTT, the sequential phases."""
+
+import math
+
+import pytest
+import torch
+
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import (
+    EquilibriumProp,
+    RecurrentBackprop,
+    TruncatedBPTT,
+    cost,
+    ep_surrogate,
+    free_phase,
+)
+from eqprop_lightning.learning.ep import _NudgedPrimitives
+from eqprop_lightning.learning.nudging import random_sign
+from eqprop_lightning.learning.phases import relax_with_previous
+from eqprop_lightning.module import EqPropModule, make_rule
+from eqprop_lightning.nets import ConvPrototypical, EnergyBasedFC, PrototypicalFC
+
+T = 200  # free steps of the gradient-flow net below: converged to about 1e-15
+
+
+def flat_grad(net, rule, x, y, step=0):
+    net.zero_grad()
+    rule(net, x, y, step).objective.backward()
+    return torch.cat([p.grad.flatten() for p in net.parameters()])
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm()).item()
+
+
+@pytest.fixture
+def batch():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 6, generator=gen, dtype=torch.float64)
+    y = 0.1 * torch.eye(3, dtype=torch.float64)[torch.arange(4) % 3]
+    return x, y
+
+
+def gradient_flow_net():
+    """EPcont with tanh, no clamp and rho' on the output: an exact gradient flow of E."""
+    torch.manual_seed(1)
+    return EnergyBasedFC([3, 8, 6], "tanh", dt=0.5, clamp=False, output_rho_prime=True).double()
+
+
+def implicit_gradient(net, x, y):
+    """dL/dtheta = lambda^T dF/dtheta with lambda = (I - J^T)^-1 dl/ds from the dense Jacobian
+    J = dF/ds at s* (a direct linear solve, independent of RBP's iteration)."""
+    static = net.static_terms(x)
+    with torch.no_grad():
+        s_star = free_phase(net, static, net.init_state(x), 2000)
+    sizes = [t.numel() for t in s_star]
+    shapes = [t.shape for t in s_star]
+
+    def unflatten(v):
+        return [c.view(sh) for c, sh in zip(v.split(sizes), shapes, strict=True)]
+
+    def transition(v):
+        return torch.cat([t.flatten() for t in net.step(unflatten(v), static)])
+
+    v = torch.cat([t.flatten() for t in s_star]).requires_grad_(True)
+    J = torch.autograd.functional.jacobian(transition, v.detach())
+    (dl_ds,) = torch.autograd.grad(cost(net.output(unflatten(v)), y), v)
+    lam = torch.linalg.solve(torch.eye(len(v), dtype=v.dtype) - J.T, dl_ds)
+    grads = torch.autograd.grad(transition(v.detach()), list(net.parameters()), lam)
+    return torch.cat([g.flatten() for g in grads])
+
+
+def test_rbp_is_the_implicit_function_gradient(batch):
+    x, y = batch
+    net = gradient_flow_net()
+    expected = implicit_gradient(net, x, y)
+    rbp = flat_grad(net, RecurrentBackprop(T, T), x, y)
+    assert relative_error(rbp, expected) < 1e-10
+    # a few adjoint iterations are not the implicit gradient yet
+    assert relative_error(flat_grad(net, RecurrentBackprop(T, 2), x, y), expected) > 1e-2
+
+
+def test_rbp_equals_truncated_bptt_with_a_long_horizon_on_a_converged_net(batch):
+    x, y = batch
+    net = gradient_flow_net()
+    bptt = flat_grad(net, TruncatedBPTT(T, T), x, y)
+    assert relative_error(flat_grad(net, RecurrentBackprop(T, T), x, y), bptt) < 1e-10
+
+
+def test_rbp_of_a_prototypical_net_is_the_implicit_gradient():
+    """The P net's transition is not a gradient flow; RBP is still the implicit gradient."""
+    torch.manual_seed(2)
+    net = PrototypicalFC([3, 8, 6], "sigm").double()
+    x = torch.rand(5, 6, dtype=torch.float64)
+    y = torch.eye(3, dtype=torch.float64)[torch.arange(5) % 3]
+    expected = implicit_gradient(net, x, y)
+    assert relative_error(flat_grad(net, RecurrentBackprop(300, 300), x, y), expected) < 1e-10
+
+
+@pytest.mark.parametrize("points, slope", [(2, 2.0), (4, 4.0)])
+def test_holomorphic_ep_error_falls_like_beta_to_the_n(batch, points, slope):
+    """Relative error against RBP ~ beta^N: the fitted log-log slope over beta in [0.05, 0.4]."""
+    x, y = batch
+    net = gradient_flow_net()
+    rbp = flat_grad(net, RecurrentBackprop(T, T), x, y)
+    betas = [0.05, 0.1, 0.2, 0.4]
+    errors = [
+        relative_error(flat_grad(net, EquilibriumProp(T, T, b, "holomorphic", points), x, y), rbp)
+        for b in betas
+    ]
+    logs = torch.tensor([[math.log(b), 1.0] for b in betas], dtype=torch.float64)
+    fit = torch.linalg.lstsq(logs, torch.tensor(errors, dtype=torch.float64).log()[:, None])
+    assert abs(fit.solution[0, 0].item() - slope) < 0.1
+
+
+def test_holomorphic_ep_with_four_points_is_exact_where_two_phase_ep_is_not(batch):
+    x, y = batch
+    net = gradient_flow_net()
+    rbp = flat_grad(net, RecurrentBackprop(T, T), x, y)
+    holo = relative_error(flat_grad(net, EquilibriumProp(T, T, 0.05, "holomorphic", 4), x, y), rbp)
+    two_phase = relative_error(flat_grad(net, EquilibriumProp(T, T, 0.05), x, y), rbp)
+    assert holo < 1e-4
+    assert two_phase > 100 * holo
+
+
+def test_holomorphic_ep_with_two_points_is_symmetric_ep(batch):
+    x, y = batch
+    net = gradient_flow_net()
+    holo = flat_grad(net, EquilibriumProp(T, 20, 0.3, "holomorphic", 2), x, y)
+    sym = flat_grad(net, EquilibriumProp(T, 20, 0.3, "symmetric"), x, y)
+    torch.testing.assert_close(holo, sym, rtol=1e-10, atol=1e-12)
+
+
+def steps_with_sign(seed):
+    """The first step drawing +1 and the first drawing -1."""
+    signs = [random_sign(seed, step) for step in range(64)]
+    return signs.index(1), signs.index(-1)
+
+
+def test_random_sign_estimates_average_to_the_symmetric_one(batch):
+    x, y = batch
+    net = gradient_flow_net()
+    rule = EquilibriumProp(T, 20, 0.3, "random_sign", seed=5)
+    plus, minus = steps_with_sign(5)
+    mean = (flat_grad(net, rule, x, y, plus) + flat_grad(net, rule, x, y, minus)) / 2
+    sym = flat_grad(net, EquilibriumProp(T, 20, 0.3, "symmetric"), x, y)
+    torch.testing.assert_close(mean, sym, rtol=1e-10, atol=1e-12)
+    # each sign alone is the two-phase estimate at +beta or -beta, not the symmetric one
+    assert relative_error(flat_grad(net, rule, x, y, plus), sym) > 1e-2
+
+
+def test_random_sign_depends_on_the_seed_and_step_only():
+    torch.manual_seed(123)
+    first = [random_sign(7, step) for step in range(64)]
+    torch.manual_seed(456)
+    torch.rand(10)
+    assert [random_sign(7, step) for step in range(64)] == first
+    assert set(first) == {-1, 1}
+    assert first != [random_sign(8, step) for step in range(64)]
+
+
+def small_nets():
+    torch.manual_seed(3)
+    conv = ConvPrototypical([2, 2, 1], [3], kernel_size=3, padding=True, input_size=8)
+    return {
+        "prototypical": (PrototypicalFC([3, 8, 6], "sigm").double(), (5, 6)),
+        "energy_based": (EnergyBasedFC([3, 8, 6], "sigm", dt=0.2).double(), (5, 6)),
+        "conv": (conv.double(), (5, 1, 8, 8)),
+    }
+
+
+@pytest.mark.parametrize("kind", ["prototypical", "energy_based", "conv"])
+def test_batched_nudged_phases_equal_the_phases_one_after_the_other(kind):
+    """The +beta and -beta phases relaxed as one batch of 2B examples give the states (and the
+    primitives) of two separate relaxations, and the symmetric estimate of the sequential EP."""
+    net, shape = small_nets()[kind]
+    x = torch.rand(*shape, dtype=torch.float64)
+    y = torch.eye(3, dtype=torch.float64)[torch.arange(5) % 3]
+    static = net.static_terms(x)
+    with torch.no_grad():
+        s_free = free_phase(net, static, net.init_state(x), 20)
+    phases = _NudgedPrimitives(net)
+    batched = phases(x, y, s_free, 6, (0.5, -0.5))
+    one_by_one = torch.cat([phases(x, y, s_free, 6, (b,)) for b in (0.5, -0.5)])
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-12, atol=1e-12)
+    assert (one_by_one[0] - one_by_one[1]).abs() > 1e-6  # the two phases differ
+
+    with torch.no_grad():
+        prev_pos, s_pos = relax_with_previous(net, s_free, static, 6, 0.5, y)
+        prev_neg, s_neg = relax_with_previous(net, s_free, static, 6, -0.5, y)
+    sequential = ep_surrogate(net, static, s_neg, s_pos, -0.5, 0.5, (prev_neg, prev_pos))
+    expected = torch.autograd.grad(sequential, list(net.parameters()))
+    estimate = EquilibriumProp(20, 6, 0.5, "symmetric")(net, x, y).objective
+    for e, g in zip(expected, torch.autograd.grad(estimate, list(net.parameters())), strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "net, match",
+    [
+        (lambda: EnergyBasedFC([3, 8, 6], "tanh", clamp=True), "clamp: true is not holomorphic"),
+        (lambda: PrototypicalFC([3, 8, 6], "hardsigm"), "not 'hardsigm'"),
+        (
+            lambda: ConvPrototypical([2, 2, 1], [3], "sigm", 3, padding=True, input_size=8),
+            "ConvPrototypical",
+        ),
+    ],
+)
+def test_holomorphic_ep_rejects_nets_that_are_not_holomorphic(net, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        make_rule("ep", 10, 5, 0.1, "holomorphic", net=net())
+    assert "nudging: symmetric or random_sign" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"nudging": "both"}, "nudging='both' is not supported"),
+        ({"nudging": "symmetric", "holomorphic_points": 4}, "holomorphic_points=4 applies to"),
+        ({"nudging": "holomorphic", "holomorphic_points": 1}, "holomorphic_points=1 must be"),
+        ({"algorithm": "bptt", "beta": None, "nudging": "symmetric"}, "applies to algorithm 'ep'"),
+        ({"algorithm": "rbp", "beta": 0.1}, "beta=0.1 does not apply to algorithm 'rbp'"),
+        ({"symmetric": True, "nudging": "random_sign"}, "symmetric=True contradicts"),
+        ({"algorithm": "cd"}, "algorithm='cd' is not supported"),
+        ({"algorithm": "rbp", "beta": None, "symmetric": True}, "applies to algorithm 'ep' only"),
+    ],
+)
+def test_bad_rule_options_are_rejected(kwargs, match):
+    net = PrototypicalFC([3, 8, 6], "tanh")
+    options = {"algorithm": "ep", "beta": 0.1, **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        EqPropModule(net, [0.1, 0.1], **options)
+
+
+def test_symmetric_true_is_an_alias_of_symmetric_nudging():
+    net = PrototypicalFC([3, 8, 6], "tanh")
+    model = EqPropModule(net, [0.1, 0.1], beta=0.1, symmetric=True)
+    assert model.rule.nudging == "symmetric"
+    model = EqPropModule(net, [0.1, 0.1], beta=0.1, nudging="holomorphic")
+    assert (model.rule.nudging, model.rule.points) == ("holomorphic", 4)
