@@ -27,10 +27,11 @@ def dataset() -> TensorDataset:
     return TensorDataset(x, y)
 
 
-def model(algorithm: str) -> EqPropModule:
+def model(algorithm: str, nudging: str | None = None) -> EqPropModule:
     torch.manual_seed(0)
     net = PrototypicalFC(SIZES, "sigm")
-    return EqPropModule(net, [0.5, 0.5], algorithm=algorithm, T=12, K=4, beta=0.5)
+    beta = None if algorithm == "bptt" else 0.5
+    return EqPropModule(net, [0.5, 0.5], algorithm=algorithm, T=12, K=4, beta=beta, nudging=nudging)
 
 
 class Sequential(L.LightningDataModule):
@@ -59,18 +60,20 @@ class SaveWeights(L.Callback):
         torch.save(state, self.folder / f"rank{trainer.global_rank}.pt")
 
 
-def fit(algorithm: str, folder: Path, devices: int, batch_size: int) -> None:
+def fit(
+    algorithm: str, folder: Path, devices: int, batch_size: int, nudging: str | None = None
+) -> None:
     """Train; a spawned rank that dies of a signal (gloo on this CPU sandbox aborts now and then
     while tearing down, seen as SIGABRT) is retried up to twice. Wrong weights are not retried."""
     for attempt in range(3):
         try:
-            return _fit(algorithm, folder, devices, batch_size)
+            return _fit(algorithm, folder, devices, batch_size, nudging)
         except ProcessExitedException as err:
             if attempt == 2 or "signal" not in str(err):
                 raise
 
 
-def _fit(algorithm: str, folder: Path, devices: int, batch_size: int) -> None:
+def _fit(algorithm: str, folder: Path, devices: int, batch_size: int, nudging: str | None) -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
@@ -83,15 +86,20 @@ def _fit(algorithm: str, folder: Path, devices: int, batch_size: int) -> None:
         callbacks=[SaveWeights(folder)],
         use_distributed_sampler=False,
     )
-    trainer.fit(model(algorithm), datamodule=Sequential(batch_size))
+    trainer.fit(model(algorithm, nudging), datamodule=Sequential(batch_size))
 
 
-@pytest.mark.parametrize("algorithm", ["ep", "bptt"])
-def test_two_processes_equal_one_process_on_the_union(algorithm, tmp_path):
+@pytest.mark.parametrize(
+    "algorithm, nudging", [("ep", None), ("bptt", None), ("ep", "random_sign")]
+)
+def test_two_processes_equal_one_process_on_the_union(algorithm, nudging, tmp_path, monkeypatch):
+    """Random-sign EP: both ranks draw the sign of each step from the run's seed (here 0: -1
+    then +1) and the global step, as the single process does."""
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")
     (tmp_path / "ddp").mkdir()
     (tmp_path / "single").mkdir()
-    fit(algorithm, tmp_path / "ddp", devices=2, batch_size=PER_RANK)
-    fit(algorithm, tmp_path / "single", devices=1, batch_size=2 * PER_RANK)
+    fit(algorithm, tmp_path / "ddp", devices=2, batch_size=PER_RANK, nudging=nudging)
+    fit(algorithm, tmp_path / "single", devices=1, batch_size=2 * PER_RANK, nudging=nudging)
     rank0, rank1, single = (
         torch.load(p, weights_only=True)
         for p in (
@@ -100,7 +108,7 @@ def test_two_processes_equal_one_process_on_the_union(algorithm, tmp_path):
             tmp_path / "single/rank0.pt",
         )
     )
-    initial = model(algorithm).net.state_dict()
+    initial = model(algorithm, nudging).net.state_dict()
     for key, value in single.items():
         assert (value - initial[key]).abs().max() > 1e-4, "training must move the weights"
         torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0)
