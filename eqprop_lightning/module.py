@@ -15,6 +15,7 @@ from torchmetrics import MeanMetric
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import (
+    ContinualEP,
     DivergenceError,
     EquilibriumProp,
     Estimate,
@@ -28,7 +29,7 @@ from eqprop_lightning.learning import (
 )
 from eqprop_lightning.learning.phases import free_phase
 
-Algorithm = Literal["ep", "bptt", "rbp"]
+Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 
 
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
@@ -60,18 +61,23 @@ def make_rule(
     net: nn.Module | None = None,
 ) -> GradientEstimator:
     """The learning rule named by ``algorithm``: ``ep`` (with the ``nudging`` scheme, default
-    ``positive``; ``seed`` seeds random-sign nudging), ``bptt`` or ``rbp``. With ``net``, a
-    scheme the net cannot run (holomorphic nudges of a clamped net) is rejected here."""
+    ``positive``; ``seed`` seeds random-sign nudging), ``cep`` (continual EP), ``bptt`` or
+    ``rbp``. With ``net``, a scheme the net cannot run (holomorphic nudges of a clamped net) is
+    rejected here."""
     if algorithm == "ep":
         rule = EquilibriumProp(T, K, beta, nudging or "positive", holomorphic_points, seed)
         if net is not None and rule.nudging == "holomorphic":
             check_holomorphic(net)
         return rule
-    if algorithm not in ("bptt", "rbp"):
-        raise ConfigError(f"algorithm={algorithm!r} is not supported; choose 'ep', 'bptt' or 'rbp'")
+    if algorithm not in ("bptt", "rbp", "cep"):
+        raise ConfigError(
+            f"algorithm={algorithm!r} is not supported; choose 'ep', 'cep', 'bptt' or 'rbp'"
+        )
     for name, value in (("nudging", nudging), ("holomorphic_points", holomorphic_points)):
-        if value is not None:
+        if value is not None and not (algorithm == "cep" and value == "positive"):
             raise ConfigError(f"{name}={value!r} applies to algorithm 'ep' only, not {algorithm!r}")
+    if algorithm == "cep":
+        return ContinualEP(T, K, beta)
     if algorithm == "rbp":
         if beta is not None:
             raise ConfigError(f"beta={beta} does not apply to algorithm 'rbp': set model.beta null")
@@ -81,6 +87,8 @@ def make_rule(
 
 def real_nudges(rule: GradientEstimator, step: int) -> tuple[float, ...]:
     """The rule's real nudged phases at ``step``, replayed by the guard (complex ones are not)."""
+    if isinstance(rule, ContinualEP):
+        return (rule.beta,)
     if not isinstance(rule, EquilibriumProp):
         return ()
     return tuple(b for b in rule.nudges(step).betas if not isinstance(b, complex))
@@ -114,8 +122,9 @@ class EqPropModule(L.LightningModule):
 
     Args:
         net: the dynamics, e.g. :class:`~eqprop_lightning.nets.PrototypicalFC`.
-        algorithm: ``ep``, ``bptt`` or ``rbp`` (recurrent backpropagation, the implicit gradient
-            at the free fixed point).
+        algorithm: ``ep``, ``cep`` (continual EP: an optimizer step at each of the ``K`` nudged
+            steps, so that ``global_step`` counts ``K`` per batch), ``bptt`` or ``rbp``
+            (recurrent backpropagation, the implicit gradient at the free fixed point).
         T: free-phase steps.
         K: nudged-phase steps (EP), tracked steps (BPTT) or adjoint iterations (RBP).
         beta: nudging strength (EP only).
@@ -231,13 +240,20 @@ class EqPropModule(L.LightningModule):
             for metric in self.train_metrics:
                 metric.reset()
         opt = self.optimizers()
-        estimate = self.rule(self.net, x, y, self.global_step)
-        self.guard(estimate, x, y, batch_idx)
-        if self.global_step == 0:
-            warn_silent_outputs(estimate.output)
-        opt.zero_grad()
-        self.manual_backward(estimate.objective)
-        opt.step()
+
+        def update(estimate: Estimate) -> None:
+            self.guard(estimate, x, y, batch_idx)
+            if self.global_step == 0:
+                warn_silent_outputs(estimate.output)
+            opt.zero_grad()
+            self.manual_backward(estimate.objective)
+            opt.step()
+
+        if getattr(self.rule, "continual", False):  # continual EP: an update per nudged step
+            estimate = self.rule(self.net, x, y, self.global_step, apply=update)
+        else:
+            estimate = self.rule(self.net, x, y, self.global_step)
+            update(estimate)
         self.train_error.update(error_percent(estimate.output, y))
         self.train_loss.update(cost(estimate.output, y))
         self.free_change.update(estimate.last_change.max())

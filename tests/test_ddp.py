@@ -90,11 +90,12 @@ def _fit(algorithm: str, folder: Path, devices: int, batch_size: int, nudging: s
 
 
 @pytest.mark.parametrize(
-    "algorithm, nudging", [("ep", None), ("bptt", None), ("ep", "random_sign")]
+    "algorithm, nudging", [("ep", None), ("bptt", None), ("ep", "random_sign"), ("cep", None)]
 )
 def test_two_processes_equal_one_process_on_the_union(algorithm, nudging, tmp_path, monkeypatch):
     """Random-sign EP: both ranks draw the sign of each step from the run's seed (here 0: -1
-    then +1) and the global step, as the single process does."""
+    then +1) and the global step, as the single process does. Continual EP: each of the K
+    per-step updates is all-reduced, so the ranks' weights stay equal within the nudged phase."""
     monkeypatch.setenv("PL_GLOBAL_SEED", "0")
     (tmp_path / "ddp").mkdir()
     (tmp_path / "single").mkdir()

@@ -1,5 +1,6 @@
-"""The estimators beyond two-phase EP (nudging schemes, batched phases, RBP) against independent
-computations: the implicit-function gradient, BPTT, the sequential phases."""
+"""The estimators beyond two-phase EP (nudging schemes, batched phases, RBP, continual EP)
+against independent computations: the implicit-function gradient, BPTT, the sequential phases,
+EP's total update."""
 
 import math
 
@@ -8,6 +9,7 @@ import torch
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import (
+    ContinualEP,
     EquilibriumProp,
     RecurrentBackprop,
     TruncatedBPTT,
@@ -239,3 +241,74 @@ def test_symmetric_true_is_an_alias_of_symmetric_nudging():
     assert model.rule.nudging == "symmetric"
     model = EqPropModule(net, [0.1, 0.1], beta=0.1, nudging="holomorphic")
     assert (model.rule.nudging, model.rule.points) == ("holomorphic", 4)
+
+
+def continual_update(net, rule, x, y, lr):
+    """``(theta_final - theta_0) / lr`` after continual EP with plain SGD at ``lr``."""
+    theta0 = torch.cat([p.detach().flatten() for p in net.parameters()])
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+
+    def apply(estimate):
+        opt.zero_grad()
+        estimate.objective.backward()
+        opt.step()
+
+    rule(net, x, y, apply=apply)
+    return (torch.cat([p.detach().flatten() for p in net.parameters()]) - theta0) / lr
+
+
+def test_continual_ep_with_tiny_learning_rates_tracks_ep_total_update(batch):
+    """The C-EP theorem: the K per-step updates sum to two-phase EP's update as lr -> 0."""
+    x, y = batch
+    ep_update = -flat_grad(gradient_flow_net(), EquilibriumProp(T, 30, 0.2), x, y)
+    errors = [
+        relative_error(
+            continual_update(gradient_flow_net(), ContinualEP(T, 30, 0.2), x, y, lr), ep_update
+        )
+        for lr in (1e-6, 1e-5)
+    ]
+    assert errors[0] < 1e-4
+    assert 8 < errors[1] / errors[0] < 12  # the gap is O(lr): the weights move in between
+
+
+def test_continual_ep_applies_one_update_per_nudged_step(batch):
+    x, y = batch
+    calls = []
+    ContinualEP(T, 7, 0.2)(gradient_flow_net(), x, y, apply=calls.append)
+    assert len(calls) == 7
+    with pytest.raises(ConfigError, match="give apply"):
+        ContinualEP(T, 7, 0.2)(gradient_flow_net(), x, y)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--model.algorithm", "cep"], ["--model.nudging", "random_sign"]],
+    ids=["cep", "random_sign"],
+)
+def test_interrupted_run_resumes_exactly(fake_mnist, tmp_path, monkeypatch, options):
+    """Stopped by Ctrl-C in the middle of epoch 2 and resumed from last.ckpt: the same weights
+    as the uninterrupted run (continual EP's optimizer steps, random-sign EP's signs)."""
+    import json
+
+    from eqprop_lightning.cli import main
+    from tests.test_resume import assert_same_weights, last_weights, small_fit
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), *options, "--trainer.max_epochs", "2"]
+    args += ["--trainer.deterministic", "true"]
+    main([*args, "--trainer.logger.init_args.version", "straight"])
+    interrupt = [
+        "--trainer.callbacks+=tests.test_resume.Interrupt",
+        "--trainer.callbacks.init_args.batch_idx=2",
+        "--trainer.logger.init_args.version=cut",
+    ]
+    with pytest.raises(SystemExit):
+        main([*args, *interrupt])
+    main([*args, "--ckpt_path", "last"])
+    runs = tmp_path / "runs" / "p1h"
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["train_error"] for e in resumed] == [e["train_error"] for e in straight]
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))

@@ -1,7 +1,8 @@
-"""Learning rules (EP and its nudging schemes, truncated BPTT, RBP) built on the relaxation of
-the dynamics. No Lightning."""
+"""Learning rules (EP and its nudging schemes, continual EP, truncated BPTT, RBP) built on the
+relaxation of the dynamics. No Lightning."""
 
 from eqprop_lightning.learning.bptt import TruncatedBPTT, bptt_transitions, cost
+from eqprop_lightning.learning.cep import ContinualEP
 from eqprop_lightning.learning.ep import EquilibriumProp, check_holomorphic, ep_surrogate
 from eqprop_lightning.learning.estimator import Estimate, GradientEstimator, check_phases
 from eqprop_lightning.learning.guard import (
@@ -15,6 +16,7 @@ from eqprop_lightning.learning.phases import free_phase, nudged_phase, relax
 from eqprop_lightning.learning.rbp import RecurrentBackprop
 
 __all__ = [
+    "ContinualEP",
     "NUDGINGS",
     "DivergenceError",
     "Estimate",
