@@ -110,3 +110,35 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_table1_curves(
+    panels: dict[str, dict[str, list[tuple]]], published: dict[str, float], path: Path
+) -> Path:
+    """One panel per Table 1 row: test error (%) per epoch, EP (C0) and BPTT (C1), one thin line
+    per seed ``(seed, epochs, errors, partial)``, dotted when partial; the published EP number
+    as a dashed grey line where one exists."""
+    names = list(panels)
+    cols = 3
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for i, (alg, runs) in enumerate(panels[name].items()):
+            for j, (_seed, x, y, partial) in enumerate(runs):
+                label = alg.upper() if j == 0 else None
+                ax.plot(x, y, ":" if partial else "-", lw=0.9, color=f"C{i}", label=label)
+        if name in published:
+            ax.axhline(published[name], ls="--", color="0.4", lw=0.8, label="published EP")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test error (%)")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        if not any(panels[name].values()):
+            ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return save_figure(fig, path)

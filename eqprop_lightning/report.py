@@ -1,0 +1,361 @@
+"""``eqprop report``: the Table 1 reproduction report (``REPRODUCTION.md`` and a figure) from run
+directories, each holding ``results.json`` and ``config.yaml``.
+
+Per row and rule: the published number, and ours over seeds, the mean and sample standard
+deviation (``n - 1``) of the final-epoch test errors of the finished runs; per run the final
+epoch, the mean and range of its last 5 epochs, the train error, epochs done of planned, the
+median seconds per epoch, and the best epoch by validation error only when the run has a
+validation split (a number chosen on the test set is never called best).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from eqprop_lightning.errors import ConfigError
+
+ROWS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h")
+RULES = ("ep", "bptt")
+ROW_NAMES = {
+    "p1h": "P-1h",
+    "eb1h": "EB-1h",
+    "p2h": "P-2h",
+    "p3h": "P-3h",
+    "pconv": "P-conv",
+    "eb2h": "EB-2h",
+}
+# test error % (mean, std) and train error %, Liu & Chen (ICLR 2026) Table 1, transcribing
+# Ernoult et al. (2019) for EP; every other entry could not be retrieved
+PUBLISHED = {
+    ("p2h", "ep"): (1.95, 0.10, 0.14),
+    ("p3h", "ep"): (2.01, 0.18, 0.10),
+    ("pconv", "ep"): (1.02, 0.04, 0.54),
+}
+PUBLISHED_SOURCE = (
+    "Published numbers: test error % mean ± std (train error % in brackets) of EP as Liu & Chen "
+    "(ICLR 2026, Table 1) transcribe them from Ernoult et al. (NeurIPS 2019); the abstract of "
+    'Ernoult et al. gives P-conv as "~1 %". The EB rows, P-1h and every BPTT column could not '
+    "be retrieved here: they say *not retrieved* rather than a number from memory."
+)
+LAST = 5  # epochs of the end-of-run mean and spread
+RUN_NAME = re.compile(r"^(?P<row>[a-z0-9]+)-(?P<alg>ep|bptt)-s(?P<seed>\d+)$")
+DEFAULT_RUNS = (Path("runs/table1"), Path("checkpoints/table1"))
+
+
+@dataclass
+class Run:
+    """One run directory: its row, rule, seed, planned epochs and per-epoch results."""
+
+    path: Path
+    row: str
+    algorithm: str
+    seed: int | None
+    planned: int | None
+    epochs: list[dict]
+    validation: bool = field(default=False)
+
+    @property
+    def done(self) -> int:
+        return len(self.epochs)
+
+    @property
+    def finished(self) -> bool:
+        return self.planned is not None and self.done >= self.planned
+
+    @property
+    def final_test(self) -> float:
+        return self.epochs[-1]["test_error"]
+
+    @property
+    def final_train(self) -> float | None:
+        return self.epochs[-1].get("train_error")
+
+    def last_epochs(self) -> tuple[float, float, float]:
+        """Mean, min and max of the test error over the last ``LAST`` epochs (or all, if fewer)."""
+        tail = [e["test_error"] for e in self.epochs[-LAST:]]
+        return statistics.fmean(tail), min(tail), max(tail)
+
+    def seconds_per_epoch(self) -> float | None:
+        secs = [e["seconds"] for e in self.epochs if "seconds" in e]
+        return statistics.median(secs) if secs else None
+
+    def best_by_validation(self) -> dict | None:
+        """The epoch of lowest ``val_error`` (the first of ties), or None without a validation
+        split: then no epoch is called best."""
+        if not self.validation:
+            return None
+        return min(self.epochs, key=lambda e: e["val_error"])
+
+
+def _row_of(path: Path, config: dict) -> tuple[str, str | None, int | None] | None:
+    """Row, rule and seed from the queue's directory name ``<row>-<alg>-s<seed>`` (the run
+    directory or its parent), else the row from the logger's name."""
+    for name in (path.name, path.parent.name):
+        if (m := RUN_NAME.match(name)) and m["row"] in ROWS:
+            return m["row"], m["alg"], int(m["seed"])
+    logger = (config.get("trainer") or {}).get("logger") or {}
+    name = (logger.get("init_args") or {}).get("name") if isinstance(logger, dict) else None
+    return (name, None, None) if name in ROWS else None
+
+
+def read_run(path: Path) -> Run | None:
+    """The run in ``path`` (``results.json`` and ``config.yaml``), or None if it is not a
+    Table 1 row or has no epoch yet."""
+    results = json.loads((path / "results.json").read_text())
+    config_file = path / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
+    found = _row_of(path, config)
+    epochs = results.get("epochs", [])
+    if found is None or not epochs:
+        return None
+    row, alg, seed = found
+    alg = results.get("algorithm") or alg or (config.get("model") or {}).get("algorithm")
+    if alg not in RULES:
+        return None
+    if results.get("seed") is not None:
+        seed = results["seed"]
+    elif seed is None:
+        seed = config.get("seed_everything")
+    planned = (config.get("trainer") or {}).get("max_epochs")
+    # old files have no "sets": their test_error is the test set and there is no validation
+    validation = "val_error" in results.get("sets", {}) and all("val_error" in e for e in epochs)
+    return Run(path, row, alg, seed, planned, epochs, validation)
+
+
+def find_runs(dirs: list[Path]) -> list[Run]:
+    """Every run under ``dirs``; a run found twice (a live run directory and its committed copy
+    under ``checkpoints/table1/``) counts once, with its most epochs."""
+    runs: dict[tuple, Run] = {}
+    for d in dirs:
+        if not d.exists():
+            raise ConfigError(f"--runs {d}: no such directory")
+        for results in sorted(d.rglob("results.json")):
+            run = read_run(results.parent)
+            if run is None:
+                continue
+            key = (run.row, run.algorithm, run.seed)
+            if key not in runs or run.done > runs[key].done:
+                runs[key] = run
+    return sorted(
+        runs.values(), key=lambda r: (ROWS.index(r.row), RULES.index(r.algorithm), r.seed)
+    )
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (``n - 1``; None for one value)."""
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def published_cell(row: str, alg: str) -> str:
+    if (row, alg) not in PUBLISHED:
+        return "not retrieved"
+    mean, std, train = PUBLISHED[(row, alg)]
+    return f"{mean:.2f} ± {std:.2f} ({train:.2f})"
+
+
+def ours_cell(runs: list[Run]) -> str:
+    """Mean ± std of the final test errors of the finished runs (n), or the partial state."""
+    if not runs:
+        return "not run"
+    finished = [r for r in runs if r.finished]
+    if not finished:
+        latest = statistics.fmean(r.final_test for r in runs)
+        return f"partial: {latest:.2f} at the latest epoch (n = {len(runs)}, unfinished)"
+    mean, std = mean_std([r.final_test for r in finished])
+    spread = f" ± {std:.2f}" if std is not None else ""
+    return f"{mean:.2f}{spread} (n = {len(finished)})"
+
+
+def rerun_commands(row: str, seeds: list[int]) -> list[str]:
+    """The queue line and the plain ``eqprop fit`` lines that rerun ``row``'s runs."""
+    jobs = " ".join(f"{row}:{alg}:{s}" for s in seeds for alg in RULES)
+    lines = [f"OMP_NUM_THREADS=1 benchmarks/table1_queue.sh {jobs}"]
+    for s in seeds:
+        for alg in RULES:
+            name = f"{row}-{alg}-s{s}"
+            no_beta = " --model.beta null" if alg == "bptt" else ""  # BPTT has no nudge
+            lines.append(
+                f"OMP_NUM_THREADS=1 eqprop fit --config configs/mnist/{row}.yaml "
+                f"--model.algorithm {alg}{no_beta} --seed_everything {s} "
+                "--trainer.logger.init_args.save_dir runs/table1 "
+                f"--trainer.logger.init_args.name {name} "
+                "--trainer.logger.init_args.version version_0"
+            )
+    return lines
+
+
+def run_line(run: Run) -> str:
+    mean, lo, hi = run.last_epochs()
+    status = "finished" if run.finished else "**partial**"
+    planned = run.planned if run.planned is not None else "?"
+    best = run.best_by_validation()
+    best_cell = (
+        f"epoch {best['epoch']}: val {_pct(best['val_error'])}, test {_pct(best['test_error'])}"
+        if best
+        else "no validation split"
+    )
+    final = _pct(run.final_test) + ("" if run.finished else " (partial)")
+    n_tail = min(LAST, run.done)
+    secs = run.seconds_per_epoch()
+    cells = [
+        ROW_NAMES[run.row],
+        run.algorithm.upper(),
+        str(run.seed),
+        status,
+        f"{run.done} / {planned}",
+        final,
+        f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({n_tail})",
+        _pct(run.final_train),
+        best_cell,
+        "-" if secs is None else f"{secs:.0f}",
+        f"`{run.path}`",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def render(runs: list[Run], figure: Path | None, command: str) -> str:
+    """The Markdown of ``REPRODUCTION.md``."""
+    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
+    out = [
+        "# Reproduction of Table 1 (Ernoult et al., NeurIPS 2019)",
+        "",
+        f"Written by `{command}` on {date}. Test error in percent on the MNIST test set (10,000 "
+        "images); every run trains on the 60,000 training images unless its results name a "
+        "validation split.",
+        "",
+        PUBLISHED_SOURCE,
+        "",
+        "## Summary",
+        "",
+        "Ours: mean ± sample std (n - 1) over seeds of the final-epoch test error, finished runs "
+        "only (n of them). Train error: the final epoch's, averaged over the same runs. Best by "
+        "validation appears only for runs with a validation split.",
+        "",
+        "| row | rule | published test % (train %) | ours test % | ours train % | runs "
+        "(finished / all) | epochs done / planned |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in ROWS:
+        for alg in RULES:
+            group = [r for r in runs if r.row == row and r.algorithm == alg]
+            finished = [r for r in group if r.finished]
+            trains = [r.final_train for r in finished if r.final_train is not None]
+            epochs = ", ".join(f"{r.done} / {r.planned}" for r in group) or "-"
+            cells = [
+                ROW_NAMES[row],
+                alg.upper(),
+                published_cell(row, alg),
+                ours_cell(group),
+                _pct(statistics.fmean(trains)) if trains else "-",
+                f"{len(finished)} / {len(group)}",
+                epochs,
+            ]
+            out.append("| " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "## Runs",
+        "",
+        f"Final: the last epoch's test error (*partial*: the run has not reached its planned "
+        f"epochs, the latest epoch). Last {LAST}: mean [min-max] of the test error over the last "
+        f"{LAST} epochs done (their number in brackets). s / epoch: the median wall time of an "
+        "epoch, evaluation included.",
+        "",
+        "| row | rule | seed | status | epochs | final test % | last 5 test % | final train % | "
+        "best by validation | s / epoch | directory |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    out += [run_line(r) for r in runs] or ["| (no runs found) |" + " |" * 10]
+    if figure is not None:
+        out += ["", "## Test-error curves", "", f"![test error per epoch]({figure})", ""]
+        out.append("One panel per row: EP and BPTT, one thin line per seed (dotted: partial).")
+    out += ["", "## Rerunning a row", ""]
+    out.append(
+        "The queue resumes a run exactly from its `last.ckpt` (in `runs/table1/` or committed "
+        "under `checkpoints/table1/`); each `eqprop fit` line runs one of its jobs by hand "
+        "(add `--ckpt_path runs/table1/<name>/version_0/checkpoints/last.ckpt` to resume one)."
+    )
+    for row in ROWS:
+        seeds = sorted({r.seed for r in runs if r.row == row and r.seed is not None})
+        if not seeds:
+            config = yaml.safe_load(Path("configs/mnist", f"{row}.yaml").read_text())
+            seeds = [config.get("seed_everything", 0)]
+        out += ["", f"{ROW_NAMES[row]}:", "", "```bash", *rerun_commands(row, seeds), "```"]
+    return "\n".join(out) + "\n"
+
+
+def curves(runs: list[Run]) -> dict[str, dict[str, list[tuple]]]:
+    """Per row and rule, ``(seed, epochs, test errors, partial)`` of each run."""
+    panels: dict[str, dict[str, list[tuple]]] = {ROW_NAMES[r]: {a: [] for a in RULES} for r in ROWS}
+    for r in runs:
+        x = [e["epoch"] for e in r.epochs]
+        y = [e["test_error"] for e in r.epochs]
+        panels[ROW_NAMES[r.row]][r.algorithm].append((r.seed, x, y, not r.finished))
+    return panels
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``eqprop report`` (its ``--help`` lists them)."""
+    parser = argparse.ArgumentParser(
+        prog="eqprop report",
+        description="Write the Table 1 reproduction report (Markdown and a figure) from run "
+        "directories holding results.json and config.yaml.",
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        type=Path,
+        default=list(DEFAULT_RUNS),
+        metavar="DIR",
+        help="directories searched for run directories (results.json + config.yaml), named "
+        "<row>-<ep|bptt>-s<seed> as benchmarks/table1_queue.sh makes them; a run found twice "
+        "counts once, with its most epochs (default: runs/table1 checkpoints/table1, those "
+        "that exist)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("REPRODUCTION.md"), help="Markdown report to write"
+    )
+    parser.add_argument(
+        "--figure",
+        type=Path,
+        default=None,
+        help="PNG of the test-error curves (default: reproduction.png beside --out)",
+    )
+    return parser
+
+
+def report_command(args: list[str]) -> str:
+    """``eqprop report``: read the runs, write the report and the figure; return the Markdown."""
+    from eqprop_lightning.plots import plot_table1_curves
+
+    parser = build_parser()
+    own = parser.parse_args(args)
+    dirs = own.runs
+    if dirs == list(DEFAULT_RUNS):
+        dirs = [d for d in DEFAULT_RUNS if d.exists()]
+    runs = find_runs(dirs)
+    figure = own.figure or own.out.with_name("reproduction.png")
+    published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}
+    plot_table1_curves(curves(runs), published, figure)
+    try:
+        link = figure.resolve().relative_to(own.out.resolve().parent)
+    except ValueError:
+        link = figure.resolve()
+    command = "eqprop report " + " ".join(args) if args else "eqprop report"
+    text = render(runs, link, command.strip())
+    own.out.write_text(text)
+    print(f"{len(runs)} runs; report written to {own.out}, figure to {figure}")
+    return text

@@ -1,0 +1,221 @@
+"""Shipped pretrained models: ``checkpoints/index.json``, its validation, and the evaluation that
+checks each indexed test error.
+
+The index is a JSON list of entries
+``{"checkpoint": "<file relative to checkpoints/>", "config": "configs/...yaml",
+"test_error": <percent, final epoch>, "epochs": N, "seed": S, "algorithm": "ep"|"bptt"}``,
+optionally with ``"subset": n`` and ``"subset_error"``: the error on the first ``n`` test examples
+(a multiple of the config's test batch size), checked instead of the full test set when that is
+slow. A checkpoint is evaluated exactly as ``eqprop test --config C --ckpt_path F`` does (the
+same CLI, with the logger off), so the number checked is the number that command prints.
+
+Append an entry (it evaluates the checkpoint)::
+
+    python -m eqprop_lightning.shipped add --checkpoint checkpoints/p1h-ep.ckpt \\
+        --config configs/mnist/p1h.yaml --epochs 30 --seed 0 [--subset 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from eqprop_lightning.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+INDEX = ROOT / "checkpoints" / "index.json"
+ALGORITHMS = ("ep", "bptt")
+REQUIRED = {
+    "checkpoint": str,
+    "config": str,
+    "test_error": (int, float),
+    "epochs": int,
+    "seed": int,
+    "algorithm": str,
+}
+OPTIONAL = {"subset": int, "subset_error": (int, float)}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One shipped model; ``checkpoint`` relative to the index's folder, ``config`` to the
+    repository (the index's parent folder)."""
+
+    checkpoint: str
+    config: str
+    test_error: float
+    epochs: int
+    seed: int
+    algorithm: str
+    subset: int | None = None
+    subset_error: float | None = None
+
+    def expected(self) -> tuple[float, int | None]:
+        """The recorded error to check and on how many test examples (None: all)."""
+        if self.subset is not None:
+            return self.subset_error, self.subset
+        return self.test_error, None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+def check_entry(raw: object, where: str, index_dir: Path) -> Entry:
+    """``raw`` as an :class:`Entry`: known keys, their types and ranges, files that exist."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be an object, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(REQUIRED) - set(OPTIONAL))
+    missing = sorted(set(REQUIRED) - set(raw))
+    if unknown or missing:
+        raise ConfigError(
+            f"{where}: unknown keys {unknown}, missing keys {missing}; allowed: "
+            f"{[*REQUIRED, *OPTIONAL]}"
+        )
+    for key, kind in {**REQUIRED, **OPTIONAL}.items():
+        value = raw.get(key)
+        if key in raw and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise ConfigError(f"{where}: {key}={value!r} must be of type {kind}")
+    entry = Entry(**raw)
+    if entry.algorithm not in ALGORITHMS:
+        raise ConfigError(f"{where}: algorithm={entry.algorithm!r}; choose one of {ALGORITHMS}")
+    for key in ("test_error", "subset_error"):
+        value = getattr(entry, key)
+        if value is not None and not 0 <= value <= 100:
+            raise ConfigError(f"{where}: {key}={value} must be a percentage in [0, 100]")
+    if entry.epochs < 1:
+        raise ConfigError(f"{where}: epochs={entry.epochs} must be >= 1")
+    if (entry.subset is None) != (entry.subset_error is None):
+        raise ConfigError(f"{where}: subset and subset_error go together (one is missing)")
+    if entry.subset is not None and entry.subset < 1:
+        raise ConfigError(f"{where}: subset={entry.subset} must be a positive number of examples")
+    for key, base in (("checkpoint", index_dir), ("config", index_dir.parent)):
+        if not (base / getattr(entry, key)).is_file():
+            raise ConfigError(f"{where}: {key}={getattr(entry, key)!r}: no such file in {base}")
+    return entry
+
+
+def load_index(path: Path = INDEX) -> list[Entry]:
+    """The entries of the index at ``path``, checked; ``[]`` when the file is absent."""
+    if not path.exists():
+        return []
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path} must hold a JSON list of entries, got {type(raw).__name__}")
+    return [check_entry(e, f"{path} entry {i}", path.parent) for i, e in enumerate(raw)]
+
+
+def evaluate_error(config: Path, checkpoint: Path, subset: int | None = None) -> float:
+    """Test error in percent of ``checkpoint`` as ``eqprop test --config config --ckpt_path
+    checkpoint`` computes it, on the whole test set or on its first ``subset`` examples."""
+    from eqprop_lightning.cli import EqPropCLI
+
+    args = ["test", f"--config={config}", f"--ckpt_path={checkpoint}", "--trainer.logger=false"]
+    args += ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+    if subset is not None:
+        examples, batch = loader_shape(config)
+        if not 0 < subset <= examples:
+            raise ConfigError(f"subset={subset} must be in 1..{examples} (the test examples)")
+        if subset % batch:
+            raise ConfigError(
+                f"subset={subset} must be a multiple of the config's test batch size {batch}"
+            )
+        args.append(f"--trainer.limit_test_batches={subset // batch}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        cli = EqPropCLI(args=args, save_config_callback=None)  # writes nothing
+    return float(cli.trainer.callback_metrics["test/error"])
+
+
+def verify(entry: Entry, index_dir: Path) -> float:
+    """Evaluate ``entry``'s checkpoint; raise ``AssertionError`` naming both numbers if the
+    error differs from the recorded one by half an example or more. Returns the error."""
+    expected, subset = entry.expected()
+    measured = evaluate_error(index_dir.parent / entry.config, index_dir / entry.checkpoint, subset)
+    examples = subset or loader_shape(index_dir.parent / entry.config)[0]
+    if not math.isclose(measured, expected, rel_tol=0, abs_tol=50 / examples):
+        raise AssertionError(
+            f"{entry.checkpoint}: test error {expected} % recorded, {measured:.4f} % measured on "
+            f"{'the first ' + str(subset) if subset else 'all ' + str(examples)} test examples"
+        )
+    return measured
+
+
+def loader_shape(config: Path) -> tuple[int, int]:
+    """Examples in the config's test set and the test loader's batch size."""
+    from eqprop_lightning.cli import EqPropCLI
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended")
+        datamodule = EqPropCLI(args=[f"--config={config}"], run=False).datamodule
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    loader = datamodule.test_dataloader()
+    return len(loader.dataset), loader.batch_size
+
+
+def add(
+    checkpoint: Path,
+    config: Path,
+    epochs: int,
+    seed: int,
+    subset: int | None = None,
+    index: Path = INDEX,
+) -> Entry:
+    """Evaluate ``checkpoint`` (the full test set, and ``subset`` if given) and append its entry
+    to ``index``; the algorithm is read from the checkpoint's hyperparameters."""
+    index_dir, repo = index.parent.resolve(), index.parent.resolve().parent
+    checkpoint, config = checkpoint.resolve(), config.resolve()
+    for path, base in ((checkpoint, index_dir), (config, repo)):
+        if not path.is_relative_to(base):
+            raise ConfigError(f"{path} must lie under {base}")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    algorithm = saved.get("hyper_parameters", {}).get("algorithm")
+    raw = dict(
+        checkpoint=str(checkpoint.relative_to(index_dir)),
+        config=str(config.relative_to(repo)),
+        test_error=round(evaluate_error(config, checkpoint), 4),
+        epochs=epochs,
+        seed=seed,
+        algorithm=algorithm,
+    )
+    if subset is not None:
+        raw |= dict(
+            subset=subset, subset_error=round(evaluate_error(config, checkpoint, subset), 4)
+        )
+    entries = load_index(index)
+    entry = check_entry(raw, f"new entry for {checkpoint}", index_dir)
+    if any(e.checkpoint == entry.checkpoint for e in entries):
+        raise ConfigError(f"{index} already has an entry for {entry.checkpoint}")
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps([e.to_json() for e in [*entries, entry]], indent=2) + "\n")
+    return entry
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m eqprop_lightning.shipped", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("add", help="evaluate a checkpoint and append its entry to the index")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a file under checkpoints/")
+    p.add_argument("--config", type=Path, required=True, help="the config it was trained with")
+    p.add_argument("--epochs", type=int, required=True, help="epochs it was trained for")
+    p.add_argument("--seed", type=int, required=True, help="the run's seed_everything")
+    p.add_argument("--subset", type=int, default=None, help="also record the error on the first N")
+    p.add_argument("--index", type=Path, default=INDEX, help=f"default {INDEX}")
+    own = parser.parse_args(args)
+    entry = add(own.checkpoint, own.config, own.epochs, own.seed, own.subset, own.index)
+    print(json.dumps(entry.to_json()))
+
+
+if __name__ == "__main__":
+    main()

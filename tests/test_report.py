@@ -1,0 +1,161 @@
+"""``eqprop report`` on synthetic run directories: selection, statistics, partial runs, output."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from eqprop_lightning.cli import main
+from eqprop_lightning.report import find_runs, render, report_command
+
+
+def write_run(
+    root: Path,
+    name: str,
+    test: list[float],
+    planned: int,
+    val: list[float] | None = None,
+    train: list[float] | None = None,
+    seconds: list[float] | None = None,
+    version: str | None = "version_0",
+) -> Path:
+    """A run directory as benchmarks/table1_queue.sh leaves it: ``<root>/<name>/version_0/``
+    with ``config.yaml`` and ``results.json`` (the old schema, without ``sets``, unless ``val``
+    is given)."""
+    row, alg, seed = re.match(r"(\w+)-(ep|bptt)-s(\d+)", name).groups()
+    run = root / name / version if version else root / name
+    run.mkdir(parents=True)
+    config = {"seed_everything": int(seed), "trainer": {"max_epochs": planned}}
+    config["model"] = {"algorithm": alg}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    epochs = []
+    for i, t in enumerate(test):
+        e = {"epoch": i + 1, "test_error": t, "train_error": (train or test)[i] / 2}
+        e["seconds"] = (seconds or [10.0] * len(test))[i]
+        if val is not None:
+            e["val_error"] = val[i]
+        epochs.append(e)
+    results: dict = {"algorithm": alg, "epochs": epochs}
+    if val is not None:
+        results |= {"seed": int(seed), "sets": {"test_error": "test", "val_error": "val split"}}
+    (run / "results.json").write_text(json.dumps(results))
+    return run
+
+
+def summary_cell(text: str, row: str, rule: str) -> list[str]:
+    line = next(x for x in text.splitlines() if x.startswith(f"| {row} | {rule} | "))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_best_is_chosen_on_validation_not_on_test(tmp_path):
+    # validation is lowest at epoch 3 (test 2.5 there); the test error is lowest at epoch 5
+    val = [5.0, 3.0, 1.5, 2.0, 2.2, 2.4]
+    test = [5.1, 3.1, 2.5, 2.6, 1.0, 2.8]
+    write_run(tmp_path, "p1h-ep-s0", test, planned=6, val=val)
+    (run,) = find_runs([tmp_path])
+    best = run.best_by_validation()
+    assert best["epoch"] == 3 and best["test_error"] == 2.5
+    text = render([run], None, "eqprop report")
+    assert "epoch 3: val 1.50, test 2.50" in text
+    assert "epoch 5" not in text
+
+
+def test_nothing_is_best_without_a_validation_split(tmp_path):
+    # the old schema (no "sets"): every number is a test-set evaluation
+    write_run(tmp_path, "p1h-ep-s0", [5.0, 2.0, 3.0], planned=3)
+    # "sets" names a validation set but an epoch lacks it: no selection either
+    run = write_run(tmp_path, "p1h-bptt-s0", [5.0, 2.0, 3.0], planned=3, val=[4.0, 1.0, 2.0])
+    results = json.loads((run / "results.json").read_text())
+    del results["epochs"][1]["val_error"]
+    (run / "results.json").write_text(json.dumps(results))
+    runs = find_runs([tmp_path])
+    assert [r.best_by_validation() for r in runs] == [None, None]
+    text = render(runs, None, "eqprop report")
+    cells = [[c.strip() for c in x.strip("|").split("|")] for x in text.splitlines()]
+    run_rows = [c for c in cells if c[0] == "P-1h" and len(c) == 11]
+    assert [c[8] for c in run_rows] == ["no validation split"] * 2
+
+
+def test_mean_std_over_seeds_and_last_epochs_match_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    curves = {seed: rng.uniform(1.0, 4.0, size=8).round(2) for seed in (0, 1, 2, 3)}
+    for seed, curve in curves.items():
+        write_run(tmp_path, f"p2h-ep-s{seed}", curve.tolist(), planned=8)
+    runs = find_runs([tmp_path])
+    text = render(runs, None, "eqprop report")
+    finals = np.array([c[-1] for c in curves.values()])
+    cell = summary_cell(text, "P-2h", "EP")[3]
+    assert cell == f"{finals.mean():.2f} ± {finals.std(ddof=1):.2f} (n = 4)"
+    for run in runs:
+        tail = curves[run.seed][-5:]
+        assert run.last_epochs() == pytest.approx((tail.mean(), tail.min(), tail.max()))
+        assert f"{tail.mean():.2f} [{tail.min():.2f}-{tail.max():.2f}] (5)" in text
+
+
+def test_partial_runs_are_labelled_and_left_out_of_the_mean(tmp_path):
+    write_run(tmp_path, "pconv-ep-s0", [3.0, 2.0, 1.5], planned=3)
+    write_run(tmp_path, "pconv-ep-s1", [3.0, 9.0], planned=3)  # unfinished: 2 of 3 epochs
+    write_run(tmp_path, "pconv-bptt-s0", [4.0, 2.5], planned=40, seconds=[30.0, 50.0])
+    text = render(find_runs([tmp_path]), None, "eqprop report")
+    assert summary_cell(text, "P-conv", "EP")[3] == "1.50 (n = 1)"  # not (1.5 + 9) / 2
+    assert summary_cell(text, "P-conv", "BPTT")[3].startswith("partial: 2.50")
+    line = next(x for x in text.splitlines() if x.startswith("| P-conv | BPTT | 0 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[3:6] == ["**partial**", "2 / 40", "2.50 (partial)"]
+    assert cells[9] == "40"  # median of 30 and 50 s
+
+
+def test_a_run_found_twice_counts_once_with_its_most_epochs(tmp_path):
+    live, committed = tmp_path / "runs" / "table1", tmp_path / "checkpoints" / "table1"
+    write_run(committed, "eb2h-ep-s0", [4.0, 3.0], planned=5, version=None)
+    write_run(live, "eb2h-ep-s0", [4.0, 3.0, 2.0], planned=5)
+    (run,) = find_runs([live, committed])
+    assert run.done == 3 and run.path.parent.parent == live
+
+
+def test_published_numbers_and_not_retrieved(tmp_path):
+    text = render([], None, "eqprop report")
+    assert summary_cell(text, "P-2h", "EP")[2] == "1.95 ± 0.10 (0.14)"
+    assert summary_cell(text, "P-3h", "EP")[2] == "2.01 ± 0.18 (0.10)"
+    assert summary_cell(text, "P-conv", "EP")[2] == "1.02 ± 0.04 (0.54)"
+    for row, rule in [("P-1h", "EP"), ("EB-1h", "EP"), ("EB-2h", "EP"), ("P-2h", "BPTT")]:
+        assert summary_cell(text, row, rule)[2:4] == ["not retrieved", "not run"]
+
+
+def test_cli_writes_report_and_figure(tmp_path, capsys):
+    runs = tmp_path / "table1"
+    write_run(runs, "p1h-ep-s0", [4.0, 3.0], planned=2)
+    write_run(runs, "p1h-bptt-s0", [4.5, 2.0], planned=2)
+    out, fig = tmp_path / "out" / "REPRODUCTION.md", tmp_path / "out" / "curves.png"
+    out.parent.mkdir()
+    main(["report", "--runs", str(runs), "--out", str(out), "--figure", str(fig)])
+    assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = out.read_text()
+    assert "![test error per epoch](curves.png)" in text
+    assert summary_cell(text, "P-1h", "BPTT")[3] == "2.00 (n = 1)"
+    assert (
+        "eqprop fit --config configs/mnist/p1h.yaml --model.algorithm bptt --model.beta null "
+        "--seed_everything 0" in text
+    )
+    assert "benchmarks/table1_queue.sh p1h:ep:0 p1h:bptt:0" in text
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        report_command(["--help"])
+    assert exit_.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--runs", "--out", "--figure"):
+        assert option in help_text
+
+
+def test_missing_runs_directory_is_a_config_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")])
+    assert exit_.value.code == 2
+    assert "nope: no such directory" in capsys.readouterr().err

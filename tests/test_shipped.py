@@ -1,0 +1,147 @@
+"""Shipped models: every checkpoint in ``checkpoints/index.json`` still gives its recorded test
+error (full test set, or the recorded fixed subset); the index machinery on a tiny checkpoint.
+
+``EQPROP_SHIPPED_INDEX=PATH`` checks another index (its checkpoints relative to its folder, its
+configs relative to the folder above)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from eqprop_lightning.cli import EqPropCLI, main
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.shipped import INDEX, add, check_entry, evaluate_error, load_index, verify
+
+SHIPPED_INDEX = Path(os.environ.get("EQPROP_SHIPPED_INDEX", INDEX))
+ENTRIES = load_index(SHIPPED_INDEX)  # a malformed index fails the collection
+
+
+@pytest.mark.skipif(not ENTRIES, reason=f"{SHIPPED_INDEX} is absent or empty")
+@pytest.mark.parametrize("entry", ENTRIES, ids=[e.checkpoint for e in ENTRIES])
+def test_shipped_checkpoint_keeps_its_test_error(entry):
+    verify(entry, SHIPPED_INDEX.parent)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, fake_mnist) -> Path:
+    """``<repo>/checkpoints/tiny.ckpt``, a P-1h-like net trained for one epoch of 5 batches on
+    the fake MNIST, and its config ``<repo>/configs/tiny.yaml`` (test batches of 25)."""
+    repo = tmp_path_factory.mktemp("repo")
+    (repo / "configs").mkdir()
+    (repo / "checkpoints").mkdir()
+    config = {
+        "seed_everything": 0,
+        "model": {
+            "net": {
+                "class_path": "eqprop_lightning.nets.PrototypicalFC",
+                "init_args": {"size_tab": [10, 32, 784], "activation": "sigm"},
+            },
+            "T": 10,
+            "K": 4,
+            "beta": 0.1,
+            "lrs": [0.04, 0.08],
+        },
+        "data": {
+            "class_path": "eqprop_lightning.datamodules.MNISTDataModule",
+            "init_args": {
+                "data_dir": str(fake_mnist),
+                "batch_size": 20,
+                "test_batch_size": 25,
+                "download": False,
+                "verify_checksums": False,
+            },
+        },
+        "trainer": {
+            "max_epochs": 1,
+            "limit_train_batches": 5,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                "init_args": {"save_dir": str(repo / "runs"), "name": "tiny"},
+            },
+        },
+    }
+    (repo / "configs" / "tiny.yaml").write_text(yaml.safe_dump(config))
+    EqPropCLI(args=["fit", f"--config={repo / 'configs' / 'tiny.yaml'}"])
+    last = repo / "runs" / "tiny" / "version_0" / "checkpoints" / "last.ckpt"
+    shutil.copy(last, repo / "checkpoints" / "tiny.ckpt")
+    return repo
+
+
+def test_add_records_what_eqprop_test_prints(tiny, capsys):
+    index = tiny / "checkpoints" / "index.json"
+    entry = add(tiny / "checkpoints" / "tiny.ckpt", tiny / "configs" / "tiny.yaml", 1, 0, 50, index)
+    assert load_index(index) == [entry]
+    assert (entry.algorithm, entry.epochs, entry.seed, entry.subset) == ("ep", 1, 0, 50)
+    results = json.loads((tiny / "runs" / "tiny" / "version_0" / "results.json").read_text())
+    assert entry.test_error == results["epochs"][-1]["test_error"]  # the final epoch's
+    assert verify(entry, index.parent) == pytest.approx(entry.subset_error, abs=1e-4)
+    capsys.readouterr()
+    ckpt = str(tiny / "checkpoints" / "tiny.ckpt")
+    main(["test", f"--config={tiny / 'configs' / 'tiny.yaml'}", f"--ckpt_path={ckpt}"])
+    printed = re.search(r"test/error\s+([0-9.]+)", capsys.readouterr().out)
+    assert round(float(printed[1]), 4) == entry.test_error
+    with pytest.raises(ConfigError, match="already has an entry"):
+        add(tiny / "checkpoints" / "tiny.ckpt", tiny / "configs" / "tiny.yaml", 1, 0, None, index)
+
+
+def test_a_perturbed_checkpoint_fails(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the evaluation writes nothing (no run directory, no config)
+    config, moved = tiny / "configs" / "tiny.yaml", tiny / "checkpoints" / "moved.ckpt"
+    shutil.copy(tiny / "checkpoints" / "tiny.ckpt", moved)
+    raw = dict(checkpoint="moved.ckpt", config="configs/tiny.yaml", epochs=1, seed=0)
+    raw |= dict(algorithm="ep", test_error=evaluate_error(config, moved))
+    entry = check_entry(raw, "entry", tiny / "checkpoints")
+    verify(entry, tiny / "checkpoints")  # unchanged: passes
+    assert list(tmp_path.iterdir()) == []
+    saved = torch.load(moved, weights_only=True)
+    bias = next(k for k in saved["state_dict"] if k.endswith("bias"))
+    assert saved["state_dict"][bias].shape == (10,)  # the output layer's bias
+    # predict class 0 for every image: 90 % error on the fake test set (10 balanced classes)
+    assert entry.test_error != 90.0
+    saved["state_dict"][bias][0] += 100.0
+    torch.save(saved, moved)
+    with pytest.raises(AssertionError, match=r"moved.ckpt: test error .* recorded, 90.0000 %"):
+        verify(entry, tiny / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"algorithm": "rbp"}, "algorithm='rbp'"),
+        ({"test_error": 101.0}, r"test_error=101.0 must be a percentage"),
+        ({"test_error": "2.4"}, "test_error='2.4' must be of type"),
+        ({"epochs": 0}, "epochs=0 must be >= 1"),
+        ({"subset": 50}, "subset and subset_error go together"),
+        ({"checkpoint": "absent.ckpt"}, "checkpoint='absent.ckpt': no such file"),
+        ({"config": "configs/absent.yaml"}, "config='configs/absent.yaml': no such file"),
+        ({"best_error": 1.0}, r"unknown keys \['best_error'\]"),
+    ],
+)
+def test_bad_index_entries_are_refused(tiny, change, message):
+    good = dict(
+        checkpoint="tiny.ckpt",
+        config="configs/tiny.yaml",
+        test_error=10.0,
+        epochs=1,
+        seed=0,
+        algorithm="ep",
+    )
+    check_entry(good, "entry 0", tiny / "checkpoints")
+    with pytest.raises(ConfigError, match=message):
+        check_entry(good | change, "entry 0", tiny / "checkpoints")
+
+
+def test_absent_index_is_empty_and_a_non_list_is_refused(tmp_path):
+    assert load_index(tmp_path / "index.json") == []
+    (tmp_path / "index.json").write_text('{"checkpoint": "x"}')
+    with pytest.raises(ConfigError, match="must hold a JSON list"):
+        load_index(tmp_path / "index.json")
