@@ -14,7 +14,14 @@ import torch
 from torch import Tensor
 
 from eqprop_lightning.callbacks.results import write_json_atomic
-from eqprop_lightning.learning.gdu import GDUResult, gdu, rmse_table, sign_agreement
+from eqprop_lightning.learning import GradientEstimator
+from eqprop_lightning.learning.gdu import (
+    GDUResult,
+    estimate_errors,
+    gdu,
+    rmse_table,
+    sign_agreement,
+)
 from eqprop_lightning.plots import (
     gdu_neuron_figure,
     gdu_synapse_figure,
@@ -34,11 +41,24 @@ def gdu_figures(result: GDUResult, rmse: dict) -> dict[str, Any]:
 
 
 def run_gdu(
-    net, x: Tensor, y: Tensor, T: int, K: int, beta: float, out_dir: Path, symmetric: bool = False
+    net,
+    x: Tensor,
+    y: Tensor,
+    T: int,
+    K: int,
+    beta: float,
+    out_dir: Path,
+    symmetric: bool = False,
+    rule: GradientEstimator | None = None,
 ) -> dict:
     """GDU analysis on ``(x, y)``; writes ``gdu.pt``, ``gdu.json``, PNG figures and TensorBoard
-    events into ``out_dir`` and returns the JSON summary."""
+    events into ``out_dir`` and returns the JSON summary. With ``rule`` (any learning rule but
+    continual EP, which has no estimate at fixed weights), the summary's ``estimates`` holds its
+    final estimate's relative error per weight against BPTT and RBP
+    (:func:`~eqprop_lightning.learning.gdu.estimate_errors`), and a symmetric EP rule gives
+    symmetric per-step curves."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    symmetric = symmetric or getattr(rule, "nudging", None) == "symmetric"
     start = time.perf_counter()
     result = gdu(net, x, y, T, K, beta, symmetric)
     rmse = rmse_table(result)
@@ -48,6 +68,8 @@ def run_gdu(
         "seconds": round(time.perf_counter() - start, 3),
         "setting": {"T": T, "K": K, "beta": beta, "symmetric": symmetric, "batch_size": x.shape[0]},
     }
+    if rule is not None and not getattr(rule, "continual", False):
+        summary["estimates"] = {"rule": rule_name(rule), **estimate_errors(net, x, y, rule)}
     # nT and dT are the step differences of NT and DT (GDUResult.nT / .dT); not stored twice
     tensors = {"nS": result.nS, "dS": result.dS, "NT": result.NT, "DT": result.DT, "x": x, "y": y}
     torch.save(tensors, out_dir / "gdu.pt")
@@ -62,12 +84,24 @@ def run_gdu(
     return summary
 
 
+def rule_name(rule: GradientEstimator) -> str:
+    """``ep/<nudging>`` for EP, else the rule's class name."""
+    nudging = getattr(rule, "nudging", None)
+    return f"ep/{nudging}" if nudging else type(rule).__name__
+
+
 def rmse_report(summary: dict) -> str:
-    """Markdown table of the mean (std) relative RMSE per layer and weight."""
+    """Markdown table of the mean (std) relative RMSE per layer and weight, and the rule's
+    relative error against BPTT and RBP per weight when the summary has ``estimates``."""
     lines = ["| quantity | mean RMSE | std |", "|---|---|---|"]
     for group in ("neurons", "weights"):
         for name, v in summary["rmse"][group].items():
             lines.append(f"| {name} | {v['mean']:.4f} | {v['std']:.4f} |")
+    if "estimates" in summary:
+        est = summary["estimates"]
+        lines += ["", f"| {est['rule']}: weight | error vs BPTT | error vs RBP |", "|---|---|---|"]
+        for name in est["bptt"]:
+            lines.append(f"| {name} | {est['bptt'][name]:.3g} | {est['rbp'][name]:.3g} |")
     return "\n".join(lines)
 
 

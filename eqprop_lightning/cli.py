@@ -26,7 +26,6 @@ from eqprop_lightning.callbacks import (
 from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.module import EqPropModule
-from eqprop_lightning.report import report_command
 from eqprop_lightning.validation import (
     LIGHTNING_CKPT_NAMES,
     check_checkpoint_file,
@@ -215,7 +214,7 @@ def gdu_command(args: list[str]) -> dict:
     model, datamodule, out_dir, _ = _analysis_setup("gdu", args, {})
     x, y = _training_batch(datamodule)
     hp = model.hparams
-    summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir, hp.symmetric)
+    summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir, hp.symmetric, rule=model.rule)
     print(rmse_report(summary))
     print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
     return summary
@@ -271,12 +270,7 @@ def main(args: list[str] | None = None) -> None:
     traceback."""
     args = sys.argv[1:] if args is None else list(args)
     try:
-        commands = {
-            "compare": compare,
-            "gdu": gdu_command,
-            "recipe": recipe_command,
-            "report": report_command,
-        }
+        commands = {"compare": compare, "gdu": gdu_command, "recipe": recipe_command}
         if args[:1] and args[0] in commands:
             commands[args[0]](args[1:])
         else:

@@ -312,3 +312,42 @@ def test_interrupted_run_resumes_exactly(fake_mnist, tmp_path, monkeypatch, opti
     )
     assert [e["train_error"] for e in resumed] == [e["train_error"] for e in straight]
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+
+
+def test_any_rule_is_compared_with_bptt_and_rbp(batch):
+    """The GDU analysis's final-estimate comparison: holomorphic EP is at RBP's gradient where
+    two-phase EP is not; RBP is at BPTT's on a converged net."""
+    from eqprop_lightning.learning.gdu import estimate_errors, synapse_weights
+
+    x, y = batch
+    net = gradient_flow_net()
+    holo = estimate_errors(net, x, y, EquilibriumProp(T, T, 0.05, "holomorphic", 4))
+    two_phase = estimate_errors(net, x, y, EquilibriumProp(T, T, 0.05))
+    labels = list(synapse_weights(net))
+    assert list(holo["rbp"]) == labels == ["W01", "W1x"]
+    assert max(holo["rbp"].values()) < 1e-4
+    assert min(two_phase["rbp"].values()) > 100 * max(holo["rbp"].values())
+    rbp = estimate_errors(net, x, y, RecurrentBackprop(T, T))
+    assert max(rbp["bptt"].values()) < 1e-10
+    assert all(v == 0.0 for v in rbp["rbp"].values())
+    # the per-weight error is the norm ratio of the two gradients of that weight
+    g_holo = torch.autograd.grad(
+        EquilibriumProp(T, T, 0.05, "holomorphic", 4)(net, x, y).objective, net.weights[0].weight
+    )[0]
+    g_bptt = torch.autograd.grad(TruncatedBPTT(T, T)(net, x, y).objective, net.weights[0].weight)[0]
+    assert holo["bptt"]["W01"] == pytest.approx(relative_error(g_holo, g_bptt), rel=1e-9)
+    with pytest.raises(ConfigError, match="continual EP"):
+        estimate_errors(net, x, y, ContinualEP(T, 5, 0.1))
+
+
+def test_gdu_summary_holds_the_rules_errors(batch, tmp_path):
+    import eqprop_lightning.callbacks  # noqa: F401 (analysis <-> callbacks: import them this way)
+    from eqprop_lightning.analysis import rmse_report, run_gdu
+
+    x, y = batch
+    net = gradient_flow_net()
+    rule = EquilibriumProp(T, 20, 0.1, "symmetric")
+    summary = run_gdu(net, x, y, T, 20, 0.1, tmp_path, symmetric=True, rule=rule)
+    assert summary["estimates"]["rule"] == "ep/symmetric"
+    assert set(summary["estimates"]) == {"rule", "bptt", "rbp"}
+    assert "| ep/symmetric: weight | error vs BPTT | error vs RBP |" in rmse_report(summary)

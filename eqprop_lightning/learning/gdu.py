@@ -26,15 +26,19 @@ for the toy model). Only the weights (not the biases) are compared, as in the pa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from eqprop_lightning.learning.bptt import cost
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning.bptt import TruncatedBPTT, cost
 from eqprop_lightning.learning.ep import ep_surrogate
+from eqprop_lightning.learning.estimator import GradientEstimator
 from eqprop_lightning.learning.phases import relax
+from eqprop_lightning.learning.rbp import RecurrentBackprop
 from eqprop_lightning.nets import State
 
 
@@ -225,3 +229,41 @@ def sign_agreement(NT: dict[str, Tensor], DT: dict[str, Tensor]) -> dict[str, di
         zero = ((n == 0) & (d == 0)).float().mean().item()
         out[k] = {"same_sign": 100 * same, "both_zero": 100 * zero, "total": 100 * (same + zero)}
     return out
+
+
+def estimated_gradients(net, x: Tensor, y: Tensor, rule: GradientEstimator) -> dict[str, Tensor]:
+    """The rule's estimate of ``dL/dW`` per compared weight (the gradient of its objective),
+    computed with ``torch.autograd.grad``: the parameters' ``.grad`` are left untouched."""
+    if getattr(rule, "continual", False):
+        raise ConfigError(
+            "continual EP moves the weights during its nudged phase and has no estimate at fixed "
+            "weights to compare: its lr -> 0 limit is two-phase EP (algorithm: ep)"
+        )
+    weights = synapse_weights(net)
+    with torch.enable_grad():
+        objective = rule(net, x, y).objective
+        grads = torch.autograd.grad(objective, list(weights.values()), allow_unused=True)
+    return {k: _or_zeros(g, w) for (k, w), g in zip(weights.items(), grads, strict=True)}
+
+
+def estimate_errors(
+    net, x: Tensor, y: Tensor, rule: GradientEstimator
+) -> dict[str, dict[str, float]]:
+    """Any rule's estimate against truncated BPTT (``rule.T``, ``rule.K``) and against RBP (the
+    implicit gradient at the free fixed point, ``rule.K`` adjoint iterations): per reference and
+    weight, the relative error ``|g_rule - g_ref| / |g_ref|``."""
+    estimate = estimated_gradients(net, x, y, rule)
+    references = {"bptt": TruncatedBPTT(rule.T, rule.K), "rbp": RecurrentBackprop(rule.T, rule.K)}
+    out = {}
+    for name, reference in references.items():
+        expected = estimated_gradients(net, x, y, reference)
+        out[name] = {k: _relative(estimate[k], expected[k]) for k in estimate}
+    return out
+
+
+def _relative(a: Tensor, b: Tensor) -> float:
+    """``|a - b| / |b|``: 0 where both are 0, inf where only ``b`` is 0."""
+    num, den = (a - b).norm().item(), b.norm().item()
+    if den > 0:
+        return num / den
+    return math.inf if num > 0 else 0.0
