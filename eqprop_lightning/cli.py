@@ -26,6 +26,7 @@ from eqprop_lightning.callbacks import (
 from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.module import EqPropModule
+from eqprop_lightning.report import report_command
 from eqprop_lightning.validation import (
     LIGHTNING_CKPT_NAMES,
     check_checkpoint_file,
@@ -270,7 +271,12 @@ def main(args: list[str] | None = None) -> None:
     traceback."""
     args = sys.argv[1:] if args is None else list(args)
     try:
-        commands = {"compare": compare, "gdu": gdu_command, "recipe": recipe_command}
+        commands = {
+            "compare": compare,
+            "gdu": gdu_command,
+            "recipe": recipe_command,
+            "report": report_command,
+        }
         if args[:1] and args[0] in commands:
             commands[args[0]](args[1:])
         else:
