@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State
+from eqprop_lightning.nets.fc import State, is_nudged
 
 #: memory format of the conv states (see the module docstring)
 CHANNELS_LAST = torch.channels_last
@@ -67,6 +67,7 @@ class ConvStaticTerms:
 
     input_term: Tensor  # (B, C_tab[-2], conv side, conv side): conv[-1](x) + bias, before pooling
     input_drive: Tensor  # (B, C_tab[-2], h, h): Pool(input_term), the bottom-up drive of c_{n-1}
+    conv_weights: list[Tensor]  # conv[j].weight in channels-last, j < n - 1 (used every step)
 
 
 def _is_positive_int(value) -> bool:
@@ -209,9 +210,11 @@ class ConvPrototypical(nn.Module):
         """Max-pooling of ``z`` (B, C, k h, k h) -> values and argmax positions (B, C, h, h)."""
         return F.max_pool2d(z, self.pool_size, return_indices=True)
 
-    def _conv(self, j: int, c: Tensor) -> Tensor:
-        """``conv_j(c) + b_j``, not pooled: (B, C_{j+1}, h, h) -> (B, C_j, conv side, conv side)."""
-        return F.conv2d(c, self.conv[j].weight, self.conv[j].bias, padding=self.conv_padding)
+    def _conv(self, j: int, c: Tensor, weight: Tensor | None = None) -> Tensor:
+        """``conv_j(c) + b_j``, not pooled: (B, C_{j+1}, h, h) -> (B, C_j, conv side, conv side);
+        ``weight`` is ``conv[j].weight`` in another memory format."""
+        weight = self.conv[j].weight if weight is None else weight
+        return F.conv2d(c, weight, self.conv[j].bias, padding=self.conv_padding)
 
     def static_terms(self, x: Tensor) -> ConvStaticTerms:
         """Input term ``conv[-1](x) + b`` and its pooled drive, once per batch."""
@@ -223,7 +226,8 @@ class ConvPrototypical(nn.Module):
                 "C_tab[-1] and input_size to the image's channels and side"
             )
         input_term = self._conv(len(self.conv) - 1, x).contiguous(memory_format=CHANNELS_LAST)
-        return ConvStaticTerms(input_term, self._pool(input_term)[0])
+        weights = [c.weight.contiguous(memory_format=CHANNELS_LAST) for c in self.conv[:-1]]
+        return ConvStaticTerms(input_term, self._pool(input_term)[0], weights)
 
     def primitive(self, s: State, static: ConvStaticTerms, previous: State | None = None) -> Tensor:
         """``Phi(x, s)`` per example, shape (B,); with ``previous`` (legacy pooling) each
@@ -258,12 +262,13 @@ class ConvPrototypical(nn.Module):
             if i > 0:
                 z = torch.addmm(z, s[i - 1], fc[i - 1].weight)  # top-down W_{i-1}^T s_{i-1}
             new.append(rho(z))
-        if isinstance(beta, Tensor) or beta != 0.0:
+        if is_nudged(beta):
             new[0] = new[0] + beta * (y - s[0])
         idx_above = None  # argmax positions of the pooling that produced c_{j-1}'s drive
         for j in range(n_conv):
             if j + 1 < n_conv:
-                drive, idx = self._pool(self._conv(j, s[m + j + 1]))  # (B, C_j, h_j, h_j)
+                conv = self._conv(j, s[m + j + 1], static.conv_weights[j])
+                drive, idx = self._pool(conv)  # (B, C_j, h_j, h_j)
             else:
                 drive, idx = static.input_drive, None
             if j == 0:
@@ -277,7 +282,7 @@ class ConvPrototypical(nn.Module):
                     s[m + j - 1], idx_above, self.pool_size, output_size=(side, side)
                 )
                 top_down = F.conv_transpose2d(
-                    unpooled, self.conv[j - 1].weight, padding=self.conv_padding
+                    unpooled, static.conv_weights[j - 1], padding=self.conv_padding
                 )
             new.append(rho(drive + top_down))  # channels-last like drive
             idx_above = idx

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State
+from eqprop_lightning.nets.fc import State, add_nudge, is_nudged
 
 
 @dataclass
@@ -189,8 +189,8 @@ class HopfieldClassifier(nn.Module):
             z = fc[i](h)
             if i + 1 < n:
                 z = torch.addmm(z, s[m + i + 1], fc[i + 1].weight)  # W_{i+1}^T h_{i+1}
-            elif isinstance(beta, Tensor) or beta != 0.0:
-                z = z + beta * (y - s[m + i])
+            elif is_nudged(beta):
+                z = add_nudge(z, beta, y, s[m + i])
             new.append(self.rho(z))
             h = s[m + i]
         return new

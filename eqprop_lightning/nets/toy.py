@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State
+from eqprop_lightning.nets.fc import State, euler_update
 
 
 @dataclass
@@ -115,9 +115,8 @@ class ToyEnergyBased(nn.Module):
         r0, r1 = rho(s[0]), rho(s[1])
         z0 = torch.addmm(static.to_output, r1, w.t())  # (B, n_out)
         z1 = torch.addmm(static.to_hidden, r0, w)  # (B, n_hid)
-        d0 = rho.derivative(s[0], r0) * z0 - s[0]
-        d1 = rho.derivative(s[1], r1) * z1 - s[1]
-        if isinstance(beta, Tensor) or beta != 0.0:
-            d0 = d0 + beta * (y - s[0])
-        new = [s[0] + self.dt * d0, s[1] + self.dt * d1]
+        new = [
+            euler_update(s[0], z0, r0, rho, self.dt, True, beta, y),
+            euler_update(s[1], z1, r1, rho, self.dt, True),
+        ]
         return [t.clamp(0.0, 1.0) for t in new] if self.clamp else new
