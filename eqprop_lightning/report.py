@@ -49,6 +49,7 @@ PUBLISHED_SOURCE = (
 LAST = 5  # epochs of the end-of-run mean and spread
 RUN_NAME = re.compile(r"^(?P<row>[a-z0-9]+)-(?P<alg>ep|bptt)-s(?P<seed>\d+)$")
 DEFAULT_RUNS = (Path("runs/table1"), Path("checkpoints/table1"))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist"
 
 
 @dataclass
@@ -180,6 +181,17 @@ def ours_cell(runs: list[Run]) -> str:
     return f"{mean:.2f}{spread} (n = {len(finished)})"
 
 
+def config_seed(path: Path) -> int:
+    """``seed_everything`` of a config file, following its ``config:`` includes."""
+    config = yaml.safe_load(path.read_text()) or {}
+    if "seed_everything" in config:
+        return config["seed_everything"]
+    include = config.get("config")
+    if isinstance(include, str):
+        return config_seed(path.parent / include)
+    raise ConfigError(f"{path} sets no seed_everything (nor does a config it includes)")
+
+
 def rerun_commands(row: str, seeds: list[int]) -> list[str]:
     """The queue line and the plain ``eqprop fit`` lines that rerun ``row``'s runs."""
     jobs = " ".join(f"{row}:{alg}:{s}" for s in seeds for alg in RULES)
@@ -291,8 +303,7 @@ def render(runs: list[Run], figure: Path | None, command: str) -> str:
     for row in ROWS:
         seeds = sorted({r.seed for r in runs if r.row == row and r.seed is not None})
         if not seeds:
-            config = yaml.safe_load(Path("configs/mnist", f"{row}.yaml").read_text())
-            seeds = [config.get("seed_everything", 0)]
+            seeds = [config_seed(CONFIGS / f"{row}.yaml")]
         out += ["", f"{ROW_NAMES[row]}:", "", "```bash", *rerun_commands(row, seeds), "```"]
     return "\n".join(out) + "\n"
 

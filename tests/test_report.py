@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from eqprop_lightning.cli import main
-from eqprop_lightning.report import find_runs, render, report_command
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.report import config_seed, find_runs, render, report_command
 
 
 def write_run(
@@ -159,3 +160,13 @@ def test_missing_runs_directory_is_a_config_error(tmp_path, capsys):
         main(["report", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")])
     assert exit_.value.code == 2
     assert "nope: no such directory" in capsys.readouterr().err
+
+
+def test_rerun_seed_follows_config_includes(tmp_path):
+    (tmp_path / "base.yaml").write_text("seed_everything: 3\nmodel: {}\n")
+    (tmp_path / "row.yaml").write_text("config: base.yaml\nmodel.T: 5\n")
+    (tmp_path / "own.yaml").write_text("config: base.yaml\nseed_everything: 7\n")
+    assert (config_seed(tmp_path / "row.yaml"), config_seed(tmp_path / "own.yaml")) == (3, 7)
+    (tmp_path / "none.yaml").write_text("model: {}\n")
+    with pytest.raises(ConfigError, match="sets no seed_everything"):
+        config_seed(tmp_path / "none.yaml")
