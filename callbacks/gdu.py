@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -23,8 +25,10 @@ class GDUCallback(L.Callback):
 
     Args:
         every_n_steps: analysis period in optimizer steps; 0 disables the callback.
-        T, K, beta: phases and nudging of the analysis; default to the model's ``T``, ``K``,
-            ``beta``.
+        T, K: the model's ``T`` and ``K`` (the default): the check is about the dynamics that
+            train, so other values are a ``ConfigError``.
+        beta: the EP nudge of the analysis; default the model's ``beta`` (required when the
+            model trains with BPTT, which has none).
         figures: also log the neuron, synapse and RMSE figures (TensorBoard loggers only).
     """
 
@@ -38,10 +42,33 @@ class GDUCallback(L.Callback):
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 0:
             raise ConfigError(f"every_n_steps={every_n_steps!r} must be an integer >= 0 (0: off)")
+        if beta is not None and not 0 < beta < math.inf:
+            raise ConfigError(f"gdu.beta={beta!r} must be finite and > 0 (or null: the model's)")
         self.every_n_steps = every_n_steps
         self.T, self.K, self.beta = T, K, beta
         self.figures = figures
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.check_against(pl_module.hparams)
+
+    def check_against(self, hp) -> None:
+        """The analysis' settings against the model's hyperparameters ``hp`` (``ConfigError``);
+        the CLI calls it before anything is written."""
+        if not self.every_n_steps:
+            return
+        for name in ("T", "K"):
+            value = getattr(self, name)
+            if value is not None and value != hp[name]:
+                raise ConfigError(
+                    f"gdu.{name}={value} differs from model.{name}={hp[name]}: the GDU check "
+                    f"analyses the dynamics that train; leave gdu.{name} unset (null)"
+                )
+        if self.beta is None and hp.get("beta") is None:
+            raise ConfigError(
+                f"gdu.beta=None and model.beta=None (algorithm {hp.get('algorithm')!r}): the "
+                "GDU check nudges as EP does; set gdu.beta"
+            )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.every_n_steps and self.batch is None:
@@ -53,11 +80,10 @@ class GDUCallback(L.Callback):
         if not self.every_n_steps or step % self.every_n_steps != 0:
             return
         hp = pl_module.hparams
-        T, K = self.T or hp.T, self.K or hp.K
-        beta = self.beta or hp.beta
+        beta = hp.beta if self.beta is None else self.beta
         x, y = self.batch
         with torch.enable_grad():
-            result = gdu(pl_module.net, x, y, T, K, beta, hp.symmetric)
+            result = gdu(pl_module.net, x, y, hp.T, hp.K, beta, hp.symmetric)
         rmse = rmse_table(result)
         metrics = {
             f"gdu/rmse/{name}": v["mean"] for group in rmse.values() for name, v in group.items()

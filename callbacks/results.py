@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -19,26 +19,56 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-class ResultsWriter(L.Callback):
-    """Appends ``{"epoch", "train_error", "test_error", "train_loss", "free_change", "seconds"}``
-    (errors in percent, ``free_change`` the convergence diagnostic of
-    :class:`~eqprop_lightning.module.EqPropModule`, ``seconds`` the wall time of the epoch
-    including evaluation) to
-    ``<run dir>/results.json`` after every epoch, like the original's ``results`` file.
+def evaluation_sets(datamodule: Any) -> dict[str, str]:
+    """``{"val"|"test": what the set is}`` of the evaluation loaders of ``datamodule`` (its
+    ``evaluation_sets``); a data module that does not say has one loader, taken as validation."""
+    sets = getattr(datamodule, "evaluation_sets", None)
+    if sets:
+        return dict(sets)
+    return {"val": f"the val_dataloader of {type(datamodule).__name__}"}
 
-    The test error is the error on the evaluation set of the epoch (the MNIST test set: the
-    original has no validation split). A resumed run keeps the epochs it already has.
+
+def run_seed() -> int | None:
+    """The run's ``seed_everything`` seed (``PL_GLOBAL_SEED``), or None when it was not set."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return None if seed is None else int(seed)
+
+
+class ResultsWriter(L.Callback):
+    """Writes ``<run dir>/results.json`` after every completed training epoch, like the
+    original's ``results`` file::
+
+        {"algorithm": "ep", "seed": 0, "sets": {"test_error": "<set>", "val_error": "<set>"},
+         "epochs": [{"epoch", "train_error", "test_error", "val_error", "train_loss",
+                     "free_change", "seconds"}, ...]}
+
+    Errors are in percent; ``test_error`` is the error on the test set and ``val_error`` (only
+    with a validation split) on the validation set, both evaluated after the epoch's last
+    training step; ``sets`` says which set each comes from. An epoch without such an
+    evaluation (``check_val_every_n_epoch > 1``, ``limit_val_batches 0``) has ``null`` there.
+    ``free_change`` is the convergence diagnostic of
+    :class:`~eqprop_lightning.module.EqPropModule`, ``seconds`` the wall time of the epoch with
+    its evaluation. An epoch that stops before its last batch (``max_steps``, ``max_time``, a
+    graceful stop) gets no entry: its numbers do not exist; a resumed run completes it. A
+    resumed run keeps the epochs it already has.
     """
 
     def __init__(self, filename: str = "results.json") -> None:
         self.filename = filename
-        self.epochs: list[dict[str, float]] = []
+        self.epochs: list[dict[str, Any]] = []
         self.path = Path(filename)
         self._start = 0.0
+        self._evaluation: dict[str, float] = {}
+        self._evaluated_at: int | None = None  # global step of the last evaluation
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # on every rank: under DDP, trainer.log_dir is a broadcast from rank 0
         self.path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the data is checked and the run directory written (config.yaml) by now
+        rank_zero_info(f"run directory: {self.path.parent}")
 
     @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -52,26 +82,48 @@ class ResultsWriter(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        metrics = trainer.callback_metrics
+        self._evaluation = {
+            f"{name}_error": round(float(metrics[f"{name}/error"]), 4)
+            for name in evaluation_sets(trainer.datamodule)
+            if f"{name}/error" in metrics
+        }
+        self._evaluated_at = trainer.global_step
+
     @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch + 1
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if done < trainer.num_training_batches:
+            rank_zero_info(
+                f"epoch {epoch} stopped after {done} of {trainer.num_training_batches} batches: "
+                f"no entry in {self.path.name} (resuming the run completes the epoch)"
+            )
+            return
         metrics = trainer.callback_metrics
-        entry = {"epoch": trainer.current_epoch + 1}
-        for key, name in (
-            ("train/error", "train_error"),
-            ("val/error", "test_error"),
-            ("train/loss", "train_loss"),
-            ("train/free_change", "free_change"),
-        ):
-            if key in metrics:
-                entry[name] = (
-                    float(f"{float(metrics[key]):.4g}")
-                    if name == "free_change"
-                    else round(float(metrics[key]), 4)
-                )
+        sets = evaluation_sets(trainer.datamodule)
+        # the evaluation belongs to this epoch if it ran after its last step
+        evaluated = self._evaluated_at == trainer.global_step
+        entry: dict[str, Any] = {"epoch": epoch}
+        if "train/error" in metrics:
+            entry["train_error"] = round(float(metrics["train/error"]), 4)
+        for name in sorted(sets, key=("test", "val").index):
+            key = f"{name}_error"
+            entry[key] = self._evaluation.get(key) if evaluated else None
+        if "train/loss" in metrics:
+            entry["train_loss"] = round(float(metrics["train/loss"]), 4)
+        if "train/free_change" in metrics:
+            entry["free_change"] = float(f"{float(metrics['train/free_change']):.4g}")
         entry["seconds"] = round(time.perf_counter() - self._start, 3)
         self.epochs.append(entry)
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            path, {"algorithm": pl_module.hparams.get("algorithm"), "epochs": self.epochs}
-        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "algorithm": pl_module.hparams.get("algorithm"),
+            "seed": run_seed(),
+            "sets": {f"{name}_error": what for name, what in sets.items()},
+            "epochs": self.epochs,
+        }
+        write_json_atomic(self.path, payload)

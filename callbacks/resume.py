@@ -111,8 +111,12 @@ class LastCheckpoint(ModelCheckpoint):
         mid_epoch = 0 < done < trainer.num_training_batches and not trainer.validating
         if isinstance(exception, SIGTERMException) and mid_epoch:
             super().on_exception(trainer, pl_module, exception)
+        elif self.dirpath is None:  # stopped before setup (bad data): the error says it all
+            return
+        elif (last := Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")).is_file():
+            rank_zero_info(f"kept the last good checkpoint {last}")
         else:
-            rank_zero_info(f"kept the last good checkpoint {Path(self.dirpath or '', 'last.ckpt')}")
+            rank_zero_info(f"no checkpoint was written before the stop (none in {self.dirpath})")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -52,7 +52,8 @@ class IMDBDataModule(TextDataModule):
         seq_len: Tokens per review (post-padded with zeros or truncated).
         batch_size: Training batch size.
         test_batch_size: Validation/test batch size (default: ``batch_size``, as the original).
-        val_size: Examples carved (seeded) from train for validation; 0 = validate on test.
+        val_size: Examples held out (seeded) of train for validation; 0: no validation set
+            (the test set is evaluated every epoch either way).
         limit_train_examples: Seeded class-balanced subset of the training reviews.
         limit_test_examples: Seeded class-balanced subset of the test reviews.
         keep_oov: Keep out-of-vocabulary tokens as zero vectors instead of dropping them.
@@ -106,6 +107,18 @@ class IMDBDataModule(TextDataModule):
     def seq_len(self) -> int:
         """Tokens per review."""
         return self._seq_len
+
+    def _validation_set(self) -> str | None:
+        if not self._val_size:
+            return None
+        return (
+            f"{self._val_size} reviews held out of the IMDB training reviews (seed "
+            f"{self._seed}), not trained on"
+        )
+
+    def _test_set_name(self) -> str:
+        limit = self._limits["test"]
+        return "the IMDB test reviews" + (f" ({limit}, class-balanced)" if limit else "")
 
     # -- sources ---------------------------------------------------------------------------
     def _folder(self) -> Path:

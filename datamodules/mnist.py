@@ -2,7 +2,10 @@
 
 Images are scaled to ``[0, 1]`` exactly as ``torchvision.transforms.ToTensor`` does (no
 normalisation), optionally flattened to 784 features, and targets are one-hot float vectors.
-The official test set doubles as the validation set: the original code evaluates it every epoch.
+The test set is evaluated every epoch, as the original code does. With ``val_split N`` a seeded
+validation set of ``N`` training images is held out (not trained on) and evaluated every epoch
+too, before the test set; without one (the default, the original's setup) there is no
+validation set, and nothing can be chosen on it.
 
 Data location, in order of precedence: the ``data_dir`` argument (``--data.data_dir`` on the
 CLI), the ``EQPROP_DATA_DIR`` environment variable, then ``./data``. Files are laid out as
@@ -36,10 +39,11 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
 
-from eqprop_lightning.errors import DataError
+from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
 from .sampling import make_loader
@@ -218,7 +222,9 @@ def check_idx_file(path: Path, name: str, full: bool = True, md5: bool = False) 
     return IdxFile(path, dims[0], digest.hexdigest() if digest is not None else None)
 
 
-def check_mnist_files(files: dict[str, Path], full: bool = True, md5: bool = False) -> None:
+def check_mnist_files(
+    files: dict[str, Path], full: bool = True, md5: bool = False
+) -> dict[str, IdxFile]:
     """Check the four files (``files[name]``: gunzipped or ``.gz`` path) and their agreement."""
     infos = {name: check_idx_file(path, name, full=full, md5=md5) for name, path in files.items()}
     for images_name, labels_name in SPLIT_FILES.values():
@@ -230,7 +236,7 @@ def check_mnist_files(files: dict[str, Path], full: bool = True, md5: bool = Fal
                 f"of a split"
             )
     if not md5:
-        return
+        return infos
     for name, expected in MNIST_MD5.items():
         info = infos[name]
         if info.md5 != expected:
@@ -240,6 +246,7 @@ def check_mnist_files(files: dict[str, Path], full: bool = True, md5: bool = Fal
                 f"file is corrupt or not the official MNIST; replace it or pass "
                 f"--data.verify_checksums false."
             )
+    return infos
 
 
 def _onehot_tensor_dataset(mnist: MNIST, flatten: bool) -> TensorDataset:
@@ -254,18 +261,30 @@ def _onehot_tensor_dataset(mnist: MNIST, flatten: bool) -> TensorDataset:
     return TensorDataset(x, y)
 
 
+def split_indices(n: int, n_val: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Sorted ``(train, val)`` indices of ``range(n)``: ``n_val`` drawn by ``randperm`` seeded
+    with ``seed`` for validation, the rest for training."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
 class MNISTDataModule(L.LightningDataModule):
-    """MNIST with ``ToTensor`` scaling and one-hot float targets; test set used for validation.
+    """MNIST with ``ToTensor`` scaling and one-hot float targets.
+
+    The evaluation loaders (``val_dataloader``) serve the sets of :attr:`evaluation_sets`: the
+    held-out validation images then the test set with ``val_split``, else the test set.
 
     Args:
         data_dir: Root holding ``MNIST/raw``; defaults to ``$EQPROP_DATA_DIR`` or ``./data``.
         batch_size: Training batch size.
-        test_batch_size: Batch size of the validation/test loaders (both serve the test set).
+        test_batch_size: Batch size of the validation and test loaders.
         flatten: Serve images as 784-vectors (fully connected nets) instead of ``(1, 28, 28)``.
         num_workers: DataLoader worker processes.
         download: Download missing files with torchvision in ``prepare_data``.
         verify_checksums: Check the (decompressed) files against the official MD5s in
             ``prepare_data``.
+        val_split: Training images held out for validation (0: none, train on all 60,000).
+        split_seed: Seed of the split; default the run's seed (``seed_everything``, else 0).
     """
 
     def __init__(
@@ -277,14 +296,20 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         download: bool = True,
         verify_checksums: bool = True,
+        val_split: int = 0,
+        split_seed: int | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("batch_size", batch_size)
         check_positive_int("test_batch_size", test_batch_size)
         check_nonneg_int("num_workers", num_workers)
+        check_nonneg_int("val_split", val_split)
+        if split_seed is not None:
+            check_nonneg_int("split_seed", split_seed)
         self.save_hyperparameters()
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
         self._checked = False  # prepare_data checked the files in this process
 
@@ -297,6 +322,31 @@ class MNISTDataModule(L.LightningDataModule):
     def example_shape(self) -> tuple[int, ...]:
         """Shape of one input example: ``(784,)`` if flattened, else ``(1, 28, 28)``."""
         return (FLAT_DIM,) if self.hparams.flatten else IMAGE_SHAPE
+
+    @property
+    def split_seed(self) -> int:
+        """Seed of the validation split: ``split_seed``, else the run's (``PL_GLOBAL_SEED``)."""
+        seed = self.hparams.split_seed
+        return int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+
+    @property
+    def evaluation_sets(self) -> dict[str, str]:
+        """``{"val"|"test": what the set is}``, in the order of ``val_dataloader``'s loaders."""
+        test = "the MNIST test set (t10k files)"
+        if not self.hparams.val_split:
+            return {"test": test}
+        val = (
+            f"{self.hparams.val_split} images held out of the MNIST training set "
+            f"(split_seed {self.split_seed}), not trained on"
+        )
+        return {"val": val, "test": test}
+
+    def _check_val_split(self, n_train: int) -> None:
+        if self.hparams.val_split >= n_train:
+            raise ConfigError(
+                f"val_split={self.hparams.val_split} must be smaller than the {n_train} "
+                "training images"
+            )
 
     def _missing_files(self) -> list[str]:
         raw_dir = _raw_dir(self.data_root)
@@ -334,7 +384,8 @@ class MNISTDataModule(L.LightningDataModule):
                 raise self._not_found_error(missing, "files still missing after the download")
         raw_dir = _raw_dir(self.data_root)
         files = {name: _source_file(raw_dir, name) for name in MNIST_MD5}
-        check_mnist_files(files, full=True, md5=self.hparams.verify_checksums)
+        infos = check_mnist_files(files, full=True, md5=self.hparams.verify_checksums)
+        self._check_val_split(infos[SPLIT_FILES["train"][1]].count)
         self._checked = True
 
     def _readable_root(self) -> Path:
@@ -355,12 +406,14 @@ class MNISTDataModule(L.LightningDataModule):
         return target_root
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the splits as in-memory tensors (train only when fitting).
+        """Load the splits as in-memory tensors (train and validation only when fitting).
 
         Checks the gunzipped files' headers and sizes (``DataError``); all of ``prepare_data``'s
         checks, MD5 included, when ``prepare_data`` has not run in this process.
         """
-        need_train = stage in (None, "fit") and self.train_set is None
+        # the validation images come from the training files
+        train_stages = (None, "fit", "validate") if self.hparams.val_split else (None, "fit")
+        need_train = stage in train_stages and self.train_set is None
         if self.test_set is not None and not need_train:
             return
         root = self._readable_root()
@@ -370,7 +423,13 @@ class MNISTDataModule(L.LightningDataModule):
         check_mnist_files(files, full=thorough, md5=thorough and self.hparams.verify_checksums)
         flatten = self.hparams.flatten
         if need_train:
-            self.train_set = _onehot_tensor_dataset(MNIST(str(root), train=True), flatten)
+            train = _onehot_tensor_dataset(MNIST(str(root), train=True), flatten)
+            self.train_set = train
+            if self.hparams.val_split:
+                self._check_val_split(len(train))
+                keep, held_out = split_indices(len(train), self.hparams.val_split, self.split_seed)
+                self.train_set = TensorDataset(*train[keep])
+                self.val_set = TensorDataset(*train[held_out])
         if self.test_set is None:
             self.test_set = _onehot_tensor_dataset(MNIST(str(root), train=False), flatten)
 
@@ -383,10 +442,20 @@ class MNISTDataModule(L.LightningDataModule):
         """Shuffled training batches ``(x, y_onehot)``."""
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        """The official test set (the original code has no separate validation split)."""
-        return self._loader(self.test_set, self.hparams.test_batch_size, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The evaluation of every epoch, in order: the validation set and the test set with
+        ``val_split``, else the test set (as the original, which has no validation split)."""
+        sets = {"val": self.val_set, "test": self.test_set}
+        loaders = [
+            self._loader(sets[name], self.hparams.test_batch_size, shuffle=False)
+            for name in self.evaluation_sets
+        ]
+        return loaders if len(loaders) > 1 else loaders[0]
 
     def test_dataloader(self) -> DataLoader:
         """The official test set, in order."""
         return self._loader(self.test_set, self.hparams.test_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The official test set, in order (``eqprop predict``)."""
+        return self.test_dataloader()

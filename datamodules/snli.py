@@ -156,7 +156,8 @@ class SNLIDataModule(TextDataModule):
         batch_size: Training batch size.
         test_batch_size: Validation/test batch size (default: ``batch_size``).
         train_split: Training split (``train``; offline only ``dev`` and ``test`` exist).
-        val_split: Validation split, or ``None`` to validate on the test split (the original).
+        val_split: Validation split, or ``None`` for none (the original; the test split is
+            evaluated every epoch either way).
         test_split: Test split.
         train_max_rows: Rows read from the train file before dropping '-' (original 540,000).
         test_max_rows: Rows read from the val/test files before dropping '-' (original 10,000).
@@ -238,6 +239,13 @@ class SNLIDataModule(TextDataModule):
     def sentence_len(self) -> int:
         """Tokens per sentence."""
         return self._sentence_len
+
+    def _validation_set(self) -> str | None:
+        split = self._roles.get("val")
+        return None if split is None else f"the SNLI {split} split"
+
+    def _test_set_name(self) -> str:
+        return f"the SNLI {self._roles['test']} split"
 
     def _candidates(self, split: str) -> list[Path]:
         return [

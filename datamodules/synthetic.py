@@ -48,6 +48,11 @@ class ToyDataModule(L.LightningDataModule):
         """Shape of one input example: ``(n_in,)``."""
         return (self.hparams.n_in,)
 
+    @property
+    def evaluation_sets(self) -> dict[str, str]:
+        """The evaluation loader serves the test examples (there is no validation set)."""
+        return {"test": f"{self.hparams.n_test} synthetic test examples"}
+
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         gen = torch.Generator().manual_seed(hp.seed)

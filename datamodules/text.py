@@ -515,10 +515,30 @@ class TextDataModule(L.LightningDataModule):
         """Shuffled training batches ``(ids, y_onehot)`` (embedded after transfer)."""
         return self._loader(self.train_set, self._batch_size, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches (the test set when there is no validation split)."""
-        dataset = self.val_set if self.val_set is not None else self.test_set
-        return self._loader(dataset, self._test_batch_size, shuffle=False)
+    @property
+    def evaluation_sets(self) -> dict[str, str]:
+        """``{"val"|"test": what the set is}``, in the order of ``val_dataloader``'s loaders:
+        the validation set then the test set with a validation split, else the test set."""
+        val = self._validation_set()
+        test = self._test_set_name()
+        return {"test": test} if val is None else {"val": val, "test": test}
+
+    def _validation_set(self) -> str | None:
+        """What the validation set is, or ``None`` without one."""
+        raise NotImplementedError
+
+    def _test_set_name(self) -> str:
+        raise NotImplementedError
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The evaluation of every epoch, in order: validation batches then test batches with a
+        validation split, else test batches (the original evaluates the test set)."""
+        sets = {"val": self.val_set, "test": self.test_set}
+        loaders = [
+            self._loader(sets[name], self._test_batch_size, shuffle=False)
+            for name in self.evaluation_sets
+        ]
+        return loaders if len(loaders) > 1 else loaders[0]
 
     def test_dataloader(self) -> DataLoader:
         """Test batches, in order."""

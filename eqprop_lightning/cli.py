@@ -5,24 +5,30 @@ gradients step by step) and ``recipe`` (their sign agreement over several batche
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from eqprop_lightning.callbacks import (
+    AtomicCheckpointIO,
     GDUCallback,
     LastCheckpoint,
     ResultsWriter,
     write_json_atomic,
 )
+from eqprop_lightning.callbacks.results import evaluation_sets
 from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.module import EqPropModule
@@ -40,7 +46,6 @@ TRAINER_DEFAULTS = {
         "init_args": {"save_dir": "runs", "name": "eqprop"},
     },
     "log_every_n_steps": 50,
-    "plugins": [{"class_path": "eqprop_lightning.callbacks.AtomicCheckpointIO"}],
 }
 
 EXTRA_COMMANDS = """extra subcommands:
@@ -70,9 +75,9 @@ class EqPropCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
-        # the best epoch by val/error, and last.ckpt after every epoch and on Ctrl-C/SIGTERM
-        # (Lightning 2.6 writes a save_last checkpoint only together with a top-k one); a resumed
-        # run writes into its own run directory, so no version counter (last.ckpt is overwritten)
+        # the best epoch by val/error (with a validation split only: see _instantiate_trainer),
+        # and last.ckpt after every epoch and on Ctrl-C/SIGTERM; a resumed run writes into its
+        # own run directory, so no version counter (last.ckpt is overwritten)
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.set_defaults(
@@ -124,25 +129,85 @@ class EqPropCLI(LightningCLI):
             init.save_dir = str(run_dir.parent.parent)
             rank_zero_info(f"resuming {ckpt} in {run_dir}")
 
+    def before_instantiate_classes(self) -> None:
+        """``--ckpt_path`` of a checkpoint written before BPTT took no ``beta``: Lightning put
+        its hyperparameters (``algorithm: bptt`` with the config's ``beta`` and ``symmetric``,
+        which BPTT never used) into the config; they are dropped here, saying so."""
+        config = self.config.get(str(self.subcommand), self.config)
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        saved = checkpoint_hparams(ckpt_path)
+        if saved.get("algorithm") != "bptt" or config.model.algorithm != "bptt":
+            return
+        unused = {k: saved[k] for k in ("beta", "symmetric") if saved.get(k)}
+        if unused:
+            config.model.beta, config.model.symmetric = None, False
+            rank_zero_info(
+                f"{ckpt_path} was written before BPTT took no beta/symmetric: dropped its "
+                + ", ".join(f"{k}={v}" for k, v in unused.items())
+                + " (BPTT never used them)"
+            )
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
+        """The one place LightningCLI joins the trainer's arguments and the callbacks: the best
+        checkpoint is kept only where there is a validation set to choose it on, no checkpoint
+        callback with ``enable_checkpointing: false``, and checkpoints are written atomically
+        whatever ``plugins`` holds (unless it brings its own ``CheckpointIO``)."""
+        if config.get("enable_checkpointing") is False:
+            callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
+        elif self.datamodule is not None and "val" not in evaluation_sets(self.datamodule):
+            best = [
+                cb
+                for cb in callbacks
+                if type(cb) is ModelCheckpoint and str(cb.monitor).startswith("val/")
+            ]
+            if best:
+                rank_zero_info(
+                    f"no validation set: no best checkpoint by {best[0].monitor}, only "
+                    f"last.ckpt (each epoch is evaluated on "
+                    f"{evaluation_sets(self.datamodule).get('test', 'the test set')})"
+                )
+                # a checkpoint written before this rule holds that callback's state; the line
+                # above says why it is not restored, instead of Lightning's "add the callback"
+                missing = json.dumps([best[0].state_key])
+                warnings.filterwarnings(
+                    "ignore", message=f".*add the following callbacks: {re.escape(missing)}"
+                )
+            callbacks = [cb for cb in callbacks if not any(cb is b for b in best)]
+        plugins = config.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        return super()._instantiate_trainer({**config, "plugins": plugins}, callbacks)
+
     def _check_run(self) -> None:
         """Before any data is read: the net against the data, and the checkpoint to load."""
         check_net_fits_data(self.model.net, self.datamodule)
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, GDUCallback):
+                callback.check_against(self.model.hparams)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_fits(ckpt_path, self.model)
 
-    def before_fit(self) -> None:
-        self._check_run()
-        rank_zero_info(f"run directory: {self.trainer.log_dir}")
-
-    before_validate = before_test = _check_run
+    before_fit = before_validate = before_test = _check_run
 
     def after_fit(self) -> None:
-        ckpt = self.trainer.checkpoint_callback
-        rank_zero_info(
-            f"results: {Path(self.trainer.log_dir) / 'results.json'}\n"
-            f"best checkpoint: {ckpt.best_model_path if ckpt else None}"
-        )
+        lines = [f"results: {Path(self.trainer.log_dir) / 'results.json'}"]
+        for ckpt in self.trainer.checkpoint_callbacks:
+            if isinstance(ckpt, LastCheckpoint):
+                # a top-1 checkpoint without a monitor: its "best" is the latest
+                lines.append(f"last checkpoint: {ckpt.best_model_path or None}")
+            elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
+                lines.append(f"best checkpoint by {ckpt.monitor}: {ckpt.best_model_path or None}")
+        rank_zero_info("\n".join(lines))
+
+
+def checkpoint_hparams(ckpt_path: str | Path) -> dict:
+    """The hyperparameters stored in a checkpoint (memory-mapped: the tensors are not read)."""
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return dict(ckpt.get("hyper_parameters") or {})
 
 
 def _next_dir(parent: Path, prefix: str) -> Path:
@@ -158,8 +223,9 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     from eqprop_lightning.plots import plot_error_curves
 
     warnings.filterwarnings("ignore", message=".*args parameter is intended")
+    rule_args = {"ep": [], "bptt": ["--model.beta=null", "--model.symmetric=false"]}
     clis = {
-        alg: EqPropCLI(args=[*args, f"--model.algorithm={alg}"], run=False)
+        alg: EqPropCLI(args=[*args, f"--model.algorithm={alg}", *rule_args[alg]], run=False)
         for alg in ("ep", "bptt")
     }
     clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
@@ -201,11 +267,24 @@ def _analysis_setup(prog: str, args: list[str], extra: dict[str, dict]) -> tuple
     return cli.model, datamodule, out_dir, own
 
 
-def _training_batch(datamodule) -> tuple:
-    """The first batch of a fresh (shuffled) training loader, as the model receives it (the text
-    data modules embed token ids in ``on_after_batch_transfer``)."""
-    batch = next(iter(datamodule.train_dataloader()))
-    return datamodule.on_after_batch_transfer(batch, 0)
+def _training_batches(datamodule, n: int) -> list[tuple]:
+    """The first ``n`` batches of the (shuffled) training loader's first epoch, as the model
+    receives them (the text data modules embed token ids in ``on_after_batch_transfer``)."""
+    loader = datamodule.train_dataloader()
+    if n > len(loader):
+        raise ConfigError(f"--batches={n}: the training set has only {len(loader)} batches")
+    batches = itertools.islice(loader, n)
+    return [datamodule.on_after_batch_transfer(batch, 0) for batch in batches]
+
+
+def _ep_beta(model) -> float:
+    """The analyses compare EP's updates with BPTT's gradients: they need EP's ``beta``."""
+    if model.hparams.beta is None:
+        raise ConfigError(
+            "model.beta=None: the GDU analyses compare EP's updates (nudged by beta) with "
+            "BPTT's gradients; use an EP config (algorithm: ep, with beta)"
+        )
+    return model.hparams.beta
 
 
 def gdu_command(args: list[str]) -> dict:
@@ -213,9 +292,11 @@ def gdu_command(args: list[str]) -> dict:
     from eqprop_lightning.analysis import rmse_report, run_gdu
 
     model, datamodule, out_dir, _ = _analysis_setup("gdu", args, {})
-    x, y = _training_batch(datamodule)
+    ((x, y),) = _training_batches(datamodule, 1)
     hp = model.hparams
-    summary = run_gdu(model.net, x, y, hp.T, hp.K, hp.beta, out_dir, hp.symmetric, rule=model.rule)
+    summary = run_gdu(
+        model.net, x, y, hp.T, hp.K, _ep_beta(model), out_dir, hp.symmetric, rule=model.rule
+    )
     print(rmse_report(summary))
     print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
     return summary
@@ -229,17 +310,24 @@ def recipe_command(args: list[str]) -> dict:
     model, datamodule, out_dir, own = _analysis_setup("recipe", args, extra)
     if own.batches < 1:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
-    batches = [_training_batch(datamodule) for _ in range(own.batches)]
+    batches = _training_batches(datamodule, own.batches)
     hp = model.hparams
-    recipe = run_recipe(model.net, batches, hp.T, hp.K, hp.beta)
+    recipe = run_recipe(model.net, batches, hp.T, hp.K, _ep_beta(model))
     path = write_recipe(recipe, out_dir, own.batches)
     print(recipe_report(recipe))
     print(f"sign agreement over {own.batches} batches written to {path}")
     return recipe
 
 
+def _cell(value: float | None, digits: int) -> str:
+    """A number of the table; ``-`` where the epoch has none (not evaluated, or missing)."""
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def comparison_table(results: dict[str, list[dict]]) -> str:
-    """Markdown table: one row per epoch, train/test error (%) of each algorithm side by side."""
+    """Markdown table: one row per epoch, train and test error (%) of each algorithm side by
+    side (``-`` for an epoch without an evaluation)."""
+
     algs = list(results)
     header = "| epoch | " + " | ".join(f"{a} train % | {a} test % | {a} s" for a in algs) + " |"
     lines = [header, "|" + "---|" * (1 + 3 * len(algs))]
@@ -247,8 +335,8 @@ def comparison_table(results: dict[str, list[dict]]) -> str:
         cells = [str(i + 1)]
         for a in algs:
             e = results[a][i] if i < len(results[a]) else {}
-            cells += [f"{e.get(k, float('nan')):.2f}" for k in ("train_error", "test_error")]
-            cells.append(f"{e.get('seconds', float('nan')):.1f}")
+            cells += [_cell(e.get(k), 2) for k in ("train_error", "test_error")]
+            cells.append(_cell(e.get("seconds"), 1))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

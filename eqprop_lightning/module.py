@@ -112,6 +112,23 @@ def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str 
     return "symmetric"
 
 
+def check_rule_options(algorithm: str, beta: float | None, symmetric: bool) -> None:
+    """EP needs ``beta``; BPTT has no nudge, so ``beta`` must be None and ``symmetric`` False
+    for it (a ``ConfigError``, not ignored)."""
+    if algorithm == "ep" and beta is None:
+        raise ConfigError("beta=None: algorithm 'ep' needs the nudging strength (finite and > 0)")
+    if algorithm == "bptt" and beta is not None:
+        raise ConfigError(
+            f"beta={beta} does not apply to algorithm 'bptt' (BPTT has no nudge): "
+            "set model.beta null"
+        )
+    if algorithm == "bptt" and symmetric:
+        raise ConfigError(
+            "symmetric=True does not apply to algorithm 'bptt' (it is EP's three-phase nudge): "
+            "set model.symmetric false"
+        )
+
+
 class EqPropModule(L.LightningModule):
     """Trains ``net`` with EP (``algorithm: ep``) or truncated BPTT (``algorithm: bptt``).
 
@@ -127,8 +144,8 @@ class EqPropModule(L.LightningModule):
             (recurrent backpropagation, the implicit gradient at the free fixed point).
         T: free-phase steps.
         K: nudged-phase steps (EP), tracked steps (BPTT) or adjoint iterations (RBP).
-        beta: nudging strength (EP only).
-        symmetric: the old spelling of ``nudging: symmetric`` (an alias).
+        beta: nudging strength; required by EP, None for BPTT.
+        symmetric: the old spelling of ``nudging: symmetric`` (an alias); False for BPTT.
         nudging: EP's nudging scheme, ``positive`` (the default, two-phase), ``symmetric``
             (``+beta`` and ``-beta``), ``random_sign`` (``+-beta`` drawn per batch from the run's
             seed and the global step) or ``holomorphic`` (complex nudges, tanh/sigm/sigmoid nets
@@ -153,7 +170,7 @@ class EqPropModule(L.LightningModule):
         algorithm: Algorithm = "ep",
         T: int = 40,
         K: int = 15,
-        beta: float = 0.1,
+        beta: float | None = None,
         symmetric: bool = False,
         nudging: str | None = None,
         holomorphic_points: int | None = None,
@@ -166,6 +183,7 @@ class EqPropModule(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = net
+        check_rule_options(algorithm, beta, symmetric)
         self.rule = make_rule(
             algorithm,
             T,
@@ -310,10 +328,23 @@ class EqPropModule(L.LightningModule):
                 f"{self.global_step}): weight {label} is not finite; not saved"
             )
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def evaluation_set(self, dataloader_idx: int = 0) -> str:
+        """``val`` or ``test``: the set served by evaluation loader ``dataloader_idx``, from the
+        data module's ``evaluation_sets`` (in the order of its ``val_dataloader``); ``val``
+        when the data does not say."""
+        sets = getattr(self.trainer.datamodule, "evaluation_sets", None)
+        return list(sets)[dataloader_idx] if sets else "val"
+
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """The error on each evaluation set as ``<set>/error``: ``val/error`` on a validation
+        split, ``test/error`` on the test set (evaluated every epoch as the original)."""
         x, y = batch
-        self.val_error(error_percent(self(x), y))
-        self.log("val/error", self.val_error, on_epoch=True, prog_bar=True)
+        name = self.evaluation_set(dataloader_idx)
+        metric = {"val": self.val_error, "test": self.test_error}[name]
+        metric(error_percent(self(x), y))
+        self.log(f"{name}/error", metric, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch

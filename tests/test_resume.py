@@ -2,6 +2,7 @@
 
 import json
 import signal as signal_
+import warnings
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,63 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
         assert [e[key] for e in resumed] == [e[key] for e in straight], key
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
     assert torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+
+
+#: The best-checkpoint callback's state key in checkpoints written before the validation split
+#: (ModelCheckpoint monitoring val/error, which was then the test set).
+OLD_BEST_KEY = (
+    "ModelCheckpoint{'monitor': 'val/error', 'mode': 'min', 'every_n_train_steps': 0, "
+    "'every_n_epochs': 1, 'train_time_interval': None}"
+)
+
+
+def write_the_old_way(run: Path, beta: float) -> None:
+    """Rewrite a BPTT run's last.ckpt and results.json as the code before BPTT lost ``beta`` and
+    before the validation split wrote them (as a run of benchmarks/table1_queue.sh started then):
+    hyperparameters with the config's ``beta`` and ``symmetric: false``, the state of a best
+    checkpoint by val/error next to last.ckpt's, and results.json without "sets" and "seed"."""
+    ckpt_path = run / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert ckpt["hyper_parameters"]["beta"] is None
+    ckpt["hyper_parameters"].update(beta=beta, symmetric=False)
+    best = str(run / "checkpoints" / "epoch000.ckpt")
+    score = torch.tensor(50.0)
+    ckpt["callbacks"][OLD_BEST_KEY] = {
+        "monitor": "val/error", "best_model_score": score, "best_model_path": best,
+        "current_score": score, "dirpath": str(run / "checkpoints"), "best_k_models": {best: score},
+        "kth_best_model_path": best, "kth_value": score, "last_model_path": "",
+    }  # fmt: skip
+    torch.save(ckpt, ckpt_path)
+    torch.save(ckpt, best)
+    results = json.loads((run / "results.json").read_text())
+    old = {"algorithm": "bptt", "epochs": results["epochs"]}
+    (run / "results.json").write_text(json.dumps(old, indent=2))
+
+
+def test_resume_a_bptt_checkpoint_written_before_bptt_lost_beta(
+    fake_mnist, tmp_path, monkeypatch, caplog
+):
+    """Resumed as the queue does (``--model.algorithm bptt`` on an EP config): the checkpoint's
+    beta is dropped with one line, the run goes on exactly, results.json gets the new schema."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--model.algorithm", "bptt", "--trainer.max_epochs"]
+    main([*args, "2", "--model.beta", "null", "--trainer.logger.init_args.version", "straight"])
+    main([*args, "1", "--model.beta", "null", "--trainer.logger.init_args.version", "cut"])
+    runs = tmp_path / "runs" / "p1h"
+    write_the_old_way(runs / "cut", beta=0.1)  # p1h.yaml's beta
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        main([*args, "2", "--ckpt_path", str(runs / "cut" / "checkpoints" / "last.ckpt")])
+    assert "was written before BPTT took no beta/symmetric: dropped its beta=0.1" in caplog.text
+    assert not [w for w in caught if "add the following callbacks" in str(w.message)]
+    straight, resumed = (json.loads((runs / v / "results.json").read_text()) for v in
+                         ("straight", "cut"))  # fmt: skip
+    assert resumed["sets"] == straight["sets"] and resumed["seed"] == 0
+    drop = ("seconds",)
+    assert [{k: v for k, v in e.items() if k not in drop} for e in resumed["epochs"]] == [
+        {k: v for k, v in e.items() if k not in drop} for e in straight["epochs"]
+    ]
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["beta"] is None and OLD_BEST_KEY not in saved["callbacks"]

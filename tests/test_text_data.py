@@ -186,7 +186,8 @@ def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
     assert torch.all(weight[0] == 0)
     for i, word in enumerate(dm.vocabulary, start=1):
         assert torch.equal(weight[i], torch.from_numpy(_vector(word)))
-    assert dm.val_dataloader().dataset is test  # val_size=0: validate on test, as the original
+    assert dm.val_dataloader().dataset is test  # val_size=0: evaluate the test set, as the original
+    assert dm.evaluation_sets == {"test": "the IMDB test reviews"}
 
 
 def test_imdb_keep_oov(imdb_root: Path, w2v_file: Path, tmp_path: Path) -> None:
@@ -234,7 +235,9 @@ def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
     assert sorted(base.labels.tolist()) == [0, 1]
     assert len(dm.train_set) == 1 and len(dm.val_set) == 1
     assert set(dm.train_set.indices).isdisjoint(dm.val_set.indices)
-    assert dm.val_dataloader().dataset is dm.val_set
+    # with a validation split each epoch evaluates it, then the test set
+    assert list(dm.evaluation_sets) == ["val", "test"]
+    assert [loader.dataset for loader in dm.val_dataloader()] == [dm.val_set, dm.test_set]
     with pytest.raises(ConfigError, match="val_size"):
         _imdb(imdb_root, w2v_file, val_size=4)
     with pytest.raises(ConfigError, match="seq_len"):
@@ -286,6 +289,17 @@ def test_trainer_receives_embedded_batches(snli_root: Path, w2v_file: Path) -> N
     assert model.seen == [(torch.Size([2, 2 * SNLI_SEQ_LEN, 300]), torch.float32)]
 
 
+def test_snli_val_split_is_evaluated_before_the_test_split(snli_root: Path, w2v_file: Path) -> None:
+    dm = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN,
+        train_split="dev", val_split="dev",
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.evaluation_sets == {"val": "the SNLI dev split", "test": "the SNLI test split"}
+    assert [loader.dataset for loader in dm.val_dataloader()] == [dm.val_set, dm.test_set]
+
+
 def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
     dm = SNLIDataModule(
         data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN, train_split="dev"
@@ -296,7 +310,8 @@ def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
     for dataset in (dm.train_set, dm.test_set):
         assert dataset.labels.tolist() == [0, 1, 2]  # '-' dropped
         assert _tokens(dm, dataset.ids) == EXPECTED_SNLI
-    ids, y = next(iter(dm.val_dataloader()))  # no val_split: validate on test
+    ids, y = next(iter(dm.val_dataloader()))  # no val_split: evaluate the test split
+    assert dm.evaluation_sets == {"test": "the SNLI test split"}
     assert ids.shape == (3, 2 * SNLI_SEQ_LEN) and y.argmax(1).tolist() == [0, 1, 2]
 
 
