@@ -27,6 +27,7 @@ from eqprop_lightning.learning import (
     first_nonfinite_weight,
     locate_nonfinite,
 )
+from eqprop_lightning.learning.compiled import compile_dynamics
 from eqprop_lightning.learning.phases import free_phase
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
@@ -161,6 +162,9 @@ class EqPropModule(L.LightningModule):
             at its last step (``train/free_change``, logged every epoch: per layer, the batch mean
             of the largest ``|s(T) - s(T-1)|``); None never stops. Training always stops, with the
             layer, phase and step named, when a state or weight is not finite.
+        compile: run the relaxations' step through ``torch.compile`` (inductor on CPU, CUDA
+            graphs on CUDA; eager with a warning where compilation fails), see
+            :mod:`eqprop_lightning.learning.compiled`.
     """
 
     def __init__(
@@ -178,11 +182,15 @@ class EqPropModule(L.LightningModule):
         cosine_t_max: int | None = None,
         eta_min: float = 1e-5,
         convergence_tol: float | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.net = net
+        if compile not in (False, True):
+            raise ConfigError(f"compile={compile!r} must be true or false")
+        compile_dynamics(net, compile)
         check_rule_options(algorithm, beta, symmetric)
         self.rule = make_rule(
             algorithm,

@@ -1,9 +1,11 @@
-"""Relaxation of the dynamics: the free phase and the nudged phase."""
+"""Relaxation of the dynamics: the free phase and the nudged phase (through ``net.step``, or its
+compiled version after :func:`~eqprop_lightning.learning.compiled.compile_dynamics`)."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
+from eqprop_lightning.learning.compiled import step_function
 from eqprop_lightning.nets import State, StaticTerms
 
 
@@ -11,8 +13,9 @@ def relax(
     net, s: State, static: StaticTerms, steps: int, beta: float = 0.0, y: Tensor | None = None
 ) -> State:
     """Apply ``s <- F(x, s, theta) - beta dl/ds`` ``steps`` times (free when ``beta = 0``)."""
+    step = step_function(net)
     for _ in range(steps):
-        s = net.step(s, static, beta, y)
+        s = step(s, static, beta, y)
     return s
 
 
@@ -20,9 +23,9 @@ def relax_with_previous(
     net, s: State, static: StaticTerms, steps: int, beta: float = 0.0, y: Tensor | None = None
 ) -> tuple[State, State]:
     """:func:`relax`, also returning the state one step before the end (``s`` if no step)."""
-    previous = s
+    previous, step = s, step_function(net)
     for _ in range(steps):
-        previous, s = s, net.step(s, static, beta, y)
+        previous, s = s, step(s, static, beta, y)
     return previous, s
 
 

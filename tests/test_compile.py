@@ -1,0 +1,180 @@
+"""``compile: true``: the relaxations' step through ``torch.compile``, against eager.
+
+The default suite only traces with a counting backend (no code generation) or fakes a compiler
+failure; the comparisons that run inductor (tens of seconds per graph on a busy 2-core machine)
+are marked slow.
+"""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import compiled
+from eqprop_lightning.learning.compiled import CompiledStep, compile_dynamics, step_function
+from eqprop_lightning.module import EqPropModule, make_rule
+from eqprop_lightning.nets import (
+    ConvPrototypical,
+    EnergyBasedFC,
+    HopfieldClassifier,
+    PrototypicalFC,
+    ToyEnergyBased,
+)
+from tests.reference import REFERENCE, build_net, needs_reference, original_to_ours
+
+# one tiny net per kind, with an input batch maker
+NETS = {
+    "prototypical": (lambda: PrototypicalFC([3, 5, 4], "sigm"), (4,)),
+    "energy_based": (lambda: EnergyBasedFC([3, 5, 4], "sigm", dt=0.3), (4,)),
+    "toy": (lambda: ToyEnergyBased([3, 5, 4], "tanh", dt=0.2), (4,)),
+    "conv": (lambda: ConvPrototypical([4, 3, 1], [3], kernel_size=3, input_size=14), (1, 14, 14)),
+    "hopfield": (
+        lambda: HopfieldClassifier([3], [[0, 0]], [5, 3], embed_dim=4, attn_scale=0.5),
+        (3, 4),
+    ),
+}
+
+
+def make(kind: str, B: int = 4, seed: int = 0):
+    torch.manual_seed(seed)
+    factory, shape = NETS[kind]
+    net = factory()
+    x = torch.rand(B, *shape)
+    y = F.one_hot(torch.arange(B) % 3, 3).float()
+    return net, x, y
+
+
+def estimate(net, algorithm: str, x, y):
+    """The rule's objective and parameter gradients, and its free-phase output."""
+    rule = make_rule(algorithm, 6, 3, 0.5 if algorithm == "ep" else None)
+    est = rule(net, x, y)
+    grads = torch.autograd.grad(est.objective, list(net.parameters()), allow_unused=True)
+    return est.objective.detach(), est.output.detach(), grads
+
+
+@pytest.fixture
+def counting_compile(monkeypatch):
+    """``torch.compile`` in :mod:`compiled` with a backend that counts the graphs it is given and
+    runs them as traced (no code generation): what dynamo would hand to inductor."""
+    graphs, real_compile = [], torch.compile
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    def fake_compile(fn, **kwargs):
+        assert kwargs == {"dynamic": False, "mode": None}
+        return real_compile(fn, backend=backend, dynamic=False)
+
+    monkeypatch.setattr(compiled.torch, "compile", fake_compile)
+    torch._dynamo.reset()
+    return graphs
+
+
+def test_module_option_registers_the_compiled_step():
+    net, _, _ = make("prototypical")
+    EqPropModule(net, [0.1, 0.1], T=4, K=2, beta=0.5, compile=True)
+    assert isinstance(step_function(net), CompiledStep)
+    EqPropModule(net, [0.1, 0.1], T=4, K=2, beta=0.5)
+    assert step_function(net) == net.step
+    with pytest.raises(ConfigError, match="compile='yes' must be true or false"):
+        EqPropModule(net, [0.1, 0.1], T=4, K=2, beta=0.5, compile="yes")
+
+
+def test_compiler_failure_warns_once_and_runs_eagerly(monkeypatch):
+    calls = []
+
+    def broken_compile(fn, **kwargs):
+        def run(*args):
+            calls.append(1)
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+
+        return run
+
+    net, x, y = make("energy_based")
+    expected = estimate(net, "ep", x, y)
+    monkeypatch.setattr(compiled.torch, "compile", broken_compile)
+    compile_dynamics(net)
+    with pytest.warns(RuntimeWarning, match="torch.compile failed on EnergyBasedFC.step"):
+        got = estimate(net, "ep", x, y)
+    assert calls == [1]  # not retried at every step
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+    compile_dynamics(net, False)
+
+
+def test_one_graph_per_phase_and_batch_size_not_per_batch(counting_compile):
+    """Three batches of 4 and a last batch of 2: the free and the nudged step are traced once per
+    batch size (static shapes), and the traced steps give eager's estimate."""
+    net, x, y = make("prototypical", B=4)
+    compile_dynamics(net)
+    try:
+        for b in range(3):
+            xb, yb = torch.rand_like(x), y.roll(b, 0)
+            compile_dynamics(net, False)
+            expected = estimate(net, "ep", xb, yb)
+            compile_dynamics(net)
+            got = estimate(net, "ep", xb, yb)
+            for e, g in zip(expected, got, strict=True):
+                torch.testing.assert_close(g, e)
+        assert len(counting_compile) == 2  # free (beta = 0) and nudged step, batch 4
+        estimate(net, "ep", x[:2], y[:2])
+        assert len(counting_compile) == 4  # the same two for the last batch of 2
+        estimate(net, "ep", x[:2], y[:2])
+        assert len(counting_compile) == 4
+    finally:
+        compile_dynamics(net, False)
+
+
+def test_tensor_nudges_run_eagerly(counting_compile):
+    """Tensor betas (holomorphic EP's complex nudges) are never compiled."""
+    net, x, y = make("prototypical")
+    step = CompiledStep(net)
+    s = [torch.rand_like(t) for t in net.init_state(x)]
+    with torch.no_grad():
+        static = net.static_terms(x)
+        out = step(s, static, torch.tensor(0.5), y)
+        expected = net.step(s, static, torch.tensor(0.5), y)
+    assert counting_compile == []
+    for e, g in zip(expected, out, strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(NETS))
+@pytest.mark.parametrize("algorithm", ["ep", "bptt"])
+def test_inductor_matches_eager(kind, algorithm):
+    net, x, y = make(kind)
+    expected = estimate(net, algorithm, x, y)
+    compile_dynamics(net)
+    try:
+        got = estimate(net, algorithm, x, y)
+        assert not step_function(net).failed
+    finally:
+        compile_dynamics(net, False)
+    for e, g in zip(expected, got, strict=True):
+        if isinstance(e, tuple):
+            for ge, gg in zip(e, g, strict=True):
+                torch.testing.assert_close(gg, ge, rtol=1e-4, atol=1e-6)
+        else:
+            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@needs_reference
+@pytest.mark.parametrize("kind, method", [("p1h", "ep"), ("eb1h", "bptt")])
+def test_compiled_training_reproduces_the_original_weights(kind, method):
+    from tests.reference import train_like_the_original
+
+    fixture = torch.load(REFERENCE / f"train_{kind}_{method}.pt", weights_only=True)
+    net = build_net(fixture["args"])
+    net.load_state_dict(original_to_ours(fixture["init"]))
+    compile_dynamics(net)
+    try:
+        train_like_the_original(net, fixture)
+        assert not step_function(net).failed
+    finally:
+        compile_dynamics(net, False)
+    expected = original_to_ours(fixture["final"])
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
