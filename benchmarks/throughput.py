@@ -32,8 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import yaml
 
+from eqprop_lightning.config_files import resolved_config
 from eqprop_lightning.learning import bptt_transitions, free_phase, nudged_phase, relax
 from eqprop_lightning.module import EqPropModule
 
@@ -81,8 +81,7 @@ def build(cfg: dict, alg: str) -> EqPropModule:
     module_name, cls_name = m["net"]["class_path"].rsplit(".", 1)
     torch.manual_seed(0)
     net = getattr(importlib.import_module(module_name), cls_name)(**m["net"]["init_args"])
-    beta = m["beta"] if alg == "ep" else None  # BPTT has no nudge
-    return EqPropModule(net, m["lrs"], alg, m["T"], m["K"], beta)
+    return EqPropModule(net, m["lrs"], alg, m["T"], m["K"], m.get("beta", 0.1))
 
 
 def bench_step(cfg: dict, alg: str, x: torch.Tensor, y: torch.Tensor, seconds: float) -> dict:
@@ -153,7 +152,7 @@ def main() -> None:
     report: dict = {}
     print(ROW.format("config/alg", "samples/s", "original", "speedup", "target", "ok"))
     for name in args.configs:
-        cfg = yaml.safe_load((ROOT / "configs" / "mnist" / f"{name}.yaml").read_text())
+        cfg = resolved_config(ROOT / "configs" / "mnist" / f"{name}.yaml")
         for alg in ("ep", "bptt"):
             key, ref, target = f"{name}/{alg}", REFERENCE[f"{name}/{alg}"], TARGET[alg]
             r = bench_step(cfg, alg, x, y, args.seconds)

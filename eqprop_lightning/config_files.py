@@ -1,0 +1,44 @@
+"""The values of composed config files, for code that reads configs without training.
+
+A config under ``configs/`` loads its net family's base with jsonargparse's ``config:`` key and
+sets its own values with dotted keys after it (``model.T: 40``); further ``--config`` files
+override it in order. :func:`resolved_config` returns what ``eqprop fit --config A --config B
+--print_config`` prints, as plain dicts, from the CLI's own parser (so it cannot drift from it).
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+
+class _Parser(Exception):
+    """Carries the CLI's parser out of its construction."""
+
+
+@cache
+def cli_parser() -> Any:
+    """The ``eqprop`` parser (without subcommands), built once."""
+    from eqprop_lightning.cli import EqPropCLI
+
+    class ParserOnly(EqPropCLI):
+        def parse_arguments(self, parser, args) -> None:
+            raise _Parser(parser)
+
+    warnings.filterwarnings("ignore", message=".*args parameter is intended")
+    try:
+        ParserOnly(args=[], run=False)
+    except _Parser as found:
+        return found.args[0]
+    raise RuntimeError("the eqprop parser was not built")
+
+
+def resolved_config(*configs: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``--config`` files in order (then ``overrides``, command-line style) as the CLI resolves
+    them: bases loaded, defaults filled in, ``{"class_path", "init_args"}`` for classes."""
+    args = [arg for config in configs for arg in ("--config", str(config))]
+    namespace = cli_parser().parse_args([*args, *overrides])
+    namespace.pop("config", None)
+    return namespace.as_dict()

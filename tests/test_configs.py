@@ -1,0 +1,174 @@
+"""The configs under ``configs/``: composed from a base per net family (``configs/base``) and
+small per-row and per-figure files (jsonargparse's ``config:`` key, then dotted keys), they
+resolve to exactly the values of the flat files they replaced, keep the original command in
+their header, and each one trains one batch.
+
+``flat_configs.json`` records the flat files as they were at commit 6f1b259 (their header and
+explicit values). :func:`as_now` applies the two deliberate changes since: ``imdb/bptt.yaml`` and
+``snli/bptt.yaml`` set ``beta: null`` and ``symmetric: false`` (BPTT has no nudge; the module
+rejects a beta for BPTT), and the logger's ``save_dir: runs`` is left to
+``trainer.default_root_dir`` (default ``runs``: the same run directories).
+
+The one-batch runs build model and data through the CLI parser with the config's own values,
+except: ``T`` and ``K`` are capped at 20 and 10 (the figures relax for up to 30000 steps), IMDB
+reviews at 20 tokens (the paper's 600 make a 180M-weight fc layer), MNIST
+is the tiny fake MNIST of ``conftest``, and the text configs read tiny IMDB and SNLI files and
+word2vec vectors in the real formats (reading the real IMDB archive alone takes about a minute
+here, too slow for the default suite). Measured on the shared 2-core machine under load (two
+training runs and other work), the file takes ~2-3 min; most of it is the one-batch runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from gensim.models import KeyedVectors
+
+from eqprop_lightning.cli import EqPropCLI
+from eqprop_lightning.config_files import resolved_config
+from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT
+from eqprop_lightning.validation import check_net_fits_data
+from tests.test_text_data import SNLI_ROWS, WORDS, _vector, _write_imdb, _write_jsonl
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+RUNS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("base", "overrides"))
+BPTT = CONFIG_DIR / "overrides" / "bptt.yaml"
+FLAT = json.loads((Path(__file__).parent / "flat_configs.json").read_text())
+MAX_T, MAX_K = 20, 10
+MAX_TOKENS = 20
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(CONFIG_DIR))
+
+
+def as_now(values: dict) -> dict:
+    """A flat config's values with the deliberate changes (see the module docstring)."""
+    values = copy.deepcopy(values)
+    if values["model"]["algorithm"] == "bptt":
+        values["model"].update(beta=None, symmetric=False)
+    values["trainer"]["logger"]["init_args"].pop("save_dir")
+    return values
+
+
+def test_every_flat_config_has_its_composed_file() -> None:
+    assert sorted(FLAT) == [rel(p) for p in RUNS]
+
+
+@pytest.mark.parametrize("path", RUNS, ids=rel)
+def test_config_resolves_as_the_flat_file(path: Path, tmp_path: Path) -> None:
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(yaml.safe_dump(as_now(FLAT[rel(path)]["values"])))
+    assert resolved_config(path) == resolved_config(flat)
+
+
+@pytest.mark.parametrize("path", RUNS, ids=rel)
+def test_config_keeps_its_header(path: Path) -> None:
+    header = FLAT[rel(path)]["header"]
+    assert path.read_text().startswith(header)
+    assert not path.read_text()[len(header) :].startswith("#")
+
+
+def test_configs_are_small_overrides() -> None:
+    """No run config repeats a class path: the net, data and logger come from a base."""
+    for path in RUNS:
+        body = path.read_text()[len(FLAT[rel(path)]["header"]) :]
+        assert body.startswith("config: "), rel(path)
+        assert "class_path" not in body, rel(path)
+
+
+def test_figure_variants_differ_from_fig3_only_where_they_say() -> None:
+    gdu = CONFIG_DIR / "gdu"
+    fig3, fig12 = resolved_config(gdu / "fig3_p2h.yaml"), resolved_config(gdu / "fig12_p2h.yaml")
+    assert fig12["trainer"]["logger"]["init_args"].pop("name") == "fig12_p2h"
+    assert fig3["trainer"]["logger"]["init_args"].pop("name") == "fig3_p2h"
+    assert fig12 == fig3
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in RUNS if FLAT[rel(p)]["values"]["model"]["algorithm"] == "ep"],
+    ids=rel,
+)
+def test_bptt_override(path: Path) -> None:
+    """``--config X --config configs/overrides/bptt.yaml`` is X trained with BPTT: the
+    algorithm, no beta and no symmetric phase, everything else unchanged."""
+    ep, bptt = resolved_config(path), resolved_config(path, BPTT)
+    assert (bptt["model"].pop("algorithm"), bptt["model"].pop("beta")) == ("bptt", None)
+    assert bptt["model"].pop("symmetric") is False
+    for key in ("algorithm", "beta", "symmetric"):
+        ep["model"].pop(key)
+    assert bptt == ep
+
+
+@pytest.mark.parametrize("task", ["imdb", "snli"])
+def test_bptt_config_is_ep_with_the_override(task: str) -> None:
+    ep = resolved_config(CONFIG_DIR / task / "ep.yaml", BPTT)
+    bptt = resolved_config(CONFIG_DIR / task / "bptt.yaml")
+    assert bptt["trainer"]["logger"]["init_args"].pop("name") == f"{task}_bptt"
+    assert ep["trainer"]["logger"]["init_args"].pop("name") == f"{task}_ep"
+    assert bptt == ep
+
+
+# ------------------------------------------------------------------------------- one batch
+
+
+@pytest.fixture(scope="module")
+def text_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tiny IMDB and SNLI files (train, dev and test) and 300-d word2vec vectors in the real
+    formats (the fixtures of ``test_text_data``)."""
+    root = _write_imdb(tmp_path_factory.mktemp("text_root"))
+    for split in ("train", "dev", "test"):
+        _write_jsonl(root / "snli_1.0" / f"snli_1.0_{split}.jsonl", SNLI_ROWS)
+    kv = KeyedVectors(vector_size=300)
+    kv.add_vectors(WORDS, np.stack([_vector(w) for w in WORDS]))
+    kv.save_word2vec_format(str(root / "vectors.txt"), binary=False)
+    return root
+
+
+def _one_batch_overrides(values: dict, fake_mnist: Path, text_root: Path) -> list[str]:
+    model = values["model"]
+    args = ["--model.T", str(min(model["T"], MAX_T)), "--model.K", str(min(model["K"], MAX_K))]
+    data = values["data"]["class_path"].rsplit(".", 1)[1]
+    if data == "MNISTDataModule":
+        args += ["--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false"]
+    elif data in ("IMDBDataModule", "SNLIDataModule"):
+        args += ["--data.data_dir", str(text_root), "--data.embeddings"]
+        args += [str(text_root / "vectors.txt"), "--data.cache_dir", str(text_root / "cache")]
+    if data == "IMDBDataModule" and values["data"]["init_args"]["seq_len"] > MAX_TOKENS:
+        # the paper's 600 tokens make a 180M-weight first fc layer (a minute per batch here)
+        args += ["--data.seq_len", str(MAX_TOKENS)]
+        args += ["--model.net.init_args.segments", f"[{MAX_TOKENS}]"]
+    return args
+
+
+@pytest.mark.parametrize("path", RUNS, ids=rel)
+def test_config_trains_one_batch(
+    path: Path,
+    fake_mnist: Path,
+    text_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The config's net, data, rule and optimizer take one training step and one evaluation
+    batch with the config's rule: one optimizer step is taken and every weight stays finite."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["eqprop"])
+    values = FLAT[rel(path)]["values"]
+    overrides = _one_batch_overrides(values, fake_mnist, text_root)
+    args = ["--config", str(path), *overrides, "--trainer.fast_dev_run", "true"]
+    cli = EqPropCLI(args=[*args, "--trainer.enable_progress_bar", "false"], run=False)
+    rule = {"ep": EquilibriumProp, "bptt": TruncatedBPTT}[values["model"]["algorithm"]]
+    assert isinstance(cli.model.rule, rule)
+    check_net_fits_data(cli.model.net, cli.datamodule)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 1
+    for name, param in cli.model.net.named_parameters():
+        assert torch.isfinite(param).all(), name
