@@ -81,7 +81,8 @@ def build(cfg: dict, alg: str) -> EqPropModule:
     module_name, cls_name = m["net"]["class_path"].rsplit(".", 1)
     torch.manual_seed(0)
     net = getattr(importlib.import_module(module_name), cls_name)(**m["net"]["init_args"])
-    return EqPropModule(net, m["lrs"], alg, m["T"], m["K"], m.get("beta", 0.1))
+    beta = m["beta"] if alg == "ep" else None  # BPTT has no nudge
+    return EqPropModule(net, m["lrs"], alg, m["T"], m["K"], beta)
 
 
 def bench_step(cfg: dict, alg: str, x: torch.Tensor, y: torch.Tensor, seconds: float) -> dict:

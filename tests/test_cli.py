@@ -68,16 +68,27 @@ def results_files(root: Path) -> list[Path]:
     return sorted((root / "runs").rglob("results.json")) if (root / "runs").exists() else []
 
 
+#: Examples behind each error of a shrunk run: 3 training batches of 20, one test batch of 100.
+TRAIN_EXAMPLES, TEST_EXAMPLES = 3 * 20, 100
+
+
+def is_count_percent(error: float, examples: int) -> bool:
+    """``error`` (percent, rounded to 4 decimals) is k/examples for a whole number k."""
+    count = error * examples / 100
+    return abs(count - round(count)) < 1e-3 and 0 <= round(count) <= examples
+
+
 def check_epochs(epochs: list[dict], n: int) -> None:
-    """``n`` per-epoch entries, numbered 1..n, with numeric errors in [0, 100] and timings."""
+    """``n`` entries numbered 1..n with exactly the schema's fields (no split: no val_error),
+    each error a whole number of the examples it was measured on, and timings."""
     assert [e["epoch"] for e in epochs] == list(range(1, n + 1))
     for entry in epochs:
-        assert {"epoch", "train_error", "test_error", "seconds"} <= set(entry)
-        for key in ("train_error", "test_error", "seconds"):
-            assert isinstance(entry[key], (int, float)) and not isinstance(entry[key], bool)
-        assert 0.0 <= entry["train_error"] <= 100.0
-        assert 0.0 <= entry["test_error"] <= 100.0
-        assert entry["seconds"] >= 0.0
+        assert set(entry) == {
+            "epoch", "train_error", "test_error", "train_loss", "free_change", "seconds"
+        }  # fmt: skip
+        assert is_count_percent(entry["train_error"], TRAIN_EXAMPLES), entry
+        assert is_count_percent(entry["test_error"], TEST_EXAMPLES), entry
+        assert entry["seconds"] > 0.0
 
 
 @pytest.fixture
@@ -114,9 +125,12 @@ def test_fit_p1h_writes_config_results_and_checkpoint(fitted_p1h: Path) -> None:
 
     results = json.loads((run_dir / "results.json").read_text())
     assert results["algorithm"] == "ep"
+    assert results["seed"] == 0
+    assert results["sets"] == {"test_error": "the MNIST test set (t10k files)"}
     check_epochs(results["epochs"], EPOCHS)
 
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # no validation split: nothing is chosen on the test set, only last.ckpt is kept
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_fit_checkpoint_loads_with_weights_only(fitted_p1h: Path) -> None:
@@ -130,7 +144,8 @@ def test_fit_checkpoint_loads_with_weights_only(fitted_p1h: Path) -> None:
 
 
 def test_fit_bptt_on_energy_based_net(fake_mnist: Path, in_tmp: Path) -> None:
-    main(["fit", "--config", config("eb1h"), *shrink(fake_mnist), "--model.algorithm", "bptt"])
+    bptt = ["--model.algorithm", "bptt", "--model.beta", "null"]
+    main(["fit", "--config", config("eb1h"), *shrink(fake_mnist), *bptt])
     run_dir = in_tmp / "runs" / "eb1h" / "version_0"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["algorithm"] == "bptt"
@@ -149,7 +164,9 @@ def _error_of_checkpoint(ckpt_path: Path, data_dir: Path) -> tuple[float, dict]:
     ckpt = torch.load(ckpt_path, weights_only=True)
     hp = ckpt["hyper_parameters"]
     net = PrototypicalFC(**hp["net"]["init_args"])
-    model = EqPropModule(net, lrs=hp["lrs"], algorithm=hp["algorithm"], T=hp["T"], K=hp["K"])
+    model = EqPropModule(
+        net, lrs=hp["lrs"], algorithm=hp["algorithm"], T=hp["T"], K=hp["K"], beta=hp["beta"]
+    )
     model.load_state_dict(ckpt["state_dict"])
     dm = MNISTDataModule(data_dir=str(data_dir), verify_checksums=False)
     dm.setup("test")
@@ -157,7 +174,8 @@ def _error_of_checkpoint(ckpt_path: Path, data_dir: Path) -> tuple[float, dict]:
     return float(error_percent(model(x), y).mean()), ckpt["state_dict"]
 
 
-@pytest.mark.parametrize("command, metric", [("validate", "val/error"), ("test", "test/error")])
+# without a validation split the per-epoch evaluation (validate) is on the test set: test/error
+@pytest.mark.parametrize("command, metric", [("validate", "test/error"), ("test", "test/error")])
 def test_evaluate_checkpoint(
     command: str,
     metric: str,
@@ -202,7 +220,7 @@ def test_evaluate_checkpoint(
     for key, value in weights.items():
         torch.testing.assert_close(seen["state_dict"][key], value, rtol=0, atol=0)
     # the logged error is the error of those weights on the whole test set
-    assert metric in seen["callback_metrics"]
+    assert set(seen["callback_metrics"]) == {metric}  # and no val/error: there is no val set
     assert seen["callback_metrics"][metric] == pytest.approx(expected, abs=1e-4)
     assert seen["returned"][0][metric] == pytest.approx(expected, abs=1e-4)
     # and the error that fit recorded for the last epoch (same weights, same test set)
@@ -220,12 +238,14 @@ def test_compare_trains_ep_and_bptt_from_identical_weights(
     fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     initial: dict[str, dict[str, torch.Tensor]] = {}
+    options: dict[str, tuple] = {}
     original_fit = L.Trainer.fit
 
     @functools.wraps(original_fit)
     def recording_fit(self: L.Trainer, model, *args, **kwargs):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         initial[model.hparams.algorithm] = state
+        options[model.hparams.algorithm] = (model.hparams.beta, model.hparams.symmetric)
         return original_fit(self, model, *args, **kwargs)
 
     # Seed the EP and the BPTT CLI differently, so that identical initial weights can only come
@@ -257,8 +277,14 @@ def test_compare_trains_ep_and_bptt_from_identical_weights(
         assert (root / alg / "checkpoints" / "last.ckpt").is_file()
 
     table = (root / "compare.md").read_text()
-    assert table.startswith("| epoch | bptt train % |")
-    assert len(table.strip().splitlines()) == 2 + EPOCHS
+    assert table.startswith("| epoch | bptt train % | bptt test % | bptt s | ep train % |")
+    rows = table.strip().splitlines()[2:]
+    assert len(rows) == EPOCHS
+    for row, bptt, ep in zip(rows, compared["bptt"], compared["ep"], strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == f"{bptt['test_error']:.2f}" and cells[5] == f"{ep['test_error']:.2f}"
+    # BPTT runs without EP's options (beta, symmetric), EP with the config's beta
+    assert options == {"bptt": (None, False), "ep": (0.1, False)}
     assert "comparison written to" in capsys.readouterr().out
 
     # both algorithms started from the same initial weights, although seeded differently
