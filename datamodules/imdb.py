@@ -1,10 +1,15 @@
 """IMDB Large Movie Review sentiment (Maas et al. 2011) as word2vec token ids (spec B.7 / C.2).
 
 Source: the Stanford layout ``<root>/aclImdb/{train,test}/{pos,neg}/*.txt`` or, when that folder
-is absent, the ``<root>/aclImdb_v1.tar.gz`` archive, read member by member (never extracted).
-Files are read in sorted path order; labels are neg 0 / pos 1. The original reads the Keras ids
-decoded back to words; reading the raw reviews through the same cleaning is the equivalent source.
-The data root is ``data_dir``, else ``$EQPROP_DATA_DIR``, else ``./data``.
+is absent, the ``<root>/aclImdb_v1.tar.gz`` archive, read member by member (never extracted);
+files are read in sorted path order; labels are neg 0 / pos 1. Or Keras's cache files
+``<root>/imdb.npz`` + ``<root>/imdb_word_index.json``, read and decoded back to words as the
+original does (:mod:`.keras_imdb`), in Keras's order. The data root is ``data_dir``, else
+``$EQPROP_DATA_DIR``, else ``./data``.
+
+Each review's kept tokens are padded with zeros or truncated to ``seq_len`` as Keras's
+``pad_sequences`` does with ``padding`` and ``truncating`` (``post``: at the end, the original's
+choice and the default here; Keras's own default is ``pre`` for both).
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from torch.utils.data import Subset
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
+from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, check_side, pad_sequence, read_keras_imdb
 from .mnist import ENV_VAR
 from .text import (
+    PAD_ID,
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
@@ -30,6 +37,7 @@ from .text import (
     clean_imdb,
     encode_texts,
     file_fingerprint,
+    tokenize,
 )
 
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
@@ -39,6 +47,23 @@ _MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
 
 #: One review: (relative path, label, text).
 Review = tuple[str, int, str]
+SOURCES = ("auto", "stanford", "keras")
+
+
+def encode_padded(
+    texts: list[str], vocab: VocabularyBuilder, seq_len: int, padding: str, truncating: str
+) -> torch.Tensor:
+    """``(N, seq_len)`` int32 ids of every kept token of each text (cleaned and tokenized as
+    :func:`~.text.encode_texts`), then :func:`~.keras_imdb.pad_sequence`."""
+    ids = torch.zeros(len(texts), seq_len, dtype=torch.int32)
+    for i, text in enumerate(texts):
+        tokens = tokenize(clean_imdb(text))
+        kept = vocab.encode(tokens, len(tokens))  # every kept token, then zeros for the dropped
+        if not vocab.keep_oov:  # kept ids are >= 1: the zeros are the dropped tokens' padding
+            kept = [t for t in kept if t != PAD_ID]
+        padded = pad_sequence(kept, seq_len, padding, truncating)
+        ids[i] = torch.tensor(padded, dtype=torch.int32)
+    return ids
 
 
 class IMDBDataModule(TextDataModule):
@@ -49,7 +74,13 @@ class IMDBDataModule(TextDataModule):
         embeddings: word2vec file (``.bin`` binary, else text; ``.gz`` allowed) or gensim-data
             name; default ``<root>/word2vec/GoogleNews-vectors-negative300-subset.bin`` if present,
             else ``word2vec-google-news-300``.
-        seq_len: Tokens per review (post-padded with zeros or truncated).
+        seq_len: Tokens per review, zero-padded or truncated.
+        padding: ``post`` (zeros after the review, the original) or ``pre`` (before it).
+        truncating: ``post`` (keep the first ``seq_len`` tokens, the original) or ``pre``
+            (keep the last).
+        source: ``auto`` (the Stanford folder, else its archive, else Keras's files),
+            ``stanford`` (folder or archive) or ``keras`` (``imdb.npz`` and
+            ``imdb_word_index.json``).
         batch_size: Training batch size.
         test_batch_size: Validation/test batch size (default: ``batch_size``, as the original).
         val_size: Examples held out (seeded) of train for validation; 0: no validation set
@@ -78,6 +109,9 @@ class IMDBDataModule(TextDataModule):
         num_workers: int = 0,
         seed: int = 0,
         cache_dir: str | None = None,
+        padding: str = "post",
+        truncating: str = "post",
+        source: str = "auto",
     ) -> None:
         super().__init__(
             data_dir,
@@ -97,6 +131,11 @@ class IMDBDataModule(TextDataModule):
         self._seq_len = seq_len
         self._val_size = val_size
         self._limits = {"train": limit_train_examples, "test": limit_test_examples}
+        check_side("padding", padding)
+        check_side("truncating", truncating)
+        if source not in SOURCES:
+            raise ConfigError(f"source={source!r} is not supported; choose one of {list(SOURCES)}")
+        self._padding, self._truncating, self._source = padding, truncating, source
 
     @property
     def num_classes(self) -> int:
@@ -131,7 +170,16 @@ class IMDBDataModule(TextDataModule):
         return [self._folder() / s / lab for s in SPLITS for lab in LABELS]
 
     def _use_folder(self) -> bool:
-        return self._folder().is_dir()
+        return self._source != "keras" and self._folder().is_dir()
+
+    def _keras_files(self) -> list[Path]:
+        return [self.data_root / NPZ_NAME, self.data_root / WORD_INDEX_NAME]
+
+    def _use_keras(self) -> bool:
+        """Keras's files: asked for, or (``auto``) when neither Stanford source exists."""
+        if self._source != "auto":
+            return self._source == "keras"
+        return not self._folder().is_dir() and not self._archive().is_file()
 
     def _not_found(self, reason: str) -> FileNotFoundError:
         looked = "\n".join(f"  {d}/*.txt" for d in self._label_dirs())
@@ -139,11 +187,17 @@ class IMDBDataModule(TextDataModule):
             f"IMDB data not found ({reason}). Data root {str(self.data_root)!r} (from the "
             f"{self._root_origin}, resolved to {self.data_root.resolve()}); looked for\n{looked}\n"
             f"or the archive\n  {self._archive()}\n"
+            f"or Keras's files\n  {self._keras_files()[0]}\n  {self._keras_files()[1]}\n"
             f"Point at a directory containing aclImdb/ or {ARCHIVE_NAME} with --data.data_dir "
             f"/path/to/root or the {ENV_VAR} environment variable."
         )
 
     def _sources(self) -> dict[str, Any]:
+        if self._use_keras():
+            missing = [str(p) for p in self._keras_files() if not p.is_file()]
+            if missing:
+                raise self._not_found("missing Keras files: " + ", ".join(missing))
+            return {"keras": [file_fingerprint(p) for p in self._keras_files()]}
         if self._use_folder():
             missing = [d for d in self._label_dirs() if not d.is_dir()]
             if missing:
@@ -155,7 +209,8 @@ class IMDBDataModule(TextDataModule):
         raise self._not_found("neither the folder nor the archive exists")
 
     def _options(self) -> dict[str, Any]:
-        return {"seq_len": self._seq_len, "limits": self._limits}
+        sides = {"padding": self._padding, "truncating": self._truncating}
+        return {"seq_len": self._seq_len, "limits": self._limits, **sides}
 
     # -- reading ---------------------------------------------------------------------------
     def _read_folder(self) -> dict[str, list[Review]]:
@@ -197,8 +252,12 @@ class IMDBDataModule(TextDataModule):
         return reviews
 
     def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        source = self._folder() if self._use_folder() else self._archive()
-        reviews = self._read_folder() if self._use_folder() else self._read_archive()
+        if self._use_keras():
+            source, reviews = self.data_root / NPZ_NAME, read_keras_imdb(self.data_root)
+        elif self._use_folder():
+            source, reviews = self._folder(), self._read_folder()
+        else:
+            source, reviews = self._archive(), self._read_archive()
         out = {}
         for split in SPLITS:
             items = reviews[split]
@@ -213,9 +272,11 @@ class IMDBDataModule(TextDataModule):
             if limit is not None:
                 keep = balanced_subset([r[1] for r in items], limit, self._seed)
                 items = [items[i] for i in keep]
-            ids = encode_texts(
-                [r[2] for r in items], clean_imdb, vocab, self._seq_len, f"IMDB {split}"
-            )
+            texts = [r[2] for r in items]
+            if self._padding == self._truncating == "post":
+                ids = encode_texts(texts, clean_imdb, vocab, self._seq_len, f"IMDB {split}")
+            else:
+                ids = encode_padded(texts, vocab, self._seq_len, self._padding, self._truncating)
             labels = torch.tensor([r[1] for r in items], dtype=torch.int64)
             out[split] = (ids, labels)
         return out
