@@ -1,6 +1,7 @@
 """Lightning callbacks of eqprop-lightning."""
 
 from .gdu import GDUCallback
+from .predictions import PredictionWriter
 from .results import ResultsWriter, write_json_atomic
 from .resume import AtomicCheckpointIO, LastCheckpoint, RNGState
 
@@ -8,6 +9,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "GDUCallback",
     "LastCheckpoint",
+    "PredictionWriter",
     "RNGState",
     "ResultsWriter",
     "write_json_atomic",

@@ -8,10 +8,13 @@ too, before the test set; without one (the default, the original's setup) there 
 validation set, and nothing can be chosen on it.
 
 Data location, in order of precedence: the ``data_dir`` argument (``--data.data_dir`` on the
-CLI), the ``EQPROP_DATA_DIR`` environment variable, then ``./data``. Files are laid out as
-torchvision expects, ``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``, either
-gunzipped or as ``.gz``. Missing gunzipped files are extracted next to the ``.gz`` files, or, when
-that directory is not writable, into ``$XDG_CACHE_HOME/eqprop_lightning/<key>/MNIST/raw``
+CLI), the ``EQPROP_DATA_DIR`` environment variable, ``./data``, then the copy shipped with the
+package (``eqprop_lightning/data`` when installed, the checkout's ``data/``) when ``./data`` lacks
+a file; the shipped copy is gunzipped into the cache directory below, never next to itself.
+Files are laid out as torchvision expects,
+``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``, either gunzipped or as ``.gz``.
+Missing gunzipped files are extracted next to the ``.gz`` files, or, when that directory is not
+writable, into ``$XDG_CACHE_HOME/eqprop_lightning/<key>/MNIST/raw``
 (default ``~/.cache``), where ``<key>`` is derived from the data root's absolute path.
 
 ``prepare_data`` (which Lightning calls before it creates the run directory) reads each of the four
@@ -44,12 +47,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchvision.datasets import MNIST
 
 from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.resources import packaged
 
 from .checks import check_nonneg_int, check_positive_int
 from .sampling import make_loader
 
 ENV_VAR = "EQPROP_DATA_DIR"
 DEFAULT_DATA_DIR = "./data"
+SHIPPED = "copy shipped with the package"
 
 #: MD5 of the gunzipped files (the ``.gz`` checksums in torchvision depend on the compressor).
 MNIST_MD5 = {
@@ -79,7 +84,14 @@ def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
     env_value = os.environ.get(ENV_VAR)
     if env_value:
         return Path(env_value).expanduser(), f"{ENV_VAR} environment variable"
-    return Path(DEFAULT_DATA_DIR), "default"
+    default, shipped = Path(DEFAULT_DATA_DIR), packaged("data")
+    if not _has_all_files(default) and _has_all_files(shipped):
+        return shipped, SHIPPED
+    return default, "default"
+
+
+def _has_all_files(root: Path) -> bool:
+    return all(_source_file(_raw_dir(root), name) for name in MNIST_MD5)
 
 
 def user_cache_dir() -> Path:
@@ -397,7 +409,9 @@ class MNISTDataModule(L.LightningDataModule):
             raise self._not_found_error(missing, "files missing")
         if all(src == raw_dir / name for name, src in sources.items()):
             return self.data_root
-        target_root = self.data_root if is_writable(raw_dir) else cache_root_for(self.data_root)
+        # the shipped copy is never written to (it may be inside site-packages)
+        writable = is_writable(raw_dir) and self._root_origin != SHIPPED
+        target_root = self.data_root if writable else cache_root_for(self.data_root)
         target_dir = _raw_dir(target_root)
         for name, src in sources.items():
             dst = target_dir / name

@@ -1,6 +1,8 @@
-"""The ``eqprop`` command: Lightning CLI subcommands (``fit``, ``validate``, ``test``, ``predict``)
-plus ``compare`` (EP and BPTT from identical initial weights), ``gdu`` (EP updates against BPTT
-gradients step by step) and ``recipe`` (their sign agreement over several batches)."""
+"""The commands of ``eqprop`` that need Lightning: the LightningCLI subcommands (``fit``,
+``validate``, ``test``, ``predict``), ``compare`` (EP and BPTT from identical initial weights),
+``gdu`` (EP updates against BPTT gradients step by step) and ``recipe`` (their sign agreement
+over several batches). The command line is parsed and dispatched by
+:mod:`eqprop_lightning.commands`, which imports this module only when a command needs it."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import argparse
 import itertools
 import json
 import re
-import sys
 import warnings
 from pathlib import Path
 
@@ -19,20 +20,18 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 
 from eqprop_lightning.callbacks import (
     AtomicCheckpointIO,
     GDUCallback,
     LastCheckpoint,
+    PredictionWriter,
     ResultsWriter,
     write_json_atomic,
 )
 from eqprop_lightning.callbacks.results import evaluation_sets
-from eqprop_lightning.errors import ConfigError, DataError
-from eqprop_lightning.learning import DivergenceError
+from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule
-from eqprop_lightning.report import report_command
 from eqprop_lightning.validation import (
     LIGHTNING_CKPT_NAMES,
     check_checkpoint_file,
@@ -40,21 +39,22 @@ from eqprop_lightning.validation import (
     check_net_fits_data,
 )
 
+#: The logger's ``save_dir`` until it is set: replaced by ``trainer.default_root_dir``.
+ROOT_DIR = "<default_root_dir>"
+#: Runs go to ``<default_root_dir>/<logger name>/version_<n>/``: the logger's ``save_dir`` is
+#: ``trainer.default_root_dir`` unless set explicitly (see ``EqPropCLI.parse_arguments``).
 TRAINER_DEFAULTS = {
+    "default_root_dir": "runs",
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs", "name": "eqprop"},
+        "init_args": {"save_dir": ROOT_DIR, "name": "eqprop"},
     },
     "log_every_n_steps": 50,
 }
 
-EXTRA_COMMANDS = """extra subcommands:
-  compare   train the config with EP and with BPTT from identical initial weights and write
-            both error curves and a side-by-side table (`eqprop compare --config X`)
-  gdu       EP updates against BPTT gradients step by step on one training batch: tensors,
-            RMSE table and figures (`eqprop gdu --config X [--output_dir DIR]`)
-  recipe    sign agreement of EP and BPTT over N training batches
-            (`eqprop recipe --config X [--batches 20] [--output_dir DIR]`)"""
+EXTRA_COMMANDS = (
+    "other commands: compare, gdu, recipe, report (`eqprop --help`; `eqprop gdu --help`, ...)"
+)
 
 
 class EqPropCLI(LightningCLI):
@@ -91,19 +91,25 @@ class EqPropCLI(LightningCLI):
         )
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(GDUCallback, "gdu")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def parse_arguments(self, parser, args) -> None:
-        """Parse, then resolve and check ``--ckpt_path`` before Lightning reads the checkpoint's
-        hyperparameters (and before anything is instantiated)."""
+        """Parse; put the logger's run directories under ``trainer.default_root_dir`` unless its
+        ``save_dir`` is set; then resolve and check ``--ckpt_path`` before Lightning reads the
+        checkpoint's hyperparameters (and before anything is instantiated)."""
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if not subcommand or not self.config[subcommand].get("ckpt_path"):
+        config = self.config[subcommand] if subcommand else self.config
+        _save_under_root_dir(config.trainer)
+        if not config.get("ckpt_path"):
             return
         if subcommand == "fit":
             self._resume_in_run_directory()
-        ckpt_path = self.config[subcommand].ckpt_path
+        ckpt_path = config.ckpt_path
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
+        if subcommand == "fit":
+            check_same_hparams(ckpt_path, config.model.as_dict())
 
     def _resume_in_run_directory(self) -> None:
         """``fit --ckpt_path PATH|last`` continues in the checkpoint's run directory, so that its
@@ -114,15 +120,9 @@ class EqPropCLI(LightningCLI):
             return
         ckpt = self.config.fit.ckpt_path
         if ckpt == "last":
-            found = sorted(
-                Path(init.save_dir, init.name).glob("*/checkpoints/last.ckpt"),
-                key=lambda p: p.stat().st_mtime,
+            ckpt = self.config.fit.ckpt_path = str(
+                newest_last_checkpoint(Path(init.save_dir, init.name), self.config.fit.model)
             )
-            if not found:
-                raise ConfigError(
-                    f"ckpt_path='last': no {Path(init.save_dir, init.name)}/*/checkpoints/last.ckpt"
-                )
-            ckpt = self.config.fit.ckpt_path = str(found[-1])
         run_dir = Path(ckpt).resolve().parent.parent  # <save_dir>/<name>/<version>/checkpoints/
         if run_dir.parent.name == init.name:
             init.version = run_dir.name
@@ -194,7 +194,8 @@ class EqPropCLI(LightningCLI):
     before_fit = before_validate = before_test = _check_run
 
     def after_fit(self) -> None:
-        lines = [f"results: {Path(self.trainer.log_dir) / 'results.json'}"]
+        run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # fast_dev_run: no logger
+        lines = [f"results: {Path(run_dir) / 'results.json'}"]
         for ckpt in self.trainer.checkpoint_callbacks:
             if isinstance(ckpt, LastCheckpoint):
                 # a top-1 checkpoint without a monitor: its "best" is the latest
@@ -202,6 +203,53 @@ class EqPropCLI(LightningCLI):
             elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
                 lines.append(f"best checkpoint by {ckpt.monitor}: {ckpt.best_model_path or None}")
         rank_zero_info("\n".join(lines))
+
+
+def _save_under_root_dir(trainer) -> None:
+    """A logger without ``save_dir`` writes under ``trainer.default_root_dir``."""
+    logger = trainer.get("logger")
+    init = logger.get("init_args") if hasattr(logger, "get") else None
+    if init is not None and init.get("save_dir") == ROOT_DIR:
+        init.save_dir = str(trainer.default_root_dir)
+
+
+def newest_last_checkpoint(run_root: Path, model) -> Path:
+    """The newest ``<run_root>/*/checkpoints/last.ckpt`` written with ``model.algorithm`` (a run
+    of the same name with the other rule is never resumed instead)."""
+    found = sorted(run_root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    ours = [p for p in found if checkpoint_hparams(p).get("algorithm") == model.algorithm]
+    if not ours:
+        others = f" (only of other algorithms: {', '.join(map(str, found))})" if found else ""
+        raise ConfigError(
+            f"ckpt_path='last': no {run_root}/*/checkpoints/last.ckpt written with "
+            f"algorithm={model.algorithm}{others}"
+        )
+    return ours[-1]
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """``{"net.init_args.size_tab": [...], "T": 40, ...}`` of a nested dict."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
+    """Resuming ``ckpt_path`` with the config's ``model`` settings: they must be the
+    checkpoint's, else ``ConfigError`` naming each field that differs (Lightning would silently
+    continue with the checkpoint's)."""
+    saved = _flat({k: v for k, v in checkpoint_hparams(ckpt_path).items() if not k.startswith("_")})
+    given = _flat(model)
+    differ = [k for k in sorted(saved.keys() & given.keys()) if saved[k] != given[k]]
+    if differ:
+        fields = "; ".join(f"model.{k}: {saved[k]!r} there, {given[k]!r} here" for k in differ)
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} was trained with other settings than this config "
+            f"({fields}): resume with the config it was trained with, or start a new run"
+        )
 
 
 def checkpoint_hparams(ckpt_path: str | Path) -> dict:
@@ -219,7 +267,8 @@ def _next_dir(parent: Path, prefix: str) -> Path:
 
 def compare(args: list[str]) -> dict[str, list[dict]]:
     """The original's ``--benchmark``: train BPTT, then EP, from identical initial weights with the
-    same hyperparameters; write ``compare.json``, ``compare.md`` and ``compare.png``."""
+    same hyperparameters; write ``compare.json``, ``compare.md`` and ``compare.png`` and return
+    both rules' epochs (on rank 0; ``{}`` on the other ranks of a DDP run)."""
     from eqprop_lightning.plots import plot_error_curves
 
     warnings.filterwarnings("ignore", message=".*args parameter is intended")
@@ -237,8 +286,9 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
         cli.trainer.logger = TensorBoardLogger(save_dir=str(root), name="", version=alg)
         rank_zero_info(f"{alg}: run directory {cli.trainer.log_dir}")
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-        results[alg] = json.loads((root / alg / "results.json").read_text())["epochs"]
-    if clis["ep"].trainer.is_global_zero:
+        if cli.trainer.is_global_zero:  # under DDP only rank 0 writes results.json
+            results[alg] = json.loads((root / alg / "results.json").read_text())["epochs"]
+    if results:
         write_json_atomic(root / "compare.json", results)
         table = comparison_table(results)
         (root / "compare.md").write_text(table + "\n")
@@ -248,23 +298,18 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     return results
 
 
-def _analysis_setup(prog: str, args: list[str], extra: dict[str, dict]) -> tuple:
-    """Parse ``prog``'s own options, build model and data from the rest like ``fit`` would, and
-    pick the output directory (a new ``runs/<name>/<prog>_<n>`` unless ``--output_dir``)."""
-    parser = argparse.ArgumentParser(prog=f"eqprop {prog}", add_help=False)
-    parser.add_argument("--output_dir", type=Path, default=None)
-    for flag, kwargs in extra.items():
-        parser.add_argument(flag, **kwargs)
-    own, rest = parser.parse_known_args(args)
+def _analysis_setup(prog: str, args: list[str], output_dir: Path | None) -> tuple:
+    """Build model and data from the configs and overrides ``args`` like ``fit`` would, and pick
+    the output directory (a new ``<run root>/<name>/<prog>_<n>`` unless ``output_dir``)."""
     warnings.filterwarnings("ignore", message=".*args parameter is intended")
-    cli = EqPropCLI(args=rest, run=False)
+    cli = EqPropCLI(args=args, run=False)
     logger = cli.trainer.logger
-    out_dir = own.output_dir or _next_dir(Path(logger.save_dir) / logger.name, prog)
+    out_dir = output_dir or _next_dir(Path(logger.save_dir) / logger.name, prog)
     datamodule = cli.datamodule
     check_net_fits_data(cli.model.net, datamodule)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    return cli.model, datamodule, out_dir, own
+    return cli.model, datamodule, out_dir
 
 
 def _training_batches(datamodule, n: int) -> list[tuple]:
@@ -287,11 +332,12 @@ def _ep_beta(model) -> float:
     return model.hparams.beta
 
 
-def gdu_command(args: list[str]) -> dict:
-    """``eqprop gdu``: the GDU analysis of the config's net on its first training batch."""
+def gdu_command(args: list[str], own: argparse.Namespace) -> dict:
+    """``eqprop gdu``: the GDU analysis of the config's net on its first training batch
+    (``own``: the options of :func:`eqprop_lightning.commands.gdu_parser`)."""
     from eqprop_lightning.analysis import rmse_report, run_gdu
 
-    model, datamodule, out_dir, _ = _analysis_setup("gdu", args, {})
+    model, datamodule, out_dir = _analysis_setup("gdu", args, own.output_dir)
     ((x, y),) = _training_batches(datamodule, 1)
     hp = model.hparams
     summary = run_gdu(
@@ -302,14 +348,12 @@ def gdu_command(args: list[str]) -> dict:
     return summary
 
 
-def recipe_command(args: list[str]) -> dict:
-    """``eqprop recipe``: sign agreement of EP and BPTT over ``--batches`` training batches."""
+def recipe_command(args: list[str], own: argparse.Namespace) -> dict:
+    """``eqprop recipe``: sign agreement of EP and BPTT over ``--batches`` training batches
+    (``own``: the options of :func:`eqprop_lightning.commands.recipe_parser`)."""
     from eqprop_lightning.analysis import recipe_report, run_recipe, write_recipe
 
-    extra = {"--batches": {"type": int, "default": 20}}
-    model, datamodule, out_dir, own = _analysis_setup("recipe", args, extra)
-    if own.batches < 1:
-        raise ConfigError(f"--batches={own.batches} must be a positive integer")
+    model, datamodule, out_dir = _analysis_setup("recipe", args, own.output_dir)
     batches = _training_batches(datamodule, own.batches)
     hp = model.hparams
     recipe = run_recipe(model.net, batches, hp.T, hp.K, _ep_beta(model))
@@ -327,7 +371,6 @@ def _cell(value: float | None, digits: int) -> str:
 def comparison_table(results: dict[str, list[dict]]) -> str:
     """Markdown table: one row per epoch, train and test error (%) of each algorithm side by
     side (``-`` for an epoch without an evaluation)."""
-
     algs = list(results)
     header = "| epoch | " + " | ".join(f"{a} train % | {a} test % | {a} s" for a in algs) + " |"
     lines = [header, "|" + "---|" * (1 + 3 * len(algs))]
@@ -341,50 +384,18 @@ def comparison_table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
-def _user_error(err: BaseException | None) -> BaseException | None:
-    """The invalid-config or missing-data error in ``err``'s chain (jsonargparse wraps the errors
-    raised while instantiating optional arguments), else ``None``."""
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, (ConfigError, DataError, FileNotFoundError, MisconfigurationException)):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
+def run_lightning_cli(args: list[str]) -> None:
+    """``eqprop fit|validate|test|predict``: LightningCLI on ``args`` (the command line, its
+    configs resolved)."""
+    warnings.filterwarnings("ignore", message=".*args parameter is intended")
+    EqPropCLI(args=args)
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of ``eqprop``; invalid configs and missing data exit with status 2, a
-    divergence or an interruption with status 1, each with a one-line message instead of a
-    traceback."""
-    args = sys.argv[1:] if args is None else list(args)
-    try:
-        commands = {
-            "compare": compare,
-            "gdu": gdu_command,
-            "recipe": recipe_command,
-            "report": report_command,
-        }
-        if args[:1] and args[0] in commands:
-            commands[args[0]](args[1:])
-        else:
-            EqPropCLI(args=args if args != sys.argv[1:] else None)
-    except DivergenceError as err:
-        print(f"eqprop: error: {err}; the last good checkpoint is kept", file=sys.stderr)
-        sys.exit(1)
-    except SIGTERMException:
-        print(
-            "eqprop: stopped by Ctrl-C or SIGTERM; continue with "
-            "`eqprop fit --config ... --ckpt_path last`",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    except Exception as err:
-        cause = _user_error(err)
-        if cause is None:
-            raise
-        print(f"eqprop: error: {cause}", file=sys.stderr)
-        sys.exit(2)
+    """The ``eqprop`` command (:func:`eqprop_lightning.commands.main`)."""
+    from eqprop_lightning.commands import main as eqprop
+
+    eqprop(args)
 
 
 if __name__ == "__main__":

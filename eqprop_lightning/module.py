@@ -358,3 +358,11 @@ class EqPropModule(L.LightningModule):
         x, y = batch
         self.test_error(error_percent(self(x), y))
         self.log("test/error", self.test_error, on_epoch=True)
+
+    def predict_step(
+        self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0
+    ) -> dict[str, Tensor]:
+        """The free phase's output state ``s_0`` (``output``, ``(B, classes)``) and the class it
+        predicts, ``argmax_c s_0[c]`` (``prediction``, ``(B,)``), as the error counts it."""
+        output = self(batch[0])
+        return {"prediction": output.argmax(1), "output": output}

@@ -1,0 +1,35 @@
+"""``eqprop predict``'s output file: every example's predicted class and output state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes the ``predict_step`` results of all batches, concatenated in the order of the data
+    module's ``predict_dataloader``, to ``path`` (default ``<run directory>/predictions.pt``):
+    ``{"prediction": (N,) class indices, "output": (N, classes) output states}``. Under DDP each
+    rank writes its share to ``<path stem>.rank<r>.pt``."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices
+    ) -> None:
+        path = Path(self.path) if self.path else Path(trainer.log_dir) / "predictions.pt"
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        if predictions and isinstance(predictions[0], list):  # several loaders: the first
+            predictions = predictions[0]
+        batches = predictions
+        merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(merged, path)
+        rank_zero_info(f"predictions of {len(merged['prediction'])} examples: {path}")

@@ -1,0 +1,234 @@
+"""Entry point of the ``eqprop`` command: dispatch to the subcommands, each with its own
+``--help``, and report invalid configs, missing data, divergences and interruptions in one line.
+
+Nothing heavy is imported here: Lightning, matplotlib and the text libraries are imported by the
+command that needs them, so that ``eqprop --help`` answers at once.
+
+- ``fit``, ``validate``, ``test``, ``predict``: LightningCLI (:mod:`eqprop_lightning.cli`).
+- ``compare``: EP and BPTT from identical initial weights.
+- ``gdu``, ``recipe``: the GDU analysis and its sign agreement over several batches.
+- ``report``: the Table 1 reproduction report (:mod:`eqprop_lightning.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from eqprop_lightning import __version__
+from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.resources import resolve_config, resolve_config_args
+
+LIGHTNING_COMMANDS = {
+    "fit": "train a config (`eqprop fit --config mnist/p1h`)",
+    "validate": "evaluate a checkpoint on the per-epoch evaluation set",
+    "test": "evaluate a checkpoint on the test set",
+    "predict": "write the class and output state of every test example (predictions.pt)",
+}
+OTHER_COMMANDS = {
+    "compare": "train the config with BPTT and with EP from identical initial weights",
+    "gdu": "EP updates against BPTT gradients step by step on one training batch",
+    "recipe": "sign agreement of EP updates and BPTT gradients over several training batches",
+    "report": "the Table 1 reproduction report from run directories",
+}
+CONFIG_HELP = (
+    "a YAML file, or a packaged config's name (mnist/p1h, gdu/fig3_eb1h, ...; see the error for "
+    "the list); may be given several times, later ones override"
+)
+OVERRIDES = (
+    "Every option of `eqprop fit` (--model.*, --data.*, --trainer.*, --seed_everything) is "
+    "accepted too and overrides the config: `eqprop fit --config X --help` lists them."
+)
+DEBUG_VAR = "EQPROP_DEBUG"
+
+
+def top_parser() -> argparse.ArgumentParser:
+    """``eqprop --help``: the commands, each with a line."""
+    commands = {**LIGHTNING_COMMANDS, **OTHER_COMMANDS}
+    listing = "\n".join(f"  {name:<9} {text}" for name, text in commands.items())
+    parser = argparse.ArgumentParser(
+        prog="eqprop",
+        usage="eqprop [-h] [--version] COMMAND ...",
+        description="Equilibrium Propagation and BPTT for convergent RNNs (PyTorch Lightning).",
+        epilog=f"commands:\n{listing}\n\n`eqprop COMMAND --help` lists the options of each. "
+        f"{DEBUG_VAR}=1 shows the full traceback behind a one-line error.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"eqprop {__version__}")
+    return parser
+
+
+def _analysis_parser(name: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"eqprop {name}", description=description, epilog=OVERRIDES, allow_abbrev=False
+    )
+    parser.add_argument("--config", "-c", action="append", required=True, help=CONFIG_HELP)
+    return parser
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    return _analysis_parser(
+        "compare",
+        "Train the config with BPTT, then with EP, from identical initial weights and the same "
+        "settings (the original's --benchmark); write <run root>/<name>/compare_<n>/ with bptt/ "
+        "and ep/ run directories, compare.json, compare.md and compare.png.",
+    )
+
+
+def gdu_parser() -> argparse.ArgumentParser:
+    parser = _analysis_parser(
+        "gdu",
+        "On the first training batch, compare EP's updates with BPTT's gradients over the last K "
+        "steps; write gdu.pt, gdu.json, three figures and TensorBoard events.",
+    )
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="where to write (default: a new <run root>/<name>/gdu_<n>/)",
+    )
+    return parser
+
+
+def recipe_parser() -> argparse.ArgumentParser:
+    parser = _analysis_parser(
+        "recipe",
+        "Sign agreement of EP's updates and BPTT's gradients over the first N training batches; "
+        "write recipe.json and recipe.md.",
+    )
+    parser.add_argument("--batches", type=int, default=20, help="training batches (default 20)")
+    parser.add_argument(
+        "--output_dir",
+        type=Path,
+        default=None,
+        help="where to write (default: a new <run root>/<name>/recipe_<n>/)",
+    )
+    return parser
+
+
+def _split(parser: argparse.ArgumentParser, args: list[str]) -> tuple[argparse.Namespace, list]:
+    """The command's own options, and the rest (the configs and the overrides) for the parser of
+    the model and data, with the configs first."""
+    own, rest = parser.parse_known_args(args)
+    configs = [a for path in own.config for a in ("--config", resolve_config(path))]
+    return own, [*configs, *rest]
+
+
+def run_compare(args: list[str]) -> None:
+    _, rest = _split(compare_parser(), args)
+    from eqprop_lightning.cli import compare
+
+    compare(rest)
+
+
+def run_gdu(args: list[str]) -> None:
+    own, rest = _split(gdu_parser(), args)
+    from eqprop_lightning.cli import gdu_command
+
+    gdu_command(rest, own)
+
+
+def run_recipe(args: list[str]) -> None:
+    own, rest = _split(recipe_parser(), args)
+    if own.batches < 1:
+        raise ConfigError(f"--batches={own.batches} must be a positive integer")
+    from eqprop_lightning.cli import recipe_command
+
+    recipe_command(rest, own)
+
+
+def run_report(args: list[str]) -> None:
+    from eqprop_lightning.report import report_command
+
+    report_command(args)
+
+
+def run_lightning(args: list[str]) -> None:
+    from eqprop_lightning.cli import run_lightning_cli
+
+    run_lightning_cli(resolve_config_args(args))
+
+
+#: Each command's function, called with the arguments after the command's name (LightningCLI's
+#: commands with the name: it parses it).
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    **{name: (lambda args, name=name: run_lightning([name, *args])) for name in LIGHTNING_COMMANDS},
+    "compare": run_compare,
+    "gdu": run_gdu,
+    "recipe": run_recipe,
+    "report": run_report,
+}
+
+
+def _user_error(err: BaseException | None) -> BaseException | None:
+    """The invalid-config or missing-data error in ``err``'s chain (jsonargparse wraps the errors
+    raised while instantiating optional arguments), else ``None``."""
+    user_errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
+    if "lightning" in sys.modules:  # only a command that imported Lightning can raise it
+        from lightning.pytorch.utilities.exceptions import MisconfigurationException
+
+        user_errors += (MisconfigurationException,)
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, user_errors):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _stopped(err: BaseException) -> str | None:
+    """The one-line message of a divergence or an interruption, else ``None``."""
+    if "eqprop_lightning.learning" in sys.modules:
+        from eqprop_lightning.learning import DivergenceError
+
+        if isinstance(err, DivergenceError):
+            return f"{err}; the last good checkpoint is kept"
+    if "lightning" in sys.modules:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(err, SIGTERMException):
+            return (
+                "stopped by Ctrl-C or SIGTERM; continue with "
+                "`eqprop fit --config ... --ckpt_path last`"
+            )
+    return None
+
+
+def _fail(message: str, status: int) -> None:
+    if os.environ.get(DEBUG_VAR, "") not in ("", "0"):
+        traceback.print_exc()
+    print(f"eqprop: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``eqprop``; invalid configs and missing data exit with status 2, a
+    divergence or an interruption with status 1, each with a one-line message
+    (``EQPROP_DEBUG=1`` prints the traceback too)."""
+    args = sys.argv[1:] if args is None else list(args)
+    if not args or args[0] not in COMMANDS:
+        parser = top_parser()
+        parser.parse_args(args[:1] if args and args[0].startswith("-") else [])
+        parser.print_usage(sys.stderr)
+        choice = f"unknown command {args[0]!r}" if args else "no command given"
+        print(f"eqprop: error: {choice}; choose from {', '.join(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        COMMANDS[args[0]](args[1:])
+    except Exception as err:
+        message = _stopped(err)
+        if message is not None:
+            _fail(message, 1)
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        _fail(str(cause), 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""The ``eqprop`` command's structure: its subcommands and their ``--help``, packaged config
+names, where runs go (``default_root_dir``), ``predict``, ``--ckpt_path last``, ``EQPROP_DEBUG``,
+``compare`` on a rank other than 0, and that commands which do not train import no Lightning."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+
+from eqprop_lightning.cli import main
+from eqprop_lightning.datamodules import MNISTDataModule
+from eqprop_lightning.resources import config_names, packaged
+from tests.test_cli import config, shrink
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["eqprop"])
+    monkeypatch.delenv("EQPROP_DEBUG", raising=False)
+    return tmp_path
+
+
+def _help(args: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 0
+    return capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ help
+
+
+def test_top_help_lists_every_command(capsys) -> None:
+    out = _help(["--help"], capsys)
+    for command in ("fit", "validate", "test", "predict", "compare", "gdu", "recipe", "report"):
+        assert f"\n  {command} " in out, command
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ("gdu", ["--config", "--output_dir"]),
+        ("recipe", ["--config", "--batches", "--output_dir"]),
+        ("compare", ["--config"]),
+        ("report", ["--runs", "--out", "--figure"]),
+    ],
+)
+def test_subcommand_help_lists_its_options(command: str, options: list[str], capsys) -> None:
+    out = _help([command, "--help"], capsys)
+    assert out.startswith(f"usage: eqprop {command} ")
+    for option in options:
+        assert option in out, option
+
+
+def test_unknown_command_exits_2(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["trian", "--config", "mnist/p1h"])
+    assert exc.value.code == 2
+    assert "unknown command 'trian'; choose from fit, validate" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["--help"], ["gdu", "--help"], ["recipe", "--help"]])
+def test_help_imports_neither_torch_nor_lightning(args: list[str]) -> None:
+    code = (
+        "import sys\nfrom eqprop_lightning.commands import main\n"
+        f"try:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'matplotlib', 'nltk', 'bs4') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --------------------------------------------------------------------------- config names
+
+
+def test_packaged_config_names() -> None:
+    names = config_names()
+    assert {"mnist/p1h", "mnist/eb1h", "gdu/fig3_eb1h", "imdb/small"} <= set(names)
+    assert all((packaged("configs") / f"{n}.yaml").is_file() for n in names)
+
+
+def test_config_by_name_from_any_directory(in_tmp: Path, capsys) -> None:
+    out = _help(["fit", "--config", "mnist/p1h", "--print_config"], capsys)
+    assert "name: p1h" in out and "PrototypicalFC" in out
+
+
+def test_unknown_config_name_lists_close_ones(in_tmp: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", "mnist/p1hh"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--config 'mnist/p1hh': no such file, and no packaged config of that name" in err
+    assert "closest: mnist/p1h" in err
+
+
+# ------------------------------------------------------------------------ EQPROP_DEBUG
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_debug_shows_the_traceback(
+    debug: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("EQPROP_DEBUG", debug)
+    with pytest.raises(SystemExit) as exc:
+        main(["recipe", "--config", "gdu/fig3_p1h", "--batches", "0"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip().endswith("eqprop: error: --batches=0 must be a positive integer")
+    has_traceback = "Traceback (most recent call last)" in err and "ConfigError" in err
+    assert has_traceback == bool(debug)
+
+
+# --------------------------------------------------------------------- default_root_dir
+
+
+def test_default_root_dir_decides_where_runs_go(fake_mnist: Path, in_tmp: Path) -> None:
+    root = in_tmp / "elsewhere"
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)] + [
+        "--trainer.default_root_dir",
+        str(root),
+    ])  # fmt: skip
+    assert (root / "p1h" / "version_0" / "results.json").is_file()
+    assert (root / "p1h" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not (in_tmp / "runs").exists()
+
+
+def test_explicit_save_dir_wins_over_default_root_dir(fake_mnist: Path, in_tmp: Path) -> None:
+    args = [*shrink(fake_mnist, epochs=1), "--trainer.default_root_dir", str(in_tmp / "root")]
+    args += ["--trainer.logger.init_args.save_dir", str(in_tmp / "logs")]
+    main(["fit", "--config", config("p1h"), *args])
+    assert (in_tmp / "logs" / "p1h" / "version_0" / "results.json").is_file()
+
+
+# ------------------------------------------------------------------------------ predict
+
+
+def test_predict_writes_classes_and_output_states(fake_mnist: Path, in_tmp: Path) -> None:
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)])
+    ckpt = in_tmp / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"
+    out = in_tmp / "pred.pt"
+    main(
+        ["predict", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+        + ["--ckpt_path", str(ckpt), "--predictions.path", str(out)]
+    )
+    written = torch.load(out, weights_only=True)
+    # the checkpoint's net on the whole test set, in order, computed here independently
+    from eqprop_lightning.module import EqPropModule
+
+    model = EqPropModule.load_from_checkpoint(ckpt, weights_only=True)
+    dm = MNISTDataModule(data_dir=str(fake_mnist), verify_checksums=False)
+    dm.setup("predict")
+    x, _ = dm.test_set.tensors
+    expected = model(x)
+    assert written["output"].shape == (len(x), 10)
+    torch.testing.assert_close(written["output"], expected)
+    assert torch.equal(written["prediction"], expected.argmax(1))
+
+
+# ---------------------------------------------------------------------- --ckpt_path last
+
+
+def _results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_ckpt_path_last_resumes_this_algorithm_and_refuses_other_settings(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    base = ["fit", "--config", config("p1h")]
+    main([*base, *shrink(fake_mnist, epochs=1)])  # version_0: EP
+    main(
+        [*base, *shrink(fake_mnist, epochs=1), "--model.algorithm", "bptt", "--model.beta", "null"]
+    )
+    runs = in_tmp / "runs" / "p1h"
+    assert _results(runs / "version_1")["algorithm"] == "bptt"  # the newest last.ckpt
+
+    # EP resumes its own run, not the newer BPTT one
+    main([*base, *shrink(fake_mnist, epochs=2), "--ckpt_path", "last"])
+    assert [e["epoch"] for e in _results(runs / "version_0")["epochs"]] == [1, 2]
+    assert len(_results(runs / "version_1")["epochs"]) == 1
+    assert not (runs / "version_2").exists()
+
+    # other model settings than the checkpoint's: refused, naming the fields
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main([*base, *shrink(fake_mnist, epochs=3), "--ckpt_path", "last", "--model.T", "7"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "was trained with other settings than this config" in err
+    assert "model.T: 5 there, 7 here" in err
+    assert "model.K" not in err
+
+
+def test_ckpt_path_last_without_a_run_of_this_algorithm(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)])
+    with pytest.raises(SystemExit) as exc:
+        main(
+            ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=2)]
+            + ["--model.algorithm", "bptt", "--model.beta", "null", "--ckpt_path", "last"]
+        )
+    assert exc.value.code == 2
+    assert "written with algorithm=bptt (only of other algorithms:" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ compare, DDP
+
+
+def test_compare_reads_results_on_rank_zero_only(
+    fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a rank other than 0 nothing writes results.json: compare must not read it."""
+    monkeypatch.setattr(pl.Trainer, "is_global_zero", property(lambda self: False))
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    main(["compare", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)])
+    assert list((in_tmp / "runs").rglob("results.json")) == []
+    assert list((in_tmp / "runs").rglob("compare.json")) == []
