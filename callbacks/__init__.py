@@ -3,14 +3,13 @@
 from .gdu import GDUCallback
 from .predictions import PredictionWriter
 from .results import ResultsWriter, write_json_atomic
-from .resume import AtomicCheckpointIO, LastCheckpoint, RNGState
+from .resume import AtomicCheckpointIO, LastCheckpoint
 
 __all__ = [
     "AtomicCheckpointIO",
     "GDUCallback",
     "LastCheckpoint",
     "PredictionWriter",
-    "RNGState",
     "ResultsWriter",
     "write_json_atomic",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eqprop_lightning.callbacks.results import write_json_atomic
+from eqprop_lightning.io import write_json_atomic
 from eqprop_lightning.learning import GradientEstimator
 from eqprop_lightning.learning.gdu import (
     GDUResult,

@@ -29,6 +29,8 @@ from eqprop_lightning.learning import (
 )
 from eqprop_lightning.learning.compiled import compile_dynamics
 from eqprop_lightning.learning.phases import free_phase
+from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
+from eqprop_lightning.rng import capture_rng_states, restore_rng_states
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 
@@ -227,12 +229,7 @@ class EqPropModule(L.LightningModule):
             metric.persistent(True)
         self.val_error = MeanMetric()
         self.test_error = MeanMetric()
-
-    def configure_callbacks(self) -> list[L.Callback]:
-        """Random states in every checkpoint, for an exact resume."""
-        from eqprop_lightning.callbacks.resume import RNGState
-
-        return [RNGState()]
+        self._resumed_rng_states: dict | None = None  # put back when training starts
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -329,12 +326,25 @@ class EqPropModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Never write non-finite weights, so that the last checkpoint is a good one (an update
-        at the end of an epoch is checked here, the others by the next batch's :meth:`guard`)."""
+        at the end of an epoch is checked here, the others by the next batch's :meth:`guard`);
+        store the random states, so that a resumed run draws the same shuffles."""
         if (label := first_nonfinite_weight(self.net)) is not None:
             raise DivergenceError(
                 f"training diverged at epoch {self.current_epoch + 1} (global step "
                 f"{self.global_step}): weight {label} is not finite; not saved"
             )
+        checkpoint[RNG_KEY] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_rng_states = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        """Put back a checkpoint's random states: after the sanity check, whose data loader
+        iterators draw from the torch generator (the uninterrupted run drew those before
+        saving), and before the first training batch is drawn."""
+        states, self._resumed_rng_states = self._resumed_rng_states, None
+        if states is not None and self.trainer.ckpt_path:  # a resume, not a loaded model
+            restore_rng_states(states)
 
     def evaluation_set(self, dataloader_idx: int = 0) -> str:
         """``val`` or ``test``: the set served by evaluation loader ``dataloader_idx``, from the

@@ -61,7 +61,7 @@ def ep_surrogate(
 
     def phi(s: State, before: State | None) -> Tensor:
         s = [t.detach() for t in s]
-        if getattr(net, "uses_previous_state", False):
+        if net.uses_previous_state:
             return net.primitive(s, static, [t.detach() for t in before]).mean()
         return net.primitive(s, static).mean()
 
@@ -76,7 +76,7 @@ def _stack(t: Tensor, n: int) -> Tensor:
 
 def _primitive(net, static: StaticTerms, s: State, previous: State) -> Tensor:
     """``Phi(x, s)`` per example (conv legacy pooling reads ``previous``), shape (B,)."""
-    if getattr(net, "uses_previous_state", False):
+    if net.uses_previous_state:
         return net.primitive(s, static, previous)
     return net.primitive(s, static)
 
@@ -118,7 +118,7 @@ def check_holomorphic(net) -> None:
             f"nudging: holomorphic needs a fully connected or toy net; {type(net).__name__}'s "
             f"pooling/attention is not holomorphic in the state: {alternatives}"
         )
-    if getattr(net, "clamp", False):
+    if net.clamp:
         raise ConfigError(
             f"nudging: holomorphic cannot clamp the states (clamp: true is not holomorphic): "
             f"set clamp: false or {alternatives}"

@@ -2,8 +2,9 @@
 
 from eqprop_lightning.nets.activations import ACTIVATIONS, Activation, get_activation
 from eqprop_lightning.nets.conv import ConvPrototypical, ConvStaticTerms
-from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, State, StaticTerms
+from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, StaticTerms
 from eqprop_lightning.nets.hopfield import HopfieldClassifier, HopfieldStaticTerms
+from eqprop_lightning.nets.protocol import NET_FLAGS, Net, State
 from eqprop_lightning.nets.toy import ToyEnergyBased
 
 __all__ = [
@@ -15,6 +16,8 @@ __all__ = [
     "HopfieldClassifier",
     "HopfieldStaticTerms",
     "LayeredFC",
+    "NET_FLAGS",
+    "Net",
     "PrototypicalFC",
     "State",
     "StaticTerms",

@@ -105,6 +105,9 @@ class ConvPrototypical(nn.Module):
     beta_scale: float = 1.0
     #: BPTT through the original's ``K`` last transitions (the fc nets use ``K + 1``).
     bptt_extra_step: bool = False
+    #: the primitive reads the previous state only with legacy pooling; no clipping
+    uses_previous_state: bool = False
+    clamp: bool = False
 
     def __init__(
         self,

@@ -29,8 +29,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import Activation, get_activation
-
-State = list[Tensor]
+from eqprop_lightning.nets.protocol import State
 
 
 @dataclass
@@ -70,6 +69,9 @@ class LayeredFC(nn.Module):
     beta_scale: float = 1.0
     #: BPTT through the original's ``K + 1`` last transitions (conv and toy nets use ``K``).
     bptt_extra_step: bool = True
+    #: the primitive reads no previous state; the states are not clipped (EPcont may clamp)
+    uses_previous_state: bool = False
+    clamp: bool = False
 
     def __init__(self, size_tab: list[int], activation: str) -> None:
         super().__init__()

@@ -66,6 +66,8 @@ class HopfieldClassifier(nn.Module):
 
     beta_scale: float = 1.0
     bptt_extra_step: bool = False
+    uses_previous_state: bool = False
+    clamp: bool = False
 
     def __init__(
         self,

@@ -43,6 +43,7 @@ class ToyEnergyBased(nn.Module):
     """
 
     bptt_extra_step = False
+    uses_previous_state = False
 
     def __init__(
         self, size_tab: list[int], activation: str = "tanh", dt: float = 0.08, clamp: bool = False

@@ -1,0 +1,90 @@
+"""What a convergent RNN provides to the learning rules, the module and the analyses.
+
+A net holds the parameters ``theta`` and defines the dynamics ``s_{t+1} = F(x, s_t, theta)``
+(plus ``beta (y - s_0)``-style nudging in the output's update) and the primitive ``Phi(x, s)``
+with ``F = dPhi/ds`` at a fixed point, from which EP's update ``dPhi/dtheta`` follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from torch import Tensor, nn
+
+#: The state of every layer of a batch, one tensor per layer (output first for the layered nets).
+State = list[Tensor]
+
+
+@runtime_checkable
+class Net(Protocol):
+    """The interface every net of :mod:`eqprop_lightning.nets` implements (as ``nn.Module``).
+
+    Flags, declared by every net class:
+
+    * ``beta_scale``: factor of ``beta`` in the effective nudge (EPcont nudges by ``dt beta``).
+    * ``bptt_extra_step``: truncated BPTT tracks ``K + 1`` transitions (the original's fully
+      connected nets) instead of ``K``.
+    * ``uses_previous_state``: :meth:`primitive` takes the state one step before ``s`` as a
+      third argument (the conv net's legacy pooling).
+    * ``clamp``: the states are clipped to [0, 1] after each step (not holomorphic).
+    * ``input_fields`` / ``output_field``: the constructor arguments that set
+      :attr:`example_shape` / :attr:`num_classes`, named in error messages.
+    """
+
+    beta_scale: float
+    bptt_extra_step: bool
+    uses_previous_state: bool
+    clamp: bool
+    input_fields: str
+    output_field: str
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """Shape of one input example (without the batch axis)."""
+        ...
+
+    @property
+    def num_classes(self) -> int:
+        """Output units."""
+        ...
+
+    def init_state(self, x: Tensor) -> State:
+        """The free phase's starting state for the batch ``x`` (zeros)."""
+        ...
+
+    def static_terms(self, x: Tensor) -> Any:
+        """Per-batch constants of the dynamics (input terms attached to the parameters)."""
+        ...
+
+    def step(
+        self, s: State, static: Any, beta: float | Tensor = 0.0, y: Tensor | None = None
+    ) -> State:
+        """One synchronous update ``s <- F(x, s, theta)``, nudged towards ``y`` by ``beta``."""
+        ...
+
+    def primitive(self, s: State, static: Any, *previous: State) -> Tensor:
+        """``Phi(x, s)`` per example, shape (B,)."""
+        ...
+
+    def output(self, s: State) -> Tensor:
+        """The output layer's state, shape (B, num_classes)."""
+        ...
+
+    def synapse_groups(self) -> list[nn.Module]:
+        """The weight layers, one learning rate each, in the order of ``lrs``."""
+        ...
+
+    def synapse_labels(self) -> list[str]:
+        """A label per synapse group (``W01``, ``W1x``, ``P0``, ...), same order."""
+        ...
+
+
+#: The flags of :class:`Net` and their types, checked for every net class by the tests.
+NET_FLAGS: dict[str, type] = {
+    "beta_scale": float,
+    "bptt_extra_step": bool,
+    "uses_previous_state": bool,
+    "clamp": bool,
+    "input_fields": str,
+    "output_field": str,
+}

@@ -1,0 +1,36 @@
+"""The torch, Python and NumPy random states, as checkpoints store them for an exact resume.
+
+They are kept as tensors and tuples, so that checkpoints still load with
+``torch.load(weights_only=True)``; checkpoints hold them under ``checkpoint["rng_states"]``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+#: The checkpoint key of the random states (older checkpoints use the same).
+CHECKPOINT_KEY = "rng_states"
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """The current torch (CPU), Python and NumPy random states."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+    }
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """Put back the states of :func:`capture_rng_states` (also read back from a checkpoint,
+    where the tuples may have become lists)."""
+    torch.set_rng_state(states["torch"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))

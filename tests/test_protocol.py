@@ -1,0 +1,116 @@
+"""The net interface (:class:`eqprop_lightning.nets.Net`) and the one-way layering of the
+package: ``nets <- learning <- module <- callbacks, datamodules <- cli``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from eqprop_lightning import nets
+from eqprop_lightning.nets import NET_FLAGS, Net
+
+PACKAGE = Path(nets.__file__).resolve().parents[1]
+
+#: One small instance of every net class (two for the conv net's pooling modes).
+EXAMPLES = {
+    "PrototypicalFC": lambda: nets.PrototypicalFC([10, 8, 6]),
+    "EnergyBasedFC": lambda: nets.EnergyBasedFC([10, 8, 6], clamp=True),
+    "ConvPrototypical": lambda: nets.ConvPrototypical([4, 3, 1], [10], input_size=16),
+    "ConvPrototypical-legacy": lambda: nets.ConvPrototypical(
+        [4, 3, 1], [10], input_size=16, legacy_pooling=True
+    ),
+    "HopfieldClassifier": lambda: nets.HopfieldClassifier([4], [[0, 0]], [6, 2], embed_dim=5),
+    "ToyEnergyBased": lambda: nets.ToyEnergyBased([3, 4, 5]),
+}
+
+
+def net_classes() -> set[str]:
+    """The exported classes that define dynamics (a ``step``)."""
+    exported = (getattr(nets, name) for name in nets.__all__)
+    return {
+        c.__name__
+        for c in exported
+        if isinstance(c, type) and issubclass(c, nn.Module) and hasattr(c, "step")
+    }
+
+
+def test_every_net_class_has_an_example() -> None:
+    assert net_classes() == {name.split("-")[0] for name in EXAMPLES}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_net_satisfies_the_protocol(name: str) -> None:
+    net = EXAMPLES[name]()
+    assert isinstance(net, Net)
+    for flag, kind in NET_FLAGS.items():
+        assert type(getattr(net, flag)) is kind, (flag, getattr(net, flag))
+    assert len(net.synapse_labels()) == len(net.synapse_groups())
+
+
+def test_flags_follow_the_arguments() -> None:
+    assert EXAMPLES["ConvPrototypical-legacy"]().uses_previous_state is True
+    assert EXAMPLES["ConvPrototypical"]().uses_previous_state is False
+    assert EXAMPLES["EnergyBasedFC"]().clamp is True
+    assert nets.EnergyBasedFC([10, 8, 6], clamp=False).clamp is False
+    assert EXAMPLES["PrototypicalFC"]().clamp is False
+
+
+def test_an_object_without_the_flags_is_not_a_net() -> None:
+    class NoFlags(nn.Module):
+        def init_state(self, x): ...
+
+    assert not isinstance(NoFlags(), Net)
+
+
+# ---------------------------------------------------------------------------- import layers
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in ``path`` (also inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
+    return [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in files
+        for name in sorted(imported_modules(path))
+        if any(name == f or name.startswith(f"{f}.") for f in forbidden)
+    ]
+
+
+LIGHTNING = ("lightning", "pytorch_lightning", "torchmetrics")
+UPPER = ("eqprop_lightning.callbacks", "eqprop_lightning.datamodules")
+
+
+def test_nets_import_neither_learning_nor_lightning() -> None:
+    files = sorted((PACKAGE / "nets").glob("*.py"))
+    forbidden = ("eqprop_lightning.learning", "eqprop_lightning.module", *UPPER, *LIGHTNING)
+    assert violations(files, forbidden) == []
+
+
+def test_learning_imports_neither_module_nor_lightning() -> None:
+    files = sorted((PACKAGE / "learning").glob("*.py"))
+    assert violations(files, ("eqprop_lightning.module", *UPPER, *LIGHTNING)) == []
+
+
+def test_core_imports_no_callbacks_or_datamodules() -> None:
+    """Only the command line (``cli.py``) puts the upper layers together."""
+    files = [p for p in sorted(PACKAGE.glob("*.py")) if p.name != "cli.py"]
+    files += sorted((PACKAGE / "nets").glob("*.py")) + sorted((PACKAGE / "learning").glob("*.py"))
+    assert violations(files, UPPER) == []
+
+
+def test_the_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from eqprop_lightning.callbacks.resume import RNGState\n")
+    assert imported_modules(source) == {"eqprop_lightning.callbacks.resume"}
