@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -11,6 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from eqprop_lightning.analysis import gdu_figures
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning.estimator import check_beta
 from eqprop_lightning.learning.gdu import gdu, rmse_table, sign_agreement
 
 
@@ -42,8 +41,8 @@ class GDUCallback(L.Callback):
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 0:
             raise ConfigError(f"every_n_steps={every_n_steps!r} must be an integer >= 0 (0: off)")
-        if beta is not None and not 0 < beta < math.inf:
-            raise ConfigError(f"gdu.beta={beta!r} must be finite and > 0 (or null: the model's)")
+        if beta is not None:
+            check_beta(beta, "(or null: the model's)", field="gdu.beta")
         self.every_n_steps = every_n_steps
         self.T, self.K, self.beta = T, K, beta
         self.figures = figures

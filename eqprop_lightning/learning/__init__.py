@@ -4,7 +4,12 @@ relaxation of the dynamics. No Lightning."""
 from eqprop_lightning.learning.bptt import TruncatedBPTT, bptt_transitions, cost
 from eqprop_lightning.learning.cep import ContinualEP
 from eqprop_lightning.learning.ep import EquilibriumProp, check_holomorphic, ep_surrogate
-from eqprop_lightning.learning.estimator import Estimate, GradientEstimator, check_phases
+from eqprop_lightning.learning.estimator import (
+    Estimate,
+    GradientEstimator,
+    check_beta,
+    check_phases,
+)
 from eqprop_lightning.learning.guard import (
     DivergenceError,
     first_nonfinite_weight,
@@ -27,6 +32,7 @@ __all__ = [
     "TruncatedBPTT",
     "bptt_transitions",
     "check_holomorphic",
+    "check_beta",
     "check_phases",
     "cost",
     "ep_surrogate",

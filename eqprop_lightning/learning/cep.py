@@ -24,7 +24,7 @@ from torch import Tensor
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.ep import ep_surrogate
-from eqprop_lightning.learning.estimator import Estimate, check_phases
+from eqprop_lightning.learning.estimator import Estimate, check_beta, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import relax_with_previous
 
@@ -37,8 +37,7 @@ class ContinualEP:
 
     def __init__(self, T: int, K: int, beta: float) -> None:
         check_phases(T, K)
-        if not isinstance(beta, (int, float)) or not 0 < beta < float("inf"):
-            raise ConfigError(f"beta={beta!r} must be finite and > 0 for continual EP")
+        check_beta(beta, "for continual EP")
         self.T, self.K, self.beta = T, K, beta
 
     def __call__(

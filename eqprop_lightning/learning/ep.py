@@ -21,14 +21,12 @@ whose parameter gradient is ``-Delta_theta``. Backpropagating it (through Lightn
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.learning.estimator import Estimate, check_phases
+from eqprop_lightning.learning.estimator import Estimate, check_beta, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.nudging import (
     Nudges,
@@ -154,8 +152,7 @@ class EquilibriumProp:
         seed: int = 0,
     ) -> None:
         check_phases(T, K)
-        if not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
-            raise ConfigError(f"beta={beta!r} must be finite and > 0 for EP (the nudging strength)")
+        check_beta(beta, "for EP (the nudging strength)")
         self.points = check_nudging(nudging, points)
         self.T, self.K, self.beta, self.nudging, self.seed = T, K, beta, nudging, seed
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Protocol
 
 from torch import Tensor
@@ -38,3 +39,10 @@ def check_phases(T: int, K: int) -> None:
         raise ConfigError(f"K={K!r} must be a positive integer (number of nudged/BPTT steps)")
     if K > T:
         raise ConfigError(f"K={K} must not exceed T={T} (K <= T)")
+
+
+def check_beta(beta: object, note: str, field: str = "beta") -> None:
+    """``beta``, a nudging strength, is a finite number > 0 (the one check of every rule and of
+    the GDU callback; ``note`` ends the message, e.g. ``for EP (the nudging strength)``)."""
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
+        raise ConfigError(f"{field}={beta!r} must be finite and > 0 {note}")
