@@ -52,6 +52,16 @@ def estimate(net, algorithm: str, x, y):
     return est.objective.detach(), est.output.detach(), grads
 
 
+def assert_estimates_close(expected, got, **tol) -> None:
+    """Objective, output and every parameter gradient (``None`` where unused) close."""
+    flat_e, flat_g = [expected[0], expected[1], *expected[2]], [got[0], got[1], *got[2]]
+    assert len(flat_e) == len(flat_g)
+    for e, g in zip(flat_e, flat_g, strict=True):
+        assert (e is None) == (g is None)
+        if e is not None:
+            torch.testing.assert_close(g.cpu(), e.cpu(), **tol)
+
+
 @pytest.fixture
 def counting_compile(monkeypatch):
     """``torch.compile`` in :mod:`compiled` with a backend that counts the graphs it is given and
@@ -98,8 +108,7 @@ def test_compiler_failure_warns_once_and_runs_eagerly(monkeypatch):
     with pytest.warns(RuntimeWarning, match="torch.compile failed on EnergyBasedFC.step"):
         got = estimate(net, "ep", x, y)
     assert calls == [1]  # not retried at every step
-    for e, g in zip(expected, got, strict=True):
-        torch.testing.assert_close(g, e, rtol=0, atol=0)
+    assert_estimates_close(expected, got, rtol=0, atol=0)
     compile_dynamics(net, False)
 
 
@@ -115,8 +124,7 @@ def test_one_graph_per_phase_and_batch_size_not_per_batch(counting_compile):
             expected = estimate(net, "ep", xb, yb)
             compile_dynamics(net)
             got = estimate(net, "ep", xb, yb)
-            for e, g in zip(expected, got, strict=True):
-                torch.testing.assert_close(g, e)
+            assert_estimates_close(expected, got)
         assert len(counting_compile) == 2  # free (beta = 0) and nudged step, batch 4
         estimate(net, "ep", x[:2], y[:2])
         assert len(counting_compile) == 4  # the same two for the last batch of 2
@@ -152,12 +160,7 @@ def test_inductor_matches_eager(kind, algorithm):
         assert not step_function(net).failed
     finally:
         compile_dynamics(net, False)
-    for e, g in zip(expected, got, strict=True):
-        if isinstance(e, tuple):
-            for ge, gg in zip(e, g, strict=True):
-                torch.testing.assert_close(gg, ge, rtol=1e-4, atol=1e-6)
-        else:
-            torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    assert_estimates_close(expected, got, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.slow
@@ -178,3 +181,25 @@ def test_compiled_training_reproduces_the_original_weights(kind, method):
     expected = original_to_ours(fixture["final"])
     for name, value in net.state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("kind", sorted(NETS))
+@pytest.mark.parametrize("algorithm", ["ep", "bptt"])
+def test_cuda_graphs_match_eager(kind, algorithm):
+    """``mode="reduce-overhead"`` (CUDA graphs) against eager on the GPU, two batches in a row
+    (the second replays the graphs)."""
+    net, x, y = make(kind)
+    net, x, y = net.cuda(), x.cuda(), y.cuda()
+    compile_dynamics(net)
+    try:
+        for xb in (x, torch.rand_like(x)):
+            got = estimate(net, algorithm, xb, y)
+            assert not step_function(net).failed
+            compile_dynamics(net, False)
+            expected = estimate(net, algorithm, xb, y)
+            compile_dynamics(net)
+            assert_estimates_close(expected, got, rtol=1e-4, atol=1e-6)
+    finally:
+        compile_dynamics(net, False)
