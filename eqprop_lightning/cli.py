@@ -272,7 +272,9 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     from eqprop_lightning.plots import plot_error_curves
 
     warnings.filterwarnings("ignore", message=".*args parameter is intended")
-    rule_args = {"ep": [], "bptt": ["--model.beta=null", "--model.symmetric=false"]}
+    # BPTT takes none of EP's options (its nudge and nudging scheme)
+    bptt = ["--model.beta=null", "--model.symmetric=false", "--model.nudging=null"]
+    rule_args = {"ep": [], "bptt": [*bptt, "--model.holomorphic_points=null"]}
     clis = {
         alg: EqPropCLI(args=[*args, f"--model.algorithm={alg}", *rule_args[alg]], run=False)
         for alg in ("ep", "bptt")

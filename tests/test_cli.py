@@ -245,7 +245,8 @@ def test_compare_trains_ep_and_bptt_from_identical_weights(
     def recording_fit(self: L.Trainer, model, *args, **kwargs):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         initial[model.hparams.algorithm] = state
-        options[model.hparams.algorithm] = (model.hparams.beta, model.hparams.symmetric)
+        hp = model.hparams
+        options[hp.algorithm] = (hp.beta, hp.symmetric, hp.nudging)
         return original_fit(self, model, *args, **kwargs)
 
     # Seed the EP and the BPTT CLI differently, so that identical initial weights can only come
@@ -260,7 +261,9 @@ def test_compare_trains_ep_and_bptt_from_identical_weights(
     monkeypatch.setattr(lightning_cli, "seed_everything", distinct_seed)
     monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     monkeypatch.setattr(L.Trainer, "fit", recording_fit)
-    main(["compare", "--config", config("p1h"), *shrink(fake_mnist)])
+    # EP with a nudging scheme: compare's BPTT run must drop it with beta
+    nudging = ["--model.nudging", "symmetric"]
+    main(["compare", "--config", config("p1h"), *shrink(fake_mnist), *nudging])
 
     root = in_tmp / "runs" / "p1h" / "compare_0"
     for name in ("compare.json", "compare.md", "compare.png"):
@@ -284,7 +287,7 @@ def test_compare_trains_ep_and_bptt_from_identical_weights(
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert cells[2] == f"{bptt['test_error']:.2f}" and cells[5] == f"{ep['test_error']:.2f}"
     # BPTT runs without EP's options (beta, symmetric), EP with the config's beta
-    assert options == {"bptt": (None, False), "ep": (0.1, False)}
+    assert options == {"bptt": (None, False, None), "ep": (0.1, False, "symmetric")}
     assert "comparison written to" in capsys.readouterr().out
 
     # both algorithms started from the same initial weights, although seeded differently
