@@ -10,7 +10,10 @@ for job in "$@"; do
   IFS=: read -r row alg seed <<<"$job"
   name="$row-$alg-s$seed"
   run="runs/table1/$name/version_0"
-  args=(--config "configs/mnist/$row.yaml" --model.algorithm "$alg" --seed_everything "$seed"
+  args=(--config "configs/mnist/$row.yaml")
+  # BPTT takes no beta: configs/overrides/bptt.yaml sets algorithm bptt and beta null
+  [ "$alg" = bptt ] && args+=(--config configs/overrides/bptt.yaml)
+  args+=(--model.algorithm "$alg" --seed_everything "$seed"
         --trainer.logger.init_args.save_dir runs/table1 --trainer.logger.init_args.name "$name"
         --trainer.logger.init_args.version version_0 --trainer.enable_progress_bar false)
   if [ ! -f "$run/checkpoints/last.ckpt" ] && [ -f "checkpoints/table1/$name/last.ckpt" ]; then

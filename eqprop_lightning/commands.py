@@ -220,7 +220,9 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         COMMANDS[args[0]](args[1:])
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # Lightning's SIGTERMException is a SystemExit
+        if isinstance(err, SystemExit) and _stopped(err) is None:
+            raise
         message = _stopped(err)
         if message is not None:
             _fail(message, 1)

@@ -225,3 +225,21 @@ def test_compare_reads_results_on_rank_zero_only(
     main(["compare", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)])
     assert list((in_tmp / "runs").rglob("results.json")) == []
     assert list((in_tmp / "runs").rglob("compare.json")) == []
+
+
+def test_settings_check_ignores_the_unused_beta_of_an_old_bptt_checkpoint(tmp_path: Path) -> None:
+    """A BPTT checkpoint written before BPTT took no beta holds the config's beta and symmetric;
+    resuming it with ``beta: null`` must not be refused for them, while a real difference is."""
+    from eqprop_lightning.cli import check_same_hparams
+    from eqprop_lightning.errors import ConfigError
+
+    old = {"algorithm": "bptt", "T": 5, "K": 2, "beta": 0.5, "symmetric": False}
+    ckpt = tmp_path / "old.ckpt"
+    torch.save({"hyper_parameters": old}, ckpt)
+    check_same_hparams(ckpt, {**old, "beta": None})
+    with pytest.raises(ConfigError, match="model.T: 5 there, 7 here"):
+        check_same_hparams(ckpt, {**old, "beta": None, "T": 7})
+    ep = tmp_path / "ep.ckpt"
+    torch.save({"hyper_parameters": {**old, "algorithm": "ep"}}, ep)
+    with pytest.raises(ConfigError, match="model.beta: 0.5 there, 0.1 here"):
+        check_same_hparams(ep, {**old, "algorithm": "ep", "beta": 0.1})

@@ -144,7 +144,5 @@ def test_symmetric_ep_is_closer_to_bptt_than_two_phase_ep(batch):
     net = EnergyBasedFC([3, 8, 6], "tanh", dt=0.1, clamp=False, output_rho_prime=True).double()
     bptt = flat_grad(net, TruncatedBPTT(T=1000, K=100), x, y)
     two = relative_error(flat_grad(net, EquilibriumProp(1000, 100, 0.1), x, y), bptt)
-    sym = relative_error(
-        flat_grad(net, EquilibriumProp(1000, 100, 0.1, "symmetric"), x, y), bptt
-    )
+    sym = relative_error(flat_grad(net, EquilibriumProp(1000, 100, 0.1, "symmetric"), x, y), bptt)
     assert sym < two / 5
