@@ -54,3 +54,15 @@ def fake_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     copy it first if a test needs a pristine ``.gz``-only tree.
     """
     return write_fake_mnist(tmp_path_factory.mktemp("fake_mnist"))
+
+
+@pytest.fixture(autouse=True)
+def _restore_deterministic_mode():
+    """``--trainer.deterministic true`` switches torch's global deterministic mode on for the rest
+    of the process; put it back after each test so that no test depends on the order."""
+    mode, warn_only = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    yield
+    torch.use_deterministic_algorithms(mode, warn_only=warn_only)
