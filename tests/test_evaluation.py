@@ -21,6 +21,7 @@ from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import PrototypicalFC
 from tests.conftest import FAKE_TRAIN_SIZE
 from tests.test_cli import config, shrink
+from tests.test_mnist_datamodule import _fake_dm as datamodule
 
 VAL = 50  # held-out images of the fake MNIST's 200 training images
 
@@ -30,13 +31,6 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
     return tmp_path
-
-
-def datamodule(root: Path, **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(data_dir=str(root), verify_checksums=False, **kwargs)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
 
 
 def rows(dataset) -> set[bytes]:
