@@ -7,17 +7,20 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from eqprop_lightning.analysis import gdu_figures
+from eqprop_lightning.analysis import analyse, gdu_figures, summary_metrics
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.estimator import check_beta
-from eqprop_lightning.learning.gdu import gdu, rmse_table, sign_agreement
 
 
 class GDUCallback(L.Callback):
     """Every ``every_n_steps`` optimizer steps (0, the default, turns it off), runs the GDU
     analysis of the model on a fixed batch (the first training batch of the run) and logs the
-    mean relative RMSE per layer (``gdu/rmse/<s0|W01|...>``) and the sign agreement per weight
-    (``gdu/sign_agreement/<W01|...>``, percent) as scalars, and the GDU figures to TensorBoard.
+    mean relative RMSE per layer (``gdu/rmse/<s0|W01|...>``), the sign agreement per weight
+    (``gdu/sign_agreement/<W01|...>``, percent) and the relative error of the model's learning
+    rule against truncated BPTT and RBP per weight (``gdu/estimate_error/<bptt|rbp>/<W01|...>``;
+    not for continual EP, which has no estimate at fixed weights) as scalars, and the GDU
+    figures to TensorBoard. The per-step curves use the model's nudging when it is symmetric,
+    else the positive nudge (they are defined for these two).
 
     Runs on rank 0 only and computes its gradients with ``torch.autograd.grad``: the parameters'
     ``.grad`` and the training are left untouched.
@@ -63,6 +66,12 @@ class GDUCallback(L.Callback):
                     f"gdu.{name}={value} differs from model.{name}={hp[name]}: the GDU check "
                     f"analyses the dynamics that train; leave gdu.{name} unset (null)"
                 )
+        if hp.get("loss", "mse") != "mse":
+            raise ConfigError(
+                f"the GDU callback compares BPTT and EP step by step for the squared-error cost "
+                f"of the seeds, not model.loss={hp['loss']!r}: use loss mse, or turn the "
+                "callback off (every_n_steps: 0)"
+            )
         if self.beta is None and hp.get("beta") is None:
             raise ConfigError(
                 f"gdu.beta=None and model.beta=None (algorithm {hp.get('algorithm')!r}): the "
@@ -82,13 +91,10 @@ class GDUCallback(L.Callback):
         beta = hp.beta if self.beta is None else self.beta
         x, y = self.batch
         with torch.enable_grad():
-            result = gdu(pl_module.net, x, y, hp.T, hp.K, beta, hp.symmetric)
-        rmse = rmse_table(result)
-        metrics = {
-            f"gdu/rmse/{name}": v["mean"] for group in rmse.values() for name, v in group.items()
-        }
-        for name, v in sign_agreement(result.NT, result.DT).items():
-            metrics[f"gdu/sign_agreement/{name}"] = v["total"]
+            result, rmse, summary = analyse(
+                pl_module.net, x, y, hp.T, hp.K, beta, rule=pl_module.rule
+            )
+        metrics = summary_metrics(summary)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
             if self.figures and isinstance(logger, TensorBoardLogger):

@@ -40,24 +40,21 @@ def gdu_figures(result: GDUResult, rmse: dict) -> dict[str, Any]:
     }
 
 
-def run_gdu(
+def analyse(
     net,
     x: Tensor,
     y: Tensor,
     T: int,
     K: int,
     beta: float,
-    out_dir: Path,
     symmetric: bool = False,
     rule: GradientEstimator | None = None,
-) -> dict:
-    """GDU analysis on ``(x, y)``; writes ``gdu.pt``, ``gdu.json``, PNG figures and TensorBoard
-    events into ``out_dir`` and returns the JSON summary. With ``rule`` (any learning rule but
-    continual EP, which has no estimate at fixed weights), the summary's ``estimates`` holds its
-    final estimate's relative error per weight against BPTT and RBP
+) -> tuple[GDUResult, dict, dict]:
+    """The GDU quantities on ``(x, y)``, their RMSE table and the JSON summary. With ``rule``
+    (any learning rule but continual EP, which has no estimate at fixed weights), the summary's
+    ``estimates`` holds its final estimate's relative error per weight against BPTT and RBP
     (:func:`~eqprop_lightning.learning.gdu.estimate_errors`), and a symmetric EP rule gives
     symmetric per-step curves."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     symmetric = symmetric or getattr(rule, "nudging", None) == "symmetric"
     start = time.perf_counter()
     result = gdu(net, x, y, T, K, beta, symmetric)
@@ -70,6 +67,24 @@ def run_gdu(
     }
     if rule is not None and not getattr(rule, "continual", False):
         summary["estimates"] = {"rule": rule_name(rule), **estimate_errors(net, x, y, rule)}
+    return result, rmse, summary
+
+
+def run_gdu(
+    net,
+    x: Tensor,
+    y: Tensor,
+    T: int,
+    K: int,
+    beta: float,
+    out_dir: Path,
+    symmetric: bool = False,
+    rule: GradientEstimator | None = None,
+) -> dict:
+    """:func:`analyse` on ``(x, y)``; writes ``gdu.pt``, ``gdu.json``, PNG figures and
+    TensorBoard events into ``out_dir`` and returns the JSON summary."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result, rmse, summary = analyse(net, x, y, T, K, beta, symmetric, rule)
     # nT and dT are the step differences of NT and DT (GDUResult.nT / .dT); not stored twice
     tensors = {"nS": result.nS, "dS": result.dS, "NT": result.NT, "DT": result.DT, "x": x, "y": y}
     torch.save(tensors, out_dir / "gdu.pt")
@@ -82,6 +97,22 @@ def run_gdu(
             save_image(image, out_dir / f"{name}.png")
             writer.add_image(name, image, dataformats="HWC")
     return summary
+
+
+def summary_metrics(summary: dict) -> dict[str, float]:
+    """The summary's scalars for a logger: ``gdu/rmse/<s0|W01|...>`` (mean relative RMSE),
+    ``gdu/sign_agreement/<W>`` (percent) and ``gdu/estimate_error/<bptt|rbp>/<W>``."""
+    metrics = {
+        f"gdu/rmse/{name}": v["mean"]
+        for group in summary["rmse"].values()
+        for name, v in group.items()
+    }
+    for name, v in summary["sign_agreement"].items():
+        metrics[f"gdu/sign_agreement/{name}"] = v["total"]
+    for reference in ("bptt", "rbp"):
+        for name, error in summary.get("estimates", {}).get(reference, {}).items():
+            metrics[f"gdu/estimate_error/{reference}/{name}"] = error
+    return metrics
 
 
 def rule_name(rule: GradientEstimator) -> str:

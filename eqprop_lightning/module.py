@@ -29,6 +29,7 @@ from eqprop_lightning.learning import (
 )
 from eqprop_lightning.learning.compiled import compile_dynamics
 from eqprop_lightning.learning.phases import free_phase
+from eqprop_lightning.nets import SoftmaxReadout
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.rng import capture_rng_states, restore_rng_states
 
@@ -115,6 +116,27 @@ def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str 
     return "symmetric"
 
 
+LOSSES = ("mse", "cross_entropy")
+
+
+def check_loss(loss: str, algorithm: str, nudging: str | None) -> None:
+    """``mse`` for every rule; ``cross_entropy`` for EP (real nudges), BPTT and RBP."""
+    if loss not in LOSSES:
+        raise ConfigError(f"loss={loss!r} is not supported; choose one of {list(LOSSES)}")
+    if loss == "mse":
+        return
+    if algorithm == "cep":
+        raise ConfigError(
+            "loss=cross_entropy is not implemented for continual EP (its per-step update has no "
+            "readout term): use loss mse, or algorithm ep, bptt or rbp"
+        )
+    if nudging == "holomorphic":
+        raise ConfigError(
+            "loss=cross_entropy is not implemented for holomorphic nudging (a complex softmax "
+            "readout): use nudging positive, symmetric or random_sign, or loss mse"
+        )
+
+
 def check_rule_options(algorithm: str, beta: float | None, symmetric: bool) -> None:
     """EP needs ``beta``; BPTT has no nudge, so ``beta`` must be None and ``symmetric`` False
     for it (a ``ConfigError``, not ignored)."""
@@ -164,6 +186,10 @@ class EqPropModule(L.LightningModule):
             at its last step (``train/free_change``, logged every epoch: per layer, the batch mean
             of the largest ``|s(T) - s(T-1)|``); None never stops. Training always stops, with the
             layer, phase and step named, when a state or weight is not finite.
+        loss: the cost that nudges the output and that BPTT descends: ``mse`` (the seeds'
+            ``1/2 |s_0 - y|^2``) or ``cross_entropy`` (a softmax readout ``W_r s_0 + b_r`` of the
+            output layer, trained by the same estimate, Laborieux et al. 2021; ``lrs`` then
+            starts with the readout's rate), see :mod:`eqprop_lightning.nets.readout`.
         compile: run the relaxations' step through ``torch.compile`` (inductor on CPU, CUDA
             graphs on CUDA; eager with a warning where compilation fails), see
             :mod:`eqprop_lightning.learning.compiled`.
@@ -185,21 +211,25 @@ class EqPropModule(L.LightningModule):
         eta_min: float = 1e-5,
         convergence_tol: float | None = None,
         compile: bool = False,
+        loss: Literal["mse", "cross_entropy"] = "mse",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.net = net
+        check_rule_options(algorithm, beta, symmetric)
+        nudging = nudging_option(algorithm, nudging, symmetric)
+        check_loss(loss, algorithm, nudging)
+        self.net = SoftmaxReadout(net) if loss == "cross_entropy" else net
+        net = self.net
         if compile not in (False, True):
             raise ConfigError(f"compile={compile!r} must be true or false")
         compile_dynamics(net, compile)
-        check_rule_options(algorithm, beta, symmetric)
         self.rule = make_rule(
             algorithm,
             T,
             K,
             beta,
-            nudging_option(algorithm, nudging, symmetric),
+            nudging,
             holomorphic_points,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's seed_everything
             net=net,
@@ -209,6 +239,7 @@ class EqPropModule(L.LightningModule):
             raise ConfigError(
                 f"lrs={lrs} has {len(lrs)} entries but the net has {len(groups)} weight layers: "
                 "give one learning rate per weight layer, output layer first"
+                + (" (the readout's first with loss: cross_entropy)" if loss != "mse" else "")
             )
         if any(not 0 < lr < math.inf for lr in lrs):
             raise ConfigError(f"lrs={lrs} must all be finite and > 0")
@@ -278,7 +309,7 @@ class EqPropModule(L.LightningModule):
             estimate = self.rule(self.net, x, y, self.global_step)
             update(estimate)
         self.train_error.update(error_percent(estimate.output, y))
-        self.train_loss.update(cost(estimate.output, y))
+        self.train_loss.update(cost(self.net, estimate.output, y))
         self.free_change.update(estimate.last_change.max())
         if batch_idx + 1 == self.trainer.num_training_batches:
             # log the epoch's means once: a self.log per step costs as much as the P-1h step

@@ -18,6 +18,7 @@ from eqprop_lightning.nets import (
     EnergyBasedFC,
     HopfieldClassifier,
     PrototypicalFC,
+    SoftmaxReadout,
     ToyEnergyBased,
 )
 from tests.reference import REFERENCE, build_net, needs_reference, original_to_ours
@@ -32,6 +33,7 @@ NETS = {
         lambda: HopfieldClassifier([3], [[0, 0]], [5, 3], embed_dim=4, attn_scale=0.5),
         (3, 4),
     ),
+    "readout": (lambda: SoftmaxReadout(PrototypicalFC([3, 5, 4], "sigm"), classes=3), (4,)),
 }
 
 

@@ -172,3 +172,41 @@ def test_config_trains_one_batch(
     assert cli.trainer.global_step == 1
     for name, param in cli.model.net.named_parameters():
         assert torch.isfinite(param).all(), name
+
+
+#: each rule override of configs/overrides and the model values it sets on P-1h
+RULE_OVERRIDES = {
+    "symmetric.yaml": {"nudging": "symmetric"},
+    "random_sign.yaml": {"nudging": "random_sign"},
+    "holomorphic2.yaml": {"nudging": "holomorphic", "holomorphic_points": 2},
+    "holomorphic4.yaml": {"nudging": "holomorphic", "holomorphic_points": 4},
+    "cep.yaml": {"algorithm": "cep"},
+    "rbp.yaml": {"algorithm": "rbp", "beta": None},
+    "p1h_cross_entropy.yaml": {
+        "nudging": "symmetric",
+        "loss": "cross_entropy",
+        "lrs": [0.04, 0.04, 0.08],
+    },
+}
+
+
+def test_every_override_is_checked() -> None:
+    files = {p.name for p in (CONFIG_DIR / "overrides").glob("*.yaml")}
+    assert files == {*RULE_OVERRIDES, BPTT.name}
+
+
+@pytest.mark.parametrize("name", sorted(RULE_OVERRIDES))
+def test_rule_override_changes_only_its_keys_and_builds(name: str, fake_mnist: Path) -> None:
+    p1h = CONFIG_DIR / "mnist" / "p1h.yaml"
+    base, changed = resolved_config(p1h), resolved_config(p1h, CONFIG_DIR / "overrides" / name)
+    for key, value in RULE_OVERRIDES[name].items():
+        assert changed["model"].pop(key) == value, key
+        base["model"].pop(key)
+    assert changed == base
+    args = ["--config", str(p1h), "--config", str(CONFIG_DIR / "overrides" / name)]
+    args += ["--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false"]
+    cli = EqPropCLI(args=args, run=False)
+    assert type(cli.model.rule).__name__ == {
+        "cep.yaml": "ContinualEP",
+        "rbp.yaml": "RecurrentBackprop",
+    }.get(name, "EquilibriumProp")

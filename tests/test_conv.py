@@ -198,8 +198,9 @@ def train_with_hand_increments(net, fixture, stale: bool) -> int:
 
 #: The EP increment of conv.1 (input -> first conv) is a difference of two correlations summed
 #: over B x 24 x 24 terms of size ~1 that cancel to ~1e-3 of their size, so two float32 runs that
-#: differ only in summation order differ by ~6e-6 there (float64 lands 5.3e-6 from the recording).
-EP_ATOL = {"conv.1.weight": 1e-5, "conv.1.bias": 1e-5}
+#: differ only in summation order differ by up to ~1.1e-5 there (conv.1.bias with one thread,
+#: OMP_NUM_THREADS=1; ~6e-6 with two; float64 lands 5.3e-6 from the recording).
+EP_ATOL = {"conv.1.weight": 2e-5, "conv.1.bias": 2e-5}
 
 
 def assert_matches_fixture(net, fixture, atol: dict | None = None) -> None:

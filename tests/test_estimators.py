@@ -67,7 +67,7 @@ def implicit_gradient(net, x, y):
 
     v = torch.cat([t.flatten() for t in s_star]).requires_grad_(True)
     J = torch.autograd.functional.jacobian(transition, v.detach())
-    (dl_ds,) = torch.autograd.grad(cost(net.output(unflatten(v)), y), v)
+    (dl_ds,) = torch.autograd.grad(cost(net, net.output(unflatten(v)), y), v)
     lam = torch.linalg.solve(torch.eye(len(v), dtype=v.dtype) - J.T, dl_ds)
     grads = torch.autograd.grad(transition(v.detach()), list(net.parameters()), lam)
     return torch.cat([g.flatten() for g in grads])

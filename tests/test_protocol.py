@@ -24,6 +24,7 @@ EXAMPLES = {
     ),
     "HopfieldClassifier": lambda: nets.HopfieldClassifier([4], [[0, 0]], [6, 2], embed_dim=5),
     "ToyEnergyBased": lambda: nets.ToyEnergyBased([3, 4, 5]),
+    "SoftmaxReadout": lambda: nets.SoftmaxReadout(nets.EnergyBasedFC([10, 8, 6]), classes=4),
 }
 
 

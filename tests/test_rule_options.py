@@ -9,10 +9,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
 from eqprop_lightning.callbacks import GDUCallback
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning.gdu import estimate_errors
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
 
@@ -105,20 +107,79 @@ def test_gdu_callback_on_a_bptt_model_needs_its_own_beta() -> None:
         fit(model(algorithm="bptt"), callbacks=[GDUCallback(every_n_steps=1, figures=False)])
 
 
-def test_gdu_callback_on_a_bptt_model_analyses_with_its_beta(monkeypatch) -> None:
-    import eqprop_lightning.callbacks.gdu as gdu_module
+def recorded_gdu_calls(monkeypatch) -> list[tuple]:
+    """The ``(T, K, beta, symmetric)`` of every per-step GDU analysis that runs."""
+    import eqprop_lightning.analysis as analysis
 
     seen = []
-    real = gdu_module.gdu
+    real = analysis.gdu
 
     def recording(net, x, y, T, K, beta, symmetric=False):
         seen.append((T, K, beta, symmetric))
         return real(net, x, y, T, K, beta, symmetric)
 
-    monkeypatch.setattr(gdu_module, "gdu", recording)
+    monkeypatch.setattr(analysis, "gdu", recording)
+    return seen
+
+
+def test_gdu_callback_on_a_bptt_model_analyses_with_its_beta(monkeypatch) -> None:
+    seen = recorded_gdu_calls(monkeypatch)
     callback = GDUCallback(every_n_steps=1, beta=0.05, figures=False)
     fit(model(algorithm="bptt"), callbacks=[callback])
     assert seen == [(6, 2, 0.05, False)] * 2
+
+
+def test_gdu_callback_follows_the_models_symmetric_nudging(monkeypatch) -> None:
+    seen = recorded_gdu_calls(monkeypatch)
+    fit(model(beta=0.5, nudging="symmetric"), callbacks=[GDUCallback(1, figures=False)])
+    assert seen == [(6, 2, 0.5, True)] * 2
+
+
+class Recorder(Logger):
+    """Keeps every logged scalar per step."""
+
+    name, version = "recorder", 0
+    experiment = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics: dict[int, dict[str, float]] = {}
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.metrics.setdefault(step, {}).update(metrics)
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+
+@pytest.mark.parametrize("nudging", ["positive", "random_sign"])
+def test_gdu_callback_logs_the_rules_error_against_bptt_and_rbp(nudging) -> None:
+    module, recorder = model(beta=0.5, nudging=nudging), Recorder()
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=recorder, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[GDUCallback(every_n_steps=1, figures=False)],
+    )  # fmt: skip
+    trainer.fit(module, DataLoader(batches(), batch_size=None))
+    # the last analysis ran on the final weights and the first batch
+    x, y = batches()[0]
+    with torch.enable_grad():
+        expected = estimate_errors(module.net, x, y, module.rule)
+    logged = recorder.metrics[2]
+    for reference in ("bptt", "rbp"):
+        for weight in ("W01", "W1x"):
+            value = logged[f"gdu/estimate_error/{reference}/{weight}"]
+            assert value == pytest.approx(expected[reference][weight], rel=1e-6)
+            assert value > 0
+
+
+def test_gdu_callback_rejects_a_cross_entropy_model() -> None:
+    torch.manual_seed(0)
+    ce = EqPropModule(
+        PrototypicalFC(SIZES), [0.1, 0.1, 0.2], T=6, K=2, beta=0.5, loss="cross_entropy"
+    )
+    with pytest.raises(ConfigError, match="not model.loss='cross_entropy'"):
+        fit(ce, callbacks=[GDUCallback(1, figures=False)])
 
 
 @pytest.mark.parametrize("beta", [0.0, -0.1, math.inf])

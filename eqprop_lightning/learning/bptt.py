@@ -8,11 +8,13 @@ from torch import Tensor
 from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import relax, relax_with_previous
+from eqprop_lightning.nets import output_cost
 
 
-def cost(s_out: Tensor, y: Tensor) -> Tensor:
-    """Loss ``1/(2B) sum_b |s_out - y|^2`` (the nudging cost, batch-averaged)."""
-    return 0.5 * (s_out - y).pow(2).sum(1).mean()
+def cost(net, output: Tensor, y: Tensor) -> Tensor:
+    """Loss ``<l(output, y)>``, the nudging cost of ``net`` batch-averaged (``1/(2B) sum_b
+    |s_out - y|^2`` for the squared error, see :mod:`eqprop_lightning.nets.readout`)."""
+    return output_cost(net, output, y).mean()
 
 
 def bptt_transitions(net, K: int) -> int:
@@ -34,4 +36,4 @@ class TruncatedBPTT:
             s = relax(net, net.init_state(x), static, self.T - tracked)
         previous, s = relax_with_previous(net, s, static, tracked)
         change = last_step_change([t.detach() for t in previous], [t.detach() for t in s])
-        return Estimate(cost(net.output(s), y), net.output(s).detach(), change)
+        return Estimate(cost(net, net.output(s), y), net.output(s).detach(), change)

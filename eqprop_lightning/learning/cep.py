@@ -57,7 +57,7 @@ class ContinualEP:
             before, s_free = relax_with_previous(
                 net, net.init_state(x), net.static_terms(x), self.T
             )
-        output, change = net.output(s_free), last_step_change(before, s_free)
+        output, change = net.output(s_free).detach(), last_step_change(before, s_free)
         previous, s = before, s_free
         total = torch.zeros((), dtype=output.dtype, device=output.device)
         for _ in range(self.K):

@@ -37,7 +37,7 @@ from eqprop_lightning.learning.nudging import (
     symmetric,
 )
 from eqprop_lightning.learning.phases import relax_with_previous
-from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased
+from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased, output_cost
 
 
 def ep_surrogate(
@@ -80,9 +80,11 @@ def _primitive(net, static: StaticTerms, s: State, previous: State) -> Tensor:
 
 
 class _NudgedPrimitives(nn.Module):
-    """``<Phi(x, s_beta_k)>`` for each nudge ``beta_k``: the phases start from ``s*`` and relax
-    ``K`` steps as one batch of ``n B`` examples (one nudge per example), so that each step reads
-    the weights once. A module, so that holomorphic EP can call it with complex weights."""
+    """``<Phi(x, s_k) - beta_k l(s_k)>`` for each nudge ``beta_k`` (the nudged phase's total
+    primitive; ``l`` depends on the parameters through a readout only): the phases start from
+    ``s*`` and relax ``K`` steps as one batch of ``n B`` examples (one nudge per example), so that
+    each step reads the weights once. A module, so that holomorphic EP can call it with complex
+    weights."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -101,7 +103,10 @@ class _NudgedPrimitives(nn.Module):
         with torch.no_grad():
             start = [_stack(t, n) for t in s_free]
             previous, s = relax_with_previous(self.net, start, static, K, beta, _stack(y, n))
-        return _primitive(self.net, static, s, previous).view(n, B).mean(1)  # (n,)
+        phi = _primitive(self.net, static, s, previous)  # (n B,)
+        nudge = self.net.beta_scale * (beta if n == 1 else beta.view(-1))
+        phi = phi - nudge * output_cost(self.net, self.net.output(s), _stack(y, n))
+        return phi.view(n, B).mean(1)  # (n,)
 
 
 HOLOMORPHIC_ACTIVATIONS = ("tanh", "sigm", "sigmoid", "my_sigmoid")
@@ -184,4 +189,6 @@ class EquilibriumProp:
         if nudges.free_coef:
             total = total + nudges.free_coef * _primitive(net, static, s_free, before_free).mean()
         objective = -torch.real(total) / net.beta_scale
-        return Estimate(objective, net.output(s_free), last_step_change(before_free, s_free))
+        return Estimate(
+            objective, net.output(s_free).detach(), last_step_change(before_free, s_free)
+        )

@@ -39,7 +39,7 @@ from eqprop_lightning.learning.ep import ep_surrogate
 from eqprop_lightning.learning.estimator import GradientEstimator
 from eqprop_lightning.learning.phases import relax
 from eqprop_lightning.learning.rbp import RecurrentBackprop
-from eqprop_lightning.nets import State
+from eqprop_lightning.nets import SoftmaxReadout, State
 
 
 @dataclass
@@ -100,7 +100,7 @@ def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, di
         s = functional_call(transition, theta, (s, x))
         copies.append(theta)
         states.append(s)
-    loss = cost(net.output(s), y)
+    loss = cost(net, net.output(s), y)
     flat_states = [t for st in states for t in st]
     weights = [c[f"net.{names[k]}"] for c in copies for k in names]
     grads = torch.autograd.grad(loss, flat_states + weights, allow_unused=True)
@@ -184,6 +184,12 @@ def gdu(
 ) -> GDUResult:
     """All GDU quantities on the batch ``(x, y)`` (see the module docstring); ``symmetric``
     compares the symmetric (+beta / -beta) EP estimate."""
+    if isinstance(net, SoftmaxReadout):
+        raise ConfigError(
+            "the per-step GDU curves are defined for the squared-error cost of the seeds, not for "
+            "a softmax readout (loss: cross_entropy): use loss mse, or compare the final "
+            "estimates with estimate_errors"
+        )
     with torch.no_grad():
         s = relax(net, net.init_state(x), net.static_terms(x), T - K)
     nS, nT, (before_free, s_free) = bptt_per_step(net, x, y, s, K)

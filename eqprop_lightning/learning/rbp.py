@@ -4,7 +4,7 @@ the implicit function theorem.
 At the fixed point ``s* = F(x, s*, theta)`` of the transition ``F`` (one free step of the net),
 ``ds*/dtheta = (I - dF/ds)^-1 dF/dtheta``, so that the gradient of ``L = l(s*)`` is
 
-    dL/dtheta = lambda^T dF/dtheta(x, s*),   lambda = (dF/ds)^T lambda + dl/ds(s*),
+    dL/dtheta = lambda^T dF/dtheta(x, s*) + dl/dtheta,   lambda = (dF/ds)^T lambda + dl/ds(s*),
 
 the adjoint ``lambda`` solved by the fixed-point iteration ``lambda_{j+1} = (dF/ds)^T lambda_j +
 dl/ds``, ``lambda_0 = dl/ds``, with vector-Jacobian products of the net's own step (autograd).
@@ -29,7 +29,7 @@ def adjoint(net, s_star: State, static, y: Tensor, iterations: int) -> tuple[Sta
     """``(lambda, F(s*))``: ``lambda`` after ``iterations`` steps of ``lambda <- (dF/ds)^T lambda
     + dl/ds``, and the transition ``F(x, s*, theta)`` still attached to the parameters."""
     s = [t.detach().requires_grad_(True) for t in s_star]
-    loss = cost(net.output(s), y)
+    loss = cost(net, net.output(s), y)
     dl_ds = torch.autograd.grad(loss, s, allow_unused=True)
     dl_ds = [torch.zeros_like(t) if g is None else g for t, g in zip(s, dl_ds, strict=True)]
     step = net.step(s, static)
@@ -44,9 +44,10 @@ def adjoint(net, s_star: State, static, y: Tensor, iterations: int) -> tuple[Sta
 class RecurrentBackprop:
     """RBP: ``T`` free steps to ``s*``, ``K`` adjoint iterations, then the surrogate
 
-        L_RBP = sum_i < lambda_i , F_i(x, s*, theta) >,   lambda held fixed,
+        L_RBP = sum_i < lambda_i , F_i(x, s*, theta) > + <l(s*)>,   lambda and s* held fixed,
 
-    whose parameter gradient is ``lambda^T dF/dtheta = dL/dtheta`` (see the module docstring).
+    whose parameter gradient is ``lambda^T dF/dtheta + dl/dtheta = dL/dtheta`` (``dl/dtheta``:
+    a readout's weights; see the module docstring).
     """
 
     def __init__(self, T: int, K: int) -> None:
@@ -60,4 +61,6 @@ class RecurrentBackprop:
         with torch.enable_grad():
             lam, transition = adjoint(net, s_star, static, y, self.K)
             objective = sum((f * m.detach()).sum() for f, m in zip(transition, lam, strict=True))
-        return Estimate(objective, net.output(s_star), last_step_change(before, s_star))
+            # the direct term dl/dtheta at s* (a readout's weights; none for the squared error)
+            objective = objective + cost(net, net.output(s_star), y)
+        return Estimate(objective, net.output(s_star).detach(), last_step_change(before, s_star))

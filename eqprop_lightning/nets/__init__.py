@@ -5,6 +5,7 @@ from eqprop_lightning.nets.conv import ConvPrototypical, ConvStaticTerms
 from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, StaticTerms
 from eqprop_lightning.nets.hopfield import HopfieldClassifier, HopfieldStaticTerms
 from eqprop_lightning.nets.protocol import NET_FLAGS, Net, State
+from eqprop_lightning.nets.readout import SoftmaxReadout, output_cost
 from eqprop_lightning.nets.toy import ToyEnergyBased
 
 __all__ = [
@@ -20,7 +21,9 @@ __all__ = [
     "Net",
     "PrototypicalFC",
     "State",
+    "SoftmaxReadout",
     "StaticTerms",
     "ToyEnergyBased",
     "get_activation",
+    "output_cost",
 ]

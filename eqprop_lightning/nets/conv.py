@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State, is_nudged
+from eqprop_lightning.nets.fc import State, is_nudged, nudge_force
 
 #: memory format of the conv states (see the module docstring)
 CHANNELS_LAST = torch.channels_last
@@ -266,7 +266,7 @@ class ConvPrototypical(nn.Module):
                 z = torch.addmm(z, s[i - 1], fc[i - 1].weight)  # top-down W_{i-1}^T s_{i-1}
             new.append(rho(z))
         if is_nudged(beta):
-            new[0] = new[0] + beta * (y - s[0])
+            new[0] = new[0] + beta * nudge_force(y, s[0])  # as the original rounds it
         idx_above = None  # argmax positions of the pooling that produced c_{j-1}'s drive
         for j in range(n_conv):
             if j + 1 < n_conv:

@@ -16,11 +16,13 @@ Two settings share this layout:
   i.e. ``F = dPhi_eps/ds`` for the primitive ``Phi_eps = 1/2 |s|^2 - dt E``.
 
 In the nudged phase the output layer feels the extra force ``-beta dl/ds_0 = beta (y - s_0)`` of the
-cost ``l = 1/2 |s_0 - y|^2``, inside the step's increment (so EPcont nudges by ``dt beta``).
+cost ``l = 1/2 |s_0 - y|^2`` (or of a readout's cost, :mod:`eqprop_lightning.nets.readout`),
+inside the step's increment (so EPcont nudges by ``dt beta``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -244,11 +246,24 @@ def is_nudged(beta: float | Tensor) -> bool:
     return isinstance(beta, Tensor) or beta != 0.0
 
 
-def add_nudge(t: Tensor, coef: float | Tensor, y: Tensor, s: Tensor) -> Tensor:
-    """``t + coef (y - s)``, one fused op for a number ``coef``."""
-    if isinstance(coef, Tensor):
-        return t + coef * (y - s)
-    return torch.add(t, y - s, alpha=coef)
+#: ``y`` of a nudged step: the target (squared error ``l = 1/2 |s_out - y|^2``, whose force
+#: ``-dl/ds_out`` is ``y - s_out``), or a function ``s_out -> -dl/ds_out`` (a readout's cost,
+#: :mod:`eqprop_lightning.nets.readout`).
+Target = Tensor | Callable[[Tensor], Tensor]
+
+
+def nudge_force(y: Target, s: Tensor) -> Tensor:
+    """``-dl/ds`` of the cost at the output state ``s``: ``y - s``, or ``y(s)``."""
+    return y - s if isinstance(y, Tensor) else y(s)
+
+
+def add_nudge(t: Tensor, coef: float | Tensor, y: Target, s: Tensor) -> Tensor:
+    """``t - coef dl/ds = t + coef nudge_force(y, s)``: one fused op for a target tensor and a
+    number ``coef``. A readout's force is added as ``t + coef * force``: torch.compile's CPU
+    backend (torch 2.14) miscompiles ``torch.add(t, a @ W, alpha=c)`` (tests/test_compile.py)."""
+    if isinstance(y, Tensor) and not isinstance(coef, Tensor):
+        return torch.add(t, y - s, alpha=coef)
+    return t + coef * nudge_force(y, s)
 
 
 def euler_update(
@@ -259,12 +274,13 @@ def euler_update(
     dt: float,
     rho_prime: bool,
     beta: float | Tensor = 0.0,
-    y: Tensor | None = None,
+    y: Target | None = None,
 ) -> Tensor:
-    """``s + dt (rho'(s) z - s + beta (y - s))`` (without ``rho'(s)`` unless ``rho_prime``), with
-    ``r = rho(s)``, in three to five fused ops (``addcmul``, ``add`` with ``alpha``). The increment
-    is formed before it is added to ``s``, as in the original code: near a fixed point it is
-    small, and a small nudge must not be rounded to the precision of ``s``."""
+    """``s + dt (rho'(s) z - s - beta dl/ds)`` (without ``rho'(s)`` unless ``rho_prime``; the
+    force ``-dl/ds`` is :func:`nudge_force`), with ``r = rho(s)``, in three to five fused ops
+    (``addcmul``, ``add`` with ``alpha``). The increment is formed before it is added to ``s``, as
+    in the original code: near a fixed point it is small, and a small nudge must not be rounded
+    to the precision of ``s``."""
     if rho_prime:
         d = torch.addcmul(s.neg(), rho.derivative_factor(s, r), z, value=rho.derivative_scale)
     else:
