@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Table 1 reproduction queue: runs `eqprop fit` for each "<config> <algorithm> <seed>" triple given
-# on the command line, one after the other, one thread each, into runs/table1/<row>-<alg>-s<seed>/.
+# Table 1 reproduction queue: runs `eqprop fit` for each "<row>:<rule>:<seed>" given on the command
+# line, one after the other, one thread each, into runs/table1/<row>-<rule>-s<seed>/. The rule is
+# ep (the config as it is), bptt, or the name of any other override in configs/overrides
+# (symmetric, random_sign, holomorphic2, cep, rbp, p1h_cross_entropy, ...), given after the config.
 # A run with a last.ckpt there (or committed under checkpoints/table1/) is resumed exactly.
-#   OMP_NUM_THREADS=1 benchmarks/table1_queue.sh p2h:ep:0 p1h:ep:1 ...
+#   OMP_NUM_THREADS=1 benchmarks/table1_queue.sh p2h:ep:0 p1h:ep:1 p1h:symmetric:0 ...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
@@ -12,8 +14,8 @@ for job in "$@"; do
   run="runs/table1/$name/version_0"
   args=(--config "configs/mnist/$row.yaml")
   # BPTT takes no beta: configs/overrides/bptt.yaml sets algorithm bptt and beta null
-  [ "$alg" = bptt ] && args+=(--config configs/overrides/bptt.yaml)
-  args+=(--model.algorithm "$alg" --seed_everything "$seed"
+  [ "$alg" != ep ] && args+=(--config "configs/overrides/$alg.yaml")
+  args+=(--seed_everything "$seed"
         --trainer.logger.init_args.save_dir runs/table1 --trainer.logger.init_args.name "$name"
         --trainer.logger.init_args.version version_0 --trainer.enable_progress_bar false)
   if [ ! -f "$run/checkpoints/last.ckpt" ] && [ -f "checkpoints/table1/$name/last.ckpt" ]; then

@@ -119,9 +119,11 @@ def read_run(path: Path) -> Run | None:
     if found is None or not epochs:
         return None
     row, alg, seed = found
-    alg = results.get("algorithm") or alg or (config.get("model") or {}).get("algorithm")
-    if alg not in RULES:
-        return None
+    model = config.get("model") or {}
+    alg = results.get("algorithm") or alg or model.get("algorithm")
+    variant = model.get("nudging") not in (None, "positive") or model.get("symmetric")
+    if alg not in RULES or variant or model.get("loss", "mse") != "mse":
+        return None  # Table 1 is the seeds' two-phase EP and BPTT with the squared error
     if results.get("seed") is not None:
         seed = results["seed"]
     elif seed is None:

@@ -119,6 +119,21 @@ def test_a_run_found_twice_counts_once_with_its_most_epochs(tmp_path):
     assert run.done == 3 and run.path.parent.parent == live
 
 
+@pytest.mark.parametrize(
+    "model", [{"nudging": "symmetric"}, {"symmetric": True}, {"loss": "cross_entropy"}]
+)
+def test_a_rule_variant_logged_as_a_row_is_not_counted(tmp_path, model):
+    """A run of a config plus a rule override, logged under the row's name (``p1h``), is not the
+    row's two-phase EP."""
+    write_run(tmp_path, "p1h-ep-s0", [3.0], planned=1)
+    variant = write_run(tmp_path / "other", "p1h-ep-s0", [1.0, 1.0], planned=2)
+    config = yaml.safe_load((variant / "config.yaml").read_text())
+    config["model"] |= model
+    (variant / "config.yaml").write_text(yaml.safe_dump(config))
+    (run,) = find_runs([tmp_path])
+    assert run.done == 1
+
+
 def test_published_numbers_and_not_retrieved(tmp_path):
     text = render([], None, "eqprop report")
     assert summary_cell(text, "P-2h", "EP")[2] == "1.95 ± 0.10 (0.14)"
