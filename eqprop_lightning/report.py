@@ -48,6 +48,20 @@ PUBLISHED_SOURCE = (
 )
 LAST = 5  # epochs of the end-of-run mean and spread
 RUN_NAME = re.compile(r"^(?P<row>[a-z0-9]+)-(?P<alg>ep|bptt)-s(?P<seed>\d+)$")
+#: P-1h trained by every learning rule: the queue's rule names (``benchmarks/table1_queue.sh``:
+#: ``ep``, ``bptt`` and the overrides in ``configs/overrides``), in the table's order
+VARIANTS = {
+    "ep": "EP, positive nudging (two-phase; the config)",
+    "symmetric": "EP, symmetric nudging",
+    "random_sign": "EP, random-sign nudging",
+    "holomorphic2": "holomorphic EP, N = 2",
+    "holomorphic4": "holomorphic EP, N = 4",
+    "p1h_cross_entropy": "EP, symmetric nudging, cross-entropy readout",
+    "cep": "continual EP",
+    "rbp": "RBP",
+    "bptt": "BPTT",
+}
+VARIANT_NAME = re.compile(r"^p1h-(?P<variant>[a-z0-9_]+)-s(?P<seed>\d+)$")
 DEFAULT_RUNS = (Path("runs/table1"), Path("checkpoints/table1"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist"
 
@@ -108,15 +122,32 @@ def _row_of(path: Path, config: dict) -> tuple[str, str | None, int | None] | No
     return (name, None, None) if name in ROWS else None
 
 
-def read_run(path: Path) -> Run | None:
-    """The run in ``path`` (``results.json`` and ``config.yaml``), or None if it is not a
-    Table 1 row or has no epoch yet."""
+def _load(path: Path) -> tuple[dict, dict]:
+    """``results.json`` and ``config.yaml`` (empty if absent) of a run directory."""
     results = json.loads((path / "results.json").read_text())
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-    found = _row_of(path, config)
+    return results, config
+
+
+def _run(path, row, alg, seed, results: dict, config: dict) -> Run:
+    if results.get("seed") is not None:
+        seed = results["seed"]
+    elif seed is None:
+        seed = config.get("seed_everything")
     epochs = results.get("epochs", [])
-    if found is None or not epochs:
+    planned = (config.get("trainer") or {}).get("max_epochs")
+    # old files have no "sets": their test_error is the test set and there is no validation
+    validation = "val_error" in results.get("sets", {}) and all("val_error" in e for e in epochs)
+    return Run(path, row, alg, seed, planned, epochs, validation)
+
+
+def read_run(path: Path) -> Run | None:
+    """The run in ``path`` (``results.json`` and ``config.yaml``), or None if it is not a
+    Table 1 row or has no epoch yet."""
+    results, config = _load(path)
+    found = _row_of(path, config)
+    if found is None or not results.get("epochs"):
         return None
     row, alg, seed = found
     model = config.get("model") or {}
@@ -124,14 +155,62 @@ def read_run(path: Path) -> Run | None:
     variant = model.get("nudging") not in (None, "positive") or model.get("symmetric")
     if alg not in RULES or variant or model.get("loss", "mse") != "mse":
         return None  # Table 1 is the seeds' two-phase EP and BPTT with the squared error
-    if results.get("seed") is not None:
-        seed = results["seed"]
-    elif seed is None:
-        seed = config.get("seed_everything")
-    planned = (config.get("trainer") or {}).get("max_epochs")
-    # old files have no "sets": their test_error is the test set and there is no validation
-    validation = "val_error" in results.get("sets", {}) and all("val_error" in e for e in epochs)
-    return Run(path, row, alg, seed, planned, epochs, validation)
+    return _run(path, row, alg, seed, results, config)
+
+
+def find_variants(dirs: list[Path]) -> dict[str, Run]:
+    """The P-1h run of each learning rule of :data:`VARIANTS`, from the queue's directories
+    ``p1h-<rule>-s<seed>`` (``algorithm`` holds the rule's name); per rule, the run of the lowest
+    seed, with its most epochs where it is found twice."""
+    found: dict[str, Run] = {}
+    for d in dirs:
+        for results in sorted(d.rglob("results.json")):
+            path = results.parent
+            m = next(
+                (m for n in (path.name, path.parent.name) if (m := VARIANT_NAME.match(n))), None
+            )
+            if m is None or m["variant"] not in VARIANTS:
+                continue
+            run = _run(path, "p1h", m["variant"], int(m["seed"]), *_load(path))
+            if not run.epochs:
+                continue
+            old = found.get(run.algorithm)
+            if old is None or (run.seed, -run.done) < (old.seed, -old.done):
+                found[run.algorithm] = run
+    return {v: found[v] for v in VARIANTS if v in found}
+
+
+def variant_lines(variants: dict[str, Run]) -> list[str]:
+    """The section of P-1h by learning rule."""
+    out = [
+        "## P-1h by learning rule",
+        "",
+        "The P-1h config (`configs/mnist/p1h.yaml`) with each rule override of "
+        "`configs/overrides` (`benchmarks/table1_queue.sh p1h:<rule>:<seed>`), one seed; the "
+        "first EP and BPTT rows are the Table 1 runs of that seed. Final: the last epoch's "
+        "test error (*partial*: not yet at its planned epochs).",
+        "",
+        "| rule | override | seed | epochs | final test % | last 5 test % | final train % | "
+        "s / epoch |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, run in variants.items():
+        mean, lo, hi = run.last_epochs()
+        secs = run.seconds_per_epoch()
+        override = "-" if name == "ep" else f"`{name}.yaml`"
+        final = _pct(run.final_test) + ("" if run.finished else " (partial)")
+        cells = [
+            VARIANTS[name],
+            override,
+            str(run.seed),
+            f"{run.done} / {run.planned if run.planned is not None else '?'}",
+            final,
+            f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({min(LAST, run.done)})",
+            _pct(run.final_train),
+            "-" if secs is None else f"{secs:.0f}",
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def find_runs(dirs: list[Path]) -> list[Run]:
@@ -241,8 +320,10 @@ def run_line(run: Run) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def render(runs: list[Run], figure: Path | None, command: str) -> str:
-    """The Markdown of ``REPRODUCTION.md``."""
+def render(
+    runs: list[Run], figure: Path | None, command: str, variants: dict[str, Run] | None = None
+) -> str:
+    """The Markdown of ``REPRODUCTION.md`` (with ``variants``, P-1h by learning rule)."""
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
     out = [
         "# Reproduction of Table 1 (Ernoult et al., NeurIPS 2019)",
@@ -296,6 +377,8 @@ def render(runs: list[Run], figure: Path | None, command: str) -> str:
     if figure is not None:
         out += ["", "## Test-error curves", "", f"![test error per epoch]({figure})", ""]
         out.append("One panel per row: EP and BPTT, one thin line per seed (dotted: partial).")
+    if variants:
+        out += ["", *variant_lines(variants)]
     out += ["", "## Rerunning a row", ""]
     out.append(
         "The queue resumes a run exactly from its `last.ckpt` (in `runs/table1/` or committed "
@@ -368,7 +451,7 @@ def report_command(args: list[str]) -> str:
     except ValueError:
         link = figure.resolve()
     command = "eqprop report " + " ".join(args) if args else "eqprop report"
-    text = render(runs, link, command.strip())
+    text = render(runs, link, command.strip(), find_variants(dirs))
     own.out.write_text(text)
     print(f"{len(runs)} runs; report written to {own.out}, figure to {figure}")
     return text

@@ -185,3 +185,37 @@ def test_rerun_seed_follows_config_includes(tmp_path):
     (tmp_path / "none.yaml").write_text("model: {}\n")
     with pytest.raises(ConfigError, match="sets no seed_everything"):
         config_seed(tmp_path / "none.yaml")
+
+
+def test_p1h_by_learning_rule_lists_each_override_once(tmp_path):
+    """Each rule's P-1h run appears once, in the table's order, with its final and last-5
+    numbers; of two seeds the lower is shown; names that are no rule are left out."""
+    root = tmp_path / "table1"
+    write_run(root, "p1h-ep-s0", [3.0, 2.0], planned=2)
+    for name, test in [
+        ("p1h-rbp-s0", [4.0, 3.5]),
+        ("p1h-symmetric-s1", [9.0]),
+        ("p1h-symmetric-s0", [2.5, 1.5, 1.0]),
+        ("p1h-typo-s0", [1.0]),
+    ]:
+        run = root / name / "version_0"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(yaml.safe_dump({"trainer": {"max_epochs": 3}}))
+        epochs = [
+            {"epoch": i + 1, "test_error": t, "train_error": t / 4} for i, t in enumerate(test)
+        ]
+        (run / "results.json").write_text(json.dumps({"algorithm": "ep", "epochs": epochs}))
+    report_command(["--runs", str(root), "--out", str(tmp_path / "R.md")])
+    text = (tmp_path / "R.md").read_text()
+    section = text[text.index("## P-1h by learning rule") : text.index("## Rerunning a row")]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    cells = [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
+    assert [c[0] for c in cells] == [
+        "EP, positive nudging (two-phase; the config)",
+        "EP, symmetric nudging",
+        "RBP",
+    ]
+    assert cells[1][2:7] == ["0", "3 / 3", "1.00", "1.67 [1.00-2.50] (3)", "0.25"]
+    assert cells[2][4] == "3.50 (partial)"
+    # the symmetric run is not counted as the row's EP
+    assert summary_cell(text, "P-1h", "EP")[3] == "2.00 (n = 1)"
