@@ -11,6 +11,11 @@ rank (ids 0, 1, 2 are padding, start and out-of-vocabulary) and, with ``num_word
 replaces every id ``>= max id`` (the rarest word) by the OOV id 2. Seed 2 then decodes each id
 ``i`` as ``reverse_word_index.get(i - 3, "#")`` joined by spaces, so that start, padding and OOV
 become ``"#"``, which its character filter later removes.
+
+Checked against Keras 2's ``keras/datasets/imdb.py``: ``np.random.seed(113)`` then
+``np.random.shuffle`` of the train indices and then of the test indices (one stream, as
+``RandomState(113)`` here), ``num_words = max(max(x) for x in xs)`` over the shifted ids of both
+splits (start id included), and ``w if skip_top <= w < num_words else oov_char`` for every id.
 """
 
 from __future__ import annotations
