@@ -91,12 +91,10 @@ class GDUCallback(L.Callback):
         beta = hp.beta if self.beta is None else self.beta
         x, y = self.batch
         with torch.enable_grad():
-            result, rmse, summary = analyse(
-                pl_module.net, x, y, hp.T, hp.K, beta, rule=pl_module.rule
-            )
+            result, summary = analyse(pl_module.net, x, y, hp.T, hp.K, beta, rule=pl_module.rule)
         metrics = summary_metrics(summary)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
             if self.figures and isinstance(logger, TensorBoardLogger):
-                for name, fig in gdu_figures(result, rmse).items():
+                for name, fig in gdu_figures(result, summary["rmse"]).items():
                     logger.experiment.add_figure(f"gdu/{name}", fig, global_step=step)

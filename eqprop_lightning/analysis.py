@@ -49,42 +49,31 @@ def analyse(
     beta: float,
     symmetric: bool = False,
     rule: GradientEstimator | None = None,
-) -> tuple[GDUResult, dict, dict]:
-    """The GDU quantities on ``(x, y)``, their RMSE table and the JSON summary. With ``rule``
-    (any learning rule but continual EP, which has no estimate at fixed weights), the summary's
-    ``estimates`` holds its final estimate's relative error per weight against BPTT and RBP
-    (:func:`~eqprop_lightning.learning.gdu.estimate_errors`), and a symmetric EP rule gives
+) -> tuple[GDUResult, dict]:
+    """The GDU quantities on ``(x, y)`` and their JSON summary (``rmse``: the RMSE table). With
+    ``rule`` (any learning rule but continual EP, which has no estimate at fixed weights), the
+    summary's ``estimates`` holds its final estimate's relative error per weight against BPTT and
+    RBP (:func:`~eqprop_lightning.learning.gdu.estimate_errors`), and a symmetric EP rule gives
     symmetric per-step curves."""
     symmetric = symmetric or getattr(rule, "nudging", None) == "symmetric"
     start = time.perf_counter()
     result = gdu(net, x, y, T, K, beta, symmetric)
-    rmse = rmse_table(result)
     summary = {
-        "rmse": rmse,
+        "rmse": rmse_table(result),
         "sign_agreement": sign_agreement(result.NT, result.DT),
         "seconds": round(time.perf_counter() - start, 3),
         "setting": {"T": T, "K": K, "beta": beta, "symmetric": symmetric, "batch_size": x.shape[0]},
     }
     if rule is not None and not getattr(rule, "continual", False):
         summary["estimates"] = {"rule": rule_name(rule), **estimate_errors(net, x, y, rule)}
-    return result, rmse, summary
+    return result, summary
 
 
-def run_gdu(
-    net,
-    x: Tensor,
-    y: Tensor,
-    T: int,
-    K: int,
-    beta: float,
-    out_dir: Path,
-    symmetric: bool = False,
-    rule: GradientEstimator | None = None,
-) -> dict:
-    """:func:`analyse` on ``(x, y)``; writes ``gdu.pt``, ``gdu.json``, PNG figures and
-    TensorBoard events into ``out_dir`` and returns the JSON summary."""
+def write_gdu(analysis: tuple[GDUResult, dict], x: Tensor, y: Tensor, out_dir: Path) -> dict:
+    """Writes an :func:`analyse` result on ``(x, y)`` into ``out_dir`` (``gdu.pt``,
+    ``gdu.json``, PNG figures and TensorBoard events) and returns its JSON summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    result, rmse, summary = analyse(net, x, y, T, K, beta, symmetric, rule)
+    result, summary = analysis
     # nT and dT are the step differences of NT and DT (GDUResult.nT / .dT); not stored twice
     tensors = {"nS": result.nS, "dS": result.dS, "NT": result.NT, "DT": result.DT, "x": x, "y": y}
     torch.save(tensors, out_dir / "gdu.pt")
@@ -92,7 +81,7 @@ def run_gdu(
     from torch.utils.tensorboard import SummaryWriter
 
     with SummaryWriter(str(out_dir)) as writer:
-        for name, fig in gdu_figures(result, rmse).items():
+        for name, fig in gdu_figures(result, summary["rmse"]).items():
             image = render(fig)  # drawn once for both the PNG and TensorBoard
             save_image(image, out_dir / f"{name}.png")
             writer.add_image(name, image, dataformats="HWC")

@@ -342,14 +342,13 @@ def _ep_beta(model) -> float:
 def gdu_command(args: list[str], own: argparse.Namespace) -> dict:
     """``eqprop gdu``: the GDU analysis of the config's net on its first training batch
     (``own``: the options of :func:`eqprop_lightning.commands.gdu_parser`)."""
-    from eqprop_lightning.analysis import rmse_report, run_gdu
+    from eqprop_lightning.analysis import analyse, rmse_report, write_gdu
 
     model, datamodule, out_dir = _analysis_setup("gdu", args, own.output_dir)
     ((x, y),) = _training_batches(datamodule, 1)
     hp = model.hparams
-    summary = run_gdu(
-        model.net, x, y, hp.T, hp.K, _ep_beta(model), out_dir, hp.symmetric, rule=model.rule
-    )
+    analysis = analyse(model.net, x, y, hp.T, hp.K, _ep_beta(model), hp.symmetric, model.rule)
+    summary = write_gdu(analysis, x, y, out_dir)
     print(rmse_report(summary))
     print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
     return summary

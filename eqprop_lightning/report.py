@@ -111,12 +111,17 @@ class Run:
         return min(self.epochs, key=lambda e: e["val_error"])
 
 
+def _queue_name(path: Path, pattern: re.Pattern) -> re.Match | None:
+    """``pattern`` matched against the queue's directory name: the run directory's or its
+    parent's (``<name>/version_0``)."""
+    return next((m for n in (path.name, path.parent.name) if (m := pattern.match(n))), None)
+
+
 def _row_of(path: Path, config: dict) -> tuple[str, str | None, int | None] | None:
     """Row, rule and seed from the queue's directory name ``<row>-<alg>-s<seed>`` (the run
     directory or its parent), else the row from the logger's name."""
-    for name in (path.name, path.parent.name):
-        if (m := RUN_NAME.match(name)) and m["row"] in ROWS:
-            return m["row"], m["alg"], int(m["seed"])
+    if (m := _queue_name(path, RUN_NAME)) and m["row"] in ROWS:
+        return m["row"], m["alg"], int(m["seed"])
     logger = (config.get("trainer") or {}).get("logger") or {}
     name = (logger.get("init_args") or {}).get("name") if isinstance(logger, dict) else None
     return (name, None, None) if name in ROWS else None
@@ -166,9 +171,7 @@ def find_variants(dirs: list[Path]) -> dict[str, Run]:
     for d in dirs:
         for results in sorted(d.rglob("results.json")):
             path = results.parent
-            m = next(
-                (m for n in (path.name, path.parent.name) if (m := VARIANT_NAME.match(n))), None
-            )
+            m = _queue_name(path, VARIANT_NAME)
             if m is None or m["variant"] not in VARIANTS:
                 continue
             run = _run(path, "p1h", m["variant"], int(m["seed"]), *_load(path))

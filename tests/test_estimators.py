@@ -342,12 +342,12 @@ def test_any_rule_is_compared_with_bptt_and_rbp(batch):
 
 def test_gdu_summary_holds_the_rules_errors(batch, tmp_path):
     import eqprop_lightning.callbacks  # noqa: F401 (analysis <-> callbacks: import them this way)
-    from eqprop_lightning.analysis import rmse_report, run_gdu
+    from eqprop_lightning.analysis import analyse, rmse_report, write_gdu
 
     x, y = batch
     net = gradient_flow_net()
     rule = EquilibriumProp(T, 20, 0.1, "symmetric")
-    summary = run_gdu(net, x, y, T, 20, 0.1, tmp_path, symmetric=True, rule=rule)
+    summary = write_gdu(analyse(net, x, y, T, 20, 0.1, True, rule), x, y, tmp_path)
     assert summary["estimates"]["rule"] == "ep/symmetric"
     assert set(summary["estimates"]) == {"rule", "bptt", "rbp"}
     assert "| ep/symmetric: weight | error vs BPTT | error vs RBP |" in rmse_report(summary)
