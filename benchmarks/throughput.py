@@ -17,6 +17,12 @@ End to end (``--end-to-end``): ``eqprop fit --config <yaml>`` for one epoch of N
 (the config's algorithm and ``compile``); the difference of the epoch times in ``results.json``
 is the time of N training batches, free of start-up, compilation and evaluation; full epoch =
 3000 x per batch + the evaluation of the N-batch run.
+
+Against the original (``--original PATH``, a checkout of ernoult/updatesEPgradientsBPTT): for
+each MNIST config and algorithm, ``original.py`` times the original's own training step on the
+same batch with the same clock and threads, in a fresh process, right after ours;
+``<config>/<alg>/original`` holds it and ``<config>/<alg>/over_original`` the ratio of the
+shipped variant's samples/s to it.
 """
 
 from __future__ import annotations
@@ -137,12 +143,12 @@ def end_to_end(name: str, n: int, tmp: str) -> dict:
         cmd = [sys.executable, "-m", "eqprop_lightning.cli", "fit"]
         cmd += [f"--config=configs/mnist/{name}.yaml", "--trainer.max_epochs=1"]
         cmd += [f"--trainer.limit_train_batches={batches}", "--trainer.enable_progress_bar=false"]
-        cmd += [f"--trainer.logger.init_args.save_dir={tmp}"]
+        cmd += [f"--trainer.logger.init_args.save_dir={Path(tmp) / name}"]
         cmd += [f"--trainer.logger.init_args.version=n{batches}"]
         run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
         if run.returncode:
             sys.exit(f"{' '.join(cmd)} failed:\n{run.stderr[-3000:]}")
-        found = list((Path(tmp)).rglob(f"n{batches}/results.json"))
+        found = list((Path(tmp) / name).rglob(f"n{batches}/results.json"))
         secs.append(json.loads(found[0].read_text())["epochs"][0]["seconds"])
     per_batch = (secs[1] - secs[0]) / n  # <= 0 only if the machine was busy: rerun
     eval_s = secs[0] - n * per_batch
@@ -151,6 +157,16 @@ def end_to_end(name: str, n: int, tmp: str) -> dict:
         "eval_seconds": eval_s,
         "full_epoch_seconds": FULL_EPOCH_BATCHES * per_batch + eval_s,
     }
+
+
+def original(repo: Path, name: str, alg: str, seconds: float, clock_kind: str) -> dict:
+    """The original code's throughput for the config and algorithm (``original.py``)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "original.py"), f"--repo={repo}"]
+    cmd += [f"--config={name}", f"--alg={alg}", f"--seconds={seconds}", f"--clock={clock_kind}"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode:
+        sys.exit(f"{' '.join(cmd)} failed:\n{run.stderr[-3000:]}")
+    return json.loads(run.stdout.splitlines()[-1])
 
 
 def main() -> None:
@@ -172,6 +188,12 @@ def main() -> None:
         default=0,
         metavar="N",
         help="also run eqprop fit for N and 2N batches (0: no)",
+    )
+    p.add_argument(
+        "--original",
+        type=Path,
+        metavar="PATH",
+        help="checkout of the original code: also time it (MNIST configs)",
     )
     args = p.parse_args()
     IMDB["segments"] = [args.imdb_tokens]
@@ -203,6 +225,14 @@ def main() -> None:
                     c["samples_per_s"] / e["samples_per_s"]
                 )
                 report[f"{name}/{alg}/compile_seconds"] = c["first_step_s"] - e["first_step_s"]
+            if args.original and name != "imdb" and f"{name}/{alg}" in report:
+                o = report[f"{name}/{alg}/original"] = original(
+                    args.original.resolve(), name, alg, args.seconds, args.clock
+                )
+                ratio = report[f"{name}/{alg}"]["samples_per_s"] / o["samples_per_s"]
+                report[f"{name}/{alg}/over_original"] = ratio
+                row = (f"{name}/{alg}/original", f"{o['samples_per_s']:.1f}", f"{o['step_ms']:.1f}")
+                print(ROW.format(*row, "", f"ours {ratio:.1f}x"))
     if args.e2e:
         report["end_to_end"] = {}
         with tempfile.TemporaryDirectory() as tmp:

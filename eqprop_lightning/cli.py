@@ -237,6 +237,11 @@ def _flat(tree: object, prefix: str = "") -> dict[str, object]:
     return out
 
 
+#: model settings that change how the dynamics run, not what they compute: a run may resume
+#: with another value (compiled and eager relaxations agree to float precision)
+EXECUTION_ONLY = frozenset({"compile"})
+
+
 def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
     """Resuming ``ckpt_path`` with the config's ``model`` settings: they must be the
     checkpoint's, else ``ConfigError`` naming each field that differs (Lightning would silently
@@ -248,7 +253,8 @@ def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
         for unused in ("beta", "symmetric"):
             saved.pop(unused, None)
             given.pop(unused, None)
-    differ = [k for k in sorted(saved.keys() & given.keys()) if saved[k] != given[k]]
+    compared = (saved.keys() & given.keys()) - EXECUTION_ONLY
+    differ = [k for k in sorted(compared) if saved[k] != given[k]]
     if differ:
         fields = "; ".join(f"model.{k}: {saved[k]!r} there, {given[k]!r} here" for k in differ)
         raise ConfigError(

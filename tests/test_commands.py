@@ -243,3 +243,17 @@ def test_settings_check_ignores_the_unused_beta_of_an_old_bptt_checkpoint(tmp_pa
     torch.save({"hyper_parameters": {**old, "algorithm": "ep"}}, ep)
     with pytest.raises(ConfigError, match="model.beta: 0.5 there, 0.1 here"):
         check_same_hparams(ep, {**old, "algorithm": "ep", "beta": 0.1})
+
+
+def test_settings_check_lets_a_run_resume_compiled_or_eager(tmp_path: Path) -> None:
+    """``compile`` changes how the relaxations run, not what they compute: a run started eagerly
+    may resume compiled (and back), while a real difference is still refused."""
+    from eqprop_lightning.cli import check_same_hparams
+    from eqprop_lightning.errors import ConfigError
+
+    saved = {"algorithm": "ep", "T": 5, "K": 2, "beta": 0.5, "compile": False}
+    ckpt = tmp_path / "eager.ckpt"
+    torch.save({"hyper_parameters": saved}, ckpt)
+    check_same_hparams(ckpt, {**saved, "compile": True})
+    with pytest.raises(ConfigError, match="model.K: 2 there, 3 here"):
+        check_same_hparams(ckpt, {**saved, "compile": True, "K": 3})

@@ -1,4 +1,5 @@
-"""``compile: true``: the relaxations' step through ``torch.compile``, against eager.
+"""``compile: true``: the relaxations through ``torch.compile`` (whole phases, in chunks of
+``UNROLL`` steps), against eager.
 
 The default suite only traces with a counting backend (no code generation) or fakes a compiler
 failure; the comparisons that run inductor (tens of seconds per graph on a busy 2-core machine)
@@ -11,7 +12,13 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import compiled
-from eqprop_lightning.learning.compiled import CompiledStep, compile_dynamics, step_function
+from eqprop_lightning.learning.compiled import (
+    UNROLL,
+    CompiledRelaxation,
+    compile_dynamics,
+    compiled_relaxation,
+)
+from eqprop_lightning.learning.phases import _loop, relax_with_previous
 from eqprop_lightning.module import EqPropModule, make_rule
 from eqprop_lightning.nets import (
     ConvPrototypical,
@@ -83,12 +90,12 @@ def counting_compile(monkeypatch):
     return graphs
 
 
-def test_module_option_registers_the_compiled_step():
+def test_module_option_registers_the_compiled_relaxation():
     net, _, _ = make("prototypical")
     EqPropModule(net, [0.1, 0.1], T=4, K=2, beta=0.5, compile=True)
-    assert isinstance(step_function(net), CompiledStep)
+    assert isinstance(compiled_relaxation(net), CompiledRelaxation)
     EqPropModule(net, [0.1, 0.1], T=4, K=2, beta=0.5)
-    assert step_function(net) == net.step
+    assert compiled_relaxation(net) is None
     with pytest.raises(ConfigError, match="compile='yes' must be true or false"):
         EqPropModule(net, [0.1, 0.1], T=4, K=2, beta=0.5, compile="yes")
 
@@ -136,17 +143,51 @@ def test_one_graph_per_phase_and_batch_size_not_per_batch(counting_compile):
         compile_dynamics(net, False)
 
 
-def test_tensor_nudges_run_eagerly(counting_compile):
-    """Tensor betas (holomorphic EP's complex nudges) are never compiled."""
-    net, x, y = make("prototypical")
-    step = CompiledStep(net)
-    s = [torch.rand_like(t) for t in net.init_state(x)]
+def test_a_long_phase_runs_one_graph_per_chunk_length(counting_compile):
+    """``2 UNROLL + 3`` steps: the ``UNROLL``-step graph twice, then a 3-step graph; the state
+    and the state one step before the end are eager's."""
+    net, x, y = make("energy_based")
+    steps = 2 * UNROLL + 3
     with torch.no_grad():
         static = net.static_terms(x)
-        out = step(s, static, torch.tensor(0.5), y)
-        expected = net.step(s, static, torch.tensor(0.5), y)
+        expected = relax_with_previous(net, net.init_state(x), static, steps, 0.5, y)
+        compile_dynamics(net)
+        try:
+            got = relax_with_previous(net, net.init_state(x), static, steps, 0.5, y)
+        finally:
+            compile_dynamics(net, False)
+    assert len(counting_compile) == 2
+    for e, g in zip([*expected[0], *expected[1]], [*got[0], *got[1]], strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_batched_real_nudges_are_compiled(counting_compile):
+    """Symmetric EP relaxes +beta and -beta as one batch with a tensor of nudges: compiled."""
+    net, x, y = make("prototypical")
+    rule = make_rule("ep", 6, 3, 0.5, nudging="symmetric")
+    expected = rule(net, x, y).objective
+    compile_dynamics(net)
+    try:
+        got = rule(net, x, y).objective
+    finally:
+        compile_dynamics(net, False)
+    assert len(counting_compile) == 2  # free phase (batch 4), nudged phases (batch 8)
+    torch.testing.assert_close(got, expected)
+
+
+def test_complex_nudges_run_eagerly(counting_compile):
+    """Complex relaxations (holomorphic EP) are never compiled."""
+    net, x, y = make("prototypical")
+    net, x, y = net.to(torch.complex64), x.to(torch.complex64), y.to(torch.complex64)
+    relaxation = CompiledRelaxation(net)
+    s = [torch.rand_like(t) for t in net.init_state(x)]
+    beta = torch.full((4, 1), 0.5j)
+    with torch.no_grad():
+        static = net.static_terms(x)
+        out = relaxation(_loop, s, static, 3, beta, y)
+        expected = _loop(net.step, s, static, 3, beta, y)
     assert counting_compile == []
-    for e, g in zip(expected, out, strict=True):
+    for e, g in zip(expected[1], out[1], strict=True):
         torch.testing.assert_close(g, e, rtol=0, atol=0)
 
 
@@ -159,7 +200,7 @@ def test_inductor_matches_eager(kind, algorithm):
     compile_dynamics(net)
     try:
         got = estimate(net, algorithm, x, y)
-        assert not step_function(net).failed
+        assert not compiled_relaxation(net).failed
     finally:
         compile_dynamics(net, False)
     assert_estimates_close(expected, got, rtol=1e-4, atol=1e-6)
@@ -177,7 +218,7 @@ def test_compiled_training_reproduces_the_original_weights(kind, method):
     compile_dynamics(net)
     try:
         train_like_the_original(net, fixture)
-        assert not step_function(net).failed
+        assert not compiled_relaxation(net).failed
     finally:
         compile_dynamics(net, False)
     expected = original_to_ours(fixture["final"])
@@ -198,7 +239,7 @@ def test_cuda_graphs_match_eager(kind, algorithm):
     try:
         for xb in (x, torch.rand_like(x)):
             got = estimate(net, algorithm, xb, y)
-            assert not step_function(net).failed
+            assert not compiled_relaxation(net).failed
             compile_dynamics(net, False)
             expected = estimate(net, algorithm, xb, y)
             compile_dynamics(net)

@@ -4,13 +4,15 @@ resolve to exactly the values of the flat files they replaced, keep the original
 their header, and each one trains one batch.
 
 ``flat_configs.json`` records the flat files as they were at commit 6f1b259 (their header and
-explicit values). :func:`as_now` applies the two deliberate changes since: ``imdb/bptt.yaml`` and
-``snli/bptt.yaml`` set ``beta: null`` and ``symmetric: false`` (BPTT has no nudge; the module
-rejects a beta for BPTT), and the logger's ``save_dir: runs`` is left to
-``trainer.default_root_dir`` (default ``runs``: the same run directories).
+explicit values). :func:`as_now` applies the three deliberate changes since: ``imdb/bptt.yaml``
+and ``snli/bptt.yaml`` set ``beta: null`` and ``symmetric: false`` (BPTT has no nudge; the module
+rejects a beta for BPTT), the logger's ``save_dir: runs`` is left to ``trainer.default_root_dir``
+(default ``runs``: the same run directories), and the energy-based Table 1 rows
+(``mnist/eb1h.yaml``, ``mnist/eb2h.yaml``) set ``compile: true``.
 
 The one-batch runs build model and data through the CLI parser with the config's own values,
-except: ``T`` and ``K`` are capped at 20 and 10 (the figures relax for up to 30000 steps), IMDB
+except: ``compile`` is off (inductor's compilation takes seconds per graph; tests/test_compile.py
+covers it), ``T`` and ``K`` are capped at 20 and 10 (the figures relax for up to 30000 steps), IMDB
 reviews at 20 tokens (the paper's 600 make a 180M-weight fc layer), MNIST
 is the tiny fake MNIST of ``conftest``, and the text configs read tiny IMDB and SNLI files and
 word2vec vectors in the real formats (reading the real IMDB archive alone takes about a minute
@@ -49,9 +51,14 @@ def rel(path: Path) -> str:
     return str(path.relative_to(CONFIG_DIR))
 
 
-def as_now(values: dict) -> dict:
+COMPILED = ("mnist/eb1h.yaml", "mnist/eb2h.yaml")
+
+
+def as_now(values: dict, name: str) -> dict:
     """A flat config's values with the deliberate changes (see the module docstring)."""
     values = copy.deepcopy(values)
+    if name in COMPILED:
+        values["model"]["compile"] = True
     if values["model"]["algorithm"] == "bptt":
         values["model"].update(beta=None, symmetric=False)
     values["trainer"]["logger"]["init_args"].pop("save_dir")
@@ -65,7 +72,7 @@ def test_every_flat_config_has_its_composed_file() -> None:
 @pytest.mark.parametrize("path", RUNS, ids=rel)
 def test_config_resolves_as_the_flat_file(path: Path, tmp_path: Path) -> None:
     flat = tmp_path / "flat.yaml"
-    flat.write_text(yaml.safe_dump(as_now(FLAT[rel(path)]["values"])))
+    flat.write_text(yaml.safe_dump(as_now(FLAT[rel(path)]["values"], rel(path))))
     assert resolved_config(path) == resolved_config(flat)
 
 
@@ -136,6 +143,7 @@ def text_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _one_batch_overrides(values: dict, fake_mnist: Path, text_root: Path) -> list[str]:
     model = values["model"]
     args = ["--model.T", str(min(model["T"], MAX_T)), "--model.K", str(min(model["K"], MAX_K))]
+    args += ["--model.compile", "false"]
     data = values["data"]["class_path"].rsplit(".", 1)[1]
     if data == "MNISTDataModule":
         args += ["--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false"]

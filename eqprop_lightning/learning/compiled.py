@@ -1,11 +1,13 @@
-"""The step of the dynamics through ``torch.compile``: inductor fuses the chain of small
-elementwise kernels of one step on the CPU; on CUDA ``mode="reduce-overhead"`` replays each step
-as a CUDA graph (one launch instead of dozens).
+"""The relaxations through ``torch.compile``: a phase's steps are unrolled into one graph
+(chunks of at most :data:`UNROLL` steps), so that inductor fuses each step's chain of small
+elementwise kernels on the CPU and the per-step Python and dispatch overhead is paid once per
+chunk; on CUDA ``mode="reduce-overhead"`` replays each chunk as one CUDA graph (one launch instead
+of hundreds).
 
-Shapes are static (``dynamic=False``): one graph per batch size, grad mode and nudge, so a smaller
-last batch compiles once more and no batch recompiles after that. Where compilation fails (no C
-compiler, an unsupported platform) the first call warns and the dynamics run eagerly from then on.
-Complex (tensor) nudges always run eagerly.
+Shapes are static (``dynamic=False``): one graph per chunk length, batch size, grad mode and
+nudge, so a smaller last batch compiles once more and no batch recompiles after that. Where
+compilation fails (no C compiler, an unsupported platform) the first call warns and the dynamics
+run eagerly from then on. Complex (holomorphic) relaxations always run eagerly.
 """
 
 from __future__ import annotations
@@ -19,35 +21,57 @@ from torch import Tensor, nn
 
 from eqprop_lightning.nets import State
 
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, CompiledStep] = weakref.WeakKeyDictionary()
+#: Steps unrolled into one graph: compile time grows with it, the per-call overhead (tens of
+#: microseconds) is shared by its steps; a longer phase runs the same graph several times.
+UNROLL = 20
+#: Graphs dynamo keeps per function before it gives up and runs eagerly (its default is 8): each
+#: net kind, chunk length, batch size, grad mode and nudge is one.
+RECOMPILE_LIMIT = 64
+
+#: ``(step, s, static, steps, beta, y) -> (state one step before the end, state)``
+Loop = Callable[..., tuple[State, State]]
+
+_COMPILED: weakref.WeakKeyDictionary[nn.Module, CompiledRelaxation] = weakref.WeakKeyDictionary()
 
 
-class CompiledStep:
-    """``net.step`` compiled on its first call, with an eager fallback."""
+class CompiledRelaxation:
+    """A relaxation loop of ``net`` compiled on its first call, with an eager fallback."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
-        self.compiled: dict[str, Callable] = {}  # by device type
+        self.step = net.step  # one bound method, so that the graphs' guards hold across calls
+        self.compiled: dict[str, Loop] = {}  # by device type
         self.failed = False
 
-    def _compiled_for(self, device: torch.device) -> Callable:
+    def _compiled_for(self, device: torch.device, loop: Loop) -> Loop:
         if device.type not in self.compiled:
             mode = "reduce-overhead" if device.type == "cuda" else None
-            self.compiled[device.type] = torch.compile(self.net.step, dynamic=False, mode=mode)
+            self.compiled[device.type] = torch.compile(loop, dynamic=False, mode=mode)
         return self.compiled[device.type]
 
-    def __call__(
-        self, s: State, static, beta: float | Tensor = 0.0, y: Tensor | None = None
-    ) -> State:
-        if self.failed or isinstance(beta, Tensor) or s[0].is_complex():
-            return self.net.step(s, static, beta, y)
+    def _chunk(self, loop: Loop, s: State, static, steps: int, beta, y) -> tuple[State, State]:
         device = s[0].device
+        if device.type == "cuda":
+            # a CUDA graph overwrites its outputs at the next replay: keep copies
+            torch.compiler.cudagraph_mark_step_begin()
+            previous, s = self._compiled_for(device, loop)(self.step, s, static, steps, beta, y)
+            return [t.clone() for t in previous], [t.clone() for t in s]
+        return self._compiled_for(device, loop)(self.step, s, static, steps, beta, y)
+
+    def __call__(
+        self, loop: Loop, s: State, static, steps: int, beta: float | Tensor = 0.0, y=None
+    ) -> tuple[State, State]:
+        """``loop(net.step, s, static, steps, beta, y)``, compiled in chunks of ``UNROLL``."""
+        complex_nudge = isinstance(beta, Tensor) and beta.is_complex()
+        if self.failed or complex_nudge or s[0].is_complex():
+            return loop(self.step, s, static, steps, beta, y)
         try:
-            if device.type == "cuda":
-                # a CUDA graph overwrites its outputs at the next replay: keep copies
-                torch.compiler.cudagraph_mark_step_begin()
-                return [t.clone() for t in self._compiled_for(device)(s, static, beta, y)]
-            return self._compiled_for(device)(s, static, beta, y)
+            previous, state, done = s, s, 0
+            while done < steps:
+                n = min(UNROLL, steps - done)
+                previous, state = self._chunk(loop, state, static, n, beta, y)
+                done += n
+            return previous, state
         except Exception as err:  # noqa: BLE001 (any compiler failure: eager raises real errors)
             self.failed = True
             reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -57,18 +81,20 @@ class CompiledStep:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return self.net.step(s, static, beta, y)
+            return loop(self.step, s, static, steps, beta, y)  # from the phase's first state
 
 
 def compile_dynamics(net: nn.Module, enabled: bool = True) -> None:
     """Run ``net``'s relaxations (:func:`~eqprop_lightning.learning.phases.relax`) through
-    :class:`CompiledStep` (``enabled``) or eagerly again."""
+    :class:`CompiledRelaxation` (``enabled``) or eagerly again."""
     if enabled:
-        _COMPILED.setdefault(net, CompiledStep(net))
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
+        _COMPILED.setdefault(net, CompiledRelaxation(net))
     else:
         _COMPILED.pop(net, None)
 
 
-def step_function(net: nn.Module) -> Callable:
-    """The step that the relaxations of ``net`` use: compiled or ``net.step``."""
-    return _COMPILED.get(net, net.step)
+def compiled_relaxation(net: nn.Module) -> CompiledRelaxation | None:
+    """The compiled relaxation of ``net``, or ``None`` when it relaxes eagerly."""
+    return _COMPILED.get(net)

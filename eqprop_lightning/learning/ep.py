@@ -91,15 +91,24 @@ class _NudgedPrimitives(nn.Module):
         self.net = net
 
     def forward(
-        self, x: Tensor, y: Tensor, s_free: State, K: int, betas: tuple[complex, ...]
+        self,
+        x: Tensor,
+        y: Tensor,
+        s_free: State,
+        K: int,
+        betas: tuple[complex, ...],
+        static: StaticTerms | None = None,
     ) -> Tensor:
+        """``static``: the free phase's static terms, reused by a single real phase (so that the
+        input term is computed, and backpropagated, once per batch)."""
         n, B = len(betas), x.shape[0]
         if n == 1:
             beta = betas[0]
         else:  # (n B, 1): beta_k for the k-th block of B examples
             beta = torch.tensor(betas, dtype=s_free[0].dtype, device=x.device)
             beta = beta.repeat_interleave(B).unsqueeze(1)
-        static = self.net.static_terms(_stack(x, n))
+        if static is None or n > 1:
+            static = self.net.static_terms(_stack(x, n))
         with torch.no_grad():
             start = [_stack(t, n) for t in s_free]
             previous, s = relax_with_previous(self.net, start, static, K, beta, _stack(y, n))
@@ -184,7 +193,7 @@ class EquilibriumProp:
             args = (x.to(dtype), y.to(dtype), [t.to(dtype) for t in s_free])
             phis = functional_call(phases, weights, (*args, self.K, nudges.betas))
         else:
-            phis = phases(x, y, s_free, self.K, nudges.betas)
+            phis = phases(x, y, s_free, self.K, nudges.betas, static)
         total = sum(c * phi for c, phi in zip(nudges.coefs, phis, strict=True))
         if nudges.free_coef:
             total = total + nudges.free_coef * _primitive(net, static, s_free, before_free).mean()

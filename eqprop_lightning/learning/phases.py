@@ -1,32 +1,42 @@
-"""Relaxation of the dynamics: the free phase and the nudged phase (through ``net.step``, or its
-compiled version after :func:`~eqprop_lightning.learning.compiled.compile_dynamics`)."""
+"""Relaxation of the dynamics: the free phase and the nudged phase (through ``net.step``, or
+compiled after :func:`~eqprop_lightning.learning.compiled.compile_dynamics`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor
 
-from eqprop_lightning.learning.compiled import step_function
+from eqprop_lightning.learning.compiled import compiled_relaxation
 from eqprop_lightning.nets import State, StaticTerms
 
 
-def relax(
-    net, s: State, static: StaticTerms, steps: int, beta: float = 0.0, y: Tensor | None = None
-) -> State:
-    """Apply ``s <- F(x, s, theta) - beta dl/ds`` ``steps`` times (free when ``beta = 0``)."""
-    step = step_function(net)
+def _loop(
+    step: Callable, s: State, static: StaticTerms, steps: int, beta=0.0, y=None
+) -> tuple[State, State]:
+    """``steps`` applications of ``step``; the state one step before the end, and the end."""
+    previous = s
     for _ in range(steps):
-        s = step(s, static, beta, y)
-    return s
+        previous, s = s, step(s, static, beta, y)
+    return previous, s
 
 
 def relax_with_previous(
     net, s: State, static: StaticTerms, steps: int, beta: float = 0.0, y: Tensor | None = None
 ) -> tuple[State, State]:
-    """:func:`relax`, also returning the state one step before the end (``s`` if no step)."""
-    previous, step = s, step_function(net)
-    for _ in range(steps):
-        previous, s = s, step(s, static, beta, y)
-    return previous, s
+    """Apply ``s <- F(x, s, theta) - beta dl/ds`` ``steps`` times (free when ``beta = 0``);
+    also return the state one step before the end (``s`` if no step)."""
+    compiled = compiled_relaxation(net)
+    if compiled is None:
+        return _loop(net.step, s, static, steps, beta, y)
+    return compiled(_loop, s, static, steps, beta, y)
+
+
+def relax(
+    net, s: State, static: StaticTerms, steps: int, beta: float = 0.0, y: Tensor | None = None
+) -> State:
+    """:func:`relax_with_previous` without the state before the end."""
+    return relax_with_previous(net, s, static, steps, beta, y)[1]
 
 
 def free_phase(net, static: StaticTerms, s: State, T: int) -> State:
