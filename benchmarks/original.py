@@ -39,9 +39,9 @@ MNIST_FILES = (
 )
 
 
-def original_command(config: str) -> list[str]:
-    """The arguments after ``main.py`` in the ``# Original:`` header of the MNIST config."""
-    lines = (ROOT / "configs" / "mnist" / f"{config}.yaml").read_text().splitlines()
+def original_command(config: Path) -> list[str]:
+    """The arguments after ``main.py`` in the ``# Original:`` header of a config file."""
+    lines = config.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("# Original:"))
     words = [lines[start].split("main.py", 1)[1]]
     words += [line[1:] for line in lines[start + 1 :] if line.startswith("#    ")]
@@ -72,7 +72,8 @@ class RepeatedBatch:
 
 
 def measure(repo: Path, config: str, alg: str, seconds: float, clock_kind: str) -> dict:
-    argv = [*original_command(config), "--device-label", "-1", "--batch-size", str(BATCH)]
+    argv = original_command(ROOT / "configs" / "mnist" / f"{config}.yaml")
+    argv += ["--device-label", "-1", "--batch-size", str(BATCH)]
     argv += ["--training-method", "BPTT" if alg == "bptt" else "eqprop"]
     with tempfile.TemporaryDirectory() as tmp:
         stage_mnist(Path(tmp))

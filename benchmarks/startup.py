@@ -5,7 +5,13 @@ table reports the median and the range of the wall times. Two reference rows sho
 machine gives at the time: the bare interpreter and ``import torch``; the load average before and
 after is recorded too, as other jobs on a shared machine slow every row.
 
-    python benchmarks/startup.py --out startup.json [--repeats 3]
+With ``--original PATH`` (a checkout of ernoult/updatesEPgradientsBPTT) the original's own
+command for the Fig. 3 EB-1h figure (the ``# Original:`` line of ``configs/gdu/fig3_eb1h.yaml``,
+``--action plotcurves``, on the CPU, matplotlib's Agg backend) is timed the same way beside ours,
+in a directory where its ``./data`` holds MNIST, and ``speedup`` is its median over our
+``eqprop gdu``'s.
+
+    python benchmarks/startup.py --out startup.json [--repeats 3] [--original PATH]
 """
 
 from __future__ import annotations
@@ -22,8 +28,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from original import original_command, stage_mnist  # noqa: E402
+
 EQPROP = [sys.executable, "-m", "eqprop_lightning.commands"]
-TARGETS = {"eqprop --help": 1.5, "eqprop gdu --config configs/gdu/fig3_eb1h.yaml": 4.0}
+GDU = "eqprop gdu --config configs/gdu/fig3_eb1h.yaml"
+ORIGINAL = "original: python main.py --action plotcurves ... (fig3_eb1h)"
+TARGETS = {"eqprop --help": 1.5, GDU: 4.0}
+SPEEDUP_TARGET = 10.0
 
 
 def commands(out_dir: Path) -> dict[str, list[str]]:
@@ -43,30 +55,50 @@ def commands(out_dir: Path) -> dict[str, list[str]]:
     }
 
 
-def wall_seconds(cmd: list[str]) -> float:
+def wall_seconds(cmd: list[str], cwd: Path = ROOT, env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
+    subprocess.run(cmd, check=True, cwd=cwd, capture_output=True, env=env)
     return time.perf_counter() - start
+
+
+def original_seconds(repo: Path, repeats: int) -> list[float]:
+    """Wall times of the original's Fig. 3 EB-1h ``plotcurves`` command, run from a directory
+    whose ``./data`` holds MNIST (each run writes its results there)."""
+    argv = original_command(ROOT / "configs" / "gdu" / "fig3_eb1h.yaml")
+    cmd = [sys.executable, str(repo / "main.py"), *argv, "--device-label", "-1"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    with tempfile.TemporaryDirectory() as tmp:
+        stage_mnist(Path(tmp))
+        return [wall_seconds(cmd, Path(tmp), env) for _ in range(repeats)]
+
+
+def row(times: list[float], target: float | None) -> dict:
+    return {
+        "median_s": round(statistics.median(times), 2),
+        "min_s": round(min(times), 2),
+        "max_s": round(max(times), 2),
+        "target_s": target,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--original", type=Path, help="checkout of the original code")
     args = parser.parse_args()
     load_before = os.getloadavg()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, cmd in commands(Path(tmp) / "gdu").items():
-            times = [wall_seconds(cmd) for _ in range(args.repeats)]
-            rows[name] = {
-                "median_s": round(statistics.median(times), 2),
-                "min_s": round(min(times), 2),
-                "max_s": round(max(times), 2),
-                "target_s": TARGETS.get(name),
-            }
+            rows[name] = row([wall_seconds(cmd) for _ in range(args.repeats)], TARGETS.get(name))
+    if args.original:
+        rows[ORIGINAL] = row(original_seconds(args.original.resolve(), args.repeats), None)
+    speedup = rows[ORIGINAL]["median_s"] / rows[GDU]["median_s"] if args.original else None
     result = {
         "rows": rows,
+        "speedup": None if speedup is None else round(speedup, 2),
+        "speedup_target": SPEEDUP_TARGET,
         "repeats": args.repeats,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
@@ -78,6 +110,8 @@ def main() -> None:
     for name, r in rows.items():
         target = "" if r["target_s"] is None else f"{r['target_s']}"
         print(f"| `{name}` | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f} | {target} |")
+    if speedup is not None:
+        print(f"eqprop gdu is {speedup:.1f}x faster than the original (target {SPEEDUP_TARGET}x)")
     print(
         f"load average before {result['load_average_before']}, after {result['load_average_after']}"
     )

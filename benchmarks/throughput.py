@@ -42,8 +42,8 @@ from pathlib import Path
 
 import torch
 
+from eqprop_lightning.learning import make_rule
 from eqprop_lightning.learning.compiled import compile_dynamics
-from eqprop_lightning.module import make_rule
 from eqprop_lightning.nets import HopfieldClassifier
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,7 +27,7 @@ from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
 from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, check_side, pad_sequence, read_keras_imdb
-from .mnist import ENV_VAR
+from .mnist_files import ENV_VAR
 from .text import (
     PAD_ID,
     TextDataModule,

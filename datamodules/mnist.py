@@ -11,11 +11,8 @@ Data location, in order of precedence: the ``data_dir`` argument (``--data.data_
 CLI), the ``EQPROP_DATA_DIR`` environment variable, ``./data``, then the copy shipped with the
 package (``eqprop_lightning/data`` when installed, the checkout's ``data/``) when ``./data`` lacks
 a file; the shipped copy is gunzipped into the cache directory below, never next to itself.
-Files are laid out as torchvision expects,
-``<root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte``, either gunzipped or as ``.gz``.
-Missing gunzipped files are extracted next to the ``.gz`` files, or, when that directory is not
-writable, into ``$XDG_CACHE_HOME/eqprop_lightning/<key>/MNIST/raw``
-(default ``~/.cache``), where ``<key>`` is derived from the data root's absolute path.
+The files, their layout, checks and reading are in :mod:`.mnist_files` (no Lightning); this
+module adds torchvision's download and Lightning's hooks.
 
 ``prepare_data`` (which Lightning calls before it creates the run directory) reads each of the four
 files once and checks it: a readable gzip stream (for ``.gz``), the IDX header (magic number 2049
@@ -28,256 +25,25 @@ the cheap header and size checks on the gunzipped files it loads (the full ones 
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import math
 import os
-import shutil
-import struct
-import tempfile
-import zlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import lightning as L
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision.datasets import MNIST
 
-from eqprop_lightning.errors import ConfigError, DataError
-from eqprop_lightning.resources import packaged
+from eqprop_lightning.errors import ConfigError
 
 from .checks import check_nonneg_int, check_positive_int
+from .mnist_files import (
+    FLAT_DIM,
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    SPLIT_FILES,
+    MNISTFiles,
+    split_indices,
+)
 from .sampling import make_loader
 
-ENV_VAR = "EQPROP_DATA_DIR"
-DEFAULT_DATA_DIR = "./data"
-SHIPPED = "copy shipped with the package"
-
-#: MD5 of the gunzipped files (the ``.gz`` checksums in torchvision depend on the compressor).
-MNIST_MD5 = {
-    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
-    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
-    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
-    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
-}
-
-NUM_CLASSES = 10
-IMAGE_SHAPE = (1, 28, 28)
-FLAT_DIM = 28 * 28
-#: IDX magic numbers: unsigned bytes (0x08) and the number of dimensions in the last byte.
-LABELS_MAGIC, IMAGES_MAGIC = 0x0801, 0x0803
-#: The files of each split: (images, labels).
-SPLIT_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_CHUNK = 1 << 20
-
-
-def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
-    """Return the data root and a description of where it came from."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser(), "data_dir argument"
-    env_value = os.environ.get(ENV_VAR)
-    if env_value:
-        return Path(env_value).expanduser(), f"{ENV_VAR} environment variable"
-    default, shipped = Path(DEFAULT_DATA_DIR), packaged("data")
-    if not _has_all_files(default) and _has_all_files(shipped):
-        return shipped, SHIPPED
-    return default, "default"
-
-
-def _has_all_files(root: Path) -> bool:
-    return all(_source_file(_raw_dir(root), name) for name in MNIST_MD5)
-
-
-def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"
-
-
-def cache_root_for(root: Path) -> Path:
-    """Cache directory that receives gunzipped copies when ``root`` is not writable."""
-    return user_cache_dir() / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
-
-
-def _raw_dir(root: Path) -> Path:
-    return root / "MNIST" / "raw"
-
-
-def is_writable(directory: Path) -> bool:
-    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError:
-        return False
-
-
-def _source_file(raw_dir: Path, name: str) -> Path | None:
-    """The gunzipped file if present, else its ``.gz``, else ``None``."""
-    for candidate in (raw_dir / name, raw_dir / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _extract(src: Path, dst: Path) -> None:
-    """Write ``src`` (gunzipping a ``.gz``) to ``dst`` atomically, so concurrent ranks are safe."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    opener = gzip.open if src.suffix == ".gz" else open
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    try:
-        with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp_name, dst)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise _bad_gzip(src, err) from err
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
-def _bad_gzip(path: Path, err: BaseException) -> DataError:
-    return DataError(
-        f"{path} is not a readable gzip file ({type(err).__name__}: {err}): it is truncated or "
-        f"corrupt; expected a gzip-compressed MNIST IDX file. Replace it, or delete it and let "
-        f"--data.download true fetch it again."
-    )
-
-
-@dataclass(frozen=True)
-class IdxFile:
-    """What the checks learned about one MNIST file."""
-
-    path: Path
-    count: int  #: examples, per the header (and the payload's size)
-    md5: str | None  #: MD5 of the (decompressed) content, when computed
-
-
-def _idx_layout(name: str) -> tuple[str, int, int]:
-    """``(kind, magic, header length)`` of an MNIST file name."""
-    if "images" in name:
-        return "images", IMAGES_MAGIC, 16
-    return "labels", LABELS_MAGIC, 8
-
-
-def check_idx_file(path: Path, name: str, full: bool = True, md5: bool = False) -> IdxFile:
-    """Check one MNIST IDX file (gzipped if its name ends in ``.gz``); raise ``DataError``.
-
-    ``full`` reads the whole file once (required for ``.gz``): the gzip stream, the payload's size,
-    the label values and, with ``md5``, the checksum of the decompressed content. Otherwise only
-    the header is read and the payload's size is taken from the file's size.
-    """
-    kind, magic_expected, header_len = _idx_layout(name)
-    gz = path.suffix == ".gz"
-    full = full or gz or md5
-    digest = hashlib.md5(usedforsecurity=False) if md5 else None
-    head = bytearray()
-    labels = bytearray()  # the whole labels file (60 kB), to check the label values
-    size = 0
-    try:
-        if not full:
-            with open(path, "rb") as fh:
-                head += fh.read(header_len)
-            size = path.stat().st_size
-        else:
-            with (gzip.open if gz else open)(path, "rb") as fh:
-                while chunk := fh.read(_CHUNK):
-                    if len(head) < header_len:
-                        head += chunk[: header_len - len(head)]
-                    if kind == "labels":
-                        labels += chunk
-                    if digest is not None:
-                        digest.update(chunk)
-                    size += len(chunk)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        raise _bad_gzip(path, err) from err
-    except OSError as err:
-        raise DataError(f"Cannot read the MNIST file {path}: {err}") from err
-    content = "decompressed content" if gz else "file"
-    what = f"an MNIST {kind} file (IDX, unsigned bytes, {1 if kind == 'labels' else 3}-D)"
-    if len(head) < header_len:
-        raise DataError(
-            f"{path}: the {content} is {size} bytes long, too short for the {header_len}-byte "
-            f"header of {what}: expected at least {header_len} bytes"
-        )
-    magic = int.from_bytes(head[:4], "big")
-    if magic != magic_expected:
-        raise DataError(
-            f"{path}: IDX magic number {magic} (0x{magic:08x}), expected {magic_expected} "
-            f"(0x{magic_expected:08x}) for {what}; is it the right file?"
-        )
-    dims = struct.unpack(f">{(header_len - 4) // 4}I", head[4:header_len])
-    if kind == "images" and dims[1:] != (28, 28):
-        raise DataError(f"{path}: images of {dims[1]}x{dims[2]} pixels, expected 28x28")
-    expected_bytes = math.prod(dims)
-    found_bytes = size - header_len
-    if found_bytes != expected_bytes:
-        unit = "28x28 images" if kind == "images" else "labels"
-        raise DataError(
-            f"{path}: the header announces {dims[0]} {unit}, so {expected_bytes} bytes of data "
-            f"are expected after it, but the {content} holds {found_bytes} bytes "
-            f"({'truncated' if found_bytes < expected_bytes else 'trailing data'})"
-        )
-    if labels:
-        top = max(labels[header_len:], default=0)
-        if top >= NUM_CLASSES:
-            index = labels.index(top, header_len) - header_len
-            raise DataError(
-                f"{path}: label {top} at index {index}, expected labels 0..{NUM_CLASSES - 1}"
-            )
-    return IdxFile(path, dims[0], digest.hexdigest() if digest is not None else None)
-
-
-def check_mnist_files(
-    files: dict[str, Path], full: bool = True, md5: bool = False
-) -> dict[str, IdxFile]:
-    """Check the four files (``files[name]``: gunzipped or ``.gz`` path) and their agreement."""
-    infos = {name: check_idx_file(path, name, full=full, md5=md5) for name, path in files.items()}
-    for images_name, labels_name in SPLIT_FILES.values():
-        images, labels = infos[images_name], infos[labels_name]
-        if images.count != labels.count:
-            raise DataError(
-                f"{images.path} holds {images.count} images but {labels.path} holds "
-                f"{labels.count} labels: expected the same count in the images and labels files "
-                f"of a split"
-            )
-    if not md5:
-        return infos
-    for name, expected in MNIST_MD5.items():
-        info = infos[name]
-        if info.md5 != expected:
-            of = " (of its decompressed content)" if info.path.suffix == ".gz" else ""
-            raise DataError(
-                f"MD5 mismatch for {info.path}{of}: expected {expected}, got {info.md5}. The "
-                f"file is corrupt or not the official MNIST; replace it or pass "
-                f"--data.verify_checksums false."
-            )
-    return infos
-
-
-def _onehot_tensor_dataset(mnist: MNIST, flatten: bool) -> TensorDataset:
-    """Whole split as float32 ``x`` (``ToTensor`` semantics: uint8 / 255) and one-hot ``y``."""
-    x = mnist.data.to(torch.float32).div(255)
-    x = x.reshape(len(x), -1) if flatten else x.unsqueeze(1)
-    targets = mnist.targets.long()
-    if len(targets) and int(targets.max()) >= NUM_CLASSES:
-        path = Path(mnist.raw_folder) / SPLIT_FILES["train" if mnist.train else "test"][1]
-        raise DataError(f"{path}: label {int(targets.max())}, expected labels 0..{NUM_CLASSES - 1}")
-    y = F.one_hot(targets, NUM_CLASSES).to(torch.float32)
-    return TensorDataset(x, y)
-
-
-def split_indices(n: int, n_val: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Sorted ``(train, val)`` indices of ``range(n)``: ``n_val`` drawn by ``randperm`` seeded
-    with ``seed`` for validation, the rest for training."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return perm[n_val:].sort().values, perm[:n_val].sort().values
+__all__ = ["MNISTDataModule"]
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -319,7 +85,8 @@ class MNISTDataModule(L.LightningDataModule):
         if split_seed is not None:
             check_nonneg_int("split_seed", split_seed)
         self.save_hyperparameters()
-        self.data_root, self._root_origin = resolve_data_dir(data_dir)
+        self.files = MNISTFiles(data_dir)
+        self.data_root = self.files.data_root
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
         self.test_set: TensorDataset | None = None
@@ -360,21 +127,6 @@ class MNISTDataModule(L.LightningDataModule):
                 "training images"
             )
 
-    def _missing_files(self) -> list[str]:
-        raw_dir = _raw_dir(self.data_root)
-        return [name for name in MNIST_MD5 if _source_file(raw_dir, name) is None]
-
-    def _not_found_error(self, missing: list[str], reason: str) -> FileNotFoundError:
-        raw_dir = _raw_dir(self.data_root)
-        looked = "\n".join(f"  {raw_dir / n}\n  {raw_dir / n}.gz" for n in missing)
-        return FileNotFoundError(
-            f"MNIST data not found ({reason}). Data root {str(self.data_root)!r} "
-            f"(from the {self._root_origin}, resolved to {self.data_root.resolve()}); "
-            f"looked for (either form of each file):\n{looked}\n"
-            f"Point at a directory containing MNIST/raw/ with --data.data_dir /path/to/root "
-            f"or the {ENV_VAR} environment variable."
-        )
-
     def prepare_data(self) -> None:
         """Download missing files (if ``download``), then check all four files' contents.
 
@@ -383,41 +135,22 @@ class MNISTDataModule(L.LightningDataModule):
         truncated, malformed, inconsistent with its partner or, with ``verify_checksums``, not
         the official MNIST.
         """
-        missing = self._missing_files()
+        missing = self.files.missing()
         if missing:
             if not self.hparams.download:
-                raise self._not_found_error(missing, "download=False")
+                raise self.files.not_found_error(missing, "download=False")
+            from torchvision.datasets import MNIST
+
             try:
                 MNIST(str(self.data_root), train=True, download=True)
             except Exception as err:  # any download failure (no network, read-only root, ...)
-                raise self._not_found_error(missing, f"download failed: {err}") from err
-            missing = self._missing_files()
+                raise self.files.not_found_error(missing, f"download failed: {err}") from err
+            missing = self.files.missing()
             if missing:
-                raise self._not_found_error(missing, "files still missing after the download")
-        raw_dir = _raw_dir(self.data_root)
-        files = {name: _source_file(raw_dir, name) for name in MNIST_MD5}
-        infos = check_mnist_files(files, full=True, md5=self.hparams.verify_checksums)
+                raise self.files.not_found_error(missing, "files still missing after the download")
+        infos = self.files.check(self.hparams.verify_checksums)
         self._check_val_split(infos[SPLIT_FILES["train"][1]].count)
         self._checked = True
-
-    def _readable_root(self) -> Path:
-        """Root whose ``MNIST/raw`` holds all four gunzipped files, extracting them if needed."""
-        raw_dir = _raw_dir(self.data_root)
-        sources = {name: _source_file(raw_dir, name) for name in MNIST_MD5}
-        missing = [name for name, src in sources.items() if src is None]
-        if missing:
-            raise self._not_found_error(missing, "files missing")
-        if all(src == raw_dir / name for name, src in sources.items()):
-            return self.data_root
-        # the shipped copy is never written to (it may be inside site-packages)
-        writable = is_writable(raw_dir) and self._root_origin != SHIPPED
-        target_root = self.data_root if writable else cache_root_for(self.data_root)
-        target_dir = _raw_dir(target_root)
-        for name, src in sources.items():
-            dst = target_dir / name
-            if not dst.is_file() or dst.stat().st_mtime < src.stat().st_mtime:
-                _extract(src, dst)
-        return target_root
 
     def setup(self, stage: str | None = None) -> None:
         """Load the splits as in-memory tensors (train and validation only when fitting).
@@ -430,22 +163,19 @@ class MNISTDataModule(L.LightningDataModule):
         need_train = stage in train_stages and self.train_set is None
         if self.test_set is not None and not need_train:
             return
-        root = self._readable_root()
-        raw_dir = _raw_dir(root)
-        files = {name: raw_dir / name for name in MNIST_MD5}
+        splits = ("train",) * need_train + ("test",) * (self.test_set is None)
         thorough = not self._checked
-        check_mnist_files(files, full=thorough, md5=thorough and self.hparams.verify_checksums)
-        flatten = self.hparams.flatten
+        verify = self.hparams.verify_checksums
+        loaded = self.files.load(splits, self.hparams.flatten, thorough, verify)
         if need_train:
-            train = _onehot_tensor_dataset(MNIST(str(root), train=True), flatten)
-            self.train_set = train
+            train = self.train_set = loaded["train"]
             if self.hparams.val_split:
                 self._check_val_split(len(train))
                 keep, held_out = split_indices(len(train), self.hparams.val_split, self.split_seed)
                 self.train_set = TensorDataset(*train[keep])
                 self.val_set = TensorDataset(*train[held_out])
         if self.test_set is None:
-            self.test_set = _onehot_tensor_dataset(MNIST(str(root), train=False), flatten)
+            self.test_set = loaded["test"]
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
         return make_loader(

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
-from .mnist import is_writable, resolve_data_dir, user_cache_dir
+from .mnist_files import is_writable, resolve_data_dir, user_cache_dir
 from .sampling import make_loader
 
 EMBED_DIM = 300

@@ -1,6 +1,6 @@
 """The GDU analysis of a net on a batch, and the sign-agreement "recipe" over several batches:
 run, save (tensors, JSON, figures, TensorBoard) and summarise. Used by ``eqprop gdu``,
-``eqprop recipe`` and the GDU callback."""
+``eqprop recipe`` (:mod:`eqprop_lightning.analysis_commands`) and the GDU callback."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The commands of ``eqprop`` that need Lightning: the LightningCLI subcommands (``fit``,
 ``validate``, ``test``, ``predict``), ``compare`` (EP and BPTT from identical initial weights),
-``gdu`` (EP updates against BPTT gradients step by step) and ``recipe`` (their sign agreement
-over several batches). The command line is parsed and dispatched by
-:mod:`eqprop_lightning.commands`, which imports this module only when a command needs it."""
+and the inputs of ``gdu`` and ``recipe`` for the configs that the Lightning-free reader of
+:mod:`eqprop_lightning.analysis_commands` leaves to the CLI. The command line is parsed and
+dispatched by :mod:`eqprop_lightning.commands`, which imports this module only when a command
+needs it."""
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import re
@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
+from eqprop_lightning.analysis_commands import AnalysisInputs
 from eqprop_lightning.callbacks import (
     AtomicCheckpointIO,
     GDUCallback,
@@ -32,25 +33,13 @@ from eqprop_lightning.callbacks import (
 from eqprop_lightning.callbacks.results import evaluation_sets
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule
+from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir
 from eqprop_lightning.validation import (
     LIGHTNING_CKPT_NAMES,
     check_checkpoint_file,
     check_checkpoint_fits,
     check_net_fits_data,
 )
-
-#: The logger's ``save_dir`` until it is set: replaced by ``trainer.default_root_dir``.
-ROOT_DIR = "<default_root_dir>"
-#: Runs go to ``<default_root_dir>/<logger name>/version_<n>/``: the logger's ``save_dir`` is
-#: ``trainer.default_root_dir`` unless set explicitly (see ``EqPropCLI.parse_arguments``).
-TRAINER_DEFAULTS = {
-    "default_root_dir": "runs",
-    "logger": {
-        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": ROOT_DIR, "name": "eqprop"},
-    },
-    "log_every_n_steps": 50,
-}
 
 EXTRA_COMMANDS = (
     "other commands: compare, gdu, recipe, report (`eqprop --help`; `eqprop gdu --help`, ...)"
@@ -269,13 +258,6 @@ def checkpoint_hparams(ckpt_path: str | Path) -> dict:
     return dict(ckpt.get("hyper_parameters") or {})
 
 
-def _next_dir(parent: Path, prefix: str) -> Path:
-    n = 0
-    while (parent / f"{prefix}_{n}").exists():
-        n += 1
-    return parent / f"{prefix}_{n}"
-
-
 def compare(args: list[str]) -> dict[str, list[dict]]:
     """The original's ``--benchmark``: train BPTT, then EP, from identical initial weights with the
     same hyperparameters; write ``compare.json``, ``compare.md`` and ``compare.png`` and return
@@ -292,7 +274,7 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     }
     clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
     logger = clis["ep"].trainer.logger
-    root = _next_dir(Path(logger.save_dir) / logger.name, "compare")
+    root = next_dir(Path(logger.save_dir) / logger.name, "compare")
     results = {}
     for alg in ("bptt", "ep"):
         cli = clis[alg]
@@ -311,68 +293,26 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     return results
 
 
-def _analysis_setup(prog: str, args: list[str], output_dir: Path | None) -> tuple:
-    """Build model and data from the configs and overrides ``args`` like ``fit`` would, and pick
-    the output directory (a new ``<run root>/<name>/<prog>_<n>`` unless ``output_dir``)."""
+def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
+    """:class:`~eqprop_lightning.analysis_commands.AnalysisInputs` built like ``fit`` builds its
+    model and data, for the configs that :func:`~eqprop_lightning.analysis_commands.analysis_inputs`
+    does not read."""
     warnings.filterwarnings("ignore", message=".*args parameter is intended")
     cli = EqPropCLI(args=args, run=False)
-    logger = cli.trainer.logger
-    out_dir = output_dir or _next_dir(Path(logger.save_dir) / logger.name, prog)
-    datamodule = cli.datamodule
-    check_net_fits_data(cli.model.net, datamodule)
+    model, datamodule, logger = cli.model, cli.datamodule, cli.trainer.logger
+    check_net_fits_data(model.net, datamodule)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    return cli.model, datamodule, out_dir
-
-
-def _training_batches(datamodule, n: int) -> list[tuple]:
-    """The first ``n`` batches of the (shuffled) training loader's first epoch, as the model
-    receives them (the text data modules embed token ids in ``on_after_batch_transfer``)."""
     loader = datamodule.train_dataloader()
-    if n > len(loader):
-        raise ConfigError(f"--batches={n}: the training set has only {len(loader)} batches")
-    batches = itertools.islice(loader, n)
-    return [datamodule.on_after_batch_transfer(batch, 0) for batch in batches]
-
-
-def _ep_beta(model) -> float:
-    """The analyses compare EP's updates with BPTT's gradients: they need EP's ``beta``."""
-    if model.hparams.beta is None:
-        raise ConfigError(
-            "model.beta=None: the GDU analyses compare EP's updates (nudged by beta) with "
-            "BPTT's gradients; use an EP config (algorithm: ep, with beta)"
-        )
-    return model.hparams.beta
-
-
-def gdu_command(args: list[str], own: argparse.Namespace) -> dict:
-    """``eqprop gdu``: the GDU analysis of the config's net on its first training batch
-    (``own``: the options of :func:`eqprop_lightning.commands.gdu_parser`)."""
-    from eqprop_lightning.analysis import analyse, rmse_report, write_gdu
-
-    model, datamodule, out_dir = _analysis_setup("gdu", args, own.output_dir)
-    ((x, y),) = _training_batches(datamodule, 1)
+    if n_batches > len(loader):
+        raise ConfigError(f"--batches={n_batches}: the training set has only {len(loader)} batches")
+    # the text data modules embed token ids in on_after_batch_transfer
+    batches = [
+        datamodule.on_after_batch_transfer(b, 0) for b in itertools.islice(loader, n_batches)
+    ]
     hp = model.hparams
-    analysis = analyse(model.net, x, y, hp.T, hp.K, _ep_beta(model), hp.symmetric, model.rule)
-    summary = write_gdu(analysis, x, y, out_dir)
-    print(rmse_report(summary))
-    print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
-    return summary
-
-
-def recipe_command(args: list[str], own: argparse.Namespace) -> dict:
-    """``eqprop recipe``: sign agreement of EP and BPTT over ``--batches`` training batches
-    (``own``: the options of :func:`eqprop_lightning.commands.recipe_parser`)."""
-    from eqprop_lightning.analysis import recipe_report, run_recipe, write_recipe
-
-    model, datamodule, out_dir = _analysis_setup("recipe", args, own.output_dir)
-    batches = _training_batches(datamodule, own.batches)
-    hp = model.hparams
-    recipe = run_recipe(model.net, batches, hp.T, hp.K, _ep_beta(model))
-    path = write_recipe(recipe, out_dir, own.batches)
-    print(recipe_report(recipe))
-    print(f"sign agreement over {own.batches} batches written to {path}")
-    return recipe
+    root = Path(logger.save_dir) / logger.name
+    return AnalysisInputs(model.net, model.rule, hp.T, hp.K, hp.beta, hp.symmetric, batches, root)
 
 
 def _cell(value: float | None, digits: int) -> str:

@@ -125,20 +125,32 @@ def run_compare(args: list[str]) -> None:
     compare(rest)
 
 
+def _analysis_inputs(args: list[str], n_batches: int):
+    """The analysed net, rule and batches: read without Lightning where the configs allow it."""
+    from eqprop_lightning.analysis_commands import analysis_inputs
+
+    inputs = analysis_inputs(args, n_batches)
+    if inputs is None:
+        from eqprop_lightning.cli import analysis_inputs_from_cli
+
+        inputs = analysis_inputs_from_cli(args, n_batches)
+    return inputs
+
+
 def run_gdu(args: list[str]) -> None:
     own, rest = _split(gdu_parser(), args)
-    from eqprop_lightning.cli import gdu_command
+    from eqprop_lightning.analysis_commands import gdu_command
 
-    gdu_command(rest, own)
+    gdu_command(_analysis_inputs(rest, 1), own.output_dir)
 
 
 def run_recipe(args: list[str]) -> None:
     own, rest = _split(recipe_parser(), args)
     if own.batches < 1:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
-    from eqprop_lightning.cli import recipe_command
+    from eqprop_lightning.analysis_commands import recipe_command
 
-    recipe_command(rest, own)
+    recipe_command(_analysis_inputs(rest, own.batches), own.output_dir)
 
 
 def run_report(args: list[str]) -> None:

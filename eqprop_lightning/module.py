@@ -15,21 +15,15 @@ from torchmetrics import MeanMetric
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import (
-    ContinualEP,
     DivergenceError,
-    EquilibriumProp,
     Estimate,
-    GradientEstimator,
-    RecurrentBackprop,
-    TruncatedBPTT,
-    check_holomorphic,
     cost,
     first_nonfinite_weight,
     locate_nonfinite,
+    net_and_rule,
+    real_nudges,
 )
-from eqprop_lightning.learning.compiled import compile_dynamics
 from eqprop_lightning.learning.phases import free_phase
-from eqprop_lightning.nets import SoftmaxReadout
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.rng import capture_rng_states, restore_rng_states
 
@@ -51,106 +45,6 @@ def warn_silent_outputs(output: Tensor) -> None:
             f"output units {silent} are 0 for every example of the first batch: BPTT gets no "
             "gradient through a unit held at its lower bound, so their classes may never be "
             "predicted (EP's nudge can still move them); if BPTT stalls, try another seed"
-        )
-
-
-def make_rule(
-    algorithm: str,
-    T: int,
-    K: int,
-    beta: float | None = None,
-    nudging: str | None = None,
-    holomorphic_points: int | None = None,
-    seed: int = 0,
-    net: nn.Module | None = None,
-) -> GradientEstimator:
-    """The learning rule named by ``algorithm``: ``ep`` (with the ``nudging`` scheme, default
-    ``positive``; ``seed`` seeds random-sign nudging), ``cep`` (continual EP), ``bptt`` or
-    ``rbp``. With ``net``, a scheme the net cannot run (holomorphic nudges of a clamped net) is
-    rejected here."""
-    if algorithm == "ep":
-        rule = EquilibriumProp(T, K, beta, nudging or "positive", holomorphic_points, seed)
-        if net is not None and rule.nudging == "holomorphic":
-            check_holomorphic(net)
-        return rule
-    if algorithm not in ("bptt", "rbp", "cep"):
-        raise ConfigError(
-            f"algorithm={algorithm!r} is not supported; choose 'ep', 'cep', 'bptt' or 'rbp'"
-        )
-    for name, value in (("nudging", nudging), ("holomorphic_points", holomorphic_points)):
-        if value is not None and not (algorithm == "cep" and value == "positive"):
-            raise ConfigError(f"{name}={value!r} applies to algorithm 'ep' only, not {algorithm!r}")
-    if algorithm == "cep":
-        return ContinualEP(T, K, beta)
-    if algorithm == "rbp":
-        if beta is not None:
-            raise ConfigError(f"beta={beta} does not apply to algorithm 'rbp': set model.beta null")
-        return RecurrentBackprop(T, K)
-    return TruncatedBPTT(T, K)
-
-
-def real_nudges(rule: GradientEstimator, step: int) -> tuple[float, ...]:
-    """The rule's real nudged phases at ``step``, replayed by the guard (complex ones are not)."""
-    if isinstance(rule, ContinualEP):
-        return (rule.beta,)
-    if not isinstance(rule, EquilibriumProp):
-        return ()
-    return tuple(b for b in rule.nudges(step).betas if not isinstance(b, complex))
-
-
-def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str | None:
-    """``symmetric: true`` is the old spelling of ``nudging: symmetric`` (kept as an alias, so
-    that old configs and checkpoints load)."""
-    if not symmetric:
-        return nudging
-    if algorithm != "ep":
-        raise ConfigError(
-            f"symmetric=True applies to algorithm 'ep' only, not {algorithm!r} (it is the old "
-            "spelling of nudging: symmetric): set model.symmetric false"
-        )
-    if nudging not in (None, "symmetric"):
-        raise ConfigError(
-            f"symmetric=True contradicts nudging={nudging!r}: symmetric: true is the old "
-            "spelling of nudging: symmetric; drop it"
-        )
-    return "symmetric"
-
-
-LOSSES = ("mse", "cross_entropy")
-
-
-def check_loss(loss: str, algorithm: str, nudging: str | None) -> None:
-    """``mse`` for every rule; ``cross_entropy`` for EP (real nudges), BPTT and RBP."""
-    if loss not in LOSSES:
-        raise ConfigError(f"loss={loss!r} is not supported; choose one of {list(LOSSES)}")
-    if loss == "mse":
-        return
-    if algorithm == "cep":
-        raise ConfigError(
-            "loss=cross_entropy is not implemented for continual EP (its per-step update has no "
-            "readout term): use loss mse, or algorithm ep, bptt or rbp"
-        )
-    if nudging == "holomorphic":
-        raise ConfigError(
-            "loss=cross_entropy is not implemented for holomorphic nudging (a complex softmax "
-            "readout): use nudging positive, symmetric or random_sign, or loss mse"
-        )
-
-
-def check_rule_options(algorithm: str, beta: float | None, symmetric: bool) -> None:
-    """EP needs ``beta``; BPTT has no nudge, so ``beta`` must be None and ``symmetric`` False
-    for it (a ``ConfigError``, not ignored)."""
-    if algorithm == "ep" and beta is None:
-        raise ConfigError("beta=None: algorithm 'ep' needs the nudging strength (finite and > 0)")
-    if algorithm == "bptt" and beta is not None:
-        raise ConfigError(
-            f"beta={beta} does not apply to algorithm 'bptt' (BPTT has no nudge): "
-            "set model.beta null"
-        )
-    if algorithm == "bptt" and symmetric:
-        raise ConfigError(
-            "symmetric=True does not apply to algorithm 'bptt' (it is EP's three-phase nudge): "
-            "set model.symmetric false"
         )
 
 
@@ -216,24 +110,20 @@ class EqPropModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False
-        check_rule_options(algorithm, beta, symmetric)
-        nudging = nudging_option(algorithm, nudging, symmetric)
-        check_loss(loss, algorithm, nudging)
-        self.net = SoftmaxReadout(net) if loss == "cross_entropy" else net
-        net = self.net
-        if compile not in (False, True):
-            raise ConfigError(f"compile={compile!r} must be true or false")
-        compile_dynamics(net, compile)
-        self.rule = make_rule(
+        self.net, self.rule = net_and_rule(
+            net,
             algorithm,
             T,
             K,
             beta,
+            symmetric,
             nudging,
             holomorphic_points,
+            compile,
+            loss,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's seed_everything
-            net=net,
         )
+        net = self.net
         groups = net.synapse_groups()
         if len(lrs) != len(groups):
             raise ConfigError(

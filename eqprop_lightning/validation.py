@@ -16,15 +16,21 @@ LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")
 
 
 def check_net_fits_data(net: nn.Module, datamodule: object) -> None:
-    """The net's input shape and output units equal the data's example shape and classes."""
-    data = type(datamodule).__name__
-    shape = getattr(datamodule, "example_shape", None)
+    """The net's input shape and output units equal the data module's example shape and
+    classes (where it states them)."""
+    shape, classes = (getattr(datamodule, k, None) for k in ("example_shape", "num_classes"))
+    check_net_fits(net, shape, classes, type(datamodule).__name__)
+
+
+def check_net_fits(
+    net: nn.Module, shape: tuple[int, ...] | None, classes: int | None, data: str
+) -> None:
+    """The net's input shape and output units equal the data's (``None``: not stated)."""
     if shape is not None and tuple(shape) != tuple(net.example_shape):
         raise ConfigError(
             f"model.net ({type(net).__name__}) takes examples of shape {tuple(net.example_shape)} "
             f"(set by {net.input_fields}) but {data} gives {tuple(shape)}: make them agree"
         )
-    classes = getattr(datamodule, "num_classes", None)
     if classes is not None and classes != net.num_classes:
         raise ConfigError(
             f"model.net ({type(net).__name__}) has {net.num_classes} output units "

@@ -41,7 +41,7 @@ def build_net(args: dict):
 
 def train_like_the_original(net, fixture: dict) -> None:
     """Seed-1 training on the fixture's batches: its rule, SGD with its ``lr_tab``."""
-    from eqprop_lightning.module import make_rule
+    from eqprop_lightning.learning import make_rule
 
     args = fixture["args"]
     algorithm = {"eqprop": "ep", "BPTT": "bptt"}[fixture["method"]]

@@ -2,8 +2,8 @@
 ``UNROLL`` steps), against eager.
 
 The default suite only traces with a counting backend (no code generation) or fakes a compiler
-failure; the comparisons that run inductor (tens of seconds per graph on a busy 2-core machine)
-are marked slow.
+failure; the comparisons that run inductor (about 3 minutes here with a cold compile cache) are
+marked slow and deselected by default: ``python -m pytest -m slow`` runs them.
 """
 
 import pytest
@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.learning import compiled
+from eqprop_lightning.learning import compiled, make_rule
 from eqprop_lightning.learning.compiled import (
     UNROLL,
     CompiledRelaxation,
@@ -19,7 +19,7 @@ from eqprop_lightning.learning.compiled import (
     compiled_relaxation,
 )
 from eqprop_lightning.learning.phases import _loop, relax_with_previous
-from eqprop_lightning.module import EqPropModule, make_rule
+from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import (
     ConvPrototypical,
     EnergyBasedFC,

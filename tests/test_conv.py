@@ -8,10 +8,10 @@ import torch
 from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.learning import ep_surrogate
+from eqprop_lightning.learning import ep_surrogate, make_rule
 from eqprop_lightning.learning.gdu import gdu
 from eqprop_lightning.learning.phases import relax_with_previous
-from eqprop_lightning.module import EqPropModule, error_percent, make_rule
+from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import ACTIVATIONS
 from eqprop_lightning.nets.conv import ConvPrototypical
 from tests.reference import REFERENCE, fit_one_epoch, needs_reference, train_like_the_original

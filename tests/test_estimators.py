@@ -16,11 +16,12 @@ from eqprop_lightning.learning import (
     cost,
     ep_surrogate,
     free_phase,
+    make_rule,
 )
 from eqprop_lightning.learning.ep import _NudgedPrimitives
 from eqprop_lightning.learning.nudging import random_sign
 from eqprop_lightning.learning.phases import relax_with_previous
-from eqprop_lightning.module import EqPropModule, make_rule
+from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import ConvPrototypical, EnergyBasedFC, PrototypicalFC
 
 T = 200  # free steps of the gradient-flow net below: converged to about 1e-15

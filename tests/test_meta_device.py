@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from eqprop_lightning.learning import make_rule
 from eqprop_lightning.learning.phases import free_phase, nudged_phase
-from eqprop_lightning.module import make_rule
 from tests.test_compile import NETS
 
 META = torch.device("meta")

@@ -17,9 +17,8 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
-from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule
-from eqprop_lightning.datamodules import mnist as mnist_module
-from eqprop_lightning.datamodules.mnist import ENV_VAR, MNIST_MD5
+from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule, mnist_files
+from eqprop_lightning.datamodules.mnist_files import ENV_VAR, MNIST_MD5
 from eqprop_lightning.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,10 +137,10 @@ def test_unwritable_root_uses_cache(
 ) -> None:
     root = _gz_only_copy(fake_mnist, tmp_path / "read_only")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(mnist_module, "is_writable", lambda directory: False)
+    monkeypatch.setattr(mnist_files, "is_writable", lambda directory: False)
     dm = _fake_dm(root)
     assert len(dm.test_set) == FAKE_TEST_SIZE
-    cache_raw = mnist_module.cache_root_for(root) / "MNIST" / "raw"
+    cache_raw = mnist_files.cache_root_for(root) / "MNIST" / "raw"
     assert cache_raw.is_relative_to(tmp_path / "cache")
     for name in MNIST_MD5:
         assert (cache_raw / name).is_file()

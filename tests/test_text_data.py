@@ -18,7 +18,7 @@ from nltk.tokenize import ToktokTokenizer
 
 from eqprop_lightning.datamodules import text as text_module
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
-from eqprop_lightning.datamodules.mnist import ENV_VAR
+from eqprop_lightning.datamodules.mnist_files import ENV_VAR
 from eqprop_lightning.datamodules.snli import SNLIDataModule
 from eqprop_lightning.errors import ConfigError, DataError
 

@@ -19,6 +19,7 @@ from eqprop_lightning.learning.guard import (
 from eqprop_lightning.learning.nudging import NUDGINGS, Nudges
 from eqprop_lightning.learning.phases import free_phase, nudged_phase, relax
 from eqprop_lightning.learning.rbp import RecurrentBackprop
+from eqprop_lightning.learning.rules import make_rule, net_and_rule, real_nudges
 
 __all__ = [
     "ContinualEP",
@@ -40,6 +41,9 @@ __all__ = [
     "free_phase",
     "last_step_change",
     "locate_nonfinite",
+    "make_rule",
+    "net_and_rule",
     "nudged_phase",
+    "real_nudges",
     "relax",
 ]

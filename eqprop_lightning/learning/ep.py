@@ -38,6 +38,7 @@ from eqprop_lightning.learning.nudging import (
 )
 from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased, output_cost
+from eqprop_lightning.nets.protocol import repeat_batch
 
 
 def ep_surrogate(
@@ -67,11 +68,6 @@ def ep_surrogate(
     return -(phi(s2, p2) - phi(s1, p1)) / (net.beta_scale * (beta2 - beta1))
 
 
-def _stack(t: Tensor, n: int) -> Tensor:
-    """``n`` copies of ``t`` along the batch axis, phase-major: (B, ...) -> (n B, ...)."""
-    return t if n == 1 else torch.cat([t] * n)
-
-
 def _primitive(net, static: StaticTerms, s: State, previous: State) -> Tensor:
     """``Phi(x, s)`` per example (conv legacy pooling reads ``previous``), shape (B,)."""
     if net.uses_previous_state:
@@ -99,22 +95,22 @@ class _NudgedPrimitives(nn.Module):
         betas: tuple[complex, ...],
         static: StaticTerms | None = None,
     ) -> Tensor:
-        """``static``: the free phase's static terms, reused by a single real phase (so that the
-        input term is computed, and backpropagated, once per batch)."""
+        """``static``: the free phase's static terms, repeated for the ``n`` phases (so that the
+        input terms are computed, and backpropagated, once per batch); without them (complex
+        weights) they are computed here."""
         n, B = len(betas), x.shape[0]
         if n == 1:
             beta = betas[0]
         else:  # (n B, 1): beta_k for the k-th block of B examples
             beta = torch.tensor(betas, dtype=s_free[0].dtype, device=x.device)
             beta = beta.repeat_interleave(B).unsqueeze(1)
-        if static is None or n > 1:
-            static = self.net.static_terms(_stack(x, n))
+        static = self.net.static_terms(repeat_batch(x, n)) if static is None else static.repeat(n)
         with torch.no_grad():
-            start = [_stack(t, n) for t in s_free]
-            previous, s = relax_with_previous(self.net, start, static, K, beta, _stack(y, n))
+            start = [repeat_batch(t, n) for t in s_free]
+            previous, s = relax_with_previous(self.net, start, static, K, beta, repeat_batch(y, n))
         phi = _primitive(self.net, static, s, previous)  # (n B,)
         nudge = self.net.beta_scale * (beta if n == 1 else beta.view(-1))
-        phi = phi - nudge * output_cost(self.net, self.net.output(s), _stack(y, n))
+        phi = phi - nudge * output_cost(self.net, self.net.output(s), repeat_batch(y, n))
         return phi.view(n, B).mean(1)  # (n,)
 
 

@@ -53,6 +53,7 @@ from torch.nn import functional as F
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
 from eqprop_lightning.nets.fc import State, is_nudged, nudge_force
+from eqprop_lightning.nets.protocol import repeat_batch
 
 #: memory format of the conv states (see the module docstring)
 CHANNELS_LAST = torch.channels_last
@@ -68,6 +69,11 @@ class ConvStaticTerms:
     input_term: Tensor  # (B, C_tab[-2], conv side, conv side): conv[-1](x) + bias, before pooling
     input_drive: Tensor  # (B, C_tab[-2], h, h): Pool(input_term), the bottom-up drive of c_{n-1}
     conv_weights: list[Tensor]  # conv[j].weight in channels-last, j < n - 1 (used every step)
+
+    def repeat(self, n: int) -> ConvStaticTerms:
+        """The terms of ``n`` copies of the batch (the weights are shared)."""
+        rep = repeat_batch
+        return ConvStaticTerms(rep(self.input_term, n), rep(self.input_drive, n), self.conv_weights)
 
 
 def _is_positive_int(value) -> bool:

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import Activation, get_activation
-from eqprop_lightning.nets.protocol import State
+from eqprop_lightning.nets.protocol import State, repeat_batch
 
 
 @dataclass
@@ -48,6 +48,12 @@ class StaticTerms:
     drive: Tensor  # (B, size_tab[-2])
     weights: list[Tensor]  # weights[i]: (size_tab[i], size_tab[i+1]), i < L
     biases: list[Tensor]  # biases[i]: (size_tab[i],), i < L
+
+    def repeat(self, n: int) -> StaticTerms:
+        """The terms of ``n`` copies of the batch (the couplings are shared)."""
+        input_term = repeat_batch(self.input_term, n)
+        drive = input_term if self.drive is self.input_term else repeat_batch(self.drive, n)
+        return StaticTerms(input_term, drive, self.weights, self.biases)
 
 
 def _check_size_tab(size_tab: list[int]) -> None:

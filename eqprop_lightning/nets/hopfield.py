@@ -33,6 +33,7 @@ from torch.nn import functional as F
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
 from eqprop_lightning.nets.fc import State, add_nudge, is_nudged
+from eqprop_lightning.nets.protocol import repeat_batch
 
 
 @dataclass
@@ -43,6 +44,14 @@ class HopfieldStaticTerms:
     input_terms: list[Tensor]  # (B, L_q(k), d) per projection
     keys: list[Tensor]  # (B, L_v(k), d) per projection
     key_masks: list[Tensor | None]  # (B, 1, L_v(k)) bool, True for real tokens, or None
+
+    def repeat(self, n: int) -> HopfieldStaticTerms:
+        """The terms of ``n`` copies of the batch."""
+        return HopfieldStaticTerms(
+            [repeat_batch(t, n) for t in self.input_terms],
+            [repeat_batch(k, n) for k in self.keys],
+            [repeat_batch(m, n) for m in self.key_masks],
+        )
 
 
 class HopfieldClassifier(nn.Module):

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 from torch import Tensor, nn
 
 #: The state of every layer of a batch, one tensor per layer (output first for the layered nets).
 State = list[Tensor]
+
+
+def repeat_batch(t: Tensor | None, n: int) -> Tensor | None:
+    """``n`` copies of ``t`` along the batch axis, phase-major: (B, ...) -> (n B, ...)."""
+    return t if t is None or n == 1 else torch.cat([t] * n)
 
 
 @runtime_checkable
@@ -53,7 +59,9 @@ class Net(Protocol):
         ...
 
     def static_terms(self, x: Tensor) -> Any:
-        """Per-batch constants of the dynamics (input terms attached to the parameters)."""
+        """Per-batch constants of the dynamics (input terms attached to the parameters), whose
+        ``repeat(n)`` gives those of ``n`` copies of the batch (the nudged phases of one batched
+        relaxation; the gradient of every copy flows back to the one computation)."""
         ...
 
     def step(

@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
 from eqprop_lightning.nets.fc import State, euler_update
+from eqprop_lightning.nets.protocol import repeat_batch
 
 
 @dataclass
@@ -33,6 +34,10 @@ class ToyStaticTerms:
 
     to_output: Tensor
     to_hidden: Tensor
+
+    def repeat(self, n: int) -> ToyStaticTerms:
+        """The drives of ``n`` copies of the batch."""
+        return ToyStaticTerms(repeat_batch(self.to_output, n), repeat_batch(self.to_hidden, n))
 
 
 class ToyEnergyBased(nn.Module):

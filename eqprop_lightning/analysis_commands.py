@@ -1,0 +1,248 @@
+"""``eqprop gdu`` and ``eqprop recipe``: what they analyse, built from the configs without
+Lightning (the net, seeded as ``fit`` seeds it, its learning rule, the first training batches and
+the run root), and their runs. Importing Lightning costs a few seconds, several times the
+analysis of a Fig. 3 net.
+
+:func:`read_configs` reads the configs as jsonargparse composes them (a file's ``config:`` loads
+its base where it stands, dotted keys set nested values, later files and ``--key value``
+overrides win); :func:`analysis_inputs` returns ``None`` for anything beyond it (another data
+module or net package, an option it does not know, a seed that is not an integer), and the
+command then builds the same inputs through the Lightning CLI. ``tests/test_analysis_commands.py``
+holds the two paths equal on every MNIST figure config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import Tensor, nn
+
+from eqprop_lightning.analysis import (
+    analyse,
+    recipe_report,
+    rmse_report,
+    run_recipe,
+    write_gdu,
+    write_recipe,
+)
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import GradientEstimator, net_and_rule
+from eqprop_lightning.run_dirs import next_dir, run_root
+
+MNIST_DATA = "eqprop_lightning.datamodules.MNISTDataModule"
+NETS = "eqprop_lightning.nets."
+#: the model's settings that only training reads (the optimizer and the convergence check)
+TRAINING_ONLY = {"lrs", "optimizer", "cosine_t_max", "eta_min", "convergence_tol"}
+#: the settings that choose the dynamics and the rule, with their defaults
+RULE_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(net_and_rule).parameters.items()
+    if name not in ("net", "seed")
+}
+RULE_OPTIONS = set(RULE_DEFAULTS)
+
+
+@dataclass
+class AnalysisInputs:
+    """A config's net and rule, ``batches`` of its training data, and where its runs go."""
+
+    net: nn.Module
+    rule: GradientEstimator
+    T: int
+    K: int
+    beta: float | None
+    symmetric: bool
+    batches: list[tuple[Tensor, Tensor]]
+    run_root: Path  # <save_dir or default_root_dir>/<logger name>
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        tree = tree.setdefault(key, {})
+    _merge(tree, {leaf: value})
+
+
+def _merge(tree: dict, values: dict) -> None:
+    """Nested dicts merge key by key; any other value replaces."""
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(tree.get(key), dict):
+            _merge(tree[key], value)
+        else:
+            tree[key] = value
+
+
+def _read_file(path: Path, tree: dict) -> None:
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} is not a mapping")
+    for key, value in values.items():
+        if key == "config":
+            _read_file((path.parent / value).resolve(), tree)
+        else:
+            _set(tree, key, value)
+
+
+def read_configs(args: list[str]) -> dict | None:
+    """The values of ``--config FILE`` and ``--a.b VALUE`` (or ``--a.b=VALUE``) in order, or
+    ``None`` for any other argument."""
+    tree: dict = {}
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("--"):
+            return None
+        key, _, value = arg[2:].partition("=")
+        if not _:
+            value = next(rest, None)
+            if value is None:
+                return None
+        if key in ("config", "c"):
+            path = Path(value)
+            if not path.is_file():
+                return None
+            _read_file(path, tree)
+        else:
+            _set(tree, key, yaml.safe_load(value))
+    return tree
+
+
+def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
+    """The inputs of an analysis of the configs and overrides ``args`` on ``n_batches`` training
+    batches, or ``None`` where the Lightning CLI must build them."""
+    try:
+        config = read_configs(args)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None  # the CLI reports it
+    if config is None:
+        return None
+    model, data = config.get("model", {}), _subclass(config.get("data", {}))
+    seed = config.get("seed_everything")
+    net_cfg = _subclass(model.get("net", {}))
+    if (
+        data.get("class_path") != MNIST_DATA
+        or not str(net_cfg.get("class_path", "")).startswith(NETS)
+        or set(model) - RULE_OPTIONS - TRAINING_ONLY - {"net"}
+        or set(net_cfg) - {"class_path", "init_args"}
+        or set(data) - {"class_path", "init_args"}
+        or not isinstance(seed, int)
+        or isinstance(seed, bool)
+    ):
+        return None
+    from eqprop_lightning.datamodules.mnist_files import MNISTFiles, split_indices
+    from eqprop_lightning.datamodules.sampling import make_loader
+    from eqprop_lightning.validation import check_net_fits
+
+    options = {k: v for k, v in model.items() if k in RULE_OPTIONS}
+    settings = RULE_DEFAULTS | options
+    data_args = data.get("init_args", {})
+    root = run_root(config.get("trainer", {}))
+    if root is None or data_args.get("num_workers") or set(data_args) - MNIST_OPTIONS:
+        return None
+    files = MNISTFiles(data_args.get("data_dir"))
+    if files.missing():
+        return None  # the data module downloads them, or says where it looked
+    _seed_everything(seed)
+    module, name = str(net_cfg["class_path"]).rsplit(".", 1)
+    net = getattr(importlib.import_module(module), name)(**net_cfg.get("init_args", {}))
+    flatten = data_args.get("flatten", True)
+    check_net_fits(net, (784,) if flatten else (1, 28, 28), 10, "MNISTDataModule")
+    net, rule = net_and_rule(net, **options, seed=seed)
+    verify = data_args.get("verify_checksums", True)
+    train_count = files.check(verify)["train-labels-idx1-ubyte"].count
+    val_split = data_args.get("val_split", 0)
+    if val_split >= train_count:
+        return None  # the data module's error
+    train = files.load(("train",), flatten, thorough=False, verify_checksums=verify)["train"]
+    if val_split:
+        split_seed = data_args.get("split_seed")
+        keep, _ = split_indices(len(train), val_split, seed if split_seed is None else split_seed)
+        train = torch.utils.data.TensorDataset(*train[keep])
+    loader = make_loader(train, data_args.get("batch_size", 20), True, 0, "MNISTDataModule")
+    if n_batches > len(loader):
+        raise ConfigError(f"--batches={n_batches}: the training set has only {len(loader)} batches")
+    batches = list(itertools.islice(loader, n_batches))
+    return AnalysisInputs(
+        net,
+        rule,
+        settings["T"],
+        settings["K"],
+        settings["beta"],
+        settings["symmetric"],
+        batches,
+        root,
+    )
+
+
+#: MNISTDataModule's arguments (tests/test_analysis_commands.py holds them to its signature)
+MNIST_OPTIONS = {
+    "data_dir",
+    "batch_size",
+    "test_batch_size",
+    "flatten",
+    "num_workers",
+    "download",
+    "verify_checksums",
+    "val_split",
+    "split_seed",
+}
+
+
+def _subclass(node: dict) -> dict:
+    """A ``{class_path, init_args}`` node with jsonargparse's shorthand undone: ``--data.x v``
+    sets ``data.init_args.x``."""
+    if not isinstance(node, dict):
+        return node
+    init = dict(node.get("init_args", {}))
+    init.update({k: v for k, v in node.items() if k not in ("class_path", "init_args")})
+    return {k: v for k, v in node.items() if k == "class_path"} | {"init_args": init}
+
+
+def _seed_everything(seed: int) -> None:
+    """The seeds Lightning's ``seed_everything`` sets before ``fit`` builds the net."""
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _ep_beta(inputs: AnalysisInputs) -> float:
+    """The analyses compare EP's updates with BPTT's gradients: they need EP's ``beta``."""
+    if inputs.beta is None:
+        raise ConfigError(
+            "model.beta=None: the GDU analyses compare EP's updates (nudged by beta) with "
+            "BPTT's gradients; use an EP config (algorithm: ep, with beta)"
+        )
+    return inputs.beta
+
+
+def gdu_command(inputs: AnalysisInputs, output_dir: Path | None) -> dict:
+    """``eqprop gdu``: the GDU analysis of the first training batch, written to ``output_dir``
+    (default a new ``<run root>/gdu_<n>``)."""
+    ((x, y),) = inputs.batches
+    beta, net = _ep_beta(inputs), inputs.net
+    analysis = analyse(net, x, y, inputs.T, inputs.K, beta, inputs.symmetric, inputs.rule)
+    out_dir = output_dir or next_dir(inputs.run_root, "gdu")
+    summary = write_gdu(analysis, x, y, out_dir)
+    print(rmse_report(summary))
+    print(f"GDU analysis ({summary['seconds']:.1f} s) written to {out_dir}")
+    return summary
+
+
+def recipe_command(inputs: AnalysisInputs, output_dir: Path | None) -> dict:
+    """``eqprop recipe``: sign agreement of EP and BPTT over the training batches, written to
+    ``output_dir`` (default a new ``<run root>/recipe_<n>``)."""
+    beta, n = _ep_beta(inputs), len(inputs.batches)
+    recipe = run_recipe(inputs.net, inputs.batches, inputs.T, inputs.K, beta)
+    path = write_recipe(recipe, output_dir or next_dir(inputs.run_root, "recipe"), n)
+    print(recipe_report(recipe))
+    print(f"sign agreement over {n} batches written to {path}")
+    return recipe

@@ -1,0 +1,120 @@
+"""The Lightning-free inputs of ``eqprop gdu`` and ``eqprop recipe`` against the Lightning CLI's:
+the same net weights, rule, settings, training batches and run root for every MNIST figure
+config, the same values for every config file, and a process that never imports Lightning."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from eqprop_lightning.analysis_commands import (
+    MNIST_OPTIONS,
+    RULE_DEFAULTS,
+    analysis_inputs,
+    read_configs,
+)
+from eqprop_lightning.cli import analysis_inputs_from_cli
+from eqprop_lightning.config_files import resolved_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+GDU_MNIST = sorted(p for p in (CONFIGS / "gdu").glob("*.yaml") if "toy" not in p.name)
+RUNS = sorted(p for p in CONFIGS.glob("*/*.yaml") if p.parent.name not in ("base", "overrides"))
+
+
+def small(path: Path, fake_mnist: Path) -> list[str]:
+    """The config with short phases, batches of 4 and the fake MNIST."""
+    args = ["--config", str(path), "--model.T", "6", "--model.K", "3"]
+    args += ["--data.batch_size", "4", "--data.data_dir", str(fake_mnist)]
+    return [*args, "--data.verify_checksums", "false"]
+
+
+def _flat(tree, prefix=""):
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+@pytest.mark.parametrize("path", GDU_MNIST, ids=lambda p: p.name)
+def test_inputs_equal_the_cli_s(path: Path, fake_mnist: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = small(path, fake_mnist)
+    light = analysis_inputs(args, 2)
+    assert light is not None
+    cli = analysis_inputs_from_cli(args, 2)
+    assert type(light.net) is type(cli.net)
+    for (name, a), (_, b) in zip(
+        light.net.state_dict().items(), cli.net.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert type(light.rule) is type(cli.rule) and vars(light.rule) == vars(cli.rule)
+    settings = ("T", "K", "beta", "symmetric")
+    assert [getattr(light, k) for k in settings] == [getattr(cli, k) for k in settings]
+    assert len(light.batches) == len(cli.batches) == 2
+    for (xa, ya), (xb, yb) in zip(light.batches, cli.batches, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    assert light.run_root == cli.run_root
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_read_configs_gives_the_cli_s_values(path: Path) -> None:
+    """Every value the reader finds is the one the CLI resolves (which adds the defaults)."""
+    for extra in ([], ["--config", str(CONFIGS / "overrides" / "bptt.yaml")]):
+        args = ["--config", str(path), *extra, "--model.K", "3", "--data.batch_size", "7"]
+        light = _flat(read_configs(args))
+        full = _flat(
+            resolved_config(path, *extra[1:], overrides=("--model.K=3", "--data.batch_size=7"))
+        )
+        # --data.batch_size: jsonargparse's shorthand for data.init_args.batch_size
+        assert light.pop("data.batch_size") == full.pop("data.init_args.batch_size") == 7
+        light.pop("data.init_args.batch_size", None)  # the file's, overridden
+        assert {k: v for k, v in light.items() if full.get(k, "missing") != v} == {}
+
+
+def test_defaults_are_the_module_s_and_the_data_module_s() -> None:
+    from eqprop_lightning.datamodules import MNISTDataModule
+    from eqprop_lightning.module import EqPropModule
+
+    module = inspect.signature(EqPropModule).parameters
+    assert {name: module[name].default for name in RULE_DEFAULTS} == RULE_DEFAULTS
+    assert set(inspect.signature(MNISTDataModule).parameters) == MNIST_OPTIONS
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--data.num_workers", "2"],  # loader workers: the data module's
+        ["--model.unknown_option", "1"],  # the CLI's error
+        ["--seed_everything", "true"],  # a random seed: Lightning draws it
+        ["--print_config"],
+    ],
+)
+def test_what_the_reader_leaves_to_the_cli(extra: list[str], fake_mnist: Path) -> None:
+    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
+    assert analysis_inputs([*args, *extra], 1) is None
+
+
+def test_toy_config_is_left_to_the_cli() -> None:
+    assert analysis_inputs(["--config", str(CONFIGS / "gdu" / "fig2_toy.yaml")], 1) is None
+
+
+def test_gdu_process_imports_neither_lightning_nor_torchvision(
+    fake_mnist: Path, tmp_path: Path
+) -> None:
+    args = [*small(CONFIGS / "gdu" / "fig3_eb1h.yaml", fake_mnist), "--output_dir", str(tmp_path)]
+    code = (
+        "import sys\n"
+        "from eqprop_lightning.commands import main\n"
+        f"main(['gdu', *{args!r}])\n"
+        "print(sorted(m for m in ('lightning', 'torchvision', 'torchmetrics') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+    assert (tmp_path / "gdu.json").is_file()
