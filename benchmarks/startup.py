@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,14 +63,16 @@ def wall_seconds(cmd: list[str], cwd: Path = ROOT, env: dict | None = None) -> f
 
 
 def original_seconds(repo: Path, repeats: int) -> list[float]:
-    """Wall times of the original's Fig. 3 EB-1h ``plotcurves`` command, run from a directory
-    whose ``./data`` holds MNIST (each run writes its results there)."""
+    """Wall times of the original's Fig. 3 EB-1h ``plotcurves`` command, run in a copy of the
+    checkout (it copies its own source files next to its results) whose ``./data`` holds MNIST."""
     argv = original_command(ROOT / "configs" / "gdu" / "fig3_eb1h.yaml")
-    cmd = [sys.executable, str(repo / "main.py"), *argv, "--device-label", "-1"]
+    cmd = [sys.executable, "main.py", *argv, "--device-label", "-1"]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     with tempfile.TemporaryDirectory() as tmp:
-        stage_mnist(Path(tmp))
-        return [wall_seconds(cmd, Path(tmp), env) for _ in range(repeats)]
+        copy = Path(tmp) / "original"
+        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "data"))
+        stage_mnist(copy)
+        return [wall_seconds(cmd, copy, env) for _ in range(repeats)]
 
 
 def row(times: list[float], target: float | None) -> dict:

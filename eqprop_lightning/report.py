@@ -57,7 +57,8 @@ VARIANTS = {
     "holomorphic2": "holomorphic EP, N = 2",
     "holomorphic4": "holomorphic EP, N = 4",
     "p1h_cross_entropy": "EP, symmetric nudging, cross-entropy readout",
-    "cep": "continual EP",
+    "cep": "continual EP, EP's learning rates",
+    "p1h_cep": "continual EP, the C-EP paper's beta 0.2 and learning rates",
     "rbp": "RBP",
     "bptt": "BPTT",
 }

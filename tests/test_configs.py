@@ -190,6 +190,7 @@ RULE_OVERRIDES = {
     "holomorphic4.yaml": {"nudging": "holomorphic", "holomorphic_points": 4},
     "cep.yaml": {"algorithm": "cep"},
     "rbp.yaml": {"algorithm": "rbp", "beta": None},
+    "p1h_cep.yaml": {"algorithm": "cep", "beta": 0.2, "lrs": [0.0028, 0.0056]},
     "p1h_cross_entropy.yaml": {
         "nudging": "symmetric",
         "loss": "cross_entropy",
@@ -216,5 +217,6 @@ def test_rule_override_changes_only_its_keys_and_builds(name: str, fake_mnist: P
     cli = EqPropCLI(args=args, run=False)
     assert type(cli.model.rule).__name__ == {
         "cep.yaml": "ContinualEP",
+        "p1h_cep.yaml": "ContinualEP",
         "rbp.yaml": "RecurrentBackprop",
     }.get(name, "EquilibriumProp")
