@@ -1,0 +1,89 @@
+"""How a rule's estimate drifts from the BPTT gradient along its own training trajectory.
+
+Trains the config (with its rule, learning rates and seed, SGD, no Lightning loop) for
+``--batches`` training batches; every ``--every`` batches, before that batch's update, it
+computes on the same weights and batch the rule's estimate and truncated BPTT's gradient (the
+config's ``T`` and ``K``) and records, per weight layer, their cosine and norm ratio, the layer's
+weight norm, the free phase's last-step change and the batch error. This is how the
+cross-entropy P-1h failure was traced (README, "P-1h by learning rule").
+
+    python benchmarks/drift.py --config configs/mnist/p1h.yaml \\
+        --config configs/overrides/p1h_cross_entropy.yaml --batches 400 --every 50 --out d.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from eqprop_lightning.cli import EqPropCLI
+from eqprop_lightning.learning import make_rule
+
+
+def gradients(rule, net, x, y, step: int) -> tuple[list[torch.Tensor], object]:
+    estimate = rule(net, x, y, step)
+    weights = [group.weight for group in net.synapse_groups()]
+    return list(torch.autograd.grad(estimate.objective, weights)), estimate
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", action="append", required=True)
+    p.add_argument("--batches", type=int, default=400)
+    p.add_argument("--every", type=int, default=50)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, required=True)
+    args, overrides = p.parse_known_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*args parameter is intended")
+    configs = [a for c in args.config for a in ("--config", c)]
+    cli = EqPropCLI(args=[*configs, *overrides], run=False)
+    model, data = cli.model, cli.datamodule
+    data.prepare_data()
+    data.setup("fit")
+    net, rule, hp = model.net, model.rule, model.hparams
+    bptt = make_rule("bptt", hp.T, hp.K)
+    groups = net.synapse_groups()
+    labels = net.synapse_labels()  # every net has them (nets.protocol.Net)
+    lrs = zip(groups, hp.lrs, strict=True)
+    sgd = torch.optim.SGD([{"params": g.parameters(), "lr": lr} for g, lr in lrs])
+    rows = []
+    for i, (x, y) in enumerate(data.train_dataloader()):
+        if i >= args.batches:
+            break
+        if i % args.every == 0:
+            g_rule, est = gradients(rule, net, x, y, i)
+            g_bptt, _ = gradients(bptt, net, x, y, i)
+            row = {
+                "batch": i,
+                "free_change": est.last_change.max().item(),
+                "error": 100 * (est.output.argmax(1) != y.argmax(1)).float().mean().item(),
+            }
+            for name, group, a, b in zip(labels, groups, g_rule, g_bptt, strict=True):
+                row[name] = {
+                    "cosine": F.cosine_similarity(a.flatten(), b.flatten(), 0).item(),
+                    "norm_ratio": (a.norm() / b.norm()).item(),
+                    "weight_norm": group.weight.norm().item(),
+                }
+            rows.append(row)
+            layers = ", ".join(
+                f"{n} cos {row[n]['cosine']:.2f} ratio {row[n]['norm_ratio']:.3g} "
+                f"|W| {row[n]['weight_norm']:.1f}"
+                for n in labels
+            )
+            change, error = row["free_change"], row["error"]
+            print(f"batch {i}: change {change:.1e} error {error:.0f} % | {layers}")
+        estimate = rule(net, x, y, i)
+        sgd.zero_grad()
+        estimate.objective.backward()
+        sgd.step()
+    args.out.write_text(json.dumps({"configs": args.config, "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
