@@ -15,6 +15,7 @@ import torch
 from eqprop_lightning.analysis_commands import (
     MNIST_OPTIONS,
     RULE_DEFAULTS,
+    TRAINING_ONLY,
     analysis_inputs,
     read_configs,
 )
@@ -84,6 +85,8 @@ def test_defaults_are_the_module_s_and_the_data_module_s() -> None:
 
     module = inspect.signature(EqPropModule).parameters
     assert {name: module[name].default for name in RULE_DEFAULTS} == RULE_DEFAULTS
+    # every module setting is either read here or known to be training's only
+    assert set(module) == {"net", *RULE_DEFAULTS, *TRAINING_ONLY}
     assert set(inspect.signature(MNISTDataModule).parameters) == MNIST_OPTIONS
 
 
