@@ -7,8 +7,9 @@ their header, and each one trains one batch.
 explicit values). :func:`as_now` applies the three deliberate changes since: ``imdb/bptt.yaml``
 and ``snli/bptt.yaml`` set ``beta: null`` and ``symmetric: false`` (BPTT has no nudge; the module
 rejects a beta for BPTT), the logger's ``save_dir: runs`` is left to ``trainer.default_root_dir``
-(default ``runs``: the same run directories), and the energy-based Table 1 rows
-(``mnist/eb1h.yaml``, ``mnist/eb2h.yaml``) set ``compile: true``.
+(default ``runs``: the same run directories), the energy-based Table 1 rows
+(``mnist/eb1h.yaml``, ``mnist/eb2h.yaml``) set ``compile: true``, and ``mnist/eb2h.yaml`` seed 7
+(the only one of 0-11 whose outputs all start alive, as for EB-1h).
 
 The one-batch runs build model and data through the CLI parser with the config's own values,
 except: ``compile`` is off (inductor's compilation takes seconds per graph; tests/test_compile.py
@@ -59,6 +60,8 @@ def as_now(values: dict, name: str) -> dict:
     values = copy.deepcopy(values)
     if name in COMPILED:
         values["model"]["compile"] = True
+    if name == "mnist/eb2h.yaml":
+        values["seed_everything"] = 7
     if values["model"]["algorithm"] == "bptt":
         values["model"].update(beta=None, symmetric=False)
     values["trainer"]["logger"]["init_args"].pop("save_dir")
