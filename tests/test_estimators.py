@@ -352,3 +352,23 @@ def test_gdu_summary_holds_the_rules_errors(batch, tmp_path):
     assert summary["estimates"]["rule"] == "ep/symmetric"
     assert set(summary["estimates"]) == {"rule", "bptt", "rbp"}
     assert "| ep/symmetric: weight | error vs BPTT | error vs RBP |" in rmse_report(summary)
+
+
+@pytest.mark.parametrize("kind", ["prototypical", "energy_based", "toy", "conv", "hopfield"])
+def test_repeated_static_terms_are_those_of_the_repeated_batch(kind):
+    """``static_terms(x).repeat(n)`` (what the batched phases use) equals the static terms of
+    ``n`` copies of ``x``, field by field."""
+    from dataclasses import fields
+
+    from tests.test_compile import make
+
+    net, x, _ = make(kind)
+    repeated = net.static_terms(x).repeat(3)
+    expected = net.static_terms(torch.cat([x] * 3))
+    assert type(repeated) is type(expected)
+    for field in fields(expected):
+        got, want = getattr(repeated, field.name), getattr(expected, field.name)
+        for g, w in zip(*(v if isinstance(v, list) else [v] for v in (got, want)), strict=True):
+            assert (g is None) == (w is None), field.name
+            if w is not None:
+                torch.testing.assert_close(g, w, rtol=0, atol=1e-6, msg=field.name)
