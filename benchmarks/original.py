@@ -23,8 +23,11 @@ import io
 import json
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +59,25 @@ def stage_mnist(dest: Path) -> None:
     for name in MNIST_FILES:
         with gzip.open(data_dir / "MNIST" / "raw" / f"{name}.gz") as src:
             (raw / name).write_bytes(src.read())
+
+
+def plotcurves_seconds(repo: Path, config: Path, repeats: int) -> list[float]:
+    """Wall times of the original's ``--action plotcurves`` command of a GDU config's header
+    (``--device-label -1``, matplotlib's Agg backend), each run as a whole process in a copy of
+    the checkout (it copies its own source files next to its results) whose ``./data`` holds
+    MNIST."""
+    cmd = [sys.executable, "main.py", *original_command(config), "--device-label", "-1"]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    times = []
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "original"
+        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "data"))
+        stage_mnist(copy)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, cwd=copy, capture_output=True, env=env)
+            times.append(time.perf_counter() - start)
+    return times
 
 
 class RepeatedBatch:

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from original import original_command, stage_mnist  # noqa: E402
+from original import plotcurves_seconds  # noqa: E402
 
 EQPROP = [sys.executable, "-m", "eqprop_lightning.commands"]
 GDU = "eqprop gdu --config configs/gdu/fig3_eb1h.yaml"
@@ -56,23 +55,10 @@ def commands(out_dir: Path) -> dict[str, list[str]]:
     }
 
 
-def wall_seconds(cmd: list[str], cwd: Path = ROOT, env: dict | None = None) -> float:
+def wall_seconds(cmd: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=cwd, capture_output=True, env=env)
+    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
     return time.perf_counter() - start
-
-
-def original_seconds(repo: Path, repeats: int) -> list[float]:
-    """Wall times of the original's Fig. 3 EB-1h ``plotcurves`` command, run in a copy of the
-    checkout (it copies its own source files next to its results) whose ``./data`` holds MNIST."""
-    argv = original_command(ROOT / "configs" / "gdu" / "fig3_eb1h.yaml")
-    cmd = [sys.executable, "main.py", *argv, "--device-label", "-1"]
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "original"
-        shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "data"))
-        stage_mnist(copy)
-        return [wall_seconds(cmd, copy, env) for _ in range(repeats)]
 
 
 def row(times: list[float], target: float | None) -> dict:
@@ -96,7 +82,8 @@ def main() -> None:
         for name, cmd in commands(Path(tmp) / "gdu").items():
             rows[name] = row([wall_seconds(cmd) for _ in range(args.repeats)], TARGETS.get(name))
     if args.original:
-        rows[ORIGINAL] = row(original_seconds(args.original.resolve(), args.repeats), None)
+        fig3 = ROOT / "configs" / "gdu" / "fig3_eb1h.yaml"
+        rows[ORIGINAL] = row(plotcurves_seconds(args.original.resolve(), fig3, args.repeats), None)
     speedup = rows[ORIGINAL]["median_s"] / rows[GDU]["median_s"] if args.original else None
     result = {
         "rows": rows,
