@@ -39,7 +39,7 @@ from .mnist_files import (
     NUM_CLASSES,
     SPLIT_FILES,
     MNISTFiles,
-    split_indices,
+    hold_out,
 )
 from .sampling import make_loader
 
@@ -171,9 +171,9 @@ class MNISTDataModule(L.LightningDataModule):
             train = self.train_set = loaded["train"]
             if self.hparams.val_split:
                 self._check_val_split(len(train))
-                keep, held_out = split_indices(len(train), self.hparams.val_split, self.split_seed)
-                self.train_set = TensorDataset(*train[keep])
-                self.val_set = TensorDataset(*train[held_out])
+                self.train_set, self.val_set = hold_out(
+                    train, self.hparams.val_split, self.split_seed
+                )
         if self.test_set is None:
             self.test_set = loaded["test"]
 

@@ -264,6 +264,12 @@ def split_indices(n: int, n_val: int, seed: int) -> tuple[Tensor, Tensor]:
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+def hold_out(train: TensorDataset, n_val: int, seed: int) -> tuple[TensorDataset, TensorDataset]:
+    """The training set without ``n_val`` images held out by :func:`split_indices`, and them."""
+    keep, held_out = split_indices(len(train), n_val, seed)
+    return TensorDataset(*train[keep]), TensorDataset(*train[held_out])
+
+
 class MNISTFiles:
     """The four MNIST files under a data root (``data_dir``, else ``$EQPROP_DATA_DIR``, ``./data``,
     then the shipped copy): what is missing, their checks, and the splits as tensors."""

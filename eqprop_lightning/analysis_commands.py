@@ -48,6 +48,18 @@ RULE_DEFAULTS = {
     if name not in ("net", "seed")
 }
 RULE_OPTIONS = set(RULE_DEFAULTS)
+#: MNISTDataModule's arguments (tests/test_analysis_commands.py holds them to its signature)
+MNIST_OPTIONS = {
+    "data_dir",
+    "batch_size",
+    "test_batch_size",
+    "flatten",
+    "num_workers",
+    "download",
+    "verify_checksums",
+    "val_split",
+    "split_seed",
+}
 
 
 @dataclass
@@ -136,7 +148,7 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         or isinstance(seed, bool)
     ):
         return None
-    from eqprop_lightning.datamodules.mnist_files import MNISTFiles, split_indices
+    from eqprop_lightning.datamodules.mnist_files import MNISTFiles, hold_out
     from eqprop_lightning.datamodules.sampling import make_loader
     from eqprop_lightning.validation import check_net_fits
 
@@ -163,8 +175,7 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
     train = files.load(("train",), flatten, thorough=False, verify_checksums=verify)["train"]
     if val_split:
         split_seed = data_args.get("split_seed")
-        keep, _ = split_indices(len(train), val_split, seed if split_seed is None else split_seed)
-        train = torch.utils.data.TensorDataset(*train[keep])
+        train, _ = hold_out(train, val_split, seed if split_seed is None else split_seed)
     loader = make_loader(train, data_args.get("batch_size", 20), True, 0, "MNISTDataModule")
     if n_batches > len(loader):
         raise ConfigError(f"--batches={n_batches}: the training set has only {len(loader)} batches")
@@ -179,20 +190,6 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         batches,
         root,
     )
-
-
-#: MNISTDataModule's arguments (tests/test_analysis_commands.py holds them to its signature)
-MNIST_OPTIONS = {
-    "data_dir",
-    "batch_size",
-    "test_batch_size",
-    "flatten",
-    "num_workers",
-    "download",
-    "verify_checksums",
-    "val_split",
-    "split_seed",
-}
 
 
 def _subclass(node: dict) -> dict:
