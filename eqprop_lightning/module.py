@@ -84,6 +84,10 @@ class EqPropModule(L.LightningModule):
             ``1/2 |s_0 - y|^2``) or ``cross_entropy`` (a softmax readout ``W_r s_0 + b_r`` of the
             output layer, trained by the same estimate, Laborieux et al. 2021; ``lrs`` then
             starts with the readout's rate), see :mod:`eqprop_lightning.nets.readout`.
+        readout_classes: the softmax readout's logits (``loss: cross_entropy``; default: as many
+            as the net's output units). With a net whose last layer is a hidden layer (e.g.
+            ``size_tab: [512, 784]`` and 10 classes) the readout is Laborieux et al.'s: the
+            prediction is not a layer of the dynamics.
         compile: run the relaxations' step through ``torch.compile`` (inductor on CPU, CUDA
             graphs on CUDA; eager with a warning where compilation fails), see
             :mod:`eqprop_lightning.learning.compiled`.
@@ -106,6 +110,7 @@ class EqPropModule(L.LightningModule):
         convergence_tol: float | None = None,
         compile: bool = False,
         loss: Literal["mse", "cross_entropy"] = "mse",
+        readout_classes: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -121,6 +126,7 @@ class EqPropModule(L.LightningModule):
             holomorphic_points,
             compile,
             loss,
+            readout_classes,
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's seed_everything
         )
         net = self.net

@@ -199,7 +199,23 @@ RULE_OVERRIDES = {
         "loss": "cross_entropy",
         "lrs": [0.04, 0.04, 0.08],
     },
+    "p1h_softmax.yaml": {
+        "net.init_args.size_tab": [512, 784],
+        "net.init_args.nudge_in_activation": True,
+        "nudging": "symmetric",
+        "loss": "cross_entropy",
+        "readout_classes": 10,
+        "lrs": [0.04, 0.08],
+    },
 }
+
+
+def _pop(model: dict, dotted: str):
+    """Remove and return ``model[a][b][c]`` for the key ``a.b.c``."""
+    *parents, key = dotted.split(".")
+    for parent in parents:
+        model = model[parent]
+    return model.pop(key)
 
 
 def test_every_override_is_checked() -> None:
@@ -212,8 +228,8 @@ def test_rule_override_changes_only_its_keys_and_builds(name: str, fake_mnist: P
     p1h = CONFIG_DIR / "mnist" / "p1h.yaml"
     base, changed = resolved_config(p1h), resolved_config(p1h, CONFIG_DIR / "overrides" / name)
     for key, value in RULE_OVERRIDES[name].items():
-        assert changed["model"].pop(key) == value, key
-        base["model"].pop(key)
+        assert _pop(changed["model"], key) == value, key
+        _pop(base["model"], key)
     assert changed == base
     args = ["--config", str(p1h), "--config", str(CONFIG_DIR / "overrides" / name)]
     args += ["--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false"]

@@ -126,7 +126,7 @@ def test_state_layout_follows_size_tab():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"size_tab": [10, 784]}, "at least 3 entries"),
+        ({"size_tab": [784]}, "at least 2 entries"),
         ({"size_tab": [10, 0, 784]}, "positive integers"),
         ({"size_tab": [10, 32, 784], "activation": "relu"}, "activation='relu'"),
         ({"size_tab": [10, 32, 784], "dt": 0.0}, "dt=0.0"),

@@ -125,3 +125,79 @@ def test_cross_entropy_module_trains_the_readout_first_in_lrs():
 def test_bad_loss_options_are_config_errors(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         module(**kwargs)
+
+
+def prototypical_readout(size_tab: list[int], nudge_in_activation: bool) -> SoftmaxReadout:
+    torch.manual_seed(0)
+    inner = PrototypicalFC(size_tab, "sigm", nudge_in_activation=nudge_in_activation)
+    return SoftmaxReadout(inner, classes=4).double()
+
+
+@pytest.mark.parametrize("size_tab", [[7, 6], [5, 7, 6]], ids=["readout-of-hidden", "two-layer"])
+def test_prototypical_ep_with_the_nudge_in_the_activation_tends_to_bptt(batch, size_tab):
+    """With ``s <- rho(dPhi/ds - beta dl/ds)`` (Laborieux et al.) symmetric EP's error against
+    BPTT falls like beta^2 for every weight; with the nudge added after ``rho`` (Ernoult et al.)
+    the hidden weights' estimates miss the ``rho'`` of the nudged layer and stay far off as
+    beta -> 0 (measured: 0.6 to 2.0)."""
+    x, y = batch
+    errors = {}
+    for inside in (True, False):
+        net = prototypical_readout(size_tab, inside)
+        bptt = estimated_gradients(net, x, y, TruncatedBPTT(60, 59))
+        for beta in (0.1, 0.01):
+            ep = estimated_gradients(net, x, y, EquilibriumProp(60, 59, beta, "symmetric"))
+            errors[inside, beta] = relative(ep, bptt)
+    for k in errors[True, 0.1]:
+        slope = math.log10(errors[True, 0.1][k] / errors[True, 0.01][k])
+        assert slope == pytest.approx(2, abs=0.15), (k, slope)
+        assert errors[True, 0.01][k] < 2e-4, k
+        if k != "Wr":  # the readout's update is its direct gradient, right either way
+            assert errors[False, 0.01][k] > 0.3, k
+
+
+@pytest.mark.parametrize("activation", ["sigm", "hardsigm"])
+def test_nudge_in_the_activation_is_inside_rho(activation):
+    """The nudged output ``rho(W_01 s_1 + b_0 + beta (y - s_0))``, written out with the net's
+    weights and activation (the closed-form step folds the activation's scale into them)."""
+    torch.manual_seed(2)
+    net = PrototypicalFC([3, 5, 4], activation, nudge_in_activation=True).double()
+    x = torch.rand(6, 4, dtype=torch.float64)
+    s = [torch.rand(6, 3, dtype=torch.float64), torch.rand(6, 5, dtype=torch.float64)]
+    y = F.one_hot(torch.arange(6) % 3, 3).double()
+    new = net.step(s, net.static_terms(x), 0.3, y)
+    w01, w1x = net.weights
+    expected_0 = net.rho(w01(s[1]) + 0.3 * (y - s[0]))
+    expected_1 = net.rho(w1x(x) + s[0] @ w01.weight)
+    torch.testing.assert_close(new[0], expected_0, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(new[1], expected_1, rtol=1e-12, atol=1e-14)
+    free = PrototypicalFC([3, 5, 4], activation).double()
+    free.load_state_dict(net.state_dict())
+    for a, b in zip(net.step(s, net.static_terms(x)), free.step(s, free.static_terms(x))):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_readout_of_a_hidden_layer_has_the_readout_classes():
+    model = module(net=PrototypicalFC([8, 6]), lrs=[0.1, 0.05], readout_classes=10)
+    assert model.net.synapse_labels() == ["Wr", "W0x"]
+    assert model.net.readout.weight.shape == (10, 8)
+    assert model.net.num_classes == 10
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"loss": "mse", "readout_classes": 10}, "applies to loss cross_entropy only"),
+        ({"readout_classes": 1}, "readout_classes=1 must be an integer >= 2"),
+        ({"readout_classes": True}, "readout_classes=True must be an integer >= 2"),
+    ],
+)
+def test_bad_readout_classes_are_config_errors(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        module(**kwargs)
+
+
+def test_a_net_needs_an_input_and_a_state_layer():
+    with pytest.raises(ConfigError, match=r"size_tab=\[784\] needs at least 2 entries"):
+        PrototypicalFC([784])
+    with pytest.raises(ConfigError, match="nudge_in_activation=1 must be true or false"):
+        PrototypicalFC([5, 4], nudge_in_activation=1)

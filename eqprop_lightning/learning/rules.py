@@ -81,12 +81,29 @@ def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str 
 LOSSES = ("mse", "cross_entropy")
 
 
-def check_loss(loss: str, algorithm: str, nudging: str | None) -> None:
-    """``mse`` for every rule; ``cross_entropy`` for EP (real nudges), BPTT and RBP."""
+def check_loss(
+    loss: str, algorithm: str, nudging: str | None, readout_classes: int | None = None
+) -> None:
+    """``mse`` for every rule; ``cross_entropy`` for EP (real nudges), BPTT and RBP, with
+    ``readout_classes`` (a positive number of logits, or None: as many as output units)."""
     if loss not in LOSSES:
         raise ConfigError(f"loss={loss!r} is not supported; choose one of {list(LOSSES)}")
     if loss == "mse":
+        if readout_classes is not None:
+            raise ConfigError(
+                f"readout_classes={readout_classes} applies to loss cross_entropy only (the "
+                "softmax readout): set model.readout_classes null or model.loss cross_entropy"
+            )
         return
+    if readout_classes is not None and (
+        isinstance(readout_classes, bool)
+        or not isinstance(readout_classes, int)
+        or readout_classes < 2
+    ):
+        raise ConfigError(
+            f"readout_classes={readout_classes!r} must be an integer >= 2 (the readout's logits) "
+            "or null (as many as the net's output units)"
+        )
     if algorithm == "cep":
         raise ConfigError(
             "loss=cross_entropy is not implemented for continual EP (its per-step update has no "
@@ -127,17 +144,19 @@ def net_and_rule(
     holomorphic_points: int | None = None,
     compile: bool = False,
     loss: str = "mse",
+    readout_classes: int | None = None,
     seed: int = 0,
 ) -> tuple[nn.Module, GradientEstimator]:
-    """The net as it is trained (inside a softmax readout for ``loss: cross_entropy``, its
-    relaxations compiled with ``compile``) and its learning rule, after the options' checks.
-    The defaults are :class:`~eqprop_lightning.module.EqPropModule`'s (a test holds them equal)."""
+    """The net as it is trained (inside a softmax readout of ``readout_classes`` logits for
+    ``loss: cross_entropy``, its relaxations compiled with ``compile``) and its learning rule,
+    after the options' checks. The defaults are
+    :class:`~eqprop_lightning.module.EqPropModule`'s (a test holds them equal)."""
     check_rule_options(algorithm, beta, symmetric)
     nudging = nudging_option(algorithm, nudging, symmetric)
-    check_loss(loss, algorithm, nudging)
+    check_loss(loss, algorithm, nudging, readout_classes)
     if compile not in (False, True):
         raise ConfigError(f"compile={compile!r} must be true or false")
-    net = SoftmaxReadout(net) if loss == "cross_entropy" else net
+    net = SoftmaxReadout(net, readout_classes) if loss == "cross_entropy" else net
     compile_dynamics(net, compile)
     rule = make_rule(algorithm, T, K, beta, nudging, holomorphic_points, seed=seed, net=net)
     return net, rule

@@ -57,10 +57,10 @@ class StaticTerms:
 
 
 def _check_size_tab(size_tab: list[int]) -> None:
-    if len(size_tab) < 3:
+    if len(size_tab) < 2:
         raise ConfigError(
-            f"size_tab={size_tab} needs at least 3 entries (output, hidden..., input), "
-            "e.g. [10, 512, 784]"
+            f"size_tab={size_tab} needs at least 2 entries (output, hidden..., input), "
+            "e.g. [10, 512, 784], or [512, 784] under a softmax readout"
         )
     if any(not isinstance(n, int) or n < 1 for n in size_tab):
         raise ConfigError(f"size_tab={size_tab} must contain positive integers")
@@ -130,13 +130,26 @@ class PrototypicalFC(LayeredFC):
 
     ``dt`` other than 1 reproduces the leaky update that the original's HEAD code ran by mistake
     (SEEDS_SPEC A.3); the paper and the original June-2019 code use ``dt = 1``.
+
+    ``nudge_in_activation`` moves the nudge inside the activation, as Laborieux et al. (2021)
+    relax ``s_{t+1} = rho(d(Phi - beta l)/ds)``: ``s_0 <- rho(dPhi/ds_0 + beta (y - s_0))``, so
+    that a saturated output unit is not moved by the nudge (Ernoult et al. add it after ``rho``).
     """
 
-    def __init__(self, size_tab: list[int], activation: str = "sigm", dt: float = 1.0) -> None:
+    def __init__(
+        self,
+        size_tab: list[int],
+        activation: str = "sigm",
+        dt: float = 1.0,
+        nudge_in_activation: bool = False,
+    ) -> None:
         super().__init__(size_tab, activation)
         if not 0.0 < dt <= 1.0:
             raise ConfigError(f"dt={dt} must be in (0, 1] for the prototypical net")
+        if not isinstance(nudge_in_activation, bool):
+            raise ConfigError(f"nudge_in_activation={nudge_in_activation!r} must be true or false")
         self.dt = dt
+        self.nudge_in_activation = nudge_in_activation
 
     def static_terms(self, x: Tensor) -> StaticTerms:
         """Input term ``W_L x + b_L`` and the couplings folded into ``rho = g(a z + c)``."""
@@ -167,16 +180,19 @@ class PrototypicalFC(LayeredFC):
         """One synchronous update of all layers from ``s``:
         ``s_i <- rho(W_i s_{i+1} + b_i + W_{i-1}^T s_{i-1})`` (input term for the last layer)."""
         g, w, b, L = self.rho.g, static.weights, static.biases, len(s) - 1
+        nudge_inside = self.nudge_in_activation and is_nudged(beta)
         new = []
         for i in range(L + 1):
             # pre-activation of layer i, already scaled and shifted into g's argument: (B, size_i)
             z = static.drive if i == L else torch.addmm(b[i], s[i + 1], w[i].t())
             if i > 0:
                 z = torch.addmm(z, s[i - 1], w[i - 1])  # top-down W_{i-1}^T s_{i-1}
+            if i == 0 and nudge_inside:  # rho = g(a z + c): the nudge scaled by a
+                z = add_nudge(z, self.rho.scale * beta, y, s[0])
             new.append(g(z))
         if self.dt != 1.0:
             new = [torch.lerp(si, ni, self.dt) for si, ni in zip(s, new, strict=True)]
-        if is_nudged(beta):
+        if is_nudged(beta) and not nudge_inside:
             new[0] = add_nudge(new[0], self.dt * beta, y, s[0])
         return new
 

@@ -8,6 +8,9 @@ Every net predicts from its output layer ``s_0`` and is nudged by the force ``-b
 
 The readout is not part of the primitive ``Phi`` of the dynamics: the nudged dynamics are the
 fixed-point dynamics of ``Phi - beta l``, whose ``theta``-gradient gives the readout's update.
+Laborieux et al. read out the last hidden layer, so that the prediction is no layer of the
+dynamics: a net whose ``s_0`` is a hidden layer (``size_tab: [512, 784]``) under a readout of 10
+classes, with the nudge inside the activation (``PrototypicalFC(nudge_in_activation=True)``).
 """
 
 from __future__ import annotations
