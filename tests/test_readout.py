@@ -172,7 +172,12 @@ def test_nudge_in_the_activation_is_inside_rho(activation):
     torch.testing.assert_close(new[1], expected_1, rtol=1e-12, atol=1e-14)
     free = PrototypicalFC([3, 5, 4], activation).double()
     free.load_state_dict(net.state_dict())
-    for a, b in zip(net.step(s, net.static_terms(x)), free.step(s, free.static_terms(x))):
+    nudged_free = free.step(s, free.static_terms(x), 0.3, y)  # the nudge after rho
+    torch.testing.assert_close(nudged_free[0], free.rho(w01(s[1])) + 0.3 * (y - s[0]))
+    unnudged = zip(
+        net.step(s, net.static_terms(x)), free.step(s, free.static_terms(x)), strict=True
+    )
+    for a, b in unnudged:
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
