@@ -56,6 +56,7 @@ VARIANTS = {
     "random_sign": "EP, random-sign nudging",
     "holomorphic2": "holomorphic EP, N = 2",
     "holomorphic4": "holomorphic EP, N = 4",
+    "nudge_inside": "EP, positive nudging inside the activation (Laborieux et al.)",
     "p1h_cross_entropy": "EP, symmetric nudging, cross-entropy readout of the output layer",
     "p1h_softmax": "EP, symmetric nudging, softmax readout of the hidden layer (Laborieux et al.)",
     "cep": "continual EP, EP's learning rates",

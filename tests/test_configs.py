@@ -199,6 +199,7 @@ RULE_OVERRIDES = {
         "loss": "cross_entropy",
         "lrs": [0.04, 0.04, 0.08],
     },
+    "nudge_inside.yaml": {"net.init_args.nudge_in_activation": True},
     "p1h_softmax.yaml": {
         "net.init_args.size_tab": [512, 784],
         "net.init_args.nudge_in_activation": True,
