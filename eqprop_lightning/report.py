@@ -58,6 +58,8 @@ VARIANTS = {
     "holomorphic4": "holomorphic EP, N = 4",
     "nudge_inside": "EP, positive nudging inside the activation (Laborieux et al.)",
     "p1h_cross_entropy": "EP, symmetric nudging, cross-entropy readout of the output layer",
+    "p1h_cross_entropy_inside": "EP, symmetric nudging inside the activation, cross-entropy "
+    "readout of the output layer",
     "p1h_softmax": "EP, symmetric nudging, softmax readout of the hidden layer (Laborieux et al.)",
     "cep": "continual EP, EP's learning rates",
     "p1h_cep": "continual EP, the C-EP paper's beta 0.2 and learning rates",

@@ -200,6 +200,12 @@ RULE_OVERRIDES = {
         "lrs": [0.04, 0.04, 0.08],
     },
     "nudge_inside.yaml": {"net.init_args.nudge_in_activation": True},
+    "p1h_cross_entropy_inside.yaml": {
+        "net.init_args.nudge_in_activation": True,
+        "nudging": "symmetric",
+        "loss": "cross_entropy",
+        "lrs": [0.04, 0.04, 0.08],
+    },
     "p1h_softmax.yaml": {
         "net.init_args.size_tab": [512, 784],
         "net.init_args.nudge_in_activation": True,
