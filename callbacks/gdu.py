@@ -66,12 +66,6 @@ class GDUCallback(L.Callback):
                     f"gdu.{name}={value} differs from model.{name}={hp[name]}: the GDU check "
                     f"analyses the dynamics that train; leave gdu.{name} unset (null)"
                 )
-        if hp.get("loss", "mse") != "mse":
-            raise ConfigError(
-                f"the GDU callback compares BPTT and EP step by step for the squared-error cost "
-                f"of the seeds, not model.loss={hp['loss']!r}: use loss mse, or turn the "
-                "callback off (every_n_steps: 0)"
-            )
         if self.beta is None and hp.get("beta") is None:
             raise ConfigError(
                 f"gdu.beta=None and model.beta=None (algorithm {hp.get('algorithm')!r}): the "

@@ -13,7 +13,7 @@ from eqprop_lightning.learning.gdu import (
     sign_agreement,
     synapse_weights,
 )
-from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
+from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC, SoftmaxReadout
 from eqprop_lightning.nets.toy import ToyEnergyBased
 from tests.reference import REFERENCE, build_net, original_to_ours
 
@@ -53,6 +53,28 @@ def test_ep_updates_approach_bptt_gradients_as_beta_goes_to_zero(batch):
         errors.append(max(v["mean"] for group in table.values() for v in group.values()))
     assert errors[1] < 0.01
     assert errors[1] < errors[0] / 10
+
+
+def test_gdu_holds_for_the_cross_entropy_of_a_softmax_readout(batch):
+    """The GDU property for ``L = CE(W_r s_0(T), y)``: the per-step EP updates of the neurons and
+    of the net's weights tend to the per-step BPTT gradients of the cross-entropy (the readout's
+    weights enter ``L`` only and are not compared). Against the squared error's gradients they
+    stay far apart: the curves are those of the readout's cost."""
+    x, _ = batch
+    y = torch.eye(4, dtype=torch.float64)[torch.tensor([0, 2, 3])]
+    torch.manual_seed(1)
+    inner = EnergyBasedFC([3, 8, 5, 6], "tanh", dt=0.1, clamp=False, output_rho_prime=True)
+    net = SoftmaxReadout(inner, classes=4).double()
+    errors = []
+    for beta in (1e-1, 1e-3):
+        result = gdu(net, x, y, T=800, K=60, beta=beta)
+        assert set(result.NT) == {"W01", "W12", "W2x"}
+        table = rmse_table(result)
+        errors.append(max(v["mean"] for group in table.values() for v in group.values()))
+    assert errors[1] < 0.01
+    assert errors[1] < errors[0] / 10
+    squared_error = gdu(inner, x, 0.1 * torch.eye(3, dtype=torch.float64), T=800, K=60, beta=1e-3)
+    assert relative_rmse(squared_error.NT["W01"], result.NT["W01"]).mean() > 0.5
 
 
 def test_toy_model_satisfies_gdu(batch):

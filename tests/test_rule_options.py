@@ -173,16 +173,26 @@ def test_gdu_callback_logs_the_rules_error_against_bptt_and_rbp(nudging) -> None
             assert value > 0
 
 
-def test_gdu_callback_rejects_a_cross_entropy_model() -> None:
-    torch.manual_seed(0)
-    ce = EqPropModule(
-        PrototypicalFC(SIZES), [0.1, 0.1, 0.2], T=6, K=2, beta=0.5, loss="cross_entropy"
-    )
-    with pytest.raises(ConfigError, match="not model.loss='cross_entropy'"):
-        fit(ce, callbacks=[GDUCallback(1, figures=False)])
-
-
 @pytest.mark.parametrize("beta", [0.0, -0.1, math.inf])
 def test_gdu_callback_beta_must_be_positive(beta) -> None:
     with pytest.raises(ConfigError, match=f"gdu.beta={beta!r}"):
         GDUCallback(every_n_steps=1, beta=beta)
+
+
+def test_gdu_callback_on_a_cross_entropy_model_compares_the_nets_weights_step_by_step() -> None:
+    torch.manual_seed(0)
+    ce = EqPropModule(
+        PrototypicalFC(SIZES), [0.1, 0.1, 0.2], T=6, K=2, beta=0.5, loss="cross_entropy"
+    )
+    recorder = Recorder()
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=recorder, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=[GDUCallback(every_n_steps=1, figures=False)],
+    )  # fmt: skip
+    trainer.fit(ce, DataLoader(batches(), batch_size=None))
+    logged = recorder.metrics[2]
+    per_step = {k.rsplit("/", 1)[1] for k in logged if k.startswith("gdu/rmse/")}
+    assert per_step == {"s0", "s1", "W01", "W1x"}  # the readout is no transition
+    errors = {k.rsplit("/", 1)[1] for k in logged if k.startswith("gdu/estimate_error/bptt/")}
+    assert errors == {"Wr", "W01", "W1x"}

@@ -11,7 +11,8 @@ for BPTT and forward from the free fixed point ``s*`` for EP):
 * ``DT[t] = -(dPhi/dtheta(s^beta_{t+1}) - dPhi/dtheta(s*)) / beta`` (batch mean), minus the
   cumulative EP update, and ``dT[t] = DT[t] - DT[t-1]`` (``dT[0] = DT[0]``).
 
-All quantities are batch means, ``L = 1/(2B) sum |s_out - y|^2``, and ``beta`` is the effective
+All quantities are batch means, ``L = 1/(2B) sum |s_out - y|^2`` (or the cross-entropy of a
+softmax readout, whose weights enter ``L`` only and are not compared), and ``beta`` is the effective
 nudge ``net.beta_scale * beta``. The GDU property (Ernoult et al., 2019) states ``nS = dS`` and
 ``nT = dT`` as ``beta -> 0`` when the free phase has converged and the transition derives from a
 primitive function.
@@ -83,6 +84,15 @@ def synapse_weights(net) -> dict[str, Tensor]:
     return dict(zip(net.synapse_labels(), (g.weight for g in net.synapse_groups()), strict=True))
 
 
+def transition_weights(net) -> dict[str, Tensor]:
+    """The weights compared step by step: those of the transition ``F``. A softmax readout's
+    weights enter the cost of the final state, not a transition, and are left out."""
+    weights = synapse_weights(net)
+    if isinstance(net, SoftmaxReadout):
+        del weights["Wr"]
+    return weights
+
+
 def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, tuple]:
     """``nS``, ``nT`` and the last two states, from one forward and one backward pass over the
     ``K`` transitions that follow ``s`` (the state ``T - K`` steps into the free phase).
@@ -128,7 +138,7 @@ def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, di
 def _weight_names(net) -> dict[str, str]:
     """Synapse label -> parameter name of each compared weight."""
     by_id = {id(p): name for name, p in net.named_parameters()}
-    return {label: by_id[id(w)] for label, w in synapse_weights(net).items()}
+    return {label: by_id[id(w)] for label, w in transition_weights(net).items()}
 
 
 def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
@@ -153,7 +163,7 @@ def ep_per_step(
     ``DT[t] = -(dPhi/dtheta(s+_{t+1}) - dPhi/dtheta(s-_{t+1})) / (2 beta)``.
     """
     static = net.static_terms(x)
-    weights = synapse_weights(net)
+    weights = transition_weights(net)
     beta_eff = beta * net.beta_scale
     dS = [[] for _ in s_free]
     DT = {k: [] for k in weights}
@@ -184,12 +194,6 @@ def gdu(
 ) -> GDUResult:
     """All GDU quantities on the batch ``(x, y)`` (see the module docstring); ``symmetric``
     compares the symmetric (+beta / -beta) EP estimate."""
-    if isinstance(net, SoftmaxReadout):
-        raise ConfigError(
-            "the per-step GDU curves are defined for the squared-error cost of the seeds, not for "
-            "a softmax readout (loss: cross_entropy): use loss mse, or compare the final "
-            "estimates with estimate_errors"
-        )
     with torch.no_grad():
         s = relax(net, net.init_state(x), net.static_terms(x), T - K)
     nS, nT, (before_free, s_free) = bptt_per_step(net, x, y, s, K)
