@@ -9,7 +9,11 @@ optionally with ``"subset": n`` and ``"subset_error"``: the error on the first `
 slow. A checkpoint is evaluated exactly as ``eqprop test --config C --ckpt_path F`` does (the
 same CLI, with the logger off), so the number checked is the number that command prints.
 
-Append an entry (it evaluates the checkpoint)::
+Copy a run's checkpoint without the optimizer's state (``eqprop test`` does not read it), then
+append an entry (it evaluates the checkpoint)::
+
+    python -m eqprop_lightning.shipped slim --checkpoint runs/.../last.ckpt \\
+        --out checkpoints/shipped/imdb_small-ep-s3.ckpt
 
     python -m eqprop_lightning.shipped add --checkpoint checkpoints/p1h-ep.ckpt \\
         --config configs/mnist/p1h.yaml --epochs 30 --seed 0 [--subset 2000]
@@ -203,6 +207,22 @@ def add(
     return entry
 
 
+#: what only resuming a run reads: the optimizer's moments (Adam: twice the weights' size) and
+#: the schedule
+TRAINING_STATE = ("optimizer_states", "lr_schedulers")
+
+
+def slim(checkpoint: Path, out: Path) -> Path:
+    """Write ``checkpoint`` without its :data:`TRAINING_STATE` to ``out``: what ``eqprop test``
+    reads (the weights, hyperparameters and data settings), a third of an Adam checkpoint."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for key in TRAINING_STATE:
+        saved.pop(key, None)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(saved, out)
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m eqprop_lightning.shipped", description=__doc__.split("\n")[0]
@@ -215,7 +235,13 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, required=True, help="the run's seed_everything")
     p.add_argument("--subset", type=int, default=None, help="also record the error on the first N")
     p.add_argument("--index", type=Path, default=INDEX, help=f"default {INDEX}")
+    p = sub.add_parser("slim", help="copy a checkpoint without its optimizer and schedule state")
+    p.add_argument("--checkpoint", type=Path, required=True, help="a run's checkpoint")
+    p.add_argument("--out", type=Path, required=True, help="where the slim copy goes")
     own = parser.parse_args(args)
+    if own.command == "slim":
+        print(slim(own.checkpoint, own.out))
+        return
     entry = add(own.checkpoint, own.config, own.epochs, own.seed, own.subset, own.index)
     print(json.dumps(entry.to_json()))
 

@@ -34,9 +34,9 @@ def batches(n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def fit(module: EqPropModule, epochs: int = 1, callbacks=()) -> L.Trainer:
+def fit(module: EqPropModule, epochs: int = 1, callbacks=(), logger=False) -> L.Trainer:
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        max_epochs=epochs, accelerator="cpu", logger=logger, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         callbacks=list(callbacks),
     )  # fmt: skip
@@ -155,12 +155,7 @@ class Recorder(Logger):
 @pytest.mark.parametrize("nudging", ["positive", "random_sign"])
 def test_gdu_callback_logs_the_rules_error_against_bptt_and_rbp(nudging) -> None:
     module, recorder = model(beta=0.5, nudging=nudging), Recorder()
-    trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=recorder, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=[GDUCallback(every_n_steps=1, figures=False)],
-    )  # fmt: skip
-    trainer.fit(module, DataLoader(batches(), batch_size=None))
+    fit(module, callbacks=[GDUCallback(every_n_steps=1, figures=False)], logger=recorder)
     # the last analysis ran on the final weights and the first batch
     x, y = batches()[0]
     with torch.enable_grad():
@@ -185,12 +180,7 @@ def test_gdu_callback_on_a_cross_entropy_model_compares_the_nets_weights_step_by
         PrototypicalFC(SIZES), [0.1, 0.1, 0.2], T=6, K=2, beta=0.5, loss="cross_entropy"
     )
     recorder = Recorder()
-    trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=recorder, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=[GDUCallback(every_n_steps=1, figures=False)],
-    )  # fmt: skip
-    trainer.fit(ce, DataLoader(batches(), batch_size=None))
+    fit(ce, callbacks=[GDUCallback(every_n_steps=1, figures=False)], logger=recorder)
     logged = recorder.metrics[2]
     per_step = {k.rsplit("/", 1)[1] for k in logged if k.startswith("gdu/rmse/")}
     assert per_step == {"s0", "s1", "W01", "W1x"}  # the readout is no transition
