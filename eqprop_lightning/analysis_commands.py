@@ -165,8 +165,8 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
     module, name = str(net_cfg["class_path"]).rsplit(".", 1)
     net = getattr(importlib.import_module(module), name)(**net_cfg.get("init_args", {}))
     flatten = data_args.get("flatten", True)
+    net, rule = net_and_rule(net, **options, seed=seed)  # the net inside its readout, if any
     check_net_fits(net, (784,) if flatten else (1, 28, 28), 10, "MNISTDataModule")
-    net, rule = net_and_rule(net, **options, seed=seed)
     verify = data_args.get("verify_checksums", True)
     train_count = files.check(verify)["train-labels-idx1-ubyte"].count
     val_split = data_args.get("val_split", 0)

@@ -46,7 +46,21 @@ def _flat(tree, prefix=""):
 @pytest.mark.parametrize("path", GDU_MNIST, ids=lambda p: p.name)
 def test_inputs_equal_the_cli_s(path: Path, fake_mnist: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    args = small(path, fake_mnist)
+    assert_same_inputs(small(path, fake_mnist))
+
+
+def test_inputs_of_a_readout_of_the_hidden_layer_equal_the_cli_s(
+    fake_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """512 hidden units under a 10-class readout fit MNIST's 10 classes (the readout's)."""
+    monkeypatch.chdir(tmp_path)
+    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
+    args += ["--config", str(CONFIGS / "overrides" / "p1h_softmax.yaml")]
+    assert_same_inputs(args)
+    assert analysis_inputs(args, 1).net.synapse_labels() == ["Wr", "W0x"]
+
+
+def assert_same_inputs(args: list[str]) -> None:
     light = analysis_inputs(args, 2)
     assert light is not None
     cli = analysis_inputs_from_cli(args, 2)
