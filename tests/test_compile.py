@@ -41,6 +41,11 @@ NETS = {
         (3, 4),
     ),
     "readout": (lambda: SoftmaxReadout(PrototypicalFC([3, 5, 4], "sigm"), classes=3), (4,)),
+    "hidden-readout": (
+        lambda: SoftmaxReadout(PrototypicalFC([5, 4], "sigm", nudge_in_activation=True), 3),
+        (4,),
+    ),
+    "nudge-inside": (lambda: PrototypicalFC([3, 5, 4], "hardsigm", nudge_in_activation=True), (4,)),
 }
 
 
