@@ -93,15 +93,19 @@ class Run:
 
     @property
     def final_test(self) -> float:
-        return self.epochs[-1]["test_error"]
+        """The latest epoch's test error (NaN before the first epoch ends)."""
+        return self.epochs[-1]["test_error"] if self.epochs else math.nan
 
     @property
     def final_train(self) -> float | None:
-        return self.epochs[-1].get("train_error")
+        return self.epochs[-1].get("train_error") if self.epochs else None
 
     def last_epochs(self) -> tuple[float, float, float]:
-        """Mean, min and max of the test error over the last ``LAST`` epochs (or all, if fewer)."""
+        """Mean, min and max of the test error over the last ``LAST`` epochs (or all, if fewer;
+        NaN before the first epoch ends)."""
         tail = [e["test_error"] for e in self.epochs[-LAST:]]
+        if not tail:
+            return math.nan, math.nan, math.nan
         return statistics.fmean(tail), min(tail), max(tail)
 
     def seconds_per_epoch(self) -> float | None:
@@ -111,7 +115,7 @@ class Run:
     def best_by_validation(self) -> dict | None:
         """The epoch of lowest ``val_error`` (the first of ties), or None without a validation
         split: then no epoch is called best."""
-        if not self.validation:
+        if not self.validation or not self.epochs:
             return None
         return min(self.epochs, key=lambda e: e["val_error"])
 
@@ -133,8 +137,9 @@ def _row_of(path: Path, config: dict) -> tuple[str, str | None, int | None] | No
 
 
 def _load(path: Path) -> tuple[dict, dict]:
-    """``results.json`` and ``config.yaml`` (empty if absent) of a run directory."""
-    results = json.loads((path / "results.json").read_text())
+    """``results.json`` and ``config.yaml`` (each empty if absent) of a run directory."""
+    results_file = path / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     config_file = path / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
     return results, config
@@ -152,12 +157,18 @@ def _run(path, row, alg, seed, results: dict, config: dict) -> Run:
     return Run(path, row, alg, seed, planned, epochs, validation)
 
 
+def _has_checkpoint(path: Path) -> bool:
+    """A ``last.ckpt`` in the run directory (committed copies) or in its ``checkpoints/``."""
+    return any((path / sub / "last.ckpt").is_file() for sub in (".", "checkpoints"))
+
+
 def read_run(path: Path) -> Run | None:
     """The run in ``path`` (``results.json`` and ``config.yaml``), or None if it is not a
-    Table 1 row or has no epoch yet."""
+    Table 1 row, or has neither an epoch nor a checkpoint yet (a run stopped in its first epoch
+    keeps a ``last.ckpt``: it is *started*)."""
     results, config = _load(path)
     found = _row_of(path, config)
-    if found is None or not results.get("epochs"):
+    if found is None or not (results.get("epochs") or _has_checkpoint(path)):
         return None
     row, alg, seed = found
     model = config.get("model") or {}
@@ -228,8 +239,9 @@ def find_runs(dirs: list[Path]) -> list[Run]:
     for d in dirs:
         if not d.exists():
             raise ConfigError(f"--runs {d}: no such directory")
-        for results in sorted(d.rglob("results.json")):
-            run = read_run(results.parent)
+        found = {p.parent for name in ("results.json", "config.yaml") for p in d.rglob(name)}
+        for path in sorted(found):
+            run = read_run(path)
             if run is None:
                 continue
             key = (run.row, run.algorithm, run.seed)
@@ -263,8 +275,11 @@ def ours_cell(runs: list[Run]) -> str:
         return "not run"
     finished = [r for r in runs if r.finished]
     if not finished:
-        latest = statistics.fmean(r.final_test for r in runs)
-        return f"partial: {latest:.2f} at the latest epoch (n = {len(runs)}, unfinished)"
+        begun = [r for r in runs if r.done]
+        if not begun:
+            return f"started: no epoch done yet (n = {len(runs)})"
+        latest = statistics.fmean(r.final_test for r in begun)
+        return f"partial: {latest:.2f} at the latest epoch (n = {len(begun)}, unfinished)"
     mean, std = mean_std([r.final_test for r in finished])
     spread = f" ± {std:.2f}" if std is not None else ""
     return f"{mean:.2f}{spread} (n = {len(finished)})"
@@ -301,7 +316,7 @@ def rerun_commands(row: str, seeds: list[int]) -> list[str]:
 
 def run_line(run: Run) -> str:
     mean, lo, hi = run.last_epochs()
-    status = "finished" if run.finished else "**partial**"
+    status = "finished" if run.finished else "**partial**" if run.done else "**started**"
     planned = run.planned if run.planned is not None else "?"
     best = run.best_by_validation()
     best_cell = (
@@ -309,8 +324,9 @@ def run_line(run: Run) -> str:
         if best
         else "no validation split"
     )
-    final = _pct(run.final_test) + ("" if run.finished else " (partial)")
+    final = _pct(run.final_test) + ("" if run.finished or not run.done else " (partial)")
     n_tail = min(LAST, run.done)
+    tail = f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({n_tail})" if run.done else "-"
     secs = run.seconds_per_epoch()
     cells = [
         ROW_NAMES[run.row],
@@ -319,7 +335,7 @@ def run_line(run: Run) -> str:
         status,
         f"{run.done} / {planned}",
         final,
-        f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({n_tail})",
+        tail,
         _pct(run.final_train),
         best_cell,
         "-" if secs is None else f"{secs:.0f}",
@@ -373,8 +389,9 @@ def render(
         "## Runs",
         "",
         f"Final: the last epoch's test error (*partial*: the run has not reached its planned "
-        f"epochs, the latest epoch). Last {LAST}: mean [min-max] of the test error over the last "
-        f"{LAST} epochs done (their number in brackets). s / epoch: the median wall time of an "
+        "epochs, the latest epoch; *started*: stopped in its first epoch, a checkpoint kept). "
+        f"Last {LAST}: mean [min-max] of the test error over the last {LAST} epochs done "
+        "(their number in brackets). s / epoch: the median wall time of an "
         "epoch, evaluation included.",
         "",
         "| row | rule | seed | status | epochs | final test % | last 5 test % | final train % | "
@@ -404,7 +421,7 @@ def render(
 def curves(runs: list[Run]) -> dict[str, dict[str, list[tuple]]]:
     """Per row and rule, ``(seed, epochs, test errors, partial)`` of each run."""
     panels: dict[str, dict[str, list[tuple]]] = {ROW_NAMES[r]: {a: [] for a in RULES} for r in ROWS}
-    for r in runs:
+    for r in (r for r in runs if r.epochs):
         x = [e["epoch"] for e in r.epochs]
         y = [e["test_error"] for e in r.epochs]
         panels[ROW_NAMES[r.row]][r.algorithm].append((r.seed, x, y, not r.finished))

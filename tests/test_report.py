@@ -219,3 +219,31 @@ def test_p1h_by_learning_rule_lists_each_override_once(tmp_path):
     assert cells[2][4] == "3.50 (partial)"
     # the symmetric run is not counted as the row's EP
     assert summary_cell(text, "P-1h", "EP")[3] == "2.00 (n = 1)"
+
+
+def test_a_run_stopped_in_its_first_epoch_is_started_not_absent(tmp_path):
+    """A run with a ``last.ckpt`` but no finished epoch (no results.json yet) is listed as
+    started; a directory with neither is not a run."""
+    write_run(tmp_path, "pconv-ep-s0", [3.0, 2.0], planned=40)
+    started = write_run(tmp_path, "pconv-bptt-s0", [], planned=40)
+    (started / "results.json").unlink()
+    (started / "checkpoints").mkdir()
+    (started / "checkpoints" / "last.ckpt").write_bytes(b"")
+    empty = write_run(tmp_path, "eb2h-bptt-s7", [], planned=50)
+    (empty / "results.json").unlink()
+    runs = find_runs([tmp_path])
+    assert [(r.row, r.algorithm, r.done) for r in runs] == [
+        ("pconv", "ep", 2),
+        ("pconv", "bptt", 0),
+    ]
+    text = render(runs, None, "eqprop report")
+    assert summary_cell(text, "P-conv", "BPTT")[3] == "started: no epoch done yet (n = 1)"
+    assert summary_cell(text, "P-conv", "BPTT")[6] == "0 / 40"
+    line = next(x for x in text.splitlines() if x.startswith("| P-conv | BPTT | 0 |"))
+    assert [c.strip() for c in line.strip("|").split("|")][3:7] == [
+        "**started**",
+        "0 / 40",
+        "-",
+        "-",
+    ]
+    assert summary_cell(text, "EB-2h", "BPTT")[3] == "not run"
