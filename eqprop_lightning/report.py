@@ -101,12 +101,16 @@ class Run:
         return self.epochs[-1].get("train_error") if self.epochs else None
 
     def last_epochs(self) -> tuple[float, float, float]:
-        """Mean, min and max of the test error over the last ``LAST`` epochs (or all, if fewer;
-        NaN before the first epoch ends)."""
+        """Mean, min and max of the test error over the last ``LAST`` epochs (or all, if fewer)."""
         tail = [e["test_error"] for e in self.epochs[-LAST:]]
-        if not tail:
-            return math.nan, math.nan, math.nan
         return statistics.fmean(tail), min(tail), max(tail)
+
+    def tail_cell(self) -> str:
+        """``mean [min-max] (epochs)`` of :meth:`last_epochs`, ``-`` before the first epoch."""
+        if not self.done:
+            return "-"
+        mean, lo, hi = self.last_epochs()
+        return f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({min(LAST, self.done)})"
 
     def seconds_per_epoch(self) -> float | None:
         secs = [e["seconds"] for e in self.epochs if "seconds" in e]
@@ -214,7 +218,6 @@ def variant_lines(variants: dict[str, Run]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, run in variants.items():
-        mean, lo, hi = run.last_epochs()
         secs = run.seconds_per_epoch()
         override = "-" if name == "ep" else f"`{name}.yaml`"
         final = _pct(run.final_test) + ("" if run.finished else " (partial)")
@@ -224,7 +227,7 @@ def variant_lines(variants: dict[str, Run]) -> list[str]:
             str(run.seed),
             f"{run.done} / {run.planned if run.planned is not None else '?'}",
             final,
-            f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({min(LAST, run.done)})",
+            run.tail_cell(),
             _pct(run.final_train),
             "-" if secs is None else f"{secs:.0f}",
         ]
@@ -315,7 +318,6 @@ def rerun_commands(row: str, seeds: list[int]) -> list[str]:
 
 
 def run_line(run: Run) -> str:
-    mean, lo, hi = run.last_epochs()
     status = "finished" if run.finished else "**partial**" if run.done else "**started**"
     planned = run.planned if run.planned is not None else "?"
     best = run.best_by_validation()
@@ -325,8 +327,6 @@ def run_line(run: Run) -> str:
         else "no validation split"
     )
     final = _pct(run.final_test) + ("" if run.finished or not run.done else " (partial)")
-    n_tail = min(LAST, run.done)
-    tail = f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({n_tail})" if run.done else "-"
     secs = run.seconds_per_epoch()
     cells = [
         ROW_NAMES[run.row],
@@ -335,7 +335,7 @@ def run_line(run: Run) -> str:
         status,
         f"{run.done} / {planned}",
         final,
-        tail,
+        run.tail_cell(),
         _pct(run.final_train),
         best_cell,
         "-" if secs is None else f"{secs:.0f}",

@@ -13,7 +13,7 @@ Copy a run's checkpoint without the optimizer's state (``eqprop test`` does not 
 append an entry (it evaluates the checkpoint)::
 
     python -m eqprop_lightning.shipped slim --checkpoint runs/.../last.ckpt \\
-        --out checkpoints/shipped/imdb_small-ep-s3.ckpt
+        --out checkpoints/shipped/p1h-ep-s0.ckpt
 
     python -m eqprop_lightning.shipped add --checkpoint checkpoints/p1h-ep.ckpt \\
         --config configs/mnist/p1h.yaml --epochs 30 --seed 0 [--subset 2000]

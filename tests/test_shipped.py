@@ -31,19 +31,12 @@ from eqprop_lightning.shipped import (
 
 SHIPPED_INDEX = Path(os.environ.get("EQPROP_SHIPPED_INDEX", INDEX))
 ENTRIES = load_index(SHIPPED_INDEX)  # a malformed index fails the collection
-#: configs whose data are not committed (``../shared/data`` or a user's download)
-TEXT_CONFIGS = ("configs/imdb/", "configs/snli/")
 
 
 @pytest.mark.skipif(not ENTRIES, reason=f"{SHIPPED_INDEX} is absent or empty")
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.checkpoint for e in ENTRIES])
 def test_shipped_checkpoint_keeps_its_test_error(entry):
-    try:
-        verify(entry, SHIPPED_INDEX.parent)
-    except FileNotFoundError as err:
-        if not entry.config.startswith(TEXT_CONFIGS):  # MNIST ships with the repository
-            raise
-        pytest.skip(f"{entry.config}: its IMDB/SNLI/word2vec files are not here ({err})")
+    verify(entry, SHIPPED_INDEX.parent)
 
 
 @pytest.fixture(scope="module")
