@@ -13,7 +13,7 @@ Copy a run's checkpoint without the optimizer's state (``eqprop test`` does not 
 append an entry (it evaluates the checkpoint)::
 
     python -m eqprop_lightning.shipped slim --checkpoint runs/.../last.ckpt \\
-        --out checkpoints/shipped/p1h-ep-s0.ckpt
+        --out checkpoints/shipped/p1h-ep-s0.ckpt [--half]
 
     python -m eqprop_lightning.shipped add --checkpoint checkpoints/p1h-ep.ckpt \\
         --config configs/mnist/p1h.yaml --epochs 30 --seed 0 [--subset 2000]
@@ -212,12 +212,21 @@ def add(
 TRAINING_STATE = ("optimizer_states", "lr_schedulers")
 
 
-def slim(checkpoint: Path, out: Path) -> Path:
+def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
     """Write ``checkpoint`` without its :data:`TRAINING_STATE` to ``out``: what ``eqprop test``
-    reads (the weights, hyperparameters and data settings), a third of an Adam checkpoint."""
+    reads (the weights, hyperparameters and data settings), a third of an Adam checkpoint.
+
+    ``half`` also stores the float32 weights as float16 (half the size again; loading casts them
+    back to float32). That rounds each weight to 11 significant bits, so the copy is a slightly
+    different model: evaluate the copy (``add`` does), not the run it came from."""
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     for key in TRAINING_STATE:
         saved.pop(key, None)
+    if half:
+        saved["state_dict"] = {
+            name: t.half() if t.dtype == torch.float32 else t
+            for name, t in saved["state_dict"].items()
+        }
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(saved, out)
     return out
@@ -238,9 +247,10 @@ def main(args: list[str] | None = None) -> None:
     p = sub.add_parser("slim", help="copy a checkpoint without its optimizer and schedule state")
     p.add_argument("--checkpoint", type=Path, required=True, help="a run's checkpoint")
     p.add_argument("--out", type=Path, required=True, help="where the slim copy goes")
+    p.add_argument("--half", action="store_true", help="store the float32 weights as float16")
     own = parser.parse_args(args)
     if own.command == "slim":
-        print(slim(own.checkpoint, own.out))
+        print(slim(own.checkpoint, own.out, own.half))
         return
     entry = add(own.checkpoint, own.config, own.epochs, own.seed, own.subset, own.index)
     print(json.dumps(entry.to_json()))

@@ -31,12 +31,19 @@ from eqprop_lightning.shipped import (
 
 SHIPPED_INDEX = Path(os.environ.get("EQPROP_SHIPPED_INDEX", INDEX))
 ENTRIES = load_index(SHIPPED_INDEX)  # a malformed index fails the collection
+#: configs whose data are not committed (``../shared/data`` or a user's download)
+TEXT_CONFIGS = ("configs/imdb/", "configs/snli/")
 
 
 @pytest.mark.skipif(not ENTRIES, reason=f"{SHIPPED_INDEX} is absent or empty")
 @pytest.mark.parametrize("entry", ENTRIES, ids=[e.checkpoint for e in ENTRIES])
 def test_shipped_checkpoint_keeps_its_test_error(entry):
-    verify(entry, SHIPPED_INDEX.parent)
+    try:
+        verify(entry, SHIPPED_INDEX.parent)
+    except FileNotFoundError as err:
+        if not entry.config.startswith(TEXT_CONFIGS):  # MNIST ships with the repository
+            raise
+        pytest.skip(f"{entry.config}: its SNLI/IMDB/word2vec files are not here ({err})")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +117,23 @@ def test_a_slim_checkpoint_tests_as_the_full_one(tiny):
     assert not set(TRAINING_STATE) & set(saved)
     config = tiny / "configs" / "tiny.yaml"
     assert evaluate_error(config, out) == evaluate_error(config, full)
+
+
+def test_a_half_slim_checkpoint_is_the_model_rounded_to_float16(tiny):
+    full = tiny / "checkpoints" / "tiny.ckpt"
+    out = slim(full, tiny / "checkpoints" / "slim" / "tiny-half.ckpt", half=True)
+    saved = torch.load(out, weights_only=True)["state_dict"]
+    weights = {k: v for k, v in saved.items() if k.startswith("net.")}
+    assert weights and all(v.dtype == torch.float16 for v in weights.values())
+    # the same model rounded by hand, stored in float32, tests the same
+    rounded = torch.load(full, weights_only=True)
+    for k in weights:
+        rounded["state_dict"][k] = rounded["state_dict"][k].half().float()
+    torch.save(rounded, tiny / "checkpoints" / "slim" / "tiny-rounded.ckpt")
+    config = tiny / "configs" / "tiny.yaml"
+    assert evaluate_error(config, out) == evaluate_error(
+        config, tiny / "checkpoints" / "slim" / "tiny-rounded.ckpt"
+    )
 
 
 def test_a_perturbed_checkpoint_fails(tiny, tmp_path, monkeypatch):
