@@ -44,15 +44,17 @@ class ResultsWriter(L.Callback):
     ``free_change`` is the convergence diagnostic of
     :class:`~eqprop_lightning.module.EqPropModule`, ``seconds`` the wall time of the epoch with
     its evaluation. An epoch that stops before its last batch (``max_steps``, ``max_time``, a
-    graceful stop) gets no entry: its numbers do not exist; a resumed run completes it. A
-    resumed run keeps the epochs it already has.
+    graceful stop) gets no entry: its numbers do not exist; a resumed run completes it, and its
+    ``seconds`` add the time before the stop (kept in the checkpoint) to the time after the
+    resume. A resumed run keeps the epochs it already has.
     """
 
     def __init__(self, filename: str = "results.json") -> None:
         self.filename = filename
         self.epochs: list[dict[str, Any]] = []
         self.path = Path(filename)
-        self._start = 0.0
+        self._start: float | None = None  # perf_counter() at the start of the epoch in progress
+        self._resumed_seconds = 0.0  # of the epoch in progress, before the stop that saved it
         self._evaluation: dict[str, float] = {}
         self._evaluated_at: int | None = None  # global step of the last evaluation
 
@@ -73,9 +75,20 @@ class ResultsWriter(L.Callback):
         if trainer.current_epoch > 0 and path.exists():
             previous = json.loads(path.read_text())["epochs"]
             self.epochs = [e for e in previous if e["epoch"] <= trainer.current_epoch]
+        # resumed inside an epoch, Lightning does not call on_train_epoch_start again
+        self._start = time.perf_counter() - self._resumed_seconds
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = time.perf_counter() - self._resumed_seconds
+        self._resumed_seconds = 0.0
+
+    def state_dict(self) -> dict[str, float]:
+        """The seconds the epoch in progress has taken (0 between epochs)."""
+        running = self._start is not None
+        return {"epoch_seconds": time.perf_counter() - self._start if running else 0.0}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self._resumed_seconds = float(state_dict.get("epoch_seconds", 0.0))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -113,6 +126,7 @@ class ResultsWriter(L.Callback):
         if "train/free_change" in metrics:
             entry["free_change"] = float(f"{float(metrics['train/free_change']):.4g}")
         entry["seconds"] = round(time.perf_counter() - self._start, 3)
+        self._start = None
         self.epochs.append(entry)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {

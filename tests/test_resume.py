@@ -117,6 +117,49 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     assert torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
+#: a fake ``time.perf_counter`` for the results writer: every training batch takes one second
+#: (:class:`Tick`), evaluation none
+CLOCK = {"now": 0.0}
+
+
+class Tick(__import__("lightning").Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        CLOCK["now"] += 1.0
+
+
+@pytest.mark.parametrize("batch_idx", [0, 2])
+def test_a_resumed_epoch_counts_its_seconds_before_the_stop(
+    fake_mnist, tmp_path, monkeypatch, batch_idx
+):
+    """An epoch of 5 one-second batches takes 5 s, whether or not a stop cuts it: the time
+    before the stop travels in the checkpoint (the resumed process's clock starts elsewhere)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    monkeypatch.setattr("eqprop_lightning.callbacks.results.time", type("Clock", (), {}))
+    monkeypatch.setattr(
+        "eqprop_lightning.callbacks.results.time.perf_counter", lambda: CLOCK["now"], raising=False
+    )
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "2"]
+    args += ["--trainer.callbacks+=tests.test_resume.Tick"]
+    CLOCK["now"] = 0.0
+    main([*args, "--trainer.logger.init_args.version", "straight"])
+    interrupt = [
+        "--trainer.callbacks+=tests.test_resume.Interrupt",
+        f"--trainer.callbacks.init_args.batch_idx={batch_idx}",
+        "--trainer.logger.init_args.version=cut",
+    ]
+    with pytest.raises(SystemExit):
+        main([*args, *interrupt])
+    CLOCK["now"] = 1.0e6  # another process: its monotonic clock has another origin
+    main([*args, "--ckpt_path", "last"])
+    runs = tmp_path / "runs" / "p1h"
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["seconds"] for e in straight] == [5.0, 5.0]
+    assert [e["seconds"] for e in resumed] == [5.0, 5.0]
+
+
 #: The best-checkpoint callback's state key in checkpoints written before the validation split
 #: (ModelCheckpoint monitoring val/error, which was then the test set).
 OLD_BEST_KEY = (
