@@ -67,7 +67,9 @@ VARIANTS = {
     "bptt": "BPTT",
 }
 VARIANT_NAME = re.compile(r"^p1h-(?P<variant>[a-z0-9_]+)-s(?P<seed>\d+)$")
-DEFAULT_RUNS = (Path("runs/table1"), Path("checkpoints/table1"))
+#: the committed copies first: a run found in both with as many epochs is reported from the copy
+#: that a fresh clone has
+DEFAULT_RUNS = (Path("checkpoints/table1"), Path("runs/table1"))
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist"
 
 
@@ -237,7 +239,8 @@ def variant_lines(variants: dict[str, Run]) -> list[str]:
 
 def find_runs(dirs: list[Path]) -> list[Run]:
     """Every run under ``dirs``; a run found twice (a live run directory and its committed copy
-    under ``checkpoints/table1/``) counts once, with its most epochs."""
+    under ``checkpoints/table1/``) counts once, with its most epochs (on a tie, the first of
+    ``dirs``)."""
     runs: dict[tuple, Run] = {}
     for d in dirs:
         if not d.exists():
@@ -443,8 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="directories searched for run directories (results.json + config.yaml), named "
         "<row>-<ep|bptt>-s<seed> as benchmarks/table1_queue.sh makes them; a run found twice "
-        "counts once, with its most epochs (default: runs/table1 checkpoints/table1, those "
-        "that exist)",
+        "counts once, with its most epochs, the first directory winning a tie (default: "
+        "checkpoints/table1 runs/table1, those that exist)",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("REPRODUCTION.md"), help="Markdown report to write"

@@ -119,6 +119,15 @@ def test_a_run_found_twice_counts_once_with_its_most_epochs(tmp_path):
     assert run.done == 3 and run.path.parent.parent == live
 
 
+def test_a_tie_goes_to_the_committed_copy_that_a_fresh_clone_has(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_run(Path("checkpoints/table1"), "eb2h-ep-s0", [4.0, 3.0], planned=5, version=None)
+    write_run(Path("runs/table1"), "eb2h-ep-s0", [4.0, 3.0], planned=5)
+    main(["report", "--out", "R.md"])  # the default directories
+    assert "`checkpoints/table1/eb2h-ep-s0`" in Path("R.md").read_text()
+    assert "`runs/table1/eb2h-ep-s0" not in Path("R.md").read_text()
+
+
 @pytest.mark.parametrize(
     "model", [{"nudging": "symmetric"}, {"symmetric": True}, {"loss": "cross_entropy"}]
 )
