@@ -46,6 +46,33 @@ EXTRA_COMMANDS = (
 )
 
 
+#: a number of batches (int) or a fraction of them (float), ints first: Lightning types these as
+#: ``float | int | None``, under which its CLI reads ``1`` as 1.0, i.e. every batch
+BatchLimit = int | float | None
+
+
+class Trainer(L.Trainer):
+    """Lightning's Trainer whose ``limit_*_batches`` read ``1`` as one batch and ``1.0`` as all
+    of them, on the command line and in YAML alike."""
+
+    def __init__(
+        self,
+        *,
+        limit_train_batches: BatchLimit = None,
+        limit_val_batches: BatchLimit = None,
+        limit_test_batches: BatchLimit = None,
+        limit_predict_batches: BatchLimit = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            **kwargs,
+        )
+
+
 class EqPropCLI(LightningCLI):
     """LightningCLI with per-layer learning rates (no ``optimizer:`` entry), a checkpoint and a
     ``results.json`` writer in every run, and the run directory printed at the start."""
@@ -58,6 +85,7 @@ class EqPropCLI(LightningCLI):
             L.LightningDataModule,
             *args,
             subclass_mode_data=True,
+            trainer_class=Trainer,
             auto_configure_optimizers=False,
             trainer_defaults=TRAINER_DEFAULTS,
             **kwargs,

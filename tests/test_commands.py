@@ -165,6 +165,21 @@ def test_predict_writes_classes_and_output_states(fake_mnist: Path, in_tmp: Path
     assert torch.equal(written["prediction"], expected.argmax(1))
 
 
+@pytest.mark.parametrize(("limit", "examples"), [("1", 25), ("2", 50), ("1.0", 100), ("0.5", 50)])
+def test_limit_batches_one_is_one_batch_and_one_point_zero_all(
+    fake_mnist: Path, in_tmp: Path, limit: str, examples: int
+) -> None:
+    """``limit_*_batches``: an integer counts batches, a float is a fraction (Lightning's own
+    CLI type reads ``1`` as the float 1.0, all of them)."""
+    out = in_tmp / "pred.pt"
+    main(
+        ["predict", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+        + ["--data.test_batch_size", "25", "--trainer.limit_predict_batches", limit]
+        + ["--predictions.path", str(out), "--trainer.logger", "false"]
+    )
+    assert len(torch.load(out, weights_only=True)["prediction"]) == examples
+
+
 # ---------------------------------------------------------------------- --ckpt_path last
 
 
