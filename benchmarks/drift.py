@@ -32,7 +32,7 @@ def gradients(rule, net, x, y, step: int) -> tuple[list[torch.Tensor], object]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--config", action="append", required=True)
     p.add_argument("--batches", type=int, default=400)
     p.add_argument("--every", type=int, default=50)

@@ -69,7 +69,7 @@ def floor_parts(seconds: float, now) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seconds", type=float, default=10.0, help="timing budget per part")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu")

@@ -54,7 +54,7 @@ def run_once(config: str, out_dir: Path) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument(
         "--configs", nargs="+", default=["fig3_p1h", "fig3_eb1h", "fig3_eb2h", "fig3_eb3h"]

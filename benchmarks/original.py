@@ -125,7 +125,7 @@ def measure(repo: Path, config: str, alg: str, seconds: float, clock_kind: str) 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--repo", required=True, type=Path, help="checkout of the original code")
     p.add_argument("--config", required=True, help="configs/mnist/<config>.yaml")
     p.add_argument("--alg", choices=["ep", "bptt"], required=True)

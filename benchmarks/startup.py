@@ -71,7 +71,7 @@ def row(times: list[float], target: float | None) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--original", type=Path, help="checkout of the original code")

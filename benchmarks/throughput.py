@@ -170,7 +170,7 @@ def original(repo: Path, name: str, alg: str, seconds: float, clock_kind: str) -
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seconds", type=float, default=5.0, help="timing budget per row")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)

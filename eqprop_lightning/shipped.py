@@ -234,7 +234,8 @@ def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
 
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m eqprop_lightning.shipped", description=__doc__.split("\n")[0]
+        prog="python -m eqprop_lightning.shipped",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("add", help="evaluate a checkpoint and append its entry to the index")

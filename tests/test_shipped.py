@@ -188,3 +188,14 @@ def test_absent_index_is_empty_and_a_non_list_is_refused(tmp_path):
     (tmp_path / "index.json").write_text('{"checkpoint": "x"}')
     with pytest.raises(ConfigError, match="must hold a JSON list"):
         load_index(tmp_path / "index.json")
+
+
+def test_help_describes_the_tool_in_whole_sentences(capsys):
+    """The description is the docstring's first paragraph; its first line alone, as before, stopped
+    mid-sentence ("... and the evaluation that")."""
+    from eqprop_lightning import shipped
+
+    with pytest.raises(SystemExit):
+        shipped.main(["--help"])
+    described = " ".join(capsys.readouterr().out.split())
+    assert " ".join(shipped.__doc__.split("\n\n")[0].split()) in described
