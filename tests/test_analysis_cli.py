@@ -50,6 +50,18 @@ def test_gdu_command_writes_tensors_table_and_figures(in_tmp, tmp_path, capsys):
     assert set(summary["rmse"]["weights"]) == {"W01", "W1x"}
     assert summary["seconds"] > 0
     tensors = torch.load(out / "gdu.pt", weights_only=True)
+    # the reported relative RMSE is that of the saved trajectories, computed here:
+    # sqrt(sum_t (n - d)^2 / max(sum_t n^2, sum_t d^2)) per component, then mean and std
+    neurons = zip(tensors["nS"], tensors["dS"], strict=True)
+    pairs = {f"s{i}": (n, d) for i, (n, d) in enumerate(neurons)}
+    pairs |= {k: (tensors["NT"][k], tensors["DT"][k]) for k in tensors["NT"]}
+    for name, (n, d) in pairs.items():
+        n, d = n.double(), d.double()
+        den = torch.maximum((n**2).sum(0), (d**2).sum(0))
+        e = torch.where(den > 0, ((n - d) ** 2).sum(0) / den, 0.0).sqrt()
+        group = "neurons" if name.startswith("s") else "weights"
+        assert summary["rmse"][group][name]["mean"] == pytest.approx(e.mean().item(), rel=1e-4)
+        assert summary["rmse"][group][name]["std"] == pytest.approx(e.std().item(), rel=1e-4)
     # the reported sign agreement is that of the saved last-step updates, counted here
     for weight, stats in summary["sign_agreement"].items():
         ep, bptt = tensors["NT"][weight][-1].numpy(), tensors["DT"][weight][-1].numpy()
@@ -83,12 +95,13 @@ def test_gdu_command_runs_the_toy_model(in_tmp, tmp_path):
 def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
     import eqprop_lightning.analysis as analysis
 
-    seen = []
+    seen, results = [], []
     real_gdu = analysis.gdu
 
     def recording(net, x, y, *args, **kwargs):
         seen.append(x.clone())
-        return real_gdu(net, x, y, *args, **kwargs)
+        results.append(real_gdu(net, x, y, *args, **kwargs))
+        return results[-1]
 
     monkeypatch.setattr(analysis, "gdu", recording)
     out = tmp_path / "recipe_out"
@@ -110,9 +123,20 @@ def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
     # three distinct training batches (the old code analysed the first batch three times)
     assert len(seen) == 3
     assert not any(torch.equal(seen[i], seen[j]) for i in range(3) for j in range(i))
-    for stats in recipe["sign_agreement"].values():
-        total = stats["same_sign"]["mean"] + stats["both_zero"]["mean"]
-        assert stats["total"]["mean"] == pytest.approx(total)
+    # mean and sample std over the batches of each batch's last-step sign agreement, counted here
+    for weight, stats in recipe["sign_agreement"].items():
+        for field in ("same_sign", "both_zero", "total"):
+            per_batch = []
+            for r in results:
+                ep, bptt = r.NT[weight][-1], r.DT[weight][-1]
+                same = ((ep.sign() == bptt.sign()) & (ep != 0) & (bptt != 0)).double().mean()
+                zero = ((ep == 0) & (bptt == 0)).double().mean()
+                per_batch.append(
+                    100 * {"same_sign": same, "both_zero": zero}.get(field, same + zero)
+                )
+            per_batch = torch.stack(per_batch)
+            assert stats[field]["mean"] == pytest.approx(per_batch.mean().item(), abs=1e-4)
+            assert stats[field]["std"] == pytest.approx(per_batch.std().item(), abs=1e-4)
         assert stats["same_sign"]["std"] > 0  # the batches disagree
     assert "W1x" in capsys.readouterr().out
 

@@ -3,6 +3,8 @@ vs the original's hand-written increments, exactness against runs recorded from 
 (``<data dir>/reference/train_pconv_*.pt``, skipped when absent), padding, bad arguments and a
 Lightning smoke test."""
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -347,16 +349,29 @@ def test_lightning_module_trains_the_conv_net(algorithm):
     torch.manual_seed(0)
     net = ConvPrototypical([4, 3, 1], [10])
     beta = 0.4 if algorithm == "ep" else None  # BPTT has no nudge
-    model = EqPropModule(net, [0.1, 0.1, 0.1], algorithm=algorithm, T=6, K=3, beta=beta)
+    lrs = [0.1, 0.2, 0.05]  # fc[0], conv[0], conv[1]
+    model = EqPropModule(net, lrs, algorithm=algorithm, T=6, K=3, beta=beta)
     batches = [
         (torch.rand(4, 1, 28, 28), F.one_hot(torch.arange(4) + i, 10).float()) for i in (0, 3)
     ]
-    before = {k: v.clone() for k, v in net.state_dict().items()}
+    by_hand = copy.deepcopy(net)
+    initial = {k: v.clone() for k, v in net.state_dict().items()}
     trainer = fit_one_epoch(model, batches, batches)
     assert trainer.global_step == 2
-    for name, value in net.state_dict().items():
-        assert not torch.equal(value, before[name]), name
-        assert torch.isfinite(value).all(), name
+    # the same two SGD steps by hand: each weight group at its own learning rate
+    rule = make_rule(algorithm, 6, 3, beta)
+    for x, y in batches:
+        rule(by_hand, x, y).objective.backward()
+        with torch.no_grad():
+            for group, lr in zip(by_hand.synapse_groups(), lrs, strict=True):
+                for p in group.parameters():
+                    p -= lr * p.grad
+                    p.grad = None
+    for (name, value), expected in zip(
+        net.state_dict().items(), by_hand.state_dict().values(), strict=True
+    ):
+        assert not torch.equal(value, initial[name]), name
+        torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7, msg=name)
     # the logged error is the trained net's error on the evaluation batches, recomputed
     x = torch.cat([x for x, _ in batches])
     y = torch.cat([y for _, y in batches])

@@ -104,9 +104,14 @@ def test_sign_agreement_adds_up_and_is_total_on_agreeing_case():
     agree = sign_agreement({"W": n}, {"W": 3 * n})["W"]
     assert agree["total"] == pytest.approx(100.0)
     assert agree["both_zero"] == pytest.approx(100 * 6 / 30)
-    mixed = sign_agreement({"W": n}, {"W": torch.randn(4, 5, 6)})["W"]
-    assert mixed["same_sign"] + mixed["both_zero"] == pytest.approx(mixed["total"])
-    assert 0 < mixed["total"] < 100
+    # last step counted by hand: same sign at 0 and 5, both zero at 2, a zero on one side only
+    # at 3 and 4, opposite signs at 1
+    first = torch.zeros(1, 6)
+    mixed = sign_agreement(
+        {"W": torch.cat([first, torch.tensor([[1.0, -1.0, 0.0, 2.0, 0.0, 3.0]])])},
+        {"W": torch.cat([first, torch.tensor([[2.0, 1.0, 0.0, 0.0, 4.0, 5.0]])])},
+    )["W"]
+    assert mixed == pytest.approx({"same_sign": 100 * 2 / 6, "both_zero": 100 / 6, "total": 50.0})
 
 
 def test_gdu_leaves_parameter_grads_untouched(batch):

@@ -125,11 +125,14 @@ def test_one_epoch_with_adam_and_cosine_schedule_matches_the_original(kind, algo
         if algorithm == "ep" and names[key].startswith("projections"):
             # the EP gradient of a projection is ~1e-8, at Adam's eps and at float32 resolution
             # of s+ - s-, so Adam turns rounding noise into updates: compare the updates loosely
-            # (measured: correlation 0.982 IMDB, 0.99999 SNLI; max difference 2.9e-3, 1.4e-4)
+            # (measured: correlation 0.984 IMDB, 0.99999 SNLI; largest difference 0.35 and
+            # 0.013-0.019 of the largest update; norm ratio 0.998 and 1.00000-1.00002)
             init = fixture["init"][key]
             ours_update, update = (ours - init).flatten(), (value - init).flatten()
-            assert torch.corrcoef(torch.stack([ours_update, update]))[0, 1] > 0.97
-            assert (ours_update - update).abs().max() < 0.5 * update.abs().max()
+            min_corr, max_diff = {"imdb": (0.97, 0.5), "snli": (0.9999, 0.05)}[kind]
+            assert torch.corrcoef(torch.stack([ours_update, update]))[0, 1] > min_corr
+            assert (ours_update - update).abs().max() < max_diff * update.abs().max()
+            assert ours_update.norm() / update.norm() == pytest.approx(1.0, abs=0.02)
         else:
             torch.testing.assert_close(ours, value, rtol=1e-4, atol=2e-5)
     # the schedule stepped once: lr0 -> eta_min + (lr0 - eta_min)(1 + cos(pi / 100)) / 2

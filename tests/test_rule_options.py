@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from eqprop_lightning.callbacks import GDUCallback
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT
 from eqprop_lightning.learning.gdu import estimate_errors
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
@@ -61,8 +62,16 @@ def test_options_of_another_rule_are_config_errors(kwargs, message) -> None:
 
 
 def test_bptt_without_beta_and_ep_with_beta_build() -> None:
-    assert model(algorithm="bptt").hparams.beta is None
-    assert model(algorithm="ep", beta=0.2).rule.beta == 0.2
+    """Each builds its own rule: the module's objective is that of a rule made by hand."""
+    x, y = batches()[0]
+    for kwargs, rule in (
+        ({"algorithm": "bptt"}, TruncatedBPTT(6, 2)),
+        ({"algorithm": "ep", "beta": 0.2}, EquilibriumProp(6, 2, 0.2)),
+    ):
+        built = model(**kwargs)
+        assert type(built.rule) is type(rule)
+        expected = rule(built.net, x, y).objective
+        assert built.rule(built.net, x, y).objective.item() == pytest.approx(expected.item())
 
 
 # ------------------------------------------------------------------------------ cosine
@@ -186,3 +195,11 @@ def test_gdu_callback_on_a_cross_entropy_model_compares_the_nets_weights_step_by
     assert per_step == {"s0", "s1", "W01", "W1x"}  # the readout is no transition
     errors = {k.rsplit("/", 1)[1] for k in logged if k.startswith("gdu/estimate_error/bptt/")}
     assert errors == {"Wr", "W01", "W1x"}
+    # the values: the rule's errors on the final weights and the first batch, computed here
+    x, y = batches()[0]
+    with torch.enable_grad():
+        expected = estimate_errors(ce.net, x, y, ce.rule)
+    for reference in ("bptt", "rbp"):
+        for weight in ("Wr", "W01", "W1x"):
+            value = logged[f"gdu/estimate_error/{reference}/{weight}"]
+            assert value == pytest.approx(expected[reference][weight], rel=1e-6)
