@@ -23,7 +23,7 @@ from torchvision.datasets import MNIST
 from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import MNISTDataModule
 from eqprop_lightning.module import EqPropModule, error_percent
-from eqprop_lightning.nets import PrototypicalFC
+from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs" / "mnist"
@@ -155,7 +155,9 @@ def test_fit_bptt_on_energy_based_net(fake_mnist: Path, in_tmp: Path) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert results["algorithm"] == "bptt"
     check_epochs(results["epochs"], EPOCHS)
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # the final epoch's test error is that of the saved weights, recomputed here
+    expected, _ = _error_of_checkpoint(run_dir / "checkpoints" / "last.ckpt", fake_mnist)
+    assert results["epochs"][-1]["test_error"] == pytest.approx(expected, abs=1e-4)
 
 
 # --------------------------------------------------------------------------- validate / test
@@ -165,7 +167,10 @@ def _error_of_checkpoint(ckpt_path: Path, data_dir: Path) -> tuple[float, dict]:
     """Error (%) on the whole fake test set of the weights stored in ``ckpt_path``."""
     ckpt = torch.load(ckpt_path, weights_only=True)
     hp = ckpt["hyper_parameters"]
-    net = PrototypicalFC(**hp["net"]["init_args"])
+    net_class = {"PrototypicalFC": PrototypicalFC, "EnergyBasedFC": EnergyBasedFC}[
+        hp["net"]["class_path"].rsplit(".", 1)[1]
+    ]
+    net = net_class(**hp["net"]["init_args"])
     model = EqPropModule(
         net, lrs=hp["lrs"], algorithm=hp["algorithm"], T=hp["T"], K=hp["K"], beta=hp["beta"]
     )

@@ -591,9 +591,12 @@ def test_real_data_if_present(tmp_path: Path) -> None:
     assert ((snli.train_set.ids != 0).sum(1) > 0).float().mean() > 0.99
 
 
-def test_cli_fit_and_gdu_on_text_data(snli_root: Path, w2v_file: Path, tmp_path, monkeypatch):
-    """`eqprop fit` and `eqprop gdu` run the SNLI config end to end on tiny data."""
+def test_cli_fit_and_gdu_on_text_data(
+    snli_root: Path, w2v_file: Path, tmp_path, monkeypatch, capsys
+):
+    """`eqprop fit`, `eqprop test` and `eqprop gdu` run the SNLI config end to end on tiny data."""
     import json
+    import re
 
     from eqprop_lightning.cli import main
 
@@ -626,7 +629,14 @@ def test_cli_fit_and_gdu_on_text_data(snli_root: Path, w2v_file: Path, tmp_path,
     ]
     main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
     (results,) = (tmp_path / "runs").rglob("results.json")
-    assert json.loads(results.read_text())["epochs"][0]["epoch"] == 1
+    (epoch,) = json.loads(results.read_text())["epochs"]
+    assert epoch["epoch"] == 1
+    # the recorded test error is that of the saved model, as `eqprop test` measures it again
+    capsys.readouterr()
+    main(["test", *args, "--ckpt_path", str(results.parent / "checkpoints" / "last.ckpt")])
+    tested = re.search(r"test/error\s+([0-9.]+)", capsys.readouterr().out)
+    assert tested is not None
+    assert float(tested.group(1)) == pytest.approx(epoch["test_error"], abs=1e-4)
     main(["gdu", *args, "--output_dir", str(tmp_path / "gdu")])
     summary = json.loads((tmp_path / "gdu" / "gdu.json").read_text())
     assert summary["setting"]["symmetric"] is True
