@@ -4,12 +4,14 @@ resolve to exactly the values of the flat files they replaced, keep the original
 their header, and each one trains one batch.
 
 ``flat_configs.json`` records the flat files as they were at commit 6f1b259 (their header and
-explicit values). :func:`as_now` applies the three deliberate changes since: ``imdb/bptt.yaml``
+explicit values). :func:`as_now` applies the deliberate changes since: ``imdb/bptt.yaml``
 and ``snli/bptt.yaml`` set ``beta: null`` and ``symmetric: false`` (BPTT has no nudge; the module
 rejects a beta for BPTT), the logger's ``save_dir: runs`` is left to ``trainer.default_root_dir``
 (default ``runs``: the same run directories), the energy-based Table 1 rows
 (``mnist/eb1h.yaml``, ``mnist/eb2h.yaml``) set ``compile: true``, and ``mnist/eb2h.yaml`` seed 7
-(the only one of 0-11 whose outputs all start alive, as for EB-1h).
+(the only one of 0-11 whose outputs all start alive, as for EB-1h); likewise the seed README's
+full-size text configs, ``snli/ep.yaml`` seed 9 and ``imdb/ep.yaml`` seed 2 (their BPTT configs
+load them), where at seed 0 every output starts at 0.
 
 The one-batch runs build model and data through the CLI parser with the config's own values,
 except: ``compile`` is off (inductor's compilation takes seconds per graph; tests/test_compile.py
@@ -36,9 +38,29 @@ from gensim.models import KeyedVectors
 
 from eqprop_lightning.cli import EqPropCLI
 from eqprop_lightning.config_files import resolved_config
-from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT
+from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT, free_phase
 from eqprop_lightning.validation import check_net_fits_data
-from tests.test_text_data import SNLI_ROWS, WORDS, _vector, _write_imdb, _write_jsonl
+from tests.test_text_data import (
+    SNLI_ROWS,
+    WORDS,
+    _real_root,
+    _vector,
+    _write_imdb,
+    _write_jsonl,
+)
+
+#: the 300-d word2vec subset of ``../shared/data``
+WORD2VEC = "GoogleNews-vectors-negative300-subset.bin"
+
+
+def _real_text_root() -> Path:
+    """``../shared/data`` (or ``$EQPROP_DATA_DIR``); skips when its text files are absent."""
+    root = _real_root()
+    needed = [root / "aclImdb_v1.tar.gz", root / "snli_1.0" / "snli_1.0_dev.jsonl"]
+    if not all(p.is_file() for p in [*needed, root / "word2vec" / WORD2VEC]):
+        pytest.skip(f"the real IMDB/SNLI/word2vec files are not under {root}")
+    return root
+
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RUNS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("base", "overrides"))
@@ -62,6 +84,10 @@ def as_now(values: dict, name: str) -> dict:
         values["model"]["compile"] = True
     if name == "mnist/eb2h.yaml":
         values["seed_everything"] = 7
+    if name in ("snli/ep.yaml", "snli/bptt.yaml"):
+        values["seed_everything"] = 9
+    if name in ("imdb/ep.yaml", "imdb/bptt.yaml"):
+        values["seed_everything"] = 2
     if values["model"]["algorithm"] == "bptt":
         values["model"].update(beta=None, symmetric=False)
     values["trainer"]["logger"]["init_args"].pop("save_dir")
@@ -169,7 +195,8 @@ def test_config_trains_one_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The config's net, data, rule and optimizer take one training step and one evaluation
-    batch with the config's rule: one optimizer step is taken and every weight stays finite."""
+    batch with the config's rule: one optimizer step is taken, it moves every layer's weights and
+    every weight stays finite."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["eqprop"])
     values = FLAT[rel(path)]["values"]
@@ -179,10 +206,16 @@ def test_config_trains_one_batch(
     rule = {"ep": EquilibriumProp, "bptt": TruncatedBPTT}[values["model"]["algorithm"]]
     assert isinstance(cli.model.rule, rule)
     check_net_fits_data(cli.model.net, cli.datamodule)
+    groups = cli.model.net.synapse_groups()
+    before = [[p.detach().clone() for p in g.parameters()] for g in groups]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 1
     for name, param in cli.model.net.named_parameters():
         assert torch.isfinite(param).all(), name
+    # every layer of learning rates took its step (a wrong group or a dead gradient does not)
+    for i, (group, old) in enumerate(zip(groups, before, strict=True)):
+        moved = [not torch.equal(p, q) for p, q in zip(group.parameters(), old, strict=True)]
+        assert any(moved), f"synapse group {i} did not move"
 
 
 #: each rule override of configs/overrides and the model values it sets on P-1h
@@ -246,3 +279,43 @@ def test_rule_override_changes_only_its_keys_and_builds(name: str, fake_mnist: P
         "p1h_cep.yaml": "ContinualEP",
         "rbp.yaml": "RecurrentBackprop",
     }.get(name, "EquilibriumProp")
+
+
+# ------------------------------------------------------------------ outputs alive at the start
+
+#: the seed README's full-size text configs, their real first training batch (SNLI: dev offline)
+FULL_TEXT = {
+    "snli/ep.yaml": ["--data.train_split", "dev"],
+    "imdb/ep.yaml": [],
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "snli/ep.yaml",
+        pytest.param("imdb/ep.yaml", marks=pytest.mark.slow),  # the archive, 180M weights
+    ],
+)
+def test_full_text_config_starts_with_every_output_alive(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``my_hard_sig`` an output unit that is 0 for every example gets no gradient from
+    BPTT, so the config's seed (the BPTT config's too: it loads this one) must leave each output
+    non-zero for some example of the first training batch after the free phase. At seed 0 every
+    output is 0 for both (SNLI and IMDB): BPTT could not take a single step."""
+    root = _real_text_root()
+    monkeypatch.setattr(sys, "argv", ["eqprop"])
+    args = ["--config", str(CONFIG_DIR / name), *FULL_TEXT[name], "--data.data_dir", str(root)]
+    args += ["--data.embeddings", str(root / "word2vec" / WORD2VEC)]
+    args += ["--data.cache_dir", str(tmp_path / "cache"), "--model.compile", "false"]
+    cli = EqPropCLI(args=args, run=False)
+    cli.datamodule.prepare_data()
+    cli.datamodule.setup("fit")
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    x, _ = cli.datamodule.on_after_batch_transfer(batch, 0)
+    net = cli.model.net
+    with torch.no_grad():
+        s = free_phase(net, net.static_terms(x), net.init_state(x), cli.model.rule.T)
+    alive = (net.output(s) != 0).any(0)
+    assert alive.all(), f"output units {(~alive).nonzero().flatten().tolist()} start at 0"
