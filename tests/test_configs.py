@@ -42,25 +42,13 @@ from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT, free_phase
 from eqprop_lightning.validation import check_net_fits_data
 from tests.test_text_data import (
     SNLI_ROWS,
+    WORD2VEC,
     WORDS,
-    _real_root,
     _vector,
     _write_imdb,
     _write_jsonl,
+    real_text_root,
 )
-
-#: the 300-d word2vec subset of ``../shared/data``
-WORD2VEC = "GoogleNews-vectors-negative300-subset.bin"
-
-
-def _real_text_root() -> Path:
-    """``../shared/data`` (or ``$EQPROP_DATA_DIR``); skips when its text files are absent."""
-    root = _real_root()
-    needed = [root / "aclImdb_v1.tar.gz", root / "snli_1.0" / "snli_1.0_dev.jsonl"]
-    if not all(p.is_file() for p in [*needed, root / "word2vec" / WORD2VEC]):
-        pytest.skip(f"the real IMDB/SNLI/word2vec files are not under {root}")
-    return root
-
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 RUNS = sorted(p for p in CONFIG_DIR.glob("*/*.yaml") if p.parent.name not in ("base", "overrides"))
@@ -304,7 +292,7 @@ def test_full_text_config_starts_with_every_output_alive(
     BPTT, so the config's seed (the BPTT config's too: it loads this one) must leave each output
     non-zero for some example of the first training batch after the free phase. At seed 0 every
     output is 0 for both (SNLI and IMDB): BPTT could not take a single step."""
-    root = _real_text_root()
+    root = real_text_root()
     monkeypatch.setattr(sys, "argv", ["eqprop"])
     args = ["--config", str(CONFIG_DIR / name), *FULL_TEXT[name], "--data.data_dir", str(root)]
     args += ["--data.embeddings", str(root / "word2vec" / WORD2VEC)]

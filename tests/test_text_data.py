@@ -558,20 +558,26 @@ def test_example_shape_without_an_embeddings_file(imdb_root: Path, tmp_path: Pat
     assert shape(str(headerless)) == (600, 300)
 
 
-def _real_root() -> Path:
-    return Path(os.environ.get(ENV_VAR) or REPO_ROOT.parent / "shared" / "data")
+#: the 300-d word2vec subset of ``../shared/data``
+WORD2VEC = "GoogleNews-vectors-negative300-subset.bin"
 
 
-def test_real_data_if_present(tmp_path: Path) -> None:
-    root = _real_root()
+def real_text_root() -> Path:
+    """``../shared/data`` (or ``$EQPROP_DATA_DIR``); skips when its text files are absent."""
+    root = Path(os.environ.get(ENV_VAR) or REPO_ROOT.parent / "shared" / "data")
     needed = [
         root / "aclImdb_v1.tar.gz",
-        root / "word2vec" / "GoogleNews-vectors-negative300-subset.bin",
+        root / "word2vec" / WORD2VEC,
         root / "snli_1.0" / "snli_1.0_dev.jsonl",
         root / "snli_1.0" / "snli_1.0_test.jsonl",
     ]
     if not all(p.is_file() for p in needed):
         pytest.skip(f"real IMDB/SNLI/word2vec files not found under {root}")
+    return root
+
+
+def test_real_data_if_present(tmp_path: Path) -> None:
+    root = real_text_root()
     cache = str(tmp_path / "cache")
     imdb = IMDBDataModule(
         data_dir=str(root), limit_train_examples=200, limit_test_examples=200, cache_dir=cache
