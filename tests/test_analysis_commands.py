@@ -21,6 +21,7 @@ from eqprop_lightning.analysis_commands import (
 )
 from eqprop_lightning.cli import analysis_inputs_from_cli
 from eqprop_lightning.config_files import resolved_config
+from tests.test_configs import FLAT, as_now
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GDU_MNIST = sorted(p for p in (CONFIGS / "gdu").glob("*.yaml") if "toy" not in p.name)
@@ -91,6 +92,14 @@ def test_read_configs_gives_the_cli_s_values(path: Path) -> None:
         assert light.pop("data.batch_size") == full.pop("data.init_args.batch_size") == 7
         light.pop("data.init_args.batch_size", None)  # the file's, overridden
         assert {k: v for k, v in light.items() if full.get(k, "missing") != v} == {}
+
+
+@pytest.mark.parametrize("path", RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_read_configs_finds_every_value_the_config_sets(path: Path) -> None:
+    """The reader finds exactly the values the config sets (through its ``config:`` includes):
+    those of the flat file it replaced, recorded in ``tests/flat_configs.json``."""
+    name = str(path.relative_to(CONFIGS))
+    assert _flat(read_configs(["--config", str(path)])) == _flat(as_now(FLAT[name]["values"], name))
 
 
 def test_defaults_are_the_module_s_and_the_data_module_s() -> None:

@@ -156,17 +156,21 @@ def test_eqprop_fit_with_two_cpu_processes(fake_mnist, tmp_path):
     (rank 0 once waited in a broadcast that rank 1 never joined)."""
     import json
     import os
+    import re
     import subprocess
     import sys
 
     config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "p1h.yaml"
+    eqprop = [sys.executable, "-m", "eqprop_lightning.cli"]
+    settings = [
+        "--config", str(config), "--data.data_dir", str(fake_mnist),
+        "--data.verify_checksums", "false", "--model.net.init_args.size_tab", "[10, 16, 784]",
+        "--model.T", "5", "--model.K", "2", "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
     command = [
-        sys.executable, "-m", "eqprop_lightning.cli", "fit", "--config", str(config),
-        "--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false",
-        "--model.net.init_args.size_tab", "[10, 16, 784]", "--model.T", "5", "--model.K", "2",
-        "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-        "--trainer.strategy", "ddp_spawn", "--trainer.enable_progress_bar", "false",
+        *eqprop, "fit", *settings, "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "4", "--trainer.accelerator", "cpu",
+        "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for attempt in range(3):  # gloo's teardown abort (see fit) is retried
@@ -178,4 +182,12 @@ def test_eqprop_fit_with_two_cpu_processes(fake_mnist, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     results = json.loads((tmp_path / "runs/p1h/version_0/results.json").read_text())["epochs"]
     assert [e["epoch"] for e in results] == [1, 2]
-    assert (tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").is_file()
+    # the test error the two processes recorded is that of the saved model on the whole test
+    # set, as one process measures it
+    last = tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt"
+    test = [*eqprop, "test", *settings, "--ckpt_path", str(last)]
+    run = subprocess.run(test, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tested = re.search(r"test/error\s+([0-9.]+)", run.stdout)
+    assert tested is not None, run.stdout[-3000:]
+    assert float(tested.group(1)) == pytest.approx(results[-1]["test_error"], abs=1e-4)

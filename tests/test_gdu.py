@@ -13,7 +13,7 @@ from eqprop_lightning.learning.gdu import (
     sign_agreement,
     synapse_weights,
 )
-from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC, SoftmaxReadout
+from eqprop_lightning.nets import EnergyBasedFC, HopfieldClassifier, PrototypicalFC, SoftmaxReadout
 from eqprop_lightning.nets.toy import ToyEnergyBased
 from tests.reference import REFERENCE, build_net, original_to_ours
 
@@ -174,3 +174,23 @@ def test_symmetric_gdu_is_closer_to_bptt(batch):
     one_sided = worst(gdu(net, x, y, T=800, K=60, beta=0.1))
     symmetric = worst(gdu(net, x, y, T=800, K=60, beta=0.1, symmetric=True))
     assert symmetric < one_sided / 5
+
+
+def test_hopfield_net_weight_updates_match_bptt_step_by_step():
+    """The sequence nets' step-by-step GDU on the weights (projection and fc): each truncated
+    BPTT gradient NT[t] is EP's cumulative update DT[t] up to O(beta) for one-sided nudging and
+    O(beta^2) for symmetric nudging (tanh, so that no unit is saturated)."""
+    torch.manual_seed(0)
+    net = HopfieldClassifier([5], [[0, 0]], [6, 3], embed_dim=4, activation="tanh").double()
+    x = torch.randn(3, 5, 4, dtype=torch.float64)
+    y = 0.5 * torch.eye(3, dtype=torch.float64)
+
+    def worst(beta: float, symmetric: bool) -> float:
+        table = rmse_table(gdu(net, x, y, T=400, K=40, beta=beta, symmetric=symmetric))
+        assert set(table["weights"]) == {"P0", "W1", "W2"}
+        return max(v["mean"] for v in table["weights"].values())
+
+    one_sided = [worst(beta, False) for beta in (1e-2, 1e-3)]
+    assert one_sided[1] < 5e-3 and one_sided[1] < one_sided[0] / 5
+    symmetric = worst(1e-2, True)
+    assert symmetric < 1e-3 and symmetric < one_sided[0] / 20

@@ -170,15 +170,6 @@ def test_cli_writes_report_and_figure(tmp_path, capsys):
     assert "benchmarks/table1_queue.sh p1h:ep:0 p1h:bptt:0" in text
 
 
-def test_help_lists_every_option(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        report_command(["--help"])
-    assert exit_.value.code == 0
-    help_text = capsys.readouterr().out
-    for option in ("--runs", "--out", "--figure"):
-        assert option in help_text
-
-
 def test_missing_runs_directory_is_a_config_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["report", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")])
