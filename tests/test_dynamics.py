@@ -104,16 +104,57 @@ def test_energy_decreases_along_the_dynamics():
     assert (e[-1] < e[0] - 1e-3).all()
 
 
-def test_clamp_keeps_states_in_unit_interval():
+def clamp_pair() -> tuple[EnergyBasedFC, EnergyBasedFC]:
+    """Two EPcont nets with the same weights (scaled by 3, so that the states leave [0, 1]
+    unless clamped), with and without ``clamp``."""
     torch.manual_seed(0)
-    net = EnergyBasedFC([10, 32, 20], "sigm", dt=0.5, clamp=True)
-    x = torch.rand(8, 20)
-    static = net.static_terms(x)
-    s = net.init_state(x)
+    clamped = EnergyBasedFC([10, 32, 20], "sigm", dt=0.5, clamp=True)
     with torch.no_grad():
-        for _ in range(50):
-            s = net.step(s, static, 2.0, torch.eye(10)[:8])
-    assert all(((t >= 0) & (t <= 1)).all() for t in s)
+        for p in clamped.parameters():
+            p.mul_(3.0)
+    free = EnergyBasedFC([10, 32, 20], "sigm", dt=0.5, clamp=False)
+    free.load_state_dict(clamped.state_dict())
+    return clamped, free
+
+
+def nudged_states(net: EnergyBasedFC, steps: int = 50) -> list[list[torch.Tensor]]:
+    """The states after each of ``steps`` steps nudged by ``beta = 2`` from ``s = 0``."""
+    x = torch.rand(8, 20, generator=torch.Generator().manual_seed(0))
+    y = torch.eye(10)[:8]
+    static, s, states = net.static_terms(x), net.init_state(x), []
+    with torch.no_grad():
+        for _ in range(steps):
+            s = net.step(s, static, 2.0, y)
+            states.append(s)
+    return states
+
+
+def test_clamp_keeps_states_in_unit_interval():
+    """Every layer stays in [0, 1] at every step and reaches both bounds; the same steps
+    without the clamp leave [0, 1] on both sides in every layer (the control)."""
+    clamped, free = clamp_pair()
+    for layer in zip(*nudged_states(clamped), strict=True):  # (steps,) of one layer
+        t = torch.stack(layer)
+        assert ((t >= 0) & (t <= 1)).all()
+        assert (t == 0).any() and (t == 1).any()
+    for layer in zip(*nudged_states(free), strict=True):
+        t = torch.stack(layer)
+        assert (t < 0).any() and (t > 1).any()
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.0])
+def test_clamped_step_is_the_unclamped_step_clipped(beta):
+    """``step`` with clamp is exactly ``step`` without clamp followed by ``clamp(0, 1)``."""
+    clamped, free = clamp_pair()
+    x = torch.rand(8, 20)
+    y = torch.eye(10)[:8]
+    s = random_state(clamped, x)
+    with torch.no_grad():
+        got = clamped.step(s, clamped.static_terms(x), beta, y)
+        unclamped = free.step(s, free.static_terms(x), beta, y)
+    for g, u in zip(got, unclamped, strict=True):
+        assert (u < 0).any() and (u > 1).any()  # both bounds have work to do
+        assert torch.equal(g, u.clamp(0.0, 1.0))
 
 
 def test_state_layout_follows_size_tab():

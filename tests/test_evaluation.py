@@ -12,6 +12,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch import Tensor
+from torchvision.datasets import MNIST
 
 from eqprop_lightning.callbacks import AtomicCheckpointIO
 from eqprop_lightning.cli import main
@@ -19,8 +21,8 @@ from eqprop_lightning.datamodules import MNISTDataModule
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import PrototypicalFC
-from tests.conftest import FAKE_TRAIN_SIZE
-from tests.test_cli import config, shrink
+from tests.conftest import FAKE_TEST_SIZE, FAKE_TRAIN_SIZE
+from tests.test_cli import SMALL_T, config, shrink
 from tests.test_mnist_datamodule import _fake_dm as datamodule
 
 VAL = 50  # held-out images of the fake MNIST's 200 training images
@@ -71,9 +73,8 @@ def test_evaluation_loaders_are_validation_then_test(fake_mnist: Path) -> None:
     val, test = dm.val_dataloader()
     assert torch.equal(torch.cat([x for x, _ in val]), dm.val_set.tensors[0])
     assert torch.equal(torch.cat([x for x, _ in test]), dm.test_set.tensors[0])
-    plain = datamodule(fake_mnist)
-    assert list(plain.evaluation_sets) == ["test"]
-    assert torch.equal(torch.cat([x for x, _ in plain.val_dataloader()]), plain.test_set.tensors[0])
+    # without a split the val loader serves the test set (test_mnist_datamodule checks it)
+    assert list(datamodule(fake_mnist).evaluation_sets) == ["test"]
 
 
 @pytest.mark.parametrize("bad", [FAKE_TRAIN_SIZE, -1])
@@ -128,6 +129,80 @@ def test_fit_with_a_split_logs_both_sets_and_keeps_the_best_by_validation(
     assert best_ckpt.name == f"epoch{best['epoch'] - 1:03d}.ckpt"
     assert checkpoint_errors(best_ckpt, dm)["val_error"] == pytest.approx(best["val_error"])
     assert f"best checkpoint by val/error: {best_ckpt.relative_to(in_tmp)}" in caplog.text
+
+
+def free_phase_by_hand(net: PrototypicalFC, x: Tensor, T: int) -> Tensor:
+    """The class ``argmax_c s_0[c]`` after ``T`` free steps ``s <- F(x, s, theta)`` of
+    ``net.step`` from ``s = 0``, relaxed here without the module: (B,)."""
+    with torch.no_grad():
+        static = net.static_terms(x)
+        s = [x.new_zeros(len(x), n) for n in net.size_tab[:-1]]  # s_0 (output) ... s_L
+        for _ in range(T):
+            s = net.step(s, static)
+    return s[0].argmax(1)
+
+
+def test_evaluation_is_the_free_phase_stepped_by_hand(fake_mnist: Path) -> None:
+    """validate, test and predict count the examples whose ``T``-step free phase predicts the
+    wrong class. The weights are scaled up so that the free phase still moves at step ``T``:
+    ``T - 1`` or ``T + 1`` steps, another start or another layer give other predictions."""
+    T = 5
+    torch.manual_seed(0)
+    net = PrototypicalFC([10, 32, 784])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(4.0)
+    model = EqPropModule(net, [0.1, 0.05], "ep", T=T, K=2, beta=0.5)
+    dm = datamodule(fake_mnist, val_split=VAL, test_batch_size=30)  # uneven last batches
+    sets = {
+        "val": (dm.val_set.tensors[0], dm.val_set.tensors[1].argmax(1)),  # one-hot targets
+        "test": (dm.test_set.tensors[0], MNIST(str(fake_mnist), train=False).targets),
+    }
+    predicted = {name: free_phase_by_hand(net, x, T) for name, (x, _) in sets.items()}
+    wrong = {name: int((predicted[name] != y).sum()) for name, (_, y) in sets.items()}
+    for name, (x, y) in sets.items():  # the check can tell T - 1 steps from T
+        assert int((free_phase_by_hand(net, x, T - 1) != y).sum()) != wrong[name], name
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    (val_logged, test_logged) = trainer.validate(model, datamodule=dm, verbose=False)
+    (test_only,) = trainer.test(model, datamodule=dm, verbose=False)
+    counts = {
+        "val": val_logged["val/error"] * VAL / 100,
+        "test": test_logged["test/error"] * FAKE_TEST_SIZE / 100,
+        "test_step": test_only["test/error"] * FAKE_TEST_SIZE / 100,
+    }
+    expected = {**wrong, "test_step": wrong["test"]}
+    assert counts == pytest.approx(expected, abs=1e-3)  # percent of 50 or 100 examples
+    batches = trainer.predict(model, dm.test_dataloader())
+    assert torch.equal(torch.cat([b["prediction"] for b in batches]), predicted["test"])
+
+
+def test_results_json_errors_are_the_cli_free_phase_stepped_by_hand(
+    fake_mnist: Path, in_tmp: Path
+) -> None:
+    """A fit's results.json counts the errors of last.ckpt's net relaxed here for the command
+    line's ``T`` (not through the module)."""
+    args = [*shrink(fake_mnist, epochs=1), "--trainer.limit_val_batches", "1.0"]
+    main(["fit", "--config", config("p1h"), *args, "--data.val_split", str(VAL)])
+    run = in_tmp / "runs" / "p1h" / "version_0"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["T"] == SMALL_T
+    net = PrototypicalFC(**saved["hyper_parameters"]["net"]["init_args"])
+    state = saved["state_dict"]
+    net.load_state_dict({k.removeprefix("net."): v for k, v in state.items() if k[:4] == "net."})
+    dm = datamodule(fake_mnist, val_split=VAL, split_seed=0)
+    wrong = {
+        f"{name}_error": int((free_phase_by_hand(net, s.tensors[0], SMALL_T) != labels).sum())
+        for name, s, labels in (
+            ("val", dm.val_set, dm.val_set.tensors[1].argmax(1)),
+            ("test", dm.test_set, MNIST(str(fake_mnist), train=False).targets),
+        )
+    }
+    sizes = {"val_error": VAL, "test_error": FAKE_TEST_SIZE}
+    (epoch,) = json.loads((run / "results.json").read_text())["epochs"]
+    counts = {key: epoch[key] * sizes[key] / 100 for key in wrong}
+    assert counts == pytest.approx(wrong, abs=1e-3)
 
 
 def test_fit_without_a_split_calls_nothing_best(fake_mnist: Path, in_tmp: Path, caplog) -> None:

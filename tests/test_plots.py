@@ -1,0 +1,192 @@
+"""The figures' content: the curves, bars, labels and panels of :mod:`eqprop_lightning.plots` are
+the numbers they were given (Agg backend), not only a PNG file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from matplotlib.axes import Axes
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+
+from eqprop_lightning import plots
+
+matplotlib.use("Agg")  # as plots does: no display
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
+    """The figures that :func:`plots.save_figure` writes (still written, then kept here)."""
+    figures: list[Figure] = []
+    real = plots.save_figure
+
+    def keeping(fig: Figure, path: Path) -> Path:
+        figures.append(fig)
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "save_figure", keeping)
+    return figures
+
+
+def legend_texts(ax: Axes) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def assert_curve(line, x, y, style: str, colour: str) -> None:
+    """``line`` draws ``y`` over ``x`` (None as a gap) in ``style`` and ``colour``."""
+    np.testing.assert_array_equal(np.asarray(line.get_xdata(), float), np.asarray(x, float))
+    expected = np.array([np.nan if v is None else v for v in y], float)
+    np.testing.assert_array_equal(np.asarray(line.get_ydata(), float), expected)
+    assert line.get_linestyle() == style
+    assert to_rgba(line.get_color()) == to_rgba(colour)
+
+
+# ------------------------------------------------------------------------------ error curves
+
+
+def test_error_curves_are_each_runs_test_and_train_errors(tmp_path: Path, saved) -> None:
+    """Per run (colour C<i>): test error solid with markers, train error dashed, per epoch; an
+    epoch without evaluation is a gap."""
+    results = {
+        "ep": [
+            {"epoch": 1, "train_error": 12.5, "test_error": 10.0},
+            {"epoch": 2, "train_error": 6.25, "test_error": None},
+            {"epoch": 3, "train_error": 3.0, "test_error": 2.5},
+        ],
+        "bptt": [
+            {"epoch": 1, "train_error": 20.0, "test_error": 15.0},
+            {"epoch": 2, "train_error": 8.0, "test_error": 7.5},
+        ],
+    }
+    path = plots.plot_error_curves(results, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == PNG
+    (fig,) = saved
+    (ax,) = fig.axes
+    assert len(ax.lines) == 4
+    for i, epochs in enumerate(results.values()):
+        x = [e["epoch"] for e in epochs]
+        test, train = ax.lines[2 * i], ax.lines[2 * i + 1]
+        assert_curve(test, x, [e["test_error"] for e in epochs], "-", f"C{i}")
+        assert test.get_marker() == "o"
+        assert_curve(train, x, [e["train_error"] for e in epochs], "--", f"C{i}")
+    assert legend_texts(ax) == ["ep test", "ep train", "bptt test", "bptt train"]
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == ("epoch", "error (%)", "log")
+
+
+def test_table1_curves_are_one_panel_per_row_with_ep_and_bptt_per_seed(
+    tmp_path: Path, saved
+) -> None:
+    """EP in C0 and BPTT in C1, a line per seed (dotted when partial), the published EP number
+    as a dashed grey line, "not run" on an empty row and no panel beyond the rows."""
+    panels = {
+        "P-1h": {
+            "ep": [(0, [1, 2, 3], [5.0, 3.0, 2.0], False), (1, [1, 2], [6.0, 4.0], True)],
+            "bptt": [(0, [1, 2], [7.0, 5.0], False)],
+        },
+        "EB-1h": {"ep": [], "bptt": []},
+    }
+    plots.plot_table1_curves(panels, {"P-1h": 2.2}, tmp_path / "table1.png")
+    (fig,) = saved
+    assert len(fig.axes) == 3  # a row of 3 columns
+    p1h, eb1h, spare = fig.axes
+    assert [ax.get_visible() for ax in fig.axes] == [True, True, False]
+    assert (p1h.get_title(), eb1h.get_title()) == ("P-1h", "EB-1h")
+    ep0, ep1, bptt0, published = p1h.lines
+    assert_curve(ep0, [1, 2, 3], [5.0, 3.0, 2.0], "-", "C0")
+    assert_curve(ep1, [1, 2], [6.0, 4.0], ":", "C0")
+    assert_curve(bptt0, [1, 2], [7.0, 5.0], "-", "C1")
+    np.testing.assert_array_equal(published.get_ydata(), [2.2, 2.2])
+    assert published.get_linestyle() == "--" and to_rgba(published.get_color()) == to_rgba("0.4")
+    assert legend_texts(p1h) == ["EP", "BPTT", "published EP"]
+    assert (p1h.get_ylabel(), p1h.get_yscale()) == ("test error (%)", "log")
+    assert len(eb1h.lines) == 0 and eb1h.get_legend() is None
+    assert [t.get_text() for t in eb1h.texts] == ["not run"]
+
+
+# ------------------------------------------------------------------------------------- GDU
+
+
+def assert_pairs(ax: Axes, n: torch.Tensor, d: torch.Tensor, count: int) -> list[int]:
+    """``ax`` draws ``count`` distinct entries ``j``, each as the BPTT curve ``n[:, j]`` (solid)
+    then the EP curve ``d[:, j]`` (dashed) in one colour C<c>; returns the entries."""
+    assert len(ax.lines) == 2 * count
+    picks = []
+    for c in range(count):
+        solid, dashed = ax.lines[2 * c], ax.lines[2 * c + 1]
+        (j,) = [j for j in range(n.shape[1]) if np.array_equal(solid.get_ydata(), n[:, j])]
+        assert_curve(solid, range(len(n)), n[:, j].tolist(), "-", f"C{c}")
+        assert_curve(dashed, range(len(n)), d[:, j].tolist(), "--", f"C{c}")
+        picks.append(j)
+    assert len(set(picks)) == count
+    return picks
+
+
+def distinct(K: int, *shape: int, offset: float = 0.0) -> torch.Tensor:
+    """(K, *shape) of distinct values: every entry's curve is its own."""
+    return torch.arange(K * int(np.prod(shape)), dtype=torch.float64).view(K, *shape) + offset
+
+
+def test_gdu_neuron_figure_is_a_panel_per_layer_of_bptt_and_ep_curves() -> None:
+    """The output layer's first units, ``units`` random units of the others; BPTT ``nS`` solid,
+    EP ``dS`` dashed (a different value from BPTT, so that a swap shows)."""
+    K = 4
+    nS = [distinct(K, 3), distinct(K, 2, 4, offset=100.0)]  # output: 3 units; s1: 8 units
+    dS = [t + 0.5 for t in nS]
+    fig = plots.gdu_neuron_figure(nS, dS, units=5, seed=0)
+    out, hidden = fig.axes
+    assert assert_pairs(out, nS[0], dS[0], 3) == [0, 1, 2]
+    assert_pairs(hidden, nS[1].flatten(1), dS[1].flatten(1), 5)
+    for i, ax in enumerate(fig.axes):
+        assert ax.get_title() == f"$s^{i}$: $\\nabla^{{BPTT}}$ (solid), $-\\Delta^{{EP}}$ (dashed)"
+        assert ax.get_xlabel() == "t"
+    again = plots.gdu_neuron_figure(nS, dS, units=5, seed=0).axes[1]
+    assert [line.get_ydata().tolist() for line in again.lines] == [
+        line.get_ydata().tolist() for line in hidden.lines
+    ]  # the seed fixes the drawn units
+
+
+def test_gdu_synapse_figure_is_a_panel_per_weight_of_bptt_and_ep_curves() -> None:
+    """Per weight, ``synapses`` random entries (all of a smaller one): instantaneous BPTT ``nT``
+    solid, EP ``dT`` dashed; the panel names the weight."""
+    K = 3
+    nT = {"W01": distinct(K, 3, 4), "W1x": distinct(K, 2, 3, offset=100.0)}
+    dT = {k: -v for k, v in nT.items()}
+    fig = plots.gdu_synapse_figure(nT, dT, synapses=10, seed=0)
+    w01, w1x = fig.axes
+    assert_pairs(w01, nT["W01"].flatten(1), dT["W01"].flatten(1), 10)
+    assert sorted(assert_pairs(w1x, nT["W1x"].flatten(1), dT["W1x"].flatten(1), 6)) == [*range(6)]
+    assert w01.get_title() == "$W_{01}$: BPTT (solid), EP (dashed)"
+    assert w1x.get_title() == "$W_{1x}$: BPTT (solid), EP (dashed)"
+
+
+def test_rmse_bars_are_the_means_with_the_stds_as_error_bars() -> None:
+    """A bar per neuron layer (C0) then per weight (C1): height the mean relative RMSE, error bar
+    mean +- std, named s^i and W_ij."""
+    rmse = {
+        "neurons": {"s0": {"mean": 0.1, "std": 0.02}, "s1": {"mean": 0.3, "std": 0.05}},
+        "weights": {"W01": {"mean": 0.02, "std": 0.01}, "W1x": {"mean": 0.5, "std": 0.1}},
+    }
+    fig = plots.rmse_bar_figure(rmse)
+    (ax,) = fig.axes
+    fig.canvas.draw()
+    errorbars, bars = ax.containers
+    assert bars.errorbar is errorbars
+    means, stds = [0.1, 0.3, 0.02, 0.5], [0.02, 0.05, 0.01, 0.1]
+    assert [b.get_height() for b in bars] == means
+    colours = [to_rgba(b.get_facecolor()) for b in bars]
+    assert colours == [to_rgba(c) for c in ("C0", "C0", "C1", "C1")]
+    names = [t.get_text() for t in ax.get_xticklabels()]
+    assert names == ["$s^{0}$", "$s^{1}$", "$W_{01}$", "$W_{1x}$"]
+    (segments,) = [c.get_segments() for c in errorbars.lines[2]]
+    segments = np.asarray(segments)  # (bars, 2 ends, xy)
+    centres = [bar.get_x() + bar.get_width() / 2 for bar in bars]
+    np.testing.assert_allclose(segments[:, :, 0], np.transpose([centres, centres]), rtol=1e-12)
+    expected = np.transpose([np.subtract(means, stds), np.add(means, stds)])
+    np.testing.assert_allclose(segments[:, :, 1], expected, rtol=1e-12)
+    assert (ax.get_ylabel(), ax.get_yscale()) == ("relative RMSE", "log")
