@@ -77,8 +77,9 @@ class EqPropModule(L.LightningModule):
         cosine_t_max: epochs of cosine annealing (``CosineAnnealingLR``, seed 2: 100), or None.
         eta_min: the schedule's final learning rate.
         convergence_tol: stop training when a batch's free phase still moves by more than this
-            at its last step (``train/free_change``, logged every epoch: per layer, the batch mean
-            of the largest ``|s(T) - s(T-1)|``); None never stops. Training always stops, with the
+            at its last step (per layer, the batch mean of each example's largest
+            ``|s(T) - s(T-1)|``; ``train/free_change`` logs the largest layer's value, averaged
+            over the epoch's batches); None never stops. Training always stops, with the
             layer, phase and step named, when a state or weight is not finite.
         loss: the cost that nudges the output and that BPTT descends: ``mse`` (the seeds'
             ``1/2 |s_0 - y|^2``) or ``cross_entropy`` (a softmax readout ``W_r s_0 + b_r`` of the

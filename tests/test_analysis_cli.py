@@ -48,7 +48,6 @@ def test_gdu_command_writes_tensors_table_and_figures(in_tmp, tmp_path, capsys):
     summary = json.loads((out / "gdu.json").read_text())
     assert set(summary["rmse"]["neurons"]) == {"s0", "s1"}
     assert set(summary["rmse"]["weights"]) == {"W01", "W1x"}
-    assert summary["seconds"] > 0
     tensors = torch.load(out / "gdu.pt", weights_only=True)
     # the reported relative RMSE is that of the saved trajectories, computed here:
     # sqrt(sum_t (n - d)^2 / max(sum_t n^2, sum_t d^2)) per component, then mean and std
@@ -71,7 +70,9 @@ def test_gdu_command_writes_tensors_table_and_figures(in_tmp, tmp_path, capsys):
     for name in ("gdu_neurons", "gdu_synapses", "gdu_rmse"):
         assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list(out.glob("events.out.tfevents.*"))
-    assert str(out) in capsys.readouterr().out
+    # the printed time is the summary's
+    written = f"GDU analysis ({summary['seconds']:.1f} s) written to {out}"
+    assert written in capsys.readouterr().out.splitlines()
 
 
 def test_gdu_command_runs_the_toy_model(in_tmp, tmp_path):
@@ -150,23 +151,6 @@ def test_recipe_rejects_more_batches_than_the_epoch_has(in_tmp, capsys):
         main(["recipe", "--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp, *too_many])
     assert exc.value.code == 2
     assert "--batches=51: the training set has only 50 batches" in capsys.readouterr().err
-
-
-def test_recipe_rejects_zero_batches(in_tmp, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(
-            [
-                "recipe",
-                "--config",
-                str(CONFIGS / "gdu/fig3_p1h.yaml"),
-                *SMALL,
-                *in_tmp,
-                "--batches",
-                "0",
-            ]
-        )
-    assert exc.value.code == 2
-    assert "--batches=0" in capsys.readouterr().err
 
 
 def test_gdu_callback_logs_without_touching_training(in_tmp, tmp_path):

@@ -7,6 +7,7 @@ whole file runs in seconds on a CPU.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import sys
@@ -22,6 +23,7 @@ from torchvision.datasets import MNIST
 
 from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import MNISTDataModule
+from eqprop_lightning.learning import EquilibriumProp
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
 
@@ -82,7 +84,8 @@ def is_count_percent(error: float, examples: int) -> bool:
 
 def check_epochs(epochs: list[dict], n: int) -> None:
     """``n`` entries numbered 1..n with exactly the schema's fields (no split: no val_error),
-    each error a whole number of the examples it was measured on, and timings."""
+    each error a whole number of the examples it was measured on (the values themselves:
+    ``test_fit_logs_the_epoch_means_of_the_rules_values``; the timings: ``test_resume``)."""
     assert [e["epoch"] for e in epochs] == list(range(1, n + 1))
     for entry in epochs:
         assert set(entry) == {
@@ -90,7 +93,6 @@ def check_epochs(epochs: list[dict], n: int) -> None:
         }  # fmt: skip
         assert is_count_percent(entry["train_error"], TRAIN_EXAMPLES), entry
         assert is_count_percent(entry["test_error"], TEST_EXAMPLES), entry
-        assert entry["seconds"] > 0.0
 
 
 @pytest.fixture
@@ -158,6 +160,78 @@ def test_fit_bptt_on_energy_based_net(fake_mnist: Path, in_tmp: Path) -> None:
     # the final epoch's test error is that of the saved weights, recomputed here
     expected, _ = _error_of_checkpoint(run_dir / "checkpoints" / "last.ckpt", fake_mnist)
     assert results["epochs"][-1]["test_error"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_fit_logs_the_epoch_means_of_the_rules_values(
+    fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One epoch of the 200 fake images in batches of 30 (the last of 20), replayed by hand with
+    EP and SGD: ``train/error`` is the error over the epoch's examples, ``train/loss`` and
+    ``train/free_change`` the means over its batches of each batch's cost
+    ``1/(2B) sum_b |s_0 - y|^2`` and of its largest layer's last-step change, all measured
+    before the batch's update; ``results.json`` holds them rounded."""
+    seen: dict = {}
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    original_fit, original_step = L.Trainer.fit, EqPropModule.training_step
+
+    @functools.wraps(original_fit)
+    def recording_fit(self: L.Trainer, model, *args, **kwargs):
+        seen["net"] = copy.deepcopy(model.net)  # the initial weights
+        out = original_fit(self, model, *args, **kwargs)
+        seen["metrics"] = {k: float(v) for k, v in self.callback_metrics.items()}
+        return out
+
+    @functools.wraps(original_step)
+    def recording_step(self: EqPropModule, batch, batch_idx: int) -> None:
+        batches.append(tuple(t.clone() for t in batch))
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(L.Trainer, "fit", recording_fit)
+    monkeypatch.setattr(EqPropModule, "training_step", recording_step)
+    whole_epoch = ["--trainer.limit_train_batches", "1.0", "--data.batch_size", "30"]
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1), *whole_epoch])
+    assert [len(x) for x, _ in batches] == [30] * 6 + [20]
+
+    run_dir = in_tmp / "runs" / "p1h" / "version_0"
+    hp = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    assert (hp["algorithm"], hp["nudging"], hp["symmetric"]) == ("ep", None, False)
+    net, rule = seen["net"], EquilibriumProp(SMALL_T, SMALL_K, hp["beta"])
+    wrong, costs, changes = [], [], []
+    for x, y in batches:
+        estimate = rule(net, x, y)  # before this batch's update
+        s0 = estimate.output
+        wrong.append(s0.argmax(1) != y.argmax(1))
+        costs.append(((s0 - y) ** 2).sum(1).mean() / 2)
+        changes.append(estimate.last_change.max())
+        estimate.objective.backward()
+        with torch.no_grad():
+            for group, lr in zip(net.synapse_groups(), hp["lrs"], strict=True):
+                for p in group.parameters():
+                    p -= lr * p.grad
+                    p.grad = None
+    # the replay followed the run: same final weights
+    trained = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    for name, value in net.state_dict().items():
+        torch.testing.assert_close(trained[f"net.{name}"], value, rtol=1e-5, atol=1e-7)
+
+    sizes = torch.tensor([len(x) for x, _ in batches], dtype=torch.float64)
+    costs_b, changes_b = torch.stack(costs).double(), torch.stack(changes).double()
+    error = 100 * torch.cat(wrong).double().mean().item()  # per example
+    loss, free_change = costs_b.mean().item(), changes_b.mean().item()  # per batch
+    # the other weightings differ by more than the tolerances (the last batch is smaller)
+    assert abs(100 * wrong[-1].double().mean().item() - error) > 1.0
+    for per_batch, mean in ((costs_b, loss), (changes_b, free_change)):
+        by_example = ((per_batch * sizes).sum() / sizes.sum()).item()
+        assert by_example != pytest.approx(mean, rel=1e-3)
+
+    metrics = seen["metrics"]
+    assert metrics["train/error"] == pytest.approx(error, rel=1e-5)
+    assert metrics["train/loss"] == pytest.approx(loss, rel=1e-5)
+    assert metrics["train/free_change"] == pytest.approx(free_change, rel=1e-5)
+    (entry,) = json.loads((run_dir / "results.json").read_text())["epochs"]
+    assert entry["train_error"] == pytest.approx(error, abs=6e-5)  # 4 decimals
+    assert entry["train_loss"] == pytest.approx(loss, abs=6e-5)
+    assert entry["free_change"] == pytest.approx(free_change, rel=6e-4)  # 4 significant digits
 
 
 # --------------------------------------------------------------------------- validate / test
