@@ -72,3 +72,15 @@ def fit_one_epoch(model, batches: list, val_batches: list | None = None):
     val = DataLoader(val_batches, batch_size=None) if val_batches else None
     trainer.fit(model, DataLoader(batches, batch_size=None), val)
     return trainer
+
+
+def free_steps_by_hand(net, x: torch.Tensor, T: int) -> tuple[list, list]:
+    """``s(T - 1)`` and ``s(T)``: ``T`` free steps ``s <- F(x, s, theta)`` of ``net.step`` from
+    ``s = 0`` (one (B, n) zero tensor per state layer, output first), outside any rule or module."""
+    with torch.no_grad():
+        static = net.static_terms(x)
+        s = [x.new_zeros(len(x), n) for n in net.size_tab[:-1]]
+        previous = s
+        for _ in range(T):
+            previous, s = s, net.step(s, static, 0.0, None)
+    return previous, s

@@ -22,6 +22,7 @@ from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import PrototypicalFC
 from tests.conftest import FAKE_TEST_SIZE, FAKE_TRAIN_SIZE
+from tests.reference import free_steps_by_hand
 from tests.test_cli import SMALL_T, config, shrink
 from tests.test_mnist_datamodule import _fake_dm as datamodule
 
@@ -132,14 +133,9 @@ def test_fit_with_a_split_logs_both_sets_and_keeps_the_best_by_validation(
 
 
 def free_phase_by_hand(net: PrototypicalFC, x: Tensor, T: int) -> Tensor:
-    """The class ``argmax_c s_0[c]`` after ``T`` free steps ``s <- F(x, s, theta)`` of
-    ``net.step`` from ``s = 0``, relaxed here without the module: (B,)."""
-    with torch.no_grad():
-        static = net.static_terms(x)
-        s = [x.new_zeros(len(x), n) for n in net.size_tab[:-1]]  # s_0 (output) ... s_L
-        for _ in range(T):
-            s = net.step(s, static)
-    return s[0].argmax(1)
+    """The class ``argmax_c s_0[c]`` after ``T`` free steps from ``s = 0``, relaxed here without
+    the module: (B,)."""
+    return free_steps_by_hand(net, x, T)[1][0].argmax(1)
 
 
 def test_evaluation_is_the_free_phase_stepped_by_hand(fake_mnist: Path) -> None:

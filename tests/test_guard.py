@@ -20,7 +20,7 @@ from eqprop_lightning.learning import (
 )
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
-from tests.reference import fit_one_epoch
+from tests.reference import fit_one_epoch, free_steps_by_hand
 from tests.test_resume import small_fit
 
 
@@ -55,14 +55,9 @@ def test_locate_nonfinite_names_input_weight_state_and_phase():
 
 
 def last_change_by_hand(net, x: torch.Tensor, T: int) -> torch.Tensor:
-    """``T - 1`` free steps from zeros, then one more: per state layer, the batch mean of each
-    example's largest ``|s_i(T) - s_i(T-1)|``."""
-    static = net.static_terms(x)
-    with torch.no_grad():
-        s = net.init_state(x)
-        for _ in range(T - 1):
-            s = net.step(s, static, 0.0, None)
-        previous, s = s, net.step(s, static, 0.0, None)
+    """Per state layer, the batch mean of each example's largest ``|s_i(T) - s_i(T-1)|`` of a
+    free phase stepped by hand from ``s = 0``."""
+    previous, s = free_steps_by_hand(net, x, T)
     return torch.stack([(a - b).abs().amax(1).mean() for a, b in zip(s, previous, strict=True)])
 
 
