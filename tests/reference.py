@@ -84,3 +84,13 @@ def free_steps_by_hand(net, x: torch.Tensor, T: int) -> tuple[list, list]:
         for _ in range(T):
             previous, s = s, net.step(s, static, 0.0, None)
     return previous, s
+
+
+def sgd_step_by_hand(net, lrs: list[float]) -> None:
+    """``theta <- theta - lr * dtheta`` per synapse group (output first), then the grads cleared:
+    the module's SGD step without the optimizer."""
+    with torch.no_grad():
+        for group, lr in zip(net.synapse_groups(), lrs, strict=True):
+            for p in group.parameters():
+                p -= lr * p.grad
+                p.grad = None

@@ -26,6 +26,7 @@ from eqprop_lightning.datamodules import MNISTDataModule
 from eqprop_lightning.learning import EquilibriumProp
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import EnergyBasedFC, PrototypicalFC
+from tests.reference import sgd_step_by_hand
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs" / "mnist"
@@ -204,11 +205,7 @@ def test_fit_logs_the_epoch_means_of_the_rules_values(
         costs.append(((s0 - y) ** 2).sum(1).mean() / 2)
         changes.append(estimate.last_change.max())
         estimate.objective.backward()
-        with torch.no_grad():
-            for group, lr in zip(net.synapse_groups(), hp["lrs"], strict=True):
-                for p in group.parameters():
-                    p -= lr * p.grad
-                    p.grad = None
+        sgd_step_by_hand(net, hp["lrs"])
     # the replay followed the run: same final weights
     trained = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     for name, value in net.state_dict().items():

@@ -16,7 +16,13 @@ from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import ACTIVATIONS
 from eqprop_lightning.nets.conv import ConvPrototypical
-from tests.reference import REFERENCE, fit_one_epoch, needs_reference, train_like_the_original
+from tests.reference import (
+    REFERENCE,
+    fit_one_epoch,
+    needs_reference,
+    sgd_step_by_hand,
+    train_like_the_original,
+)
 
 # small nets: sides of the conv states in the comments (input -> conv -> pool -> ...)
 NETS = {
@@ -362,11 +368,7 @@ def test_lightning_module_trains_the_conv_net(algorithm):
     rule = make_rule(algorithm, 6, 3, beta)
     for x, y in batches:
         rule(by_hand, x, y).objective.backward()
-        with torch.no_grad():
-            for group, lr in zip(by_hand.synapse_groups(), lrs, strict=True):
-                for p in group.parameters():
-                    p -= lr * p.grad
-                    p.grad = None
+        sgd_step_by_hand(by_hand, lrs)
     for (name, value), expected in zip(
         net.state_dict().items(), by_hand.state_dict().values(), strict=True
     ):
