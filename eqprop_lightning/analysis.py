@@ -90,7 +90,8 @@ def write_gdu(analysis: tuple[GDUResult, dict], x: Tensor, y: Tensor, out_dir: P
 
 def summary_metrics(summary: dict) -> dict[str, float]:
     """The summary's scalars for a logger: ``gdu/rmse/<s0|W01|...>`` (mean relative RMSE),
-    ``gdu/sign_agreement/<W>`` (percent) and ``gdu/estimate_error/<bptt|rbp>/<W>``."""
+    ``gdu/sign_agreement/<W>`` (percent) and ``gdu/estimate_error/<bptt|rbp>/<W>`` (where
+    defined)."""
     metrics = {
         f"gdu/rmse/{name}": v["mean"]
         for group in summary["rmse"].values()
@@ -100,7 +101,8 @@ def summary_metrics(summary: dict) -> dict[str, float]:
         metrics[f"gdu/sign_agreement/{name}"] = v["total"]
     for reference in ("bptt", "rbp"):
         for name, error in summary.get("estimates", {}).get(reference, {}).items():
-            metrics[f"gdu/estimate_error/{reference}/{name}"] = error
+            if error is not None:
+                metrics[f"gdu/estimate_error/{reference}/{name}"] = error
     return metrics
 
 
@@ -112,7 +114,8 @@ def rule_name(rule: GradientEstimator) -> str:
 
 def rmse_report(summary: dict) -> str:
     """Markdown table of the mean (std) relative RMSE per layer and weight, and the rule's
-    relative error against BPTT and RBP per weight when the summary has ``estimates``."""
+    relative error against BPTT and RBP per weight when the summary has ``estimates``
+    (*undefined* where the reference gradient is 0 and the estimate is not)."""
     lines = ["| quantity | mean RMSE | std |", "|---|---|---|"]
     for group in ("neurons", "weights"):
         for name, v in summary["rmse"][group].items():
@@ -121,8 +124,12 @@ def rmse_report(summary: dict) -> str:
         est = summary["estimates"]
         lines += ["", f"| {est['rule']}: weight | error vs BPTT | error vs RBP |", "|---|---|---|"]
         for name in est["bptt"]:
-            lines.append(f"| {name} | {est['bptt'][name]:.3g} | {est['rbp'][name]:.3g} |")
+            lines.append(f"| {name} | {_error(est['bptt'][name])} | {_error(est['rbp'][name])} |")
     return "\n".join(lines)
+
+
+def _error(value: float | None) -> str:
+    return "undefined (reference 0)" if value is None else f"{value:.3g}"
 
 
 def run_recipe(

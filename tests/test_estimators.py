@@ -379,3 +379,14 @@ def test_repeated_static_terms_are_those_of_the_repeated_batch(kind):
             assert (g is None) == (w is None), field.name
             if w is not None:
                 torch.testing.assert_close(g, w, rtol=0, atol=1e-6, msg=field.name)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_json_files_refuse_non_finite_numbers(tmp_path, value):
+    """gdu.json, results.json, ...: standard JSON, which has no NaN or Infinity."""
+    from eqprop_lightning.io import write_json_atomic
+
+    path = tmp_path / "out.json"
+    with pytest.raises(ValueError, match="JSON compliant"):
+        write_json_atomic(path, {"error": value})
+    assert list(tmp_path.iterdir()) == []

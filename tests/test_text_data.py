@@ -643,7 +643,34 @@ def test_cli_fit_and_gdu_on_text_data(
     tested = re.search(r"test/error\s+([0-9.]+)", capsys.readouterr().out)
     assert tested is not None
     assert float(tested.group(1)) == pytest.approx(epoch["test_error"], abs=1e-4)
-    main(["gdu", *args, "--output_dir", str(tmp_path / "gdu")])
-    summary = json.loads((tmp_path / "gdu" / "gdu.json").read_text())
-    assert summary["setting"]["symmetric"] is True
-    assert set(summary["rmse"]["weights"]) == {"P0", "P1", "P2", "P3", "W1", "W2"}
+    # GDU at small beta, converged: seed 3 leaves the outputs alive at these sizes, and the fc
+    # weights' EP estimate is BPTT's gradient (the projections' is not: the softmax update is not
+    # a gradient flow); seed 1 starts with the outputs dead, where BPTT's gradient of W1 is 0
+    gdu_args = [*args, "--model.beta", "0.01", "--model.T", "30", "--model.K", "10"]
+    weights = {"P0", "P1", "P2", "P3", "W1", "W2"}
+    for seed in (3, 1):
+        out = tmp_path / f"gdu_{seed}"
+        capsys.readouterr()
+        main(["gdu", *gdu_args, "--seed_everything", str(seed), "--output_dir", str(out)])
+        printed = capsys.readouterr().out
+        summary = json.loads((out / "gdu.json").read_text(), parse_constant=_no_constant)
+        assert summary["setting"] == {
+            "T": 30,
+            "K": 10,
+            "beta": 0.01,
+            "symmetric": True,
+            "batch_size": 2,
+        }
+        assert set(summary["rmse"]["weights"]) == weights
+        bptt = summary["estimates"]["bptt"]
+        assert set(bptt) == weights
+        if seed == 3:
+            assert bptt["W1"] < 2e-3 and bptt["W2"] < 2e-3
+            assert summary["sign_agreement"]["W2"]["total"] == pytest.approx(100.0)
+        else:
+            assert bptt["W1"] is None
+            assert "| W1 | undefined (reference 0) |" in printed
+
+
+def _no_constant(name: str):
+    raise AssertionError(f"gdu.json holds {name}, which is not JSON")

@@ -27,7 +27,6 @@ for the toy model). Only the weights (not the biases) are compared, as in the pa
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -258,10 +257,11 @@ def estimated_gradients(net, x: Tensor, y: Tensor, rule: GradientEstimator) -> d
 
 def estimate_errors(
     net, x: Tensor, y: Tensor, rule: GradientEstimator
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """Any rule's estimate against truncated BPTT (``rule.T``, ``rule.K``) and against RBP (the
     implicit gradient at the free fixed point, ``rule.K`` adjoint iterations): per reference and
-    weight, the relative error ``|g_rule - g_ref| / |g_ref|``."""
+    weight, the relative error ``|g_rule - g_ref| / |g_ref|`` (``None`` where it is undefined: the
+    reference is 0 and the estimate is not, as when every output unit is dead on the batch)."""
     estimate = estimated_gradients(net, x, y, rule)
     references = {"bptt": TruncatedBPTT(rule.T, rule.K), "rbp": RecurrentBackprop(rule.T, rule.K)}
     out = {}
@@ -271,9 +271,9 @@ def estimate_errors(
     return out
 
 
-def _relative(a: Tensor, b: Tensor) -> float:
-    """``|a - b| / |b|``: 0 where both are 0, inf where only ``b`` is 0."""
+def _relative(a: Tensor, b: Tensor) -> float | None:
+    """``|a - b| / |b|``: 0 where both are 0, ``None`` (undefined) where only ``b`` is 0."""
     num, den = (a - b).norm().item(), b.norm().item()
     if den > 0:
         return num / den
-    return math.inf if num > 0 else 0.0
+    return None if num > 0 else 0.0
