@@ -351,7 +351,7 @@ def render(
     runs: list[Run], figure: Path | None, command: str, variants: dict[str, Run] | None = None
 ) -> str:
     """The Markdown of ``REPRODUCTION.md`` (with ``variants``, P-1h by learning rule)."""
-    date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes")
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")
     out = [
         "# Reproduction of Table 1 (Ernoult et al., NeurIPS 2019)",
         "",
