@@ -62,11 +62,23 @@ def analyse(
         "rmse": rmse_table(result),
         "sign_agreement": sign_agreement(result.NT, result.DT),
         "seconds": round(time.perf_counter() - start, 3),
-        "setting": {"T": T, "K": K, "beta": beta, "symmetric": symmetric, "batch_size": x.shape[0]},
+        "setting": {
+            "T": T,
+            "K": K,
+            "beta": beta,
+            "symmetric": symmetric,
+            "batch_size": x.shape[0],
+            "dtype": dtype_name(x.dtype),
+        },
     }
     if rule is not None and not getattr(rule, "continual", False):
         summary["estimates"] = {"rule": rule_name(rule), **estimate_errors(net, x, y, rule)}
     return result, summary
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``float32``, ``float64``, ..."""
+    return str(dtype).removeprefix("torch.")
 
 
 def write_gdu(analysis: tuple[GDUResult, dict], x: Tensor, y: Tensor, out_dir: Path) -> dict:
@@ -160,9 +172,12 @@ def recipe_report(recipe: dict) -> str:
     return "\n".join(lines)
 
 
-def write_recipe(recipe: dict, out_dir: Path, batches: int) -> Path:
+def write_recipe(recipe: dict, out_dir: Path, batches: int, dtype: torch.dtype) -> Path:
+    """Writes a :func:`run_recipe` result over ``batches`` batches of ``dtype`` into ``out_dir``
+    (``recipe.json``, ``recipe.md``) and returns the JSON's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "recipe.json"
-    write_json_atomic(path, {"batches": batches, "sign_agreement": recipe})
+    payload = {"batches": batches, "dtype": dtype_name(dtype), "sign_agreement": recipe}
+    write_json_atomic(path, payload)
     (out_dir / "recipe.md").write_text(recipe_report(recipe) + "\n")
     return path

@@ -13,11 +13,12 @@ holds the two paths equal on every MNIST figure config.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import itertools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,17 @@ class AnalysisInputs:
     symmetric: bool
     batches: list[tuple[Tensor, Tensor]]
     run_root: Path  # <save_dir or default_root_dir>/<logger name>
+
+    def in_float64(self) -> AnalysisInputs:
+        """The same analysis in float64: a float64 copy of the net, the batches' floating
+        tensors converted (in float32, rounding in EP's ``(s(beta) - s(-beta)) / 2 beta`` can
+        exceed its O(beta^2) error at small beta)."""
+
+        def double(t: Tensor) -> Tensor:
+            return t.double() if t.is_floating_point() else t
+
+        net = copy.deepcopy(self.net).double()
+        return replace(self, net=net, batches=[(double(x), double(y)) for x, y in self.batches])
 
 
 def _set(tree: dict, dotted: str, value: Any) -> None:
@@ -239,7 +251,8 @@ def recipe_command(inputs: AnalysisInputs, output_dir: Path | None) -> dict:
     ``output_dir`` (default a new ``<run root>/recipe_<n>``)."""
     beta, n = _ep_beta(inputs), len(inputs.batches)
     recipe = run_recipe(inputs.net, inputs.batches, inputs.T, inputs.K, beta)
-    path = write_recipe(recipe, output_dir or next_dir(inputs.run_root, "recipe"), n)
+    out_dir = output_dir or next_dir(inputs.run_root, "recipe")
+    path = write_recipe(recipe, out_dir, n, inputs.batches[0][0].dtype)
     print(recipe_report(recipe))
     print(f"sign agreement over {n} batches written to {path}")
     return recipe

@@ -70,6 +70,15 @@ def _analysis_parser(name: str, description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_double(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--double",
+        action="store_true",
+        help="analyse in float64 (default float32, as training): at small beta, float32 rounding "
+        "in EP's (s(beta) - s(-beta)) / 2 beta can exceed its O(beta^2) difference from BPTT",
+    )
+
+
 def compare_parser() -> argparse.ArgumentParser:
     return _analysis_parser(
         "compare",
@@ -91,6 +100,7 @@ def gdu_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to write (default: a new <run root>/<name>/gdu_<n>/)",
     )
+    _add_double(parser)
     return parser
 
 
@@ -107,6 +117,7 @@ def recipe_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to write (default: a new <run root>/<name>/recipe_<n>/)",
     )
+    _add_double(parser)
     return parser
 
 
@@ -125,8 +136,9 @@ def run_compare(args: list[str]) -> None:
     compare(rest)
 
 
-def _analysis_inputs(args: list[str], n_batches: int):
-    """The analysed net, rule and batches: read without Lightning where the configs allow it."""
+def _analysis_inputs(args: list[str], n_batches: int, double: bool):
+    """The analysed net, rule and batches (in float64 with ``double``): read without Lightning
+    where the configs allow it."""
     from eqprop_lightning.analysis_commands import analysis_inputs
 
     inputs = analysis_inputs(args, n_batches)
@@ -134,14 +146,14 @@ def _analysis_inputs(args: list[str], n_batches: int):
         from eqprop_lightning.cli import analysis_inputs_from_cli
 
         inputs = analysis_inputs_from_cli(args, n_batches)
-    return inputs
+    return inputs.in_float64() if double else inputs
 
 
 def run_gdu(args: list[str]) -> None:
     own, rest = _split(gdu_parser(), args)
     from eqprop_lightning.analysis_commands import gdu_command
 
-    gdu_command(_analysis_inputs(rest, 1), own.output_dir)
+    gdu_command(_analysis_inputs(rest, 1, own.double), own.output_dir)
 
 
 def run_recipe(args: list[str]) -> None:
@@ -150,7 +162,7 @@ def run_recipe(args: list[str]) -> None:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
     from eqprop_lightning.analysis_commands import recipe_command
 
-    recipe_command(_analysis_inputs(rest, own.batches), own.output_dir)
+    recipe_command(_analysis_inputs(rest, own.batches, own.double), own.output_dir)
 
 
 def run_report(args: list[str]) -> None:

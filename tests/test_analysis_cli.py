@@ -96,6 +96,40 @@ def test_gdu_command_runs_the_toy_model(in_tmp, tmp_path):
     assert all(v["mean"] < 0.05 for v in summary["rmse"]["weights"].values())
 
 
+def test_double_analyses_the_same_net_and_batch_in_float64(in_tmp, tmp_path, monkeypatch):
+    """`gdu --double` and `recipe --double`: the config's net and batches, converted to float64."""
+    import eqprop_lightning.analysis as analysis
+
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    tensors = {}
+    for flag in ([], ["--double"]):
+        out = tmp_path / f"gdu{flag}"
+        main(["gdu", *config, *flag, "--output_dir", str(out)])
+        dtype = json.loads((out / "gdu.json").read_text())["setting"]["dtype"]
+        assert dtype == ("float64" if flag else "float32")
+        tensors[dtype] = torch.load(out / "gdu.pt", weights_only=True)
+    single, double = tensors["float32"], tensors["float64"]
+    assert double["x"].dtype == torch.float64 and double["NT"]["W1x"].dtype == torch.float64
+    torch.testing.assert_close(double["x"], single["x"].double(), rtol=0, atol=0)
+    # the same weights: the float32 curves are the float64 ones up to rounding
+    for k in ("NT", "DT"):
+        for w in ("W01", "W1x"):
+            torch.testing.assert_close(single[k][w].double(), double[k][w], rtol=1e-3, atol=1e-5)
+
+    seen = []
+    real_gdu = analysis.gdu
+
+    def recording(net, x, *args, **kwargs):
+        seen.append(x)
+        return real_gdu(net, x, *args, **kwargs)
+
+    monkeypatch.setattr(analysis, "gdu", recording)
+    out = tmp_path / "recipe_out"
+    main(["recipe", *config, "--batches", "2", "--double", "--output_dir", str(out)])
+    assert json.loads((out / "recipe.json").read_text())["dtype"] == "float64"
+    assert [x.dtype for x in seen] == [torch.float64] * 2
+
+
 def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
     import eqprop_lightning.analysis as analysis
 
