@@ -11,6 +11,17 @@ from torch import Tensor
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
+
+
+def log_error_axis(ax: plt.Axes) -> None:
+    """A log-scaled error axis labelled in plain numbers at 1, 2 and 5 times the powers of ten
+    (``0.5, 1, 2, 5``), not ``5 x 10^-1``."""
+    ax.set_yscale("log")
+    plain = ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 5.0)))
+    ax.yaxis.set_minor_formatter(plain)
 
 
 def plot_error_curves(results: dict[str, list[dict]], path: Path) -> Path:
@@ -23,7 +34,7 @@ def plot_error_curves(results: dict[str, list[dict]], path: Path) -> Path:
         ax.plot(x, train, "--", color=f"C{i}", label=f"{name} train")
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
-    ax.set_yscale("log")
+    log_error_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -132,7 +143,7 @@ def plot_table1_curves(
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")
-        ax.set_yscale("log")
+        log_error_axis(ax)
         ax.grid(True, which="both", alpha=0.3)
         if not any(panels[name].values()):
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)

@@ -472,6 +472,8 @@ def report_command(args: list[str]) -> str:
         dirs = [d for d in DEFAULT_RUNS if d.exists()]
     runs = find_runs(dirs)
     figure = own.figure or own.out.with_name("reproduction.png")
+    for path in (own.out, figure):
+        path.parent.mkdir(parents=True, exist_ok=True)
     published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}
     plot_table1_curves(curves(runs), published, figure)
     try:

@@ -34,6 +34,15 @@ def saved(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
     return figures
 
 
+def assert_plain_log_labels(fig: Figure, ax: Axes, expected: list[str]) -> None:
+    """The log axis's visible labels (major and minor) read ``expected``, in plain numbers."""
+    fig.canvas.draw()
+    ticks = [*ax.yaxis.get_major_ticks(), *ax.yaxis.get_minor_ticks()]
+    low, high = ax.get_ylim()
+    labels = {t.label1.get_text(): t.get_loc() for t in ticks if low <= t.get_loc() <= high}
+    assert sorted(labels, key=labels.get) == expected
+
+
 def legend_texts(ax: Axes) -> list[str]:
     return [t.get_text() for t in ax.get_legend().get_texts()]
 
@@ -77,6 +86,7 @@ def test_error_curves_are_each_runs_test_and_train_errors(tmp_path: Path, saved)
         assert_curve(train, x, [e["train_error"] for e in epochs], "--", f"C{i}")
     assert legend_texts(ax) == ["ep test", "ep train", "bptt test", "bptt train"]
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_yscale()) == ("epoch", "error (%)", "log")
+    assert_plain_log_labels(fig, ax, ["5", "10", "20"])
 
 
 def test_table1_curves_are_one_panel_per_row_with_ep_and_bptt_per_seed(
@@ -105,6 +115,7 @@ def test_table1_curves_are_one_panel_per_row_with_ep_and_bptt_per_seed(
     assert published.get_linestyle() == "--" and to_rgba(published.get_color()) == to_rgba("0.4")
     assert legend_texts(p1h) == ["EP", "BPTT", "published EP"]
     assert (p1h.get_ylabel(), p1h.get_yscale()) == ("test error (%)", "log")
+    assert_plain_log_labels(fig, p1h, ["2", "5"])
     assert len(eb1h.lines) == 0 and eb1h.get_legend() is None
     assert [t.get_text() for t in eb1h.texts] == ["not run"]
 

@@ -156,12 +156,12 @@ def test_cli_writes_report_and_figure(tmp_path, capsys):
     runs = tmp_path / "table1"
     write_run(runs, "p1h-ep-s0", [4.0, 3.0], planned=2)
     write_run(runs, "p1h-bptt-s0", [4.5, 2.0], planned=2)
-    out, fig = tmp_path / "out" / "REPRODUCTION.md", tmp_path / "out" / "curves.png"
-    out.parent.mkdir()
+    # into folders that do not exist yet
+    out, fig = tmp_path / "out" / "REPRODUCTION.md", tmp_path / "out" / "figures" / "curves.png"
     main(["report", "--runs", str(runs), "--out", str(out), "--figure", str(fig)])
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = out.read_text()
-    assert "![test error per epoch](curves.png)" in text
+    assert "![test error per epoch](figures/curves.png)" in text
     assert summary_cell(text, "P-1h", "BPTT")[3] == "2.00 (n = 1)"
     assert (
         "eqprop fit --config configs/mnist/p1h.yaml --model.algorithm bptt --model.beta null "
