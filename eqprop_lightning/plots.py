@@ -147,6 +147,7 @@ def plot_table1_curves(
         ax.grid(True, which="both", alpha=0.3)
         if not any(panels[name].values()):
             ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])  # no epochs to mark
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     for ax in axes.flat[len(names) :]:

@@ -118,6 +118,7 @@ def test_table1_curves_are_one_panel_per_row_with_ep_and_bptt_per_seed(
     assert_plain_log_labels(fig, p1h, ["2", "5"])
     assert len(eb1h.lines) == 0 and eb1h.get_legend() is None
     assert [t.get_text() for t in eb1h.texts] == ["not run"]
+    assert list(eb1h.get_xticks()) == []
 
 
 # ------------------------------------------------------------------------------------- GDU
