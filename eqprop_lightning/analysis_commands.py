@@ -49,6 +49,23 @@ RULE_DEFAULTS = {
     if name not in ("net", "seed")
 }
 RULE_OPTIONS = set(RULE_DEFAULTS)
+#: a config's top-level keys that this reader knows
+CONFIG_KEYS = {"model", "data", "trainer", "seed_everything"}
+#: Trainer arguments that may be set here (a subset of its signature, held to it by
+#: tests/test_analysis_commands.py): any other, a misspelt one too, goes to the Lightning CLI
+TRAINER_OPTIONS = {
+    "default_root_dir",
+    "logger",
+    "max_epochs",
+    "enable_progress_bar",
+    "check_val_every_n_epoch",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "log_every_n_steps",
+}
+#: the TensorBoard logger arguments that place a run
+LOGGER_OPTIONS = {"save_dir", "name", "version"}
 #: MNISTDataModule's arguments (tests/test_analysis_commands.py holds them to its signature)
 MNIST_OPTIONS = {
     "data_dir",
@@ -150,8 +167,14 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
     model, data = config.get("model", {}), _subclass(config.get("data", {}))
     seed = config.get("seed_everything")
     net_cfg = _subclass(model.get("net", {}))
+    trainer = config.get("trainer", {})
+    logger = trainer.get("logger") if isinstance(trainer, dict) else None
     if (
-        data.get("class_path") != MNIST_DATA
+        set(config) - CONFIG_KEYS
+        or not isinstance(trainer, dict)
+        or set(trainer) - TRAINER_OPTIONS
+        or (isinstance(logger, dict) and set(_subclass(logger)["init_args"]) - LOGGER_OPTIONS)
+        or data.get("class_path") != MNIST_DATA
         or not str(net_cfg.get("class_path", "")).startswith(NETS)
         or set(model) - RULE_OPTIONS - TRAINING_ONLY - {"net"}
         or set(net_cfg) - {"class_path", "init_args"}
@@ -167,15 +190,19 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
     options = {k: v for k, v in model.items() if k in RULE_OPTIONS}
     settings = RULE_DEFAULTS | options
     data_args = data.get("init_args", {})
-    root = run_root(config.get("trainer", {}))
+    root = run_root(trainer)
     if root is None or data_args.get("num_workers") or set(data_args) - MNIST_OPTIONS:
         return None
     files = MNISTFiles(data_args.get("data_dir"))
     if files.missing():
         return None  # the data module downloads them, or says where it looked
-    _seed_everything(seed)
     module, name = str(net_cfg["class_path"]).rsplit(".", 1)
-    net = getattr(importlib.import_module(module), name)(**net_cfg.get("init_args", {}))
+    net_class = getattr(importlib.import_module(module), name, None)
+    net_args = net_cfg.get("init_args", {})
+    if net_class is None or set(net_args) - set(inspect.signature(net_class).parameters):
+        return None  # the CLI names what it does not know
+    _seed_everything(seed)
+    net = net_class(**net_args)
     flatten = data_args.get("flatten", True)
     net, rule = net_and_rule(net, **options, seed=seed)  # the net inside its readout, if any
     check_net_fits(net, (784,) if flatten else (1, 28, 28), 10, "MNISTDataModule")

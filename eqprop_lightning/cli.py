@@ -79,7 +79,10 @@ class EqPropCLI(LightningCLI):
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_kwargs", {"epilog": EXTRA_COMMANDS})
+        # a parse error raises (eqprop prints it in one line) instead of printing the usage
+        strict = {"exit_on_error": False}
+        subcommands = {name: strict for name in self.subcommands()}
+        kwargs.setdefault("parser_kwargs", {"epilog": EXTRA_COMMANDS, **strict, **subcommands})
         super().__init__(
             EqPropModule,
             L.LightningDataModule,

@@ -191,7 +191,12 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
 def _user_error(err: BaseException | None) -> BaseException | None:
     """The invalid-config or missing-data error in ``err``'s chain (jsonargparse wraps the errors
     raised while instantiating optional arguments), else ``None``."""
-    user_errors: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
+    user_errors: tuple[type[BaseException], ...] = (
+        ConfigError,
+        DataError,
+        FileNotFoundError,
+        argparse.ArgumentError,  # the CLI's parse errors
+    )
     if "lightning" in sys.modules:  # only a command that imported Lightning can raise it
         from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
@@ -253,7 +258,8 @@ def main(args: list[str] | None = None) -> None:
         cause = _user_error(err)
         if cause is None:
             raise
-        _fail(str(cause), 2)
+        # jsonargparse nests its messages over several indented lines
+        _fail(" ".join(line.strip() for line in str(cause).splitlines()), 2)
 
 
 if __name__ == "__main__":

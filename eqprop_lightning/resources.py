@@ -32,8 +32,13 @@ def config_names() -> list[str]:
 def resolve_config(value: str) -> str:
     """``--config``'s value: an existing file as given, else the packaged config of that name
     (``mnist/p1h`` or ``mnist/p1h.yaml``); a YAML string (jsonargparse accepts one) is kept. Raise
-    ``ConfigError`` naming the closest packaged configs otherwise."""
-    if Path(value).expanduser().is_file() or any(c in value for c in ":{\n"):
+    ``ConfigError`` naming the closest packaged configs otherwise, or the file's problem when it
+    is not a YAML mapping."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        check_config_file(path, value)
+        return value
+    if any(c in value for c in ":{\n"):
         return value
     root = packaged("configs")
     for candidate in (root / value, root / f"{value}.yaml"):
@@ -46,6 +51,24 @@ def resolve_config(value: str) -> str:
         f"--config {value!r}: no such file, and no packaged config of that name ({hint}; "
         f"packaged configs are in {root})"
     )
+
+
+def check_config_file(path: Path, name: str) -> None:
+    """Raise ``ConfigError`` naming ``--config name`` unless ``path`` holds a YAML mapping."""
+    import yaml  # only here: the lookup above needs the standard library only
+
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"--config {name}: not valid YAML{where}: {problem or err}") from None
+    if not isinstance(content, dict):
+        held = "nothing" if content is None else f"a {type(content).__name__}"
+        raise ConfigError(
+            f"--config {name}: a config is a YAML mapping of options (such as `model.T: 40`); "
+            f"this file holds {held}"
+        )
 
 
 def resolve_config_args(args: list[str]) -> list[str]:

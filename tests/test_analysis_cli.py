@@ -130,6 +130,31 @@ def test_double_analyses_the_same_net_and_batch_in_float64(in_tmp, tmp_path, mon
     assert [x.dtype for x in seen] == [torch.float64] * 2
 
 
+@pytest.mark.parametrize("command", ["gdu", "recipe"])
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--outputdir", "x"], "unrecognized arguments: --outputdir x"),
+        (["--trainer.maxepochs", "3"], "unrecognized arguments: --trainer.maxepochs 3"),
+        (["--trainer.logger.init_args.nmae", "x"], "nmae"),
+        (["--model.net.init_args.sizetab", "[3]"], "'sizetab' is not accepted"),
+        (["--model.T", "abc"], "T='abc' must be a positive integer"),
+    ],
+    ids=["own-option", "trainer", "logger", "net", "type"],
+)
+def test_analysis_refuses_what_it_does_not_know(command, extra, expected, in_tmp, tmp_path, capsys):
+    """A misspelt option is an error in one line, not ignored (the configs' reader that avoids
+    importing Lightning hands whatever it does not know to the CLI, which names it)."""
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    with pytest.raises(SystemExit) as stop:
+        main([command, *config, *extra])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("eqprop: error: ")]
+    assert expected in line and "usage:" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
     import eqprop_lightning.analysis as analysis
 

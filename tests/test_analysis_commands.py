@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from eqprop_lightning.analysis_commands import (
+    LOGGER_OPTIONS,
     MNIST_OPTIONS,
     RULE_DEFAULTS,
+    TRAINER_OPTIONS,
     TRAINING_ONLY,
     analysis_inputs,
     read_configs,
@@ -111,6 +113,14 @@ def test_defaults_are_the_module_s_and_the_data_module_s() -> None:
     # every module setting is either read here or known to be training's only
     assert set(module) == {"net", *RULE_DEFAULTS, *TRAINING_ONLY}
     assert set(inspect.signature(MNISTDataModule).parameters) == MNIST_OPTIONS
+
+
+def test_trainer_options_read_here_are_the_trainer_s() -> None:
+    from lightning import Trainer
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    assert TRAINER_OPTIONS <= set(inspect.signature(Trainer).parameters)
+    assert LOGGER_OPTIONS <= set(inspect.signature(TensorBoardLogger).parameters)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """Bad configs, checkpoints and data files through `eqprop fit`: each exits with status 2 and a
-message naming the field or file, the value and what is allowed, without a traceback, before
-anything is written under runs/ (so nothing half-written is left for the next run)."""
+one-line message naming the field or file, the value and what is allowed, without a traceback or
+the usage, before anything is written under runs/ (so nothing half-written is left for the next
+run)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,15 @@ CASES = [
     ("T-not-int", "p1h", ["--model.T", "abc"], ["model.T", "abc"]),
     ("T-float", "p1h", ["--model.T", "40.5"], ["model.T", "40.5"]),
     ("unknown-key", "p1h", ["--model.betta", "0.1"], ["unrecognized arguments", "betta"]),
+    ("unknown-net-key", "p1h", ["--model.net.init_args.sizetab", "[3]"],
+     ["model.net", "PrototypicalFC", "'sizetab' is not accepted"]),
+    ("config-not-yaml", "p1h",
+     lambda data, tmp: ["--config", _file(tmp, "bad.yaml", "a:\n  b: [1\n")],
+     ["--config", "bad.yaml: not valid YAML at line 3, column 1", "expected ',' or ']'"]),
+    ("config-empty", "p1h", lambda data, tmp: ["--config", _file(tmp, "empty.yaml", "")],
+     ["--config", "empty.yaml: a config is a YAML mapping", "this file holds nothing"]),
+    ("config-a-list", "p1h", lambda data, tmp: ["--config", _file(tmp, "list.yaml", "- 1\n")],
+     ["list.yaml: a config is a YAML mapping", "this file holds a list"]),
     # options of the other rule
     ("bptt-beta", "p1h", ["--model.algorithm", "bptt"],
      ["beta=0.1 does not apply to algorithm 'bptt'", "model.beta null"]),
@@ -133,6 +143,12 @@ CASES = [
 ]  # fmt: skip
 
 
+def _file(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
 def _corrupt(tmp: Path) -> str:
     path = tmp / "broken.ckpt"
     path.write_bytes(b"PK\x03\x04 not really a zip archive")
@@ -154,9 +170,11 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
     assert stop.value.code == 2
     captured = capsys.readouterr()
     message = captured.err + captured.out
-    assert "Traceback" not in message
+    assert "Traceback" not in message and "usage:" not in message
+    # one line says it all
+    (line,) = [line for line in message.splitlines() if line.startswith("eqprop: error: ")]
     for text in expected:
-        assert text in message, f"{text!r} not in:\n{message[-2000:]}"
+        assert text in line, f"{text!r} not in:\n{message[-2000:]}"
     assert list(work.rglob("*")) == [], "nothing may be written under runs/"
     # and nothing said about a run directory or a checkpoint that do not exist
     said = message + caplog.text
