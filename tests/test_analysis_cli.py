@@ -1,6 +1,7 @@
 """`eqprop gdu`, `eqprop recipe` and the GDU callback on tiny nets and fake MNIST."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,25 @@ def test_gdu_callback_logs_without_touching_training(in_tmp, tmp_path):
     ]
     for key, value in ckpts[0].items():
         torch.testing.assert_close(ckpts[1][key], value, rtol=0, atol=0)
+
+
+README_GDU_ROW = re.compile(r"^\| `(fig3_\w+)` \| (.+) \|$", re.MULTILINE)
+
+
+def test_readme_gdu_table_is_what_the_command_prints(tmp_path, monkeypatch):
+    """The README's table of `eqprop gdu --config gdu/<config>` on the real MNIST (the shipped
+    files), each number to the 4 decimals printed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    monkeypatch.delenv("EQPROP_DATA_DIR", raising=False)  # the packaged MNIST, as a user has it
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = README_GDU_ROW.findall(readme)
+    assert [name for name, _ in rows] == ["fig3_p1h", "fig3_eb1h"]
+    for name, cells in rows:
+        documented = [float(cell.split()[0]) for cell in cells.split(" | ")]
+        out = tmp_path / name
+        main(["gdu", "--config", f"gdu/{name}", "--output_dir", str(out)])
+        rmse = json.loads((out / "gdu.json").read_text())["rmse"]
+        measured = [rmse["neurons"][k]["mean"] for k in ("s0", "s1")]
+        measured += [rmse["weights"][k]["mean"] for k in ("W01", "W1x")]
+        assert documented == pytest.approx(measured, abs=5e-5), name
