@@ -149,8 +149,14 @@ def _analysis_inputs(args: list[str], n_batches: int, double: bool):
     return inputs.in_float64() if double else inputs
 
 
+def _check_output_dir(path: Path | None) -> None:
+    if path is not None and path.exists() and not path.is_dir():
+        raise ConfigError(f"--output_dir {path} is a file: give a directory (new or existing)")
+
+
 def run_gdu(args: list[str]) -> None:
     own, rest = _split(gdu_parser(), args)
+    _check_output_dir(own.output_dir)
     from eqprop_lightning.analysis_commands import gdu_command
 
     gdu_command(_analysis_inputs(rest, 1, own.double), own.output_dir)
@@ -158,6 +164,7 @@ def run_gdu(args: list[str]) -> None:
 
 def run_recipe(args: list[str]) -> None:
     own, rest = _split(recipe_parser(), args)
+    _check_output_dir(own.output_dir)
     if own.batches < 1:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
     from eqprop_lightning.analysis_commands import recipe_command

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 
 ROWS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h")
 RULES = ("ep", "bptt")
@@ -144,11 +144,21 @@ def _row_of(path: Path, config: dict) -> tuple[str, str | None, int | None] | No
 
 def _load(path: Path) -> tuple[dict, dict]:
     """``results.json`` and ``config.yaml`` (each empty if absent) of a run directory."""
-    results_file = path / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.exists() else {}
-    config_file = path / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.exists() else {}
-    return results, config
+    return _read(path / "results.json", json.loads), _read(path / "config.yaml", yaml.safe_load)
+
+
+def _read(path: Path, parse) -> dict:
+    """The mapping in ``path`` (empty if absent); ``DataError`` naming a file that holds none."""
+    if not path.exists():
+        return {}
+    try:
+        content = parse(path.read_text())
+    except (ValueError, yaml.YAMLError) as err:  # json's errors are ValueErrors
+        problem = " ".join(str(err).split())
+        raise DataError(f"{path}: unreadable ({problem}); repair or remove its run") from None
+    if not isinstance(content, dict):
+        raise DataError(f"{path}: holds no mapping of a run's results or settings")
+    return content
 
 
 def _run(path, row, alg, seed, results: dict, config: dict) -> Run:
@@ -472,6 +482,14 @@ def report_command(args: list[str]) -> str:
         dirs = [d for d in DEFAULT_RUNS if d.exists()]
     runs = find_runs(dirs)
     figure = own.figure or own.out.with_name("reproduction.png")
+    for option, path, example in (
+        ("--out", own.out, "REPRODUCTION.md"),
+        ("--figure", figure, "reproduction.png"),
+    ):
+        if path.is_dir():
+            raise ConfigError(
+                f"{option} {path} is a directory: give the file to write, such as {path / example}"
+            )
     for path in (own.out, figure):
         path.parent.mkdir(parents=True, exist_ok=True)
     published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}

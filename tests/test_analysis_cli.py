@@ -156,6 +156,19 @@ def test_analysis_refuses_what_it_does_not_know(command, extra, expected, in_tmp
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("command", ["gdu", "recipe"])
+def test_output_dir_that_is_a_file_is_refused(command, in_tmp, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    with pytest.raises(SystemExit) as stop:
+        main([command, *config, "--output_dir", str(taken)])
+    assert stop.value.code == 2
+    expected = f"eqprop: error: --output_dir {taken} is a file: give a directory (new or existing)"
+    assert capsys.readouterr().err.splitlines() == [expected]
+    assert taken.read_text() == "a file"
+
+
 def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
     import eqprop_lightning.analysis as analysis
 

@@ -170,6 +170,33 @@ def test_cli_writes_report_and_figure(tmp_path, capsys):
     assert "benchmarks/table1_queue.sh p1h:ep:0 p1h:bptt:0" in text
 
 
+@pytest.mark.parametrize("target", ["out", "figure", "results", "config"])
+def test_bad_paths_and_files_are_one_line_errors_before_anything_is_written(
+    target, tmp_path, capsys
+):
+    runs = tmp_path / "table1"
+    run = write_run(runs, "p1h-ep-s0", [4.0, 3.0], planned=2)
+    out, figure = tmp_path / "report" / "R.md", tmp_path / "report" / "R.png"
+    expected = {
+        "out": f"--out {out} is a directory",
+        "figure": f"--figure {figure} is a directory",
+        "results": f"{run / 'results.json'}: unreadable (Expecting",
+        "config": f"{run / 'config.yaml'}: holds no mapping",
+    }[target]
+    if target in ("out", "figure"):
+        (out if target == "out" else figure).mkdir(parents=True)
+    elif target == "results":
+        (run / "results.json").write_text('{"epochs": [')
+    else:
+        (run / "config.yaml").write_text("- a list\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["report", "--runs", str(runs), "--out", str(out), "--figure", str(figure)])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("eqprop: error: ") and expected in line
+    assert not out.is_file() and not figure.is_file()
+
+
 def test_missing_runs_directory_is_a_config_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["report", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "r.md")])
