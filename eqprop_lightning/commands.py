@@ -217,21 +217,27 @@ def _user_error(err: BaseException | None) -> BaseException | None:
     return None
 
 
-def _stopped(err: BaseException) -> str | None:
-    """The one-line message of a divergence or an interruption, else ``None``."""
+#: how to go on after an interrupted command (the others are simply run again)
+RESUME_HINTS = {
+    "fit": "continue with `eqprop fit --config ... --ckpt_path last` (the same options)",
+    "compare": "`eqprop compare` does not resume: run it again (the stopped legs stay in their "
+    "run directories)",
+}
+
+
+def _stopped(err: BaseException, command: str) -> str | None:
+    """The one-line message of a divergence or an interruption of ``command``, else ``None``."""
     if "eqprop_lightning.learning" in sys.modules:
         from eqprop_lightning.learning import DivergenceError
 
         if isinstance(err, DivergenceError):
-            return f"{err}; the last good checkpoint is kept"
+            return f"{err}; no checkpoint holds the diverged values (earlier ones are kept)"
     if "lightning" in sys.modules:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(err, SIGTERMException):
-            return (
-                "stopped by Ctrl-C or SIGTERM; continue with "
-                "`eqprop fit --config ... --ckpt_path last`"
-            )
+            hint = RESUME_HINTS.get(command)
+            return "stopped by Ctrl-C or SIGTERM" + (f"; {hint}" if hint else "")
     return None
 
 
@@ -257,9 +263,9 @@ def main(args: list[str] | None = None) -> None:
     try:
         COMMANDS[args[0]](args[1:])
     except (Exception, SystemExit) as err:  # Lightning's SIGTERMException is a SystemExit
-        if isinstance(err, SystemExit) and _stopped(err) is None:
+        message = _stopped(err, args[0])
+        if isinstance(err, SystemExit) and message is None:
             raise
-        message = _stopped(err)
         if message is not None:
             _fail(message, 1)
         cause = _user_error(err)

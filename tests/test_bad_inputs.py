@@ -178,4 +178,4 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(
     assert list(work.rglob("*")) == [], "nothing may be written under runs/"
     # and nothing said about a run directory or a checkpoint that do not exist
     said = message + caplog.text
-    assert "run directory" not in said and "last good checkpoint" not in said
+    assert "run directory" not in said and "checkpoint holds" not in said

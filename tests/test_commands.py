@@ -272,3 +272,32 @@ def test_settings_check_lets_a_run_resume_compiled_or_eager(tmp_path: Path) -> N
     check_same_hparams(ckpt, {**saved, "compile": True})
     with pytest.raises(ConfigError, match="model.K: 2 there, 3 here"):
         check_same_hparams(ckpt, {**saved, "compile": True, "K": 3})
+
+
+@pytest.mark.parametrize(
+    ("command", "hint"),
+    [
+        ("fit", "; continue with `eqprop fit --config ... --ckpt_path last` (the same options)"),
+        ("compare", "; `eqprop compare` does not resume: run it again (the stopped legs stay"),
+        ("test", ""),
+    ],
+)
+def test_an_interruption_says_how_to_go_on_for_its_command(
+    command: str, hint: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Ctrl-C or SIGTERM (Lightning's SIGTERMException) ends in one line with status 1, and only
+    `fit` is told to resume with --ckpt_path last (compare had the same advice, which failed)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from eqprop_lightning import commands
+
+    def interrupted(args: list[str]) -> None:
+        raise SIGTERMException
+
+    monkeypatch.setitem(commands.COMMANDS, command, interrupted)
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--config", "mnist/p1h"])
+    assert stop.value.code == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("eqprop: error: stopped by Ctrl-C or SIGTERM" + hint)
+    assert hint or line == "eqprop: error: stopped by Ctrl-C or SIGTERM"

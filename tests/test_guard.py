@@ -123,7 +123,8 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
         main([*args, *poison])
     assert stop.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == f"eqprop: error: {message}; the last good checkpoint is kept"
+    kept = "no checkpoint holds the diverged values (earlier ones are kept)"
+    assert err == f"eqprop: error: {message}; {kept}"
     run = tmp_path / "runs" / "p1h" / "version_0"
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 5  # the end of epoch 1
