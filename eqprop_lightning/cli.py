@@ -122,6 +122,8 @@ class EqPropCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         _save_under_root_dir(config.trainer)
         if not config.get("ckpt_path"):
+            if subcommand == "fit":
+                _refuse_to_overwrite_a_run(config.trainer)
             return
         if subcommand == "fit":
             self._resume_in_run_directory()
@@ -231,6 +233,22 @@ def _save_under_root_dir(trainer) -> None:
     init = logger.get("init_args") if hasattr(logger, "get") else None
     if init is not None and init.get("save_dir") == ROOT_DIR:
         init.save_dir = str(trainer.default_root_dir)
+
+
+def _refuse_to_overwrite_a_run(trainer) -> None:
+    """Without a logger, every run writes into ``default_root_dir`` itself: a new run there
+    would overwrite an earlier one's ``results.json`` and ``last.ckpt``."""
+    if trainer.get("logger") or trainer.get("fast_dev_run"):  # a new version_<n>; no files
+        return
+    root = Path(trainer.get("default_root_dir") or TRAINER_DEFAULTS["default_root_dir"])
+    for earlier in (root / "results.json", root / "checkpoints" / "last.ckpt"):
+        if earlier.exists():
+            raise ConfigError(
+                f"trainer.logger=false writes the run into {root}, which holds {earlier} of an "
+                f"earlier run: resume it with --ckpt_path {root / 'checkpoints' / 'last.ckpt'}, "
+                "or give another --trainer.default_root_dir, or keep the logger (a new "
+                "version_<n> per run)"
+            )
 
 
 def newest_last_checkpoint(run_root: Path, model) -> Path:

@@ -133,6 +133,42 @@ def test_default_root_dir_decides_where_runs_go(fake_mnist: Path, in_tmp: Path) 
     assert not (in_tmp / "runs").exists()
 
 
+def test_without_a_logger_a_new_run_does_not_overwrite_an_earlier_one(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """With trainer.logger false a run writes into default_root_dir itself: a second fresh run
+    there is refused (it overwrote results.json and last.ckpt); resuming it goes on."""
+    root = in_tmp / "flat"
+    args = [*shrink(fake_mnist, epochs=1), "--trainer.logger", "false"]
+    args += ["--trainer.default_root_dir", str(root)]
+    main(["fit", "--config", config("p1h"), *args])
+    last, results = root / "checkpoints" / "last.ckpt", root / "results.json"
+    before = {path: path.read_bytes() for path in (last, results)}
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", config("p1h"), *args, "--seed_everything", "1"])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        f"eqprop: error: trainer.logger=false writes the run into {root}, which holds "
+        f"{results} of an earlier run: resume it with --ckpt_path {last}, or give another "
+        "--trainer.default_root_dir, or keep the logger (a new version_<n> per run)"
+    )
+    assert {path: path.read_bytes() for path in (last, results)} == before
+    main(
+        [
+            "fit",
+            "--config",
+            config("p1h"),
+            *args,
+            "--trainer.max_epochs",
+            "2",
+            "--ckpt_path",
+            str(last),
+        ]
+    )
+    assert [e["epoch"] for e in json.loads(results.read_text())["epochs"]] == [1, 2]
+
+
 def test_explicit_save_dir_wins_over_default_root_dir(fake_mnist: Path, in_tmp: Path) -> None:
     args = [*shrink(fake_mnist, epochs=1), "--trainer.default_root_dir", str(in_tmp / "root")]
     args += ["--trainer.logger.init_args.save_dir", str(in_tmp / "logs")]
