@@ -223,7 +223,11 @@ class EqPropCLI(LightningCLI):
                 # a top-1 checkpoint without a monitor: its "best" is the latest
                 lines.append(f"last checkpoint: {ckpt.best_model_path or None}")
             elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
-                lines.append(f"best checkpoint by {ckpt.monitor}: {ckpt.best_model_path or None}")
+                best = ckpt.best_model_path
+                if best:  # Lightning counts the epochs in its file names from 0
+                    epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1
+                    best = f"{best} (epoch {epoch} of results.json)"
+                lines.append(f"best checkpoint by {ckpt.monitor}: {best or None}")
         rank_zero_info("\n".join(lines))
 
 

@@ -129,7 +129,8 @@ def test_fit_with_a_split_logs_both_sets_and_keeps_the_best_by_validation(
     (best_ckpt,) = [p for p in (run / "checkpoints").iterdir() if p.name != "last.ckpt"]
     assert best_ckpt.name == f"epoch{best['epoch'] - 1:03d}.ckpt"
     assert checkpoint_errors(best_ckpt, dm)["val_error"] == pytest.approx(best["val_error"])
-    assert f"best checkpoint by val/error: {best_ckpt.relative_to(in_tmp)}" in caplog.text
+    said = f"best checkpoint by val/error: {best_ckpt.relative_to(in_tmp)} (epoch {best['epoch']}"
+    assert said + " of results.json)" in caplog.text
 
 
 def free_phase_by_hand(net: PrototypicalFC, x: Tensor, T: int) -> Tensor:
