@@ -217,7 +217,10 @@ class EqPropCLI(LightningCLI):
 
     def after_fit(self) -> None:
         run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # fast_dev_run: no logger
-        lines = [f"results: {Path(run_dir) / 'results.json'}"]
+        results = Path(run_dir) / "results.json"
+        if not results.exists():  # e.g. resumed from a checkpoint already at max_epochs
+            results = f"none written (no epoch completed; max_epochs={self.trainer.max_epochs})"
+        lines = [f"results: {results}"]
         for ckpt in self.trainer.checkpoint_callbacks:
             if isinstance(ckpt, LastCheckpoint):
                 # a top-1 checkpoint without a monitor: its "best" is the latest

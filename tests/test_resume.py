@@ -52,6 +52,25 @@ def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
 
 
+def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
+    fake_mnist, tmp_path, monkeypatch, caplog
+):
+    """A copy of a finished run's last.ckpt, resumed with the same max_epochs, trains nothing:
+    the end of fit says so instead of naming a results.json that was never written."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "1"]
+    main(args)
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes((tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").read_bytes())
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main([*args, "--ckpt_path", str(copy)])
+    assert "results: none written (no epoch completed; max_epochs=1)" in caplog.text
+    written = (tmp_path / "runs/p1h").glob("*/results.json")
+    assert [path.parent.name for path in written] == ["version_0"]  # the first run's only
+
+
 class Interrupt(__import__("lightning").Callback):
     """Sends ``signal`` (SIGINT is Ctrl-C) while batch ``batch_idx`` of epoch ``epoch``
     (0-based) trains, or during the epoch's evaluation (``batch_idx = -1``)."""
