@@ -39,7 +39,8 @@ def check_net_fits(
 
 
 def check_checkpoint_file(ckpt_path: str | Path) -> None:
-    """``ckpt_path`` exists and is a PyTorch checkpoint (a zip archive; only its end is read)."""
+    """``ckpt_path`` exists and is a PyTorch checkpoint: a zip archive whose records all match
+    their CRC-32 (torch.load itself does not check them, and loads changed bytes as weights)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: no such file")
@@ -47,6 +48,13 @@ def check_checkpoint_file(ckpt_path: str | Path) -> None:
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} is not a PyTorch checkpoint (not a zip archive): "
             "the file is truncated or corrupt"
+        )
+    with zipfile.ZipFile(path) as archive:
+        damaged = archive.testzip()
+    if damaged is not None:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} is corrupt: its record {damaged!r} fails its CRC-32 "
+            "check (bytes changed since it was written); use another copy"
         )
 
 

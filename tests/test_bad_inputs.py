@@ -16,7 +16,7 @@ import torch
 from eqprop_lightning.cli import main
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
-from tests.test_cli import config, shrink
+from tests.test_cli import SMALL_SIZE_TAB, config, shrink
 
 
 def mnist_copy(data: Path, tmp: Path, edit: Callable[[Path], None]) -> list[str]:
@@ -124,6 +124,8 @@ CASES = [
      ["nope.ckpt", "no such file"]),
     ("ckpt-corrupt", "p1h", lambda data, tmp: ["--ckpt_path", str(_corrupt(tmp))],
      ["broken.ckpt", "not a PyTorch checkpoint", "truncated or corrupt"]),
+    ("ckpt-bit-flips", "p1h", lambda data, tmp: ["--ckpt_path", _flipped(tmp)],
+     ["flipped.ckpt", "is corrupt", "fails its CRC-32 check"]),
     ("ckpt-other-net", "p1h", lambda data, tmp: ["--ckpt_path", checkpoint_of_another_net(tmp)],
      ["other.ckpt", "another net", "(10, 512) there and (10, 16) in this config"]),
     ("ckpt-last-none", "p1h", ["--ckpt_path", "last"], ["ckpt_path='last'", "last.ckpt"]),
@@ -146,6 +148,18 @@ CASES = [
 def _file(tmp: Path, name: str, text: str) -> str:
     path = tmp / name
     path.write_text(text)
+    return str(path)
+
+
+def _flipped(tmp: Path) -> str:
+    """A checkpoint of this config's net with 64 bytes of its weights inverted."""
+    path = tmp / "flipped.ckpt"
+    module = EqPropModule(PrototypicalFC(SMALL_SIZE_TAB), [0.1, 0.1], beta=0.1)
+    torch.save({"state_dict": module.state_dict()}, path)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside the 784 x 16 weight's record
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
     return str(path)
 
 
