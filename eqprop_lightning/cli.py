@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -132,6 +133,7 @@ class EqPropCLI(LightningCLI):
             check_checkpoint_file(ckpt_path)
         if subcommand == "fit":
             check_same_hparams(ckpt_path, config.model.as_dict())
+            check_same_seed(ckpt_path, config.get("seed_everything"))
 
     def _resume_in_run_directory(self) -> None:
         """``fit --ckpt_path PATH|last`` continues in the checkpoint's run directory, so that its
@@ -305,6 +307,22 @@ def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} was trained with other settings than this config "
             f"({fields}): resume with the config it was trained with, or start a new run"
+        )
+
+
+def check_same_seed(ckpt_path: str | Path, seed: object) -> None:
+    """Resuming ``ckpt_path`` with ``seed_everything`` ``seed``: a run directory's checkpoint
+    (``<run>/checkpoints/``) must resume with the seed in the run's ``config.yaml``, else
+    ``ConfigError`` (the run would go on under the other seed and record it as its own)."""
+    run_config = Path(ckpt_path).parent.parent / "config.yaml"
+    if not isinstance(seed, int) or isinstance(seed, bool) or not run_config.is_file():
+        return
+    started = (yaml.safe_load(run_config.read_text()) or {}).get("seed_everything")
+    if isinstance(started, int) and not isinstance(started, bool) and started != seed:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} belongs to a run started with seed_everything="
+            f"{started} ({run_config}), and this command has {seed}: resume it with "
+            f"--seed_everything {started}, or start a new run"
         )
 
 

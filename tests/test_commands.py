@@ -251,6 +251,24 @@ def test_ckpt_path_last_resumes_this_algorithm_and_refuses_other_settings(
     assert "model.K" not in err
 
 
+def test_resuming_with_another_seed_is_refused(fake_mnist: Path, in_tmp: Path, capsys) -> None:
+    """The run would go on under the other seed and record it in results.json as its own."""
+    args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    main(args)
+    run = in_tmp / "runs" / "p1h" / "version_0"
+    before = (run / "results.json").read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--seed_everything", "3"])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        "eqprop: error: ckpt_path='runs/p1h/version_0/checkpoints/last.ckpt' belongs to a run "
+        "started with seed_everything=0 (runs/p1h/version_0/config.yaml), and this command has 3: "
+        "resume it with --seed_everything 0, or start a new run"
+    )
+    assert (run / "results.json").read_bytes() == before
+
+
 def test_ckpt_path_last_without_a_run_of_this_algorithm(
     fake_mnist: Path, in_tmp: Path, capsys
 ) -> None:
