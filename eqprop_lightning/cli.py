@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from eqprop_lightning.analysis_commands import AnalysisInputs
 from eqprop_lightning.callbacks import (
@@ -214,8 +214,13 @@ class EqPropCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_fits(ckpt_path, self.model)
+        if not ckpt_path and self.subcommand != "fit":
+            rank_zero_warn(
+                f"no --ckpt_path: {self.subcommand} uses the net as initialised (seed "
+                f"{self.config[self.subcommand].get('seed_everything')}), not a trained one"
+            )
 
-    before_fit = before_validate = before_test = _check_run
+    before_fit = before_validate = before_test = before_predict = _check_run
 
     def after_fit(self) -> None:
         run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # fast_dev_run: no logger

@@ -201,6 +201,17 @@ def test_predict_writes_classes_and_output_states(fake_mnist: Path, in_tmp: Path
     assert torch.equal(written["prediction"], expected.argmax(1))
 
 
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_says_the_net_is_untrained(
+    command: str, fake_mnist: Path, in_tmp: Path
+) -> None:
+    args = [command, "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    args += ["--trainer.logger", "false", "--seed_everything", "5"]
+    said = rf"no --ckpt_path: {command} uses the net as initialised \(seed 5\), not a trained"
+    with pytest.warns(UserWarning, match=said):
+        main(args)
+
+
 @pytest.mark.parametrize(("limit", "examples"), [("1", 25), ("2", 50), ("1.0", 100), ("0.5", 50)])
 def test_limit_batches_one_is_one_batch_and_one_point_zero_all(
     fake_mnist: Path, in_tmp: Path, limit: str, examples: int
