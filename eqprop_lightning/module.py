@@ -237,9 +237,14 @@ class EqPropModule(L.LightningModule):
         if not finite:
             nudges = real_nudges(self.rule, self.global_step)
             found = locate_nonfinite(self.net, x, y, hp.T, hp.K, nudges)
+            if found is None:  # every value is finite: the estimate itself overflowed
+                largest = max(float(p.detach().abs().max()) for p in self.net.parameters())
+                found = (
+                    "the gradient estimate is not finite while every input, weight and state is "
+                    f"(an overflow; the largest weight is {largest:.3g} in magnitude)"
+                )
             raise DivergenceError(
-                f"training diverged at {where}: {found or 'the gradient estimate is not finite'}; "
-                "lower the learning rates, beta or dt"
+                f"training diverged at {where}: {found}; lower the learning rates, beta or dt"
             )
         if not converged:
             layer = int(estimate.last_change.argmax())

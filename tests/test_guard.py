@@ -134,6 +134,38 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(
     assert [e["epoch"] for e in results] == [1, 2, 3]
 
 
+class RecordLargestWeight(L.Callback):
+    """The largest weight magnitude of the net when the run stops with an exception."""
+
+    seen: list[float] = []
+
+    def on_exception(self, trainer, pl_module, exception):
+        weights = pl_module.net.parameters()
+        RecordLargestWeight.seen.append(max(float(w.abs().max()) for w in weights))
+
+
+def test_an_overflow_with_every_value_finite_is_named_with_the_largest_weight(
+    fake_mnist, tmp_path, monkeypatch, capsys
+):
+    """Learning rates of 1e38 make the weights huge but finite after the first update; the next
+    estimate overflows although no input, weight or state is non-finite."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    RecordLargestWeight.seen.clear()
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "1", "--model.lrs", "[1e38, 1e38]"]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--trainer.callbacks+=tests.test_guard.RecordLargestWeight"])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    (largest,) = RecordLargestWeight.seen
+    assert math.isfinite(largest)
+    assert err.startswith(
+        "eqprop: error: training diverged at epoch 1, batch 1 (global step 1): the gradient "
+        "estimate is not finite while every input, weight and state is (an overflow; the largest "
+        f"weight is {largest:.3g} in magnitude); lower the learning rates, beta or dt"
+    )
+
+
 def test_convergence_tolerance(fake_mnist, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
