@@ -268,7 +268,8 @@ README_GDU_ROW = re.compile(r"^\| `(fig3_\w+)` \| (.+) \|$", re.MULTILINE)
 
 def test_readme_gdu_table_is_what_the_command_prints(tmp_path, monkeypatch):
     """The README's table of `eqprop gdu --config gdu/<config>` on the real MNIST (the shipped
-    files), each number to the 4 decimals printed."""
+    files), each number within 5 % (float32 sums move EB-1h's s0 from 0.0035 on one thread to
+    0.0034 on two; the table's earlier numbers were 23-100 % off)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
     monkeypatch.delenv("EQPROP_DATA_DIR", raising=False)  # the packaged MNIST, as a user has it
@@ -282,4 +283,4 @@ def test_readme_gdu_table_is_what_the_command_prints(tmp_path, monkeypatch):
         rmse = json.loads((out / "gdu.json").read_text())["rmse"]
         measured = [rmse["neurons"][k]["mean"] for k in ("s0", "s1")]
         measured += [rmse["weights"][k]["mean"] for k in ("W01", "W1x")]
-        assert documented == pytest.approx(measured, abs=5e-5), name
+        assert documented == pytest.approx(measured, rel=0.05), name
