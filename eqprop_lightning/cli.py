@@ -235,7 +235,8 @@ class EqPropCLI(LightningCLI):
             elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
                 best = ckpt.best_model_path
                 if best:  # Lightning counts the epochs in its file names from 0
-                    epoch = torch.load(best, map_location="cpu", weights_only=True)["epoch"] + 1
+                    saved = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
+                    epoch = saved["epoch"] + 1  # memory-mapped: the tensors are not read
                     best = f"{best} (epoch {epoch} of results.json)"
                 lines.append(f"best checkpoint by {ckpt.monitor}: {best or None}")
         rank_zero_info("\n".join(lines))
@@ -320,15 +321,20 @@ def check_same_seed(ckpt_path: str | Path, seed: object) -> None:
     (``<run>/checkpoints/``) must resume with the seed in the run's ``config.yaml``, else
     ``ConfigError`` (the run would go on under the other seed and record it as its own)."""
     run_config = Path(ckpt_path).parent.parent / "config.yaml"
-    if not isinstance(seed, int) or isinstance(seed, bool) or not run_config.is_file():
+    if _integer(seed) is None or not run_config.is_file():
         return
-    started = (yaml.safe_load(run_config.read_text()) or {}).get("seed_everything")
-    if isinstance(started, int) and not isinstance(started, bool) and started != seed:
+    started = _integer((yaml.safe_load(run_config.read_text()) or {}).get("seed_everything"))
+    if started is not None and started != seed:
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} belongs to a run started with seed_everything="
             f"{started} ({run_config}), and this command has {seed}: resume it with "
             f"--seed_everything {started}, or start a new run"
         )
+
+
+def _integer(value: object) -> int | None:
+    """``value`` if it is an integer seed (not a bool: ``seed_everything: true`` draws one)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def checkpoint_hparams(ckpt_path: str | Path) -> dict:

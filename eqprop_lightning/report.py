@@ -490,7 +490,7 @@ def report_command(args: list[str]) -> str:
             raise ConfigError(
                 f"{option} {path} is a directory: give the file to write, such as {path / example}"
             )
-    for path in (own.out, figure):
+    for path in (own.out, figure):  # only once both are known to be files
         path.parent.mkdir(parents=True, exist_ok=True)
     published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}
     plot_table1_curves(curves(runs), published, figure)
