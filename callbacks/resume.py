@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -70,6 +71,8 @@ class LastCheckpoint(ModelCheckpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore_sigint()
+        if trainer.state.fn != TrainerFn.FITTING:  # test, validate, predict write no checkpoint
+            return
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         mid_epoch = 0 < done < trainer.num_training_batches and not trainer.validating
         if isinstance(exception, SIGTERMException) and mid_epoch:

@@ -146,6 +146,22 @@ def read_snli_file(path: Path, max_rows: int | None = None) -> list[Pair]:
         raise DataError(f"Cannot read the SNLI file {path}: {err}") from err
 
 
+def check_distinct_splits(**splits: str | None) -> None:
+    """``ConfigError`` when two roles (train, validation, test) are given the same SNLI split:
+    a validation or test set that is trained on, or a best epoch chosen on the test set."""
+    seen: dict[str, str] = {}
+    for role, split in splits.items():
+        if split is None:
+            continue
+        if split in seen:
+            raise ConfigError(
+                f"{seen[split]} and {role} are both {split!r}: the training, validation and test "
+                f"splits must differ (offline, train on dev and test on test, without a "
+                f"validation split: --data.train_split dev --data.val_split null)"
+            )
+        seen[split] = role
+
+
 class SNLIDataModule(TextDataModule):
     """SNLI pairs as word2vec ids, embedded per batch to ``x`` of shape ``(B, 2*seq_len, 300)``.
 
@@ -206,6 +222,7 @@ class SNLIDataModule(TextDataModule):
                 raise ConfigError(f"{name} must be one of {SPLIT_NAMES}, got {value!r}")
         if val_split is not None and val_split not in SPLIT_NAMES:
             raise ConfigError(f"val_split must be one of {SPLIT_NAMES} or null, got {val_split!r}")
+        check_distinct_splits(train_split=train_split, val_split=val_split, test_split=test_split)
         for name, value in (
             ("train_max_rows", train_max_rows),
             ("test_max_rows", test_max_rows),

@@ -543,3 +543,7 @@ class TextDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test batches, in order."""
         return self._loader(self.test_set, self._test_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Test batches, in order (``eqprop predict``)."""
+        return self.test_dataloader()

@@ -237,3 +237,27 @@ def test_resume_a_bptt_checkpoint_written_before_bptt_lost_beta(
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
     saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["hyper_parameters"]["beta"] is None and OLD_BEST_KEY not in saved["callbacks"]
+
+
+def test_a_failed_evaluation_says_nothing_of_checkpoints(tmp_path, caplog):
+    """The checkpoint messages of a stopped fit are not printed when `test`, `validate` or
+    `predict` fail (they write no checkpoint)."""
+    import logging
+
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from eqprop_lightning.callbacks.resume import LastCheckpoint
+
+    class Failing(BoringModel):
+        def test_step(self, batch, batch_idx):
+            raise RuntimeError("boom")
+
+    trainer = L.Trainer(
+        callbacks=[LastCheckpoint(dirpath=tmp_path / "checkpoints")], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    caplog.set_level(logging.INFO)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.test(Failing())
+    assert "checkpoint" not in caplog.text

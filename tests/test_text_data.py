@@ -85,6 +85,7 @@ SNLI_ROWS = [
     },
 ]
 SNLI_SEQ_LEN = 4
+LABEL_OF = {"neutral": 0, "contradiction": 1, "entailment": 2}
 EXPECTED_SNLI = [  # premise (4) + hypothesis (4); "a", "the", "two", "dogs", "nobody", "out" OOV
     ["man", "is", "sleeping", "."] + ["man", "is", "outside", "!"],
     ["running", ".", PAD, PAD] + ["is", "running", "?", PAD],
@@ -290,14 +291,30 @@ def test_trainer_receives_embedded_batches(snli_root: Path, w2v_file: Path) -> N
 
 
 def test_snli_val_split_is_evaluated_before_the_test_split(snli_root: Path, w2v_file: Path) -> None:
+    _write_jsonl(snli_root / "snli_1.0" / "snli_1.0_train.jsonl", SNLI_ROWS)
     dm = SNLIDataModule(
         data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN,
-        train_split="dev", val_split="dev",
+        train_split="train", val_split="dev",
     )  # fmt: skip
     dm.prepare_data()
     dm.setup("fit")
     assert dm.evaluation_sets == {"val": "the SNLI dev split", "test": "the SNLI test split"}
     assert [loader.dataset for loader in dm.val_dataloader()] == [dm.val_set, dm.test_set]
+
+
+@pytest.mark.parametrize(
+    "splits, roles",
+    [
+        ({"train_split": "dev", "val_split": "dev"}, "train_split and val_split are both 'dev'"),
+        ({"train_split": "test"}, "train_split and test_split are both 'test'"),
+        ({"train_split": "dev", "val_split": "test"}, "val_split and test_split are both 'test'"),
+    ],
+)
+def test_snli_splits_must_differ(snli_root: Path, splits: dict, roles: str) -> None:
+    """A validation or test split that is trained on, or a validation split that is the test
+    split, would choose or report on seen data: refused before any file is read."""
+    with pytest.raises(ConfigError, match=roles):
+        SNLIDataModule(data_dir=str(snli_root), **splits)
 
 
 def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
@@ -643,6 +660,17 @@ def test_cli_fit_and_gdu_on_text_data(
     tested = re.search(r"test/error\s+([0-9.]+)", capsys.readouterr().out)
     assert tested is not None
     assert float(tested.group(1)) == pytest.approx(epoch["test_error"], abs=1e-4)
+    # `eqprop predict` classifies the test split, in order: its errors are the test error
+    predictions = tmp_path / "predictions.pt"
+    main(["predict", *args, "--ckpt_path", str(results.parent / "checkpoints" / "last.ckpt"),
+          "--predictions.path", str(predictions)])  # fmt: skip
+    labels = torch.tensor(
+        [LABEL_OF[row["gold_label"]] for row in SNLI_ROWS if row["gold_label"] != "-"]
+    )
+    predicted = torch.load(predictions)["prediction"]
+    assert predicted.shape == labels.shape
+    error = (predicted != labels).float().mean().item() * 100
+    assert error == pytest.approx(epoch["test_error"], abs=1e-4)
     # GDU at small beta, converged, in float64: seed 3 leaves the outputs alive at these sizes,
     # and every weight's EP estimate is BPTT's gradient up to O(beta^2) (3e-5 measured; in
     # float32 the projections' is 1-3 % off, rounding in (s(beta) - s(-beta)) / 2 beta of states
