@@ -132,7 +132,9 @@ class EqPropCLI(LightningCLI):
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
         if subcommand == "fit":
+            check_training_state(ckpt_path)
             check_same_hparams(ckpt_path, config.model.as_dict())
+            check_same_data(ckpt_path, config.data.as_dict())
             check_same_seed(ckpt_path, config.get("seed_everything"))
 
     def _resume_in_run_directory(self) -> None:
@@ -313,6 +315,50 @@ def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} was trained with other settings than this config "
             f"({fields}): resume with the config it was trained with, or start a new run"
+        )
+
+
+#: data settings that say where the data is or how it is evaluated, not what is trained on: a
+#: run may resume with another value (a moved data folder, more workers)
+LOCATION_ONLY = frozenset(
+    {"data_dir", "cache_dir", "num_workers", "download", "verify_checksums", "test_batch_size"}
+)
+
+
+def check_same_data(ckpt_path: str | Path, data: dict) -> None:
+    """Resuming ``ckpt_path`` with the config's ``data`` (``class_path`` and ``init_args``): the
+    data module and its settings must be the checkpoint's, but for :data:`LOCATION_ONLY`, else
+    ``ConfigError`` naming each field that differs (the run would go on with other data and
+    its ``config.yaml`` would say it had used them from the start)."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    saved = dict(checkpoint.get("datamodule_hyper_parameters") or {})
+    if not saved:  # a checkpoint written without a data module's settings
+        return
+    given = dict(data.get("init_args") or {})
+    differ = [
+        (f"data.init_args.{k}", saved[k], given[k])
+        for k in sorted((saved.keys() & given.keys()) - LOCATION_ONLY)
+        if saved[k] != given[k]
+    ]
+    if "_class_path" in saved and saved["_class_path"] != data.get("class_path"):
+        differ.insert(0, ("data.class_path", saved["_class_path"], data.get("class_path")))
+    if differ:
+        fields = "; ".join(f"{k}: {there!r} there, {here!r} here" for k, there, here in differ)
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} was trained on other data settings than this config "
+            f"({fields}): resume with the data settings it was trained with, or start a new run"
+        )
+
+
+def check_training_state(ckpt_path: str | Path) -> None:
+    """``fit`` resumes a checkpoint's optimizer and schedule: one without them (a shipped copy,
+    ``python -m eqprop_lightning.shipped slim``) is refused with ``ConfigError``."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    if "optimizer_states" not in checkpoint:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} holds the weights only, without the optimizer's state "
+            "(a shipped or slimmed copy): fit cannot resume it. Evaluate it with eqprop test "
+            "(or validate, predict), or resume the run's own checkpoints/last.ckpt"
         )
 
 

@@ -280,6 +280,52 @@ def test_resuming_with_another_seed_is_refused(fake_mnist: Path, in_tmp: Path, c
     assert (run / "results.json").read_bytes() == before
 
 
+def test_resuming_with_other_data_settings_is_refused(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """The run would go on with a validation split it did not start with, and its config.yaml
+    would say it had one from the start; where the data lives may change."""
+    args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    main(args)
+    run = in_tmp / "runs" / "p1h" / "version_0"
+    before = (run / "config.yaml").read_bytes()
+    resume = [*args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    with pytest.raises(SystemExit) as stop:
+        main([*resume, "--data.val_split", "10", "--data.batch_size", "4"])
+    assert stop.value.code == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line == (
+        "eqprop: error: ckpt_path='runs/p1h/version_0/checkpoints/last.ckpt' was trained on other "
+        "data settings than this config (data.init_args.batch_size: 20 there, 4 here; "
+        "data.init_args.val_split: 0 there, 10 here): resume with the data settings it was "
+        "trained with, or start a new run"
+    )
+    assert (run / "config.yaml").read_bytes() == before
+    main([*resume, "--data.test_batch_size", "7", "--data.num_workers", "0"])
+    assert [e["epoch"] for e in _results(run)["epochs"]] == [1, 2]
+
+
+def test_fit_refuses_a_checkpoint_without_training_state(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """A shipped (slimmed) checkpoint has no optimizer state to resume: refused before any run
+    directory is made, where Lightning raised a KeyError after making one."""
+    from eqprop_lightning.shipped import slim
+
+    args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    main(args)
+    slimmed = slim(in_tmp / "runs/p1h/version_0/checkpoints/last.ckpt", in_tmp / "slim.ckpt")
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(slimmed)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"eqprop: error: ckpt_path='{slimmed}' holds the weights only, without the optimizer's "
+        "state (a shipped or slimmed copy): fit cannot resume it. Evaluate it with eqprop test "
+        "(or validate, predict), or resume the run's own checkpoints/last.ckpt"
+    )
+    assert sorted(p.name for p in (in_tmp / "runs" / "p1h").iterdir()) == ["version_0"]
+
+
 def test_ckpt_path_last_without_a_run_of_this_algorithm(
     fake_mnist: Path, in_tmp: Path, capsys
 ) -> None:
