@@ -71,9 +71,10 @@ class IMDBDataModule(TextDataModule):
 
     Args:
         data_dir: Root holding ``aclImdb/`` or ``aclImdb_v1.tar.gz`` (and ``word2vec/``).
-        embeddings: word2vec file (``.bin`` binary, else text; ``.gz`` allowed) or gensim-data
-            name; default ``<root>/word2vec/GoogleNews-vectors-negative300-subset.bin`` if present,
-            else ``word2vec-google-news-300``.
+        embeddings: word2vec file (binary or text, told apart by content; ``.gz`` allowed) or
+            gensim-data name; default
+            ``<root>/word2vec/GoogleNews-vectors-negative300-subset.bin`` if present, else
+            ``word2vec-google-news-300``.
         seq_len: Tokens per review, zero-padded or truncated.
         padding: ``post`` (zeros after the review, the original) or ``pre`` (before it).
         truncating: ``post`` (keep the first ``seq_len`` tokens, the original) or ``pre``

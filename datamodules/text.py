@@ -137,6 +137,27 @@ def word2vec_header_dim(path: str) -> int | None:
         return None
 
 
+def word2vec_is_binary(path: str) -> bool:
+    """Whether a word2vec file is in the binary format, told by its content: in the text format
+    the line after the header is a word and ``dim`` numbers (``.gz`` allowed; a file too short
+    or unreadable to tell counts as binary, whose reader then names the problem)."""
+    try:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
+            dim = int(fh.readline(256).split()[1])
+            fields = fh.readline(1 << 16).decode("utf-8").split()
+        return len(fields) != dim + 1 or not all(map(_is_number, fields[1:]))
+    except (OSError, EOFError, zlib.error, ValueError, IndexError, UnicodeDecodeError):
+        return True
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def embeddings_dim_hint(kind: str, value: str) -> int:
     """Embedding dimension expected from an embeddings source without loading it: a file's
     word2vec header, a gensim-data name's ``-<dim>`` suffix, else ``EMBED_DIM``."""
@@ -157,7 +178,7 @@ def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
     from gensim.models import KeyedVectors
 
     if kind == "path":
-        binary = value.endswith(".bin") or value.endswith(".bin.gz")
+        binary = word2vec_is_binary(value)
         try:
             return KeyedVectors.load_word2vec_format(value, binary=binary)
         except Exception as err:  # corrupt/truncated/wrong format
@@ -165,7 +186,7 @@ def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
             raise DataError(
                 f"Could not read word2vec embeddings from {value} as {fmt} word2vec format: "
                 f"{type(err).__name__}: {err}. Pass --data.embeddings with a valid word2vec file "
-                f"(binary if the name ends in .bin or .bin.gz, text otherwise)."
+                f"(binary or text, .gz allowed)."
             ) from err
     try:
         import gensim.downloader as api
@@ -480,7 +501,28 @@ class TextDataModule(L.LightningDataModule):
         """
         if self._data is None:
             self._data = self._load_or_build()
+        self._check_coverage(self._data)
         self._check_data(self._data)
+
+    def _check_coverage(self, data: dict[str, Any]) -> None:
+        """``DataError`` when no token of the data is in the embeddings (every input would be
+        zeros: the wrong file); a warning when most training examples keep no token."""
+        source = self._embeddings_source()[1]
+        if not data["vocab"]:
+            raise DataError(
+                f"None of the {self.kind.upper()} tokens is in the embeddings {source}: every "
+                f"example would be all zeros. Pass --data.embeddings with word2vec vectors of "
+                f"English words (such as {DEFAULT_W2V_NAME!r})"
+            )
+        ids = data["splits"]["train"]["ids"]
+        empty = int((ids == PAD_ID).all(dim=1).sum())
+        if empty > len(ids) / 2:
+            warnings.warn(
+                f"{empty} of the {len(ids)} training examples keep no token found in the "
+                f"embeddings {source} ({len(data['vocab'])} words matched): they are all zeros. "
+                f"Is it the right word2vec file?",
+                stacklevel=2,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         """Load the cached ids (building them if needed) and create the datasets."""

@@ -511,6 +511,27 @@ def test_embeddings_errors(
         with pytest.raises(DataError, match="Could not read word2vec embeddings") as info:
             IMDBDataModule(data_dir=str(imdb_root), embeddings=str(bad)).prepare_data()
         assert str(bad) in str(info.value)
+    # the format is told by the content, not the name: a text file named .bin reads as text
+    as_bin = w2v_file.with_name("text-format.bin")
+    as_bin.write_bytes(w2v_file.read_bytes())
+    dm = IMDBDataModule(data_dir=str(imdb_root), embeddings=str(as_bin), seq_len=SEQ_LEN)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert _tokens(dm, dm.train_set.ids) == EXPECTED_TRAIN
+    # vectors of none of the data's words: every input would be zeros
+    other = KeyedVectors(vector_size=300)
+    other.add_vectors(["zzz", "qqq"], np.stack([_vector("zzz"), _vector("qqq")]))
+    unrelated = w2v_file.with_name("unrelated.txt")
+    other.save_word2vec_format(str(unrelated), binary=False)
+    with pytest.raises(DataError, match="None of the IMDB tokens is in the embeddings") as info:
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(unrelated)).prepare_data()
+    assert str(unrelated) in str(info.value)
+    # a few words: 3 of the 4 training reviews keep none of them
+    other.add_vectors(["good"], _vector("good")[None])
+    few = w2v_file.with_name("few.txt")
+    other.save_word2vec_format(str(few), binary=False)
+    with pytest.warns(UserWarning, match=r"3 of the 4 training examples keep no token .*1 words"):
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(few)).prepare_data()
     # the default file under the data root is used when present
     default = imdb_root / "word2vec" / "GoogleNews-vectors-negative300-subset.bin"
     default.parent.mkdir()
