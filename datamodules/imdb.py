@@ -5,7 +5,9 @@ is absent, the ``<root>/aclImdb_v1.tar.gz`` archive, read member by member (neve
 files are read in sorted path order; labels are neg 0 / pos 1. Or Keras's cache files
 ``<root>/imdb.npz`` + ``<root>/imdb_word_index.json``, read and decoded back to words as the
 original does (:mod:`.keras_imdb`), in Keras's order. The data root is ``data_dir``, else
-``$EQPROP_DATA_DIR``, else ``./data``.
+``$EQPROP_DATA_DIR``, else ``./data``. The test and validation reviews are evaluated (and
+predicted) with the classes alternating, neg, pos, neg, ..., each class in that order, so that
+an evaluation cut short (``limit_test_batches 0.5``) measures both classes.
 
 Each review's kept tokens are padded with zeros or truncated to ``seq_len`` as Keras's
 ``pad_sequences`` does with ``padding`` and ``truncating`` (``post``: at the end, the original's
@@ -33,6 +35,7 @@ from .text import (
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
+    alternate_classes,
     balanced_subset,
     clean_imdb,
     encode_texts,
@@ -295,11 +298,15 @@ class IMDBDataModule(TextDataModule):
 
     def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         train = TokenIdsDataset(*splits["train"], num_classes=self.num_classes)
-        self.test_set = TokenIdsDataset(*splits["test"], num_classes=self.num_classes)
+        ids, labels = splits["test"]
+        order = torch.tensor(alternate_classes(labels.tolist()), dtype=torch.long)
+        self.test_set = TokenIdsDataset(ids[order], labels[order], num_classes=self.num_classes)
         if self._val_size == 0:
             self.train_set, self.val_set = train, None
             return
         self._check_val_size(len(train))
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self._seed))
-        self.val_set = Subset(train, sorted(perm[: self._val_size].tolist()))
+        held_out = sorted(perm[: self._val_size].tolist())
+        held_out = [held_out[i] for i in alternate_classes(train.labels[held_out].tolist())]
+        self.val_set = Subset(train, held_out)
         self.train_set = Subset(train, sorted(perm[self._val_size :].tolist()))

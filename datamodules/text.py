@@ -297,27 +297,38 @@ def save_atomic(obj: Any, path: Path) -> None:
         raise
 
 
+def _by_class(labels: Sequence[int]) -> list[list[int]]:
+    """Indices of each class, classes in increasing label order, indices in increasing order."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_class.setdefault(label, []).append(i)
+    return [by_class[label] for label in sorted(by_class)]
+
+
+def _round_robin(pools: list[list[int]]) -> list[int]:
+    """The first of every pool, then the second of every pool, ...: balanced prefixes that fill
+    from the larger pools once the smaller ones run out."""
+    depth = max(map(len, pools), default=0)
+    return [pool[d] for d in range(depth) for pool in pools if d < len(pool)]
+
+
 def balanced_subset(labels: Sequence[int], limit: int, seed: int) -> list[int]:
     """Sorted indices of a seeded subset of ``limit`` examples, balanced across classes."""
     if limit >= len(labels):
         return list(range(len(labels)))
     generator = torch.Generator().manual_seed(seed)
-    by_class: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_class.setdefault(label, []).append(i)
     pools = []
-    for label in sorted(by_class):
-        members = by_class[label]
+    for members in _by_class(labels):
         perm = torch.randperm(len(members), generator=generator).tolist()
         pools.append([members[j] for j in perm])
-    chosen: list[int] = []
-    depth = 0
-    while len(chosen) < limit:  # round robin over classes: balanced, fills from larger classes
-        for pool in pools:
-            if depth < len(pool) and len(chosen) < limit:
-                chosen.append(pool[depth])
-        depth += 1
-    return sorted(chosen)
+    return sorted(_round_robin(pools)[:limit])
+
+
+def alternate_classes(labels: Sequence[int]) -> list[int]:
+    """Indices ``0..N-1`` reordered so that the classes alternate (each class in its order), so
+    that every prefix of a set sorted by class (IMDB's ``neg/`` then ``pos/``) holds every class
+    in proportion: an evaluation cut short by ``limit_test_batches`` measures them all."""
+    return _round_robin(_by_class(labels))
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,10 +54,10 @@ EXPECTED_TRAIN = [  # sorted file order: neg/0_2, neg/1_1, pos/0_9, pos/1_8
     ["this", "movie", "was", "great", "!", "i", "loved", "it"],
     ["wonderful", "story", ",", "really", "good", ".", PAD, PAD],
 ]
-EXPECTED_TEST = [  # neg/0_1, neg/1_3, pos/0_10
+EXPECTED_TEST = [  # neg/0_1, pos/0_10, neg/1_3: the classes alternate
     ["bad", ".", PAD, PAD, PAD, PAD, PAD, PAD],
-    [PAD] * 8,
     ["good", "good", "good", "film", ".", PAD, PAD, PAD],
+    [PAD] * 8,
 ]
 EXPECTED_TRAIN_KEEP_OOV = [  # OOV tokens kept as zero vectors (id 0)
     ["dont", "watch", "it", "the", "plot", "is", "boring", "the"],
@@ -177,7 +177,7 @@ def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
     assert train.ids.dtype == torch.int32 and train.ids.shape == (4, SEQ_LEN)
     assert _tokens(dm, train.ids) == EXPECTED_TRAIN
     assert _tokens(dm, test.ids) == EXPECTED_TEST
-    assert train.labels.tolist() == [0, 0, 1, 1] and test.labels.tolist() == [0, 0, 1]
+    assert train.labels.tolist() == [0, 0, 1, 1] and test.labels.tolist() == [0, 1, 0]
     # ids are assigned in order of first use: the first review's words get 1..6
     assert train.ids[0].tolist() == [1, 2, 3, 4, 5, 6, 0, 0]
     used = {w for row in EXPECTED_TRAIN + EXPECTED_TEST for w in row if w}
@@ -245,11 +245,39 @@ def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
         IMDBDataModule(seq_len=0)
 
 
+@pytest.mark.parametrize(
+    "labels, order",
+    [
+        ([0, 0, 0, 1, 1, 1], [0, 3, 1, 4, 2, 5]),
+        ([0, 0, 0, 0, 1, 1], [0, 4, 1, 5, 2, 3]),  # then the larger class
+        ([2, 0, 1, 0, 2, 1], [1, 2, 0, 3, 5, 4]),
+        ([], []),
+    ],
+)
+def test_alternate_classes(labels: list[int], order: list[int]) -> None:
+    assert text_module.alternate_classes(labels) == order
+
+
+def test_a_cut_short_imdb_evaluation_measures_both_classes(imdb_root: Path, w2v_file: Path) -> None:
+    """The reviews are read neg/ then pos/: evaluated in that order, half the test set (or the
+    validation set) was one class alone."""
+    for split in ("train", "test"):
+        for name in ("neg", "pos"):
+            for i in range(2, 6):
+                (imdb_root / "aclImdb" / split / name / f"{i}_{i}.txt").write_text("Good film.")
+    dm = _imdb(imdb_root, w2v_file, val_size=4, batch_size=2)
+    # 6 neg and 5 pos reviews: alternating, then the last neg
+    assert [y.argmax(1).tolist() for _, y in dm.test_dataloader()] == [[0, 1]] * 5 + [[0]]
+    held_out = dm.val_set.indices
+    assert sorted(dm.val_set.dataset.labels[held_out].tolist()) == [0, 0, 1, 1]  # seed 0
+    assert [y.argmax(1).tolist() for _, y in dm.val_dataloader()[0]] == [[0, 1], [0, 1]]
+
+
 def test_batches_are_embedded(imdb_root: Path, w2v_file: Path) -> None:
     dm = _imdb(imdb_root, w2v_file, batch_size=4)
     ids, y = next(iter(dm.test_dataloader()))
     assert ids.dtype == torch.int64 and ids.shape == (3, SEQ_LEN)
-    assert y.dtype == torch.float32 and y.tolist() == [[1, 0], [1, 0], [0, 1]]
+    assert y.dtype == torch.float32 and y.tolist() == [[1, 0], [0, 1], [1, 0]]
     x, y2 = dm.on_after_batch_transfer((ids, y), 0)
     assert x.shape == (3, SEQ_LEN, 300) and x.dtype == torch.float32 and y2 is y
     for b, row in enumerate(EXPECTED_TEST):
