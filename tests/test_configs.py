@@ -13,7 +13,9 @@ rejects a beta for BPTT), the logger's ``save_dir: runs`` is left to ``trainer.d
 full-size text configs, ``snli/ep.yaml`` seed 9 and ``imdb/ep.yaml`` seed 2 (their BPTT configs
 load them), where at seed 0 every output starts at 0; and ``imdb/small.yaml``'s first layer of 50
 units instead of 100 (so that its trained model ships), with seed 0 instead of 3 (both outputs
-start alive at the new size); its header was rewritten with that change.
+start alive at the new size); its header was rewritten with that change. The small text configs'
+headers name ``configs/overrides/bptt.yaml`` for BPTT (they said ``--model.algorithm bptt``,
+which their ``beta`` and ``symmetric`` refuse).
 
 The one-batch runs build model and data through the CLI parser with the config's own values,
 except: ``compile`` is off (inductor's compilation takes seconds per graph; tests/test_compile.py
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -272,6 +276,25 @@ def test_rule_override_changes_only_its_keys_and_builds(name: str, fake_mnist: P
         "p1h_cep.yaml": "ContinualEP",
         "rbp.yaml": "RecurrentBackprop",
     }.get(name, "EquilibriumProp")
+
+
+#: a header's ``# Run: eqprop fit --config ... [optional options]`` line
+RUN_LINE = re.compile(r"^# Run: eqprop fit (.*)$", re.MULTILINE)
+
+
+@pytest.mark.parametrize("path", [p for p in RUNS if RUN_LINE.search(p.read_text())], ids=rel)
+def test_header_run_command_builds(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command a config's header shows builds its model and data, with and without its
+    optional part (the small text configs once offered --model.algorithm bptt, which refuses
+    their beta and symmetric)."""
+    monkeypatch.chdir(CONFIG_DIR.parent)
+    monkeypatch.setattr(sys, "argv", ["eqprop"])
+    command = RUN_LINE.search(path.read_text()).group(1)
+    plain, full = re.sub(r"\s*\[.*?\]", "", command), re.sub(r"[][]", "", command)
+    assert full != plain
+    for args in (shlex.split(plain), shlex.split(full)):
+        cli = EqPropCLI(args=[*args, "--model.compile", "false"], run=False)
+        assert cli.model.hparams.algorithm == ("bptt" if "bptt" in args[-1] else "ep")
 
 
 # ------------------------------------------------------------------ outputs alive at the start
