@@ -40,6 +40,7 @@ from .text import (
     clean_imdb,
     encode_texts,
     file_fingerprint,
+    folder_fingerprint,
     tokenize,
 )
 
@@ -206,8 +207,7 @@ class IMDBDataModule(TextDataModule):
             missing = [d for d in self._label_dirs() if not d.is_dir()]
             if missing:
                 raise self._not_found("missing folders: " + ", ".join(map(str, missing)))
-            # Directory size + mtime change whenever files are added, removed or renamed.
-            return {"folder": [file_fingerprint(d) for d in self._label_dirs()]}
+            return {"folder": folder_fingerprint(self._label_dirs())}
         if self._archive().is_file():
             return {"archive": file_fingerprint(self._archive())}
         raise self._not_found("neither the folder nor the archive exists")

@@ -11,7 +11,8 @@ as int32 token ids (id 0 = padding = zero vector) plus ONE frozen float32 embedd
 data modules embed per batch in ``on_after_batch_transfer``, which is numerically identical.
 
 The processed ids and the matrix are cached with ``torch.save`` (atomically) under a key hashed
-from the input files (paths, sizes, mtimes), the embeddings source and the options.
+from the input files (paths, sizes, mtimes; every review of an extracted IMDB folder), the
+embeddings source and the options.
 
 The cache is built in ``prepare_data``, which Lightning calls before it creates the run directory,
 so unreadable or malformed data files fail there, with a ``DataError`` naming the file (and the
@@ -264,6 +265,21 @@ def file_fingerprint(path: Path) -> list[Any]:
     """``[absolute path, size, mtime_ns]`` of a file or directory."""
     st = path.stat()
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def folder_fingerprint(folders: Sequence[Path]) -> list[Any]:
+    """Identity of the ``*.txt`` files of ``folders``: their absolute paths and a hash of every
+    file's name, size and mtime (a file rewritten in place changes neither its folder's size nor
+    its mtime)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        entries = sorted(
+            (e.name, e.stat().st_size, e.stat().st_mtime_ns)
+            for e in os.scandir(folder)
+            if e.name.endswith(".txt")
+        )
+        digest.update(json.dumps(entries).encode())
+    return [[str(f.resolve()) for f in folders], digest.hexdigest()]
 
 
 def resolve_cache_dir(cache_dir: str | None, data_root: Path) -> Path:

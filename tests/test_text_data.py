@@ -229,6 +229,21 @@ def test_cache_is_reused(imdb_root: Path, w2v_file: Path, monkeypatch: pytest.Mo
         other.setup("fit")
 
 
+def test_cache_sees_a_review_rewritten_in_place(imdb_root: Path, w2v_file: Path) -> None:
+    """Rewriting a review changes neither its folder's size nor its mtime: the cache was reused."""
+    cached = _imdb(imdb_root, w2v_file).cache_path()
+    review = imdb_root / "aclImdb" / "train" / "pos" / "0_9.txt"
+    before = review.stat()
+    review.write_text("Terrible terrible film.")
+    os.utime(review, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    second = _imdb(imdb_root, w2v_file)
+    assert second.cache_path() != cached
+    assert (
+        _tokens(second, second.train_set.ids)[2]
+        == ["terrible", "terrible", "film", "."] + [PAD] * 4
+    )
+
+
 def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
     dm = _imdb(imdb_root, w2v_file, limit_train_examples=2, limit_test_examples=2, val_size=1)
     assert sorted(dm.test_set.labels.tolist()) == [0, 1]  # class-balanced subsets
