@@ -161,8 +161,7 @@ class IMDBDataModule(TextDataModule):
         )
 
     def _test_set_name(self) -> str:
-        limit = self._limits["test"]
-        return "the IMDB test reviews" + (f" ({limit}, class-balanced)" if limit else "")
+        return "the IMDB test reviews" + self._subset_note("test", self._limits["test"])
 
     # -- sources ---------------------------------------------------------------------------
     def _folder(self) -> Path:

@@ -259,10 +259,13 @@ class SNLIDataModule(TextDataModule):
 
     def _validation_set(self) -> str | None:
         split = self._roles.get("val")
-        return None if split is None else f"the SNLI {split} split"
+        if split is None:
+            return None
+        return f"the SNLI {split} split" + self._subset_note("val", self._limits["val"])
 
     def _test_set_name(self) -> str:
-        return f"the SNLI {self._roles['test']} split"
+        split = self._roles["test"]
+        return f"the SNLI {split} split" + self._subset_note("test", self._limits["test"])
 
     def _candidates(self, split: str) -> list[Path]:
         return [

@@ -599,6 +599,15 @@ class TextDataModule(L.LightningDataModule):
     def _test_set_name(self) -> str:
         raise NotImplementedError
 
+    def _subset_note(self, role: str, limit: int | None) -> str:
+        """``" (N, a class-balanced subset)"`` for a set cut to ``limit`` examples: N once the
+        data is loaded (fewer than ``limit`` where the split has fewer), else ``limit``."""
+        if limit is None:
+            return ""
+        dataset = self.test_set if role == "test" else self.val_set
+        count = len(dataset) if dataset is not None else limit
+        return f" ({count}, a class-balanced subset)"
+
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """The evaluation of every epoch, in order: validation batches then test batches with a
         validation split, else test batches (the original evaluates the test set)."""

@@ -247,6 +247,10 @@ def test_cache_sees_a_review_rewritten_in_place(imdb_root: Path, w2v_file: Path)
 def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
     dm = _imdb(imdb_root, w2v_file, limit_train_examples=2, limit_test_examples=2, val_size=1)
     assert sorted(dm.test_set.labels.tolist()) == [0, 1]  # class-balanced subsets
+    assert dm.evaluation_sets["test"] == "the IMDB test reviews (2, a class-balanced subset)"
+    # a limit above the split's size: the set says how many it holds (3 test reviews)
+    more = _imdb(imdb_root, w2v_file, limit_test_examples=2000)
+    assert more.evaluation_sets["test"] == "the IMDB test reviews (3, a class-balanced subset)"
     base = dm.train_set.dataset
     assert sorted(base.labels.tolist()) == [0, 1]
     assert len(dm.train_set) == 1 and len(dm.val_set) == 1
@@ -373,6 +377,12 @@ def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
     ids, y = next(iter(dm.val_dataloader()))  # no val_split: evaluate the test split
     assert dm.evaluation_sets == {"test": "the SNLI test split"}
     assert ids.shape == (3, 2 * SNLI_SEQ_LEN) and y.argmax(1).tolist() == [0, 1, 2]
+    cut = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN,
+        train_split="dev", limit_test_examples=2,
+    )  # fmt: skip
+    cut.setup("fit")
+    assert cut.evaluation_sets == {"test": "the SNLI test split (2, a class-balanced subset)"}
 
 
 def test_snli_csv_form(snli_root: Path, w2v_file: Path, tmp_path: Path) -> None:
