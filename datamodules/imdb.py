@@ -199,6 +199,10 @@ class IMDBDataModule(TextDataModule):
     def _sources(self) -> dict[str, Any]:
         if self._use_keras():
             missing = [str(p) for p in self._keras_files() if not p.is_file()]
+            if missing and self._source == "auto":
+                raise self._not_found(
+                    f"none of aclImdb/, {ARCHIVE_NAME} and Keras's files is in the data root"
+                )
             if missing:
                 raise self._not_found("missing Keras files: " + ", ".join(missing))
             return {"keras": [file_fingerprint(p) for p in self._keras_files()]}

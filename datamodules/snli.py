@@ -63,7 +63,7 @@ def _label(path: Path, where: str, gold: object) -> int | None:
     )
 
 
-def _read_jsonl(path: Path, max_rows: int | None) -> list[Pair]:
+def _read_jsonl(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
     pairs: list[Pair] = []
     rows = 0
     with open(path, "rb") as fh:
@@ -79,8 +79,14 @@ def _read_jsonl(path: Path, max_rows: int | None) -> list[Pair]:
             except UnicodeDecodeError as err:
                 raise DataError(f"{path}{where}: not UTF-8 text ({err})") from err
             except json.JSONDecodeError as err:
+                line = raw.decode("utf-8").rstrip("\r\n")
+                problem = (
+                    "the line ends early (truncated?)"
+                    if err.pos >= len(line)
+                    else f"{err.msg} at character {err.pos + 1} of {len(line)}"
+                )
                 raise DataError(
-                    f"{path}{where}: malformed JSON ({err}); expected one JSON object per line"
+                    f"{path}{where}: malformed JSON ({problem}); expected one JSON object per line"
                 ) from err
             if not isinstance(record, dict) or any(f not in record for f in FIELDS):
                 found = sorted(record) if isinstance(record, dict) else type(record).__name__
@@ -90,10 +96,10 @@ def _read_jsonl(path: Path, max_rows: int | None) -> list[Pair]:
             label = _label(path, where, record["gold_label"])
             if label is not None:
                 pairs.append((record["sentence1"], record["sentence2"], label))
-    return pairs
+    return pairs, rows
 
 
-def _read_csv(path: Path, max_rows: int | None) -> list[Pair]:
+def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
     pairs: list[Pair] = []
     rows = 0
     with open(path, encoding="utf-8", newline="") as fh:
@@ -131,11 +137,12 @@ def _read_csv(path: Path, max_rows: int | None) -> list[Pair]:
             ) from err
         except UnicodeDecodeError as err:
             raise DataError(f"{path}, near line {start}: not UTF-8 text ({err})") from err
-    return pairs
+    return pairs, rows
 
 
-def read_snli_file(path: Path, max_rows: int | None = None) -> list[Pair]:
-    """Gold-labelled pairs among the first ``max_rows`` rows of a ``.jsonl`` or ``.csv`` file.
+def read_snli_file(path: Path, max_rows: int | None = None) -> tuple[list[Pair], int]:
+    """Gold-labelled pairs among the first ``max_rows`` rows of a ``.jsonl`` or ``.csv`` file,
+    and the number of rows read.
 
     Raises ``DataError`` naming the file and line for malformed rows, missing fields, gold labels
     other than the three classes and '-', and text that is not UTF-8.
@@ -312,13 +319,15 @@ class SNLIDataModule(TextDataModule):
                 continue
             split = self._roles[role]
             path = self._split_file(split)
-            pairs = read_snli_file(path, self._max_rows[role])
+            pairs, rows = read_snli_file(path, self._max_rows[role])
+            if not rows:
+                raise DataError(f"{path}: the SNLI {split} split is empty (no rows)")
             if not pairs:
-                rows = self._max_rows[role]
-                among = f" among its first {rows} rows" if rows is not None else ""
+                among = "first " if rows == self._max_rows[role] else ""
                 raise DataError(
-                    f"{path}: the SNLI {split} split has no gold-labelled pairs{among}; expected "
-                    f"rows with gold_label {', '.join(map(repr, LABELS))}"
+                    f"{path}: the SNLI {split} split has no gold-labelled pairs among its "
+                    f"{among}{rows} rows; expected rows with gold_label "
+                    f"{', '.join(map(repr, LABELS))}"
                 )
             limit = self._limits[role]
             if limit is not None:

@@ -188,7 +188,7 @@ class EqPropCLI(LightningCLI):
                 for cb in callbacks
                 if type(cb) is ModelCheckpoint and str(cb.monitor).startswith("val/")
             ]
-            if best:
+            if best and self.subcommand not in ("validate", "test", "predict"):  # no checkpoints
                 rank_zero_info(
                     f"no validation set: no best checkpoint by {best[0].monitor}, only "
                     f"last.ckpt (each epoch is evaluated on "

@@ -213,6 +213,9 @@ def test_fit_without_a_split_calls_nothing_best(fake_mnist: Path, in_tmp: Path, 
     assert "no validation set: no best checkpoint by val/error, only last.ckpt" in caplog.text
     last = (run / "checkpoints" / "last.ckpt").relative_to(in_tmp)
     assert f"last checkpoint: {last}" in caplog.text
+    caplog.clear()  # test writes no checkpoint: nothing to say about them
+    main(["test", "--config", config("p1h"), *shrink(fake_mnist), "--ckpt_path", str(last)])
+    assert "no best checkpoint" not in caplog.text
 
 
 def test_validate_with_a_split_evaluates_both_sets(

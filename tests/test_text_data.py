@@ -414,8 +414,22 @@ def test_snli_malformed_json_names_file_and_line(snli_root: Path, w2v_file: Path
     lines[2] = lines[2][:-5]  # cut the closing of the third record
     path.write_text("\n".join(lines) + "\n")
     dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
-    with pytest.raises(DataError, match=r"snli_1\.0_test\.jsonl, line 3: malformed JSON"):
+    with pytest.raises(DataError) as info:
         dm.prepare_data()  # before Lightning creates the run directory
+    assert str(info.value) == (
+        f"{path}, line 3: malformed JSON (the line ends early (truncated?)); expected one JSON "
+        "object per line"
+    )
+    lines[2] = '{"gold_label": "neutral" "sentence1": "A.", "sentence2": "B."}'
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as info:
+        SNLIDataModule(
+            data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev"
+        ).prepare_data()
+    assert str(info.value) == (
+        f"{path}, line 3: malformed JSON (Expecting ',' delimiter at character 26 of 62); "
+        "expected one JSON object per line"
+    )
 
 
 def _snli_lines(rows: list) -> list[bytes]:
@@ -490,16 +504,24 @@ def test_snli_empty_split_names_file(snli_root: Path, w2v_file: Path) -> None:
     path = snli_root / "snli_1.0" / "snli_1.0_dev.jsonl"
     _write_jsonl(path, [SNLI_ROWS[1]] * 3)  # only '-' labels: nothing left after dropping
     dm = SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev")
-    with pytest.raises(
-        DataError, match="no gold-labelled pairs among its first 540000 rows"
-    ) as info:
+    with pytest.raises(DataError) as info:
         dm.prepare_data()
-    assert str(info.value).startswith(str(path))
-    path.write_text("\n\n")  # blank lines only
-    with pytest.raises(DataError, match="no gold-labelled pairs"):
-        SNLIDataModule(
-            data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev"
-        ).prepare_data()
+    assert str(info.value) == (
+        f"{path}: the SNLI dev split has no gold-labelled pairs among its 3 rows; expected rows "
+        "with gold_label 'neutral', 'contradiction', 'entailment'"
+    )
+    capped = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev", train_max_rows=2
+    )
+    with pytest.raises(DataError, match="no gold-labelled pairs among its first 2 rows"):
+        capped.prepare_data()
+    for empty in ("\n\n", ""):  # blank lines only, no bytes at all
+        path.write_text(empty)
+        with pytest.raises(DataError) as info:
+            SNLIDataModule(
+                data_dir=str(snli_root), embeddings=str(w2v_file), train_split="dev"
+            ).prepare_data()
+        assert str(info.value) == f"{path}: the SNLI dev split is empty (no rows)"
 
 
 def test_imdb_missing_data_lists_paths(tmp_path: Path, w2v_file: Path) -> None:
@@ -507,8 +529,15 @@ def test_imdb_missing_data_lists_paths(tmp_path: Path, w2v_file: Path) -> None:
     with pytest.raises(FileNotFoundError) as info:
         dm.prepare_data()
     message = str(info.value)
+    assert message.startswith(
+        "IMDB data not found (none of aclImdb/, aclImdb_v1.tar.gz and Keras's files is in the "
+        "data root)"
+    )
     for part in ("aclImdb/train/pos", "aclImdb/test/neg", "aclImdb_v1.tar.gz", "--data.data_dir"):
         assert part in message
+    keras = IMDBDataModule(data_dir=str(tmp_path), embeddings=str(w2v_file), source="keras")
+    with pytest.raises(FileNotFoundError, match=r"IMDB data not found \(missing Keras files: "):
+        keras.prepare_data()
 
 
 def test_imdb_truncated_archive_names_file(imdb_tar_root: Path, w2v_file: Path) -> None:
