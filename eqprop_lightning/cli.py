@@ -132,7 +132,6 @@ class EqPropCLI(LightningCLI):
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
         if subcommand == "fit":
-            check_training_state(ckpt_path)
             check_same_hparams(ckpt_path, config.model.as_dict())
             check_same_data(ckpt_path, config.data.as_dict())
             check_same_seed(ckpt_path, config.get("seed_everything"))
@@ -216,6 +215,8 @@ class EqPropCLI(LightningCLI):
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_fits(ckpt_path, self.model)
+            if self.subcommand == "fit":
+                check_training_state(ckpt_path)
         if not ckpt_path and self.subcommand != "fit":
             rank_zero_warn(
                 f"no --ckpt_path: {self.subcommand} uses the net as initialised (seed "
