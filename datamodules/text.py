@@ -197,7 +197,8 @@ def load_embeddings(kind: str, value: str, data_root: Path) -> Any:
         default = data_root / DEFAULT_W2V_RELPATH
         raise FileNotFoundError(
             f"Could not load word2vec embeddings: gensim-data {value!r} failed "
-            f"({type(err).__name__}: {err}) and no file was given (default file {default} "
+            f"({type(err).__name__}: {err}; without the Internet gensim-data can neither load "
+            f"nor check a name) and no file was given (default file {default} "
             f"{'exists' if default.is_file() else 'does not exist'}). Pass --data.embeddings "
             f"/path/to/GoogleNews-vectors-negative300.bin (word2vec binary .bin or text, .gz "
             f"allowed), or put such a file at {default}, or make gensim-data reachable."
