@@ -35,7 +35,9 @@ def batch():
 
 def small_prototypical_net():
     """A tiny P net in its near-linear regime (tanh, small weights), where the transition
-    ``rho(dPhi/ds)`` is locally the gradient of the primitive and the GDU property holds."""
+    ``rho(dPhi/ds)`` is close to a gradient of the primitive (``rho' ~ 1``): EP's estimate comes
+    within a fraction of a percent of BPTT's gradient (2.0e-3 at beta 1e-3, 7.3e-3 at 1e-2,
+    9.1e-2 at 1e-1, float32), not to zero (the nudged layer's ``rho'`` is missing)."""
     torch.manual_seed(1)
     net = PrototypicalFC([3, 8, 6], "tanh")
     with torch.no_grad():
@@ -50,8 +52,8 @@ def test_ep_update_of_prototypical_net_matches_bptt_at_small_beta(batch):
     bptt = flat_grad(net, TruncatedBPTT(T=100, K=40), x, y)
     err_small = relative_error(flat_grad(net, EquilibriumProp(100, 40, beta=1e-3), x, y), bptt)
     err_large = relative_error(flat_grad(net, EquilibriumProp(100, 40, beta=1e-1), x, y), bptt)
-    assert err_small < 0.05
-    assert err_small < err_large / 5
+    assert err_small < 0.005
+    assert err_small < err_large / 20
 
 
 def test_ep_update_of_energy_based_net_matches_bptt_as_beta_goes_to_zero(batch):
