@@ -22,8 +22,9 @@ class Estimate(NamedTuple):
 
 
 class GradientEstimator(Protocol):
-    """A learning rule: ``T`` free steps, ``K`` nudged, tracked or adjoint steps; ``step`` is
-    the optimizer step (random-sign EP draws its sign from it)."""
+    """A learning rule: ``T`` free steps, ``K`` nudged, tracked or adjoint steps (BPTT tracks
+    ``K + 1`` on the fully connected nets, as the original: :func:`.bptt.bptt_transitions`);
+    ``step`` is the optimizer step (random-sign EP draws its sign from it)."""
 
     T: int
     K: int
