@@ -390,3 +390,12 @@ def test_json_files_refuse_non_finite_numbers(tmp_path, value):
     with pytest.raises(ValueError, match="JSON compliant"):
         write_json_atomic(path, {"error": value})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("algorithm", ["bptt", "rbp"])
+def test_make_rule_refuses_a_beta_it_would_not_use(algorithm):
+    """BPTT and RBP have no nudge: a beta given to make_rule directly (outside the module's
+    checks) is refused, not dropped."""
+    with pytest.raises(ConfigError, match=f"beta=0.5 does not apply to algorithm '{algorithm}'"):
+        make_rule(algorithm, 10, 4, 0.5)
+    assert make_rule(algorithm, 10, 4).K == 4

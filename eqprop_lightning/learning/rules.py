@@ -44,11 +44,11 @@ def make_rule(
             raise ConfigError(f"{name}={value!r} applies to algorithm 'ep' only, not {algorithm!r}")
     if algorithm == "cep":
         return ContinualEP(T, K, beta)
-    if algorithm == "rbp":
-        if beta is not None:
-            raise ConfigError(f"beta={beta} does not apply to algorithm 'rbp': set model.beta null")
-        return RecurrentBackprop(T, K)
-    return TruncatedBPTT(T, K)
+    if beta is not None:  # bptt, rbp: no nudge
+        raise ConfigError(
+            f"beta={beta} does not apply to algorithm {algorithm!r}: set model.beta null"
+        )
+    return RecurrentBackprop(T, K) if algorithm == "rbp" else TruncatedBPTT(T, K)
 
 
 def real_nudges(rule: GradientEstimator, step: int) -> tuple[float, ...]:
