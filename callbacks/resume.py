@@ -43,6 +43,7 @@ class LastCheckpoint(ModelCheckpoint):
             **kwargs,
         )
         self._default_sigint: Any = None
+        self._cut_short = False  # the last batch ended the run inside its epoch
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # one process only: under DDP, Lightning's SIGTERM handler broadcasts from inside the
@@ -63,6 +64,27 @@ class LastCheckpoint(ModelCheckpoint):
         if self._default_sigint is not None:
             signal.signal(signal.SIGINT, self._default_sigint)
             self._default_sigint = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        """A batch after which ``max_steps`` or ``max_time`` (Lightning's ``Timer`` sets
+        ``should_stop`` before checkpoint callbacks run) stops the run inside an epoch: save
+        here, a state Lightning resumes inside the epoch; the cut-short epoch's end saves none
+        (Lightning would mark the epoch done, and the resumed run skip its last batches)."""
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        stops = trainer.should_stop or 0 <= trainer.max_steps <= trainer.global_step
+        self._cut_short = stops and batch_idx + 1 < trainer.num_training_batches
+        if self._cut_short and not self._should_skip_saving_checkpoint(trainer):
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._cut_short:
+            super().on_train_epoch_end(trainer, pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._cut_short:
+            super().on_validation_end(trainer, pl_module)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_sigint()

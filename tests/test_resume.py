@@ -52,6 +52,40 @@ def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
 
 
+@pytest.mark.parametrize("stop", ["max_steps", "max_time"])
+def test_resume_after_a_max_steps_or_max_time_stop_completes_the_epoch(
+    fake_mnist, tmp_path, monkeypatch, stop
+):
+    """A run stopped inside epoch 2 by max_steps (step 7 of 5 a epoch) or max_time resumes
+    inside it: the old last.ckpt, written at the cut-short epoch's end, marked the epoch done,
+    so the resumed run skipped its last batches (and went on to epoch 3 with other weights)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "3"]
+    main([*args, "--trainer.logger.init_args.version", "straight"])
+    cut = {
+        "max_steps": ["--trainer.max_steps", "7"],
+        "max_time": [
+            "--trainer.max_time",
+            "00:00:00:02",
+            "--trainer.callbacks+=tests.test_evaluation.SlowBatch",
+        ],
+    }[stop]
+    main([*args, *cut, "--trainer.logger.init_args.version", "cut"])
+    runs = tmp_path / "runs" / "p1h"
+    saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (1, 7)  # 2 of epoch 2's 5 batches
+    main([*args, "--ckpt_path", "last"])  # picks runs/p1h/cut, the newest
+
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["epoch"] for e in resumed] == [1, 2, 3]
+    assert [e["test_error"] for e in resumed] == [e["test_error"] for e in straight]
+    assert [e["train_error"] for e in resumed] == [e["train_error"] for e in straight]
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+
+
 def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     fake_mnist, tmp_path, monkeypatch, caplog
 ):
