@@ -48,6 +48,13 @@ def warn_silent_outputs(output: Tensor) -> None:
         )
 
 
+def drop_module_hparam(module: L.LightningModule, name: str) -> None:
+    """Remove the ``nn.Module`` hyperparameter ``name`` that ``save_hyperparameters`` recorded
+    (Lightning's ``ignore`` would also drop the CLI's ``class_path`` description of it)."""
+    del module._hparams[name]
+    module._hparams_initial.pop(name, None)
+
+
 class EqPropModule(L.LightningModule):
     """Trains ``net`` with EP (``algorithm: ep``) or truncated BPTT (``algorithm: bptt``).
 
@@ -57,7 +64,11 @@ class EqPropModule(L.LightningModule):
     optionally with a cosine schedule stepped once per epoch for ``cosine_t_max`` epochs.
 
     Args:
-        net: the dynamics, e.g. :class:`~eqprop_lightning.nets.PrototypicalFC`.
+        net: the dynamics, e.g. :class:`~eqprop_lightning.nets.PrototypicalFC`. A net built in
+            code is not stored among the hyperparameters (a pickled module would not load with
+            ``weights_only=True``): load such a checkpoint with
+            ``EqPropModule.load_from_checkpoint(path, net=<the same net>)``. The CLI stores the
+            net's ``class_path`` and ``init_args`` instead, and needs no ``net``.
         algorithm: ``ep``, ``cep`` (continual EP: an optimizer step at each of the ``K`` nudged
             steps, so that ``global_step`` counts ``K`` per batch), ``bptt`` or ``rbp``
             (recurrent backpropagation, the implicit gradient at the free fixed point).
@@ -115,6 +126,8 @@ class EqPropModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if isinstance(self.hparams.get("net"), nn.Module):  # built in code, not by the CLI
+            drop_module_hparam(self, "net")
         self.automatic_optimization = False
         self.net, self.rule = net_and_rule(
             net,

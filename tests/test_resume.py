@@ -295,3 +295,32 @@ def test_a_failed_evaluation_says_nothing_of_checkpoints(tmp_path, caplog):
     with pytest.raises(RuntimeError, match="boom"):
         trainer.test(Failing())
     assert "checkpoint" not in caplog.text
+
+
+def test_a_module_built_in_code_saves_a_checkpoint_that_loads_weights_only(fake_mnist, tmp_path):
+    """Lightning stored a net passed as a module among the hyperparameters, pickled: its
+    checkpoints failed torch.load(weights_only=True) (and with it load_from_checkpoint)."""
+    import lightning as L
+
+    from eqprop_lightning.datamodules import MNISTDataModule
+    from eqprop_lightning.module import EqPropModule
+    from eqprop_lightning.nets import PrototypicalFC
+
+    def net():
+        return PrototypicalFC([10, 16, 784])
+
+    model = EqPropModule(net(), [0.1, 0.05], T=5, K=2, beta=0.5)
+    data = MNISTDataModule(str(fake_mnist), batch_size=10, verify_checksums=False)
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=2, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=data)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, weights_only=True)
+    assert "net" not in saved["hyper_parameters"] and saved["hyper_parameters"]["T"] == 5
+    loaded = EqPropModule.load_from_checkpoint(path, net=net())
+    assert (loaded.hparams.T, loaded.hparams.beta) == (5, 0.5)
+    assert_same_weights(model.state_dict(), loaded.state_dict())
