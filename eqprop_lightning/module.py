@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 from torchmetrics import MeanMetric
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.learning import (
     DivergenceError,
     Estimate,
@@ -26,6 +26,7 @@ from eqprop_lightning.learning import (
 from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.rng import capture_rng_states, restore_rng_states
+from eqprop_lightning.validation import check_net_fits_data
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 
@@ -33,6 +34,17 @@ Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
     """Per-example error in percent: 100 where ``argmax(output) != argmax(y)``, else 0."""
     return (output.argmax(1) != y.argmax(1)).float() * 100.0
+
+
+def check_targets(y: Tensor, classes: int) -> None:
+    """The targets are one-hot floats ``(B, classes)`` (class indices would broadcast against
+    the output state in the cost, silently, when B is 1 or ``classes``)."""
+    if y.ndim != 2 or y.shape[1] != classes or not y.is_floating_point():
+        raise DataError(
+            f"targets of shape {tuple(y.shape)} and dtype {y.dtype}: the net takes one-hot float "
+            f"targets of shape (batch, {classes}) (torch.nn.functional.one_hot(labels, "
+            f"{classes}).float() for class indices)"
+        )
 
 
 def warn_silent_outputs(output: Tensor) -> None:
@@ -78,7 +90,8 @@ class EqPropModule(L.LightningModule):
         symmetric: the old spelling of ``nudging: symmetric`` (an alias); False for BPTT.
         nudging: EP's nudging scheme, ``positive`` (the default, two-phase), ``symmetric``
             (``+beta`` and ``-beta``), ``random_sign`` (``+-beta`` drawn per batch from the run's
-            seed and the global step) or ``holomorphic`` (complex nudges, tanh/sigm/sigmoid nets
+            seed, that of ``seed_everything`` called before the module is built, and the global
+            step) or ``holomorphic`` (complex nudges, tanh/sigm/sigmoid nets
             without clamp); EP only (see :mod:`eqprop_lightning.learning.nudging`).
         holomorphic_points: the ``N`` complex nudges ``beta exp(2 pi i k / N)`` of holomorphic EP
             (default 4, at least 2); holomorphic nudging only.
@@ -198,8 +211,15 @@ class EqPropModule(L.LightningModule):
             s = free_phase(self.net, self.net.static_terms(x), self.net.init_state(x), self.rule.T)
         return self.net.output(s)
 
+    def setup(self, stage: str) -> None:
+        """The net against the data module's example shape and classes (a model and data
+        module used from code get the CLI's one-line error, not a shape error deep in torch)."""
+        if self.trainer.datamodule is not None:
+            check_net_fits_data(self.net, self.trainer.datamodule)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        check_targets(y, self.net.num_classes)
         if batch_idx == 0:  # a new epoch (a run resumed mid-epoch keeps its running means)
             for metric in self.train_metrics:
                 metric.reset()
@@ -305,6 +325,7 @@ class EqPropModule(L.LightningModule):
         """The error on each evaluation set as ``<set>/error``: ``val/error`` on a validation
         split, ``test/error`` on the test set (evaluated every epoch as the original)."""
         x, y = batch
+        check_targets(y, self.net.num_classes)
         name = self.evaluation_set(dataloader_idx)
         metric = {"val": self.val_error, "test": self.test_error}[name]
         metric(error_percent(self(x), y))
@@ -312,6 +333,7 @@ class EqPropModule(L.LightningModule):
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
+        check_targets(y, self.net.num_classes)
         self.test_error(error_percent(self(x), y))
         self.log("test/error", self.test_error, on_epoch=True)
 

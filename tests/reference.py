@@ -45,7 +45,8 @@ def train_like_the_original(net, fixture: dict) -> None:
 
     args = fixture["args"]
     algorithm = {"eqprop": "ep", "BPTT": "bptt"}[fixture["method"]]
-    rule = make_rule(algorithm, args["T"], args["Kmax"], args["beta"])
+    beta = args["beta"] if algorithm == "ep" else None  # the original passes BPTT its beta
+    rule = make_rule(algorithm, args["T"], args["Kmax"], beta)
     groups = zip(net.synapse_groups(), args["lr_tab"], strict=True)
     opt = torch.optim.SGD([{"params": list(g.parameters()), "lr": lr} for g, lr in groups])
     for x, y in zip(fixture["x"], fixture["y"], strict=True):

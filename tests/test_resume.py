@@ -324,3 +324,31 @@ def test_a_module_built_in_code_saves_a_checkpoint_that_loads_weights_only(fake_
     loaded = EqPropModule.load_from_checkpoint(path, net=net())
     assert (loaded.hparams.T, loaded.hparams.beta) == (5, 0.5)
     assert_same_weights(model.state_dict(), loaded.state_dict())
+
+
+def test_a_module_used_from_code_checks_its_data(fake_mnist, tmp_path):
+    """Outside the CLI, a net that does not fit the data module, or class-index targets, gave a
+    torch shape error deep in the relaxation, or (indices broadcast against the output) none."""
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from eqprop_lightning.datamodules import MNISTDataModule
+    from eqprop_lightning.errors import ConfigError, DataError
+    from eqprop_lightning.module import EqPropModule
+    from eqprop_lightning.nets import PrototypicalFC
+
+    def trainer():
+        return L.Trainer(
+            max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=tmp_path,
+        )  # fmt: skip
+
+    data = MNISTDataModule(str(fake_mnist), batch_size=10, verify_checksums=False)
+    five_outputs = EqPropModule(PrototypicalFC([5, 16, 784]), [0.1, 0.05], T=5, K=2, beta=0.5)
+    with pytest.raises(ConfigError, match="has 5 output units .* but MNISTDataModule has 10"):
+        trainer().fit(five_outputs, datamodule=data)
+    model = EqPropModule(PrototypicalFC([10, 16, 784]), [0.1, 0.05], T=5, K=2, beta=0.5)
+    indices = TensorDataset(torch.rand(10, 784), torch.arange(10))  # B = classes: broadcasts
+    with pytest.raises(DataError, match=r"targets of shape \(10,\) and dtype torch.int64"):
+        trainer().fit(model, DataLoader(indices, batch_size=10))

@@ -199,3 +199,29 @@ def test_help_describes_the_tool_in_whole_sentences(capsys):
         shipped.main(["--help"])
     described = " ".join(capsys.readouterr().out.split())
     assert " ".join(shipped.__doc__.split("\n\n")[0].split()) in described
+
+
+def test_readme_python_example_runs(fake_mnist, tmp_path, monkeypatch):
+    """The README's "From Python" block runs as written (on the fake MNIST, with the shipped
+    P-1h checkpoint), and its error is what ``test`` measures on the same images."""
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text()
+    section = readme.split("### From Python", 1)[1]
+    (code,) = re.findall(r"```python\n(.*?)```", section.split("\n### ", 1)[0], re.DOTALL)
+    code = code.replace('"checkpoints/shipped/', f'"{repo}/checkpoints/shipped/')
+    code = code.replace(
+        "MNISTDataModule(batch_size=20)", "MNISTDataModule(batch_size=20, verify_checksums=False)"
+    )
+    monkeypatch.setenv("EQPROP_DATA_DIR", str(fake_mnist))
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["output"].shape == (100, 10)  # the fake MNIST's 100 test images
+    assert (tmp_path / "p1h-small.ckpt").is_file()
+    assert scope["model"].hparams.T == 20
+    # the block's error is what `test` measures on the same (fake) test images
+    import lightning as L
+
+    tester = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (measured,) = tester.test(scope["shipped"], datamodule=scope["data"], verbose=False)
+    assert float(scope["error"]) == pytest.approx(measured["test/error"], abs=1e-4)
