@@ -9,3 +9,10 @@ class ConfigError(ValueError):
 class DataError(ValueError):
     """A data file is missing, truncated, corrupt or malformed; the message names the file
     (and the line, for text files) and what was expected."""
+
+
+def check_flag(name: str, value: object) -> None:
+    """``value`` is ``True`` or ``False``, else ``ConfigError`` (a string such as ``"false"``
+    would be truthy)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be true or false")

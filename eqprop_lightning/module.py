@@ -172,7 +172,9 @@ class EqPropModule(L.LightningModule):
             raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")
         if not 0 <= eta_min < math.inf:
             raise ConfigError(f"eta_min={eta_min} must be finite and >= 0")
-        if convergence_tol is not None and not convergence_tol > 0:
+        if convergence_tol is not None and not (
+            isinstance(convergence_tol, (int, float)) and convergence_tol > 0
+        ):
             raise ConfigError(f"convergence_tol={convergence_tol} must be > 0 (or null: no check)")
         # the epoch's running means go into checkpoints, for a resume in the middle of an epoch
         self.train_error = MeanMetric()

@@ -3,6 +3,7 @@ against independent computations: the implicit-function gradient, BPTT, the sequ
 EP's total update."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -399,3 +400,25 @@ def test_make_rule_refuses_a_beta_it_would_not_use(algorithm):
     with pytest.raises(ConfigError, match=f"beta=0.5 does not apply to algorithm '{algorithm}'"):
         make_rule(algorithm, 10, 4, 0.5)
     assert make_rule(algorithm, 10, 4).K == 4
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: EqPropModule(PrototypicalFC([3, 8, 6]), [0.1, 0.1], beta=0.1, symmetric="false"),
+         "symmetric='false' must be true or false"),
+        (lambda: EqPropModule(PrototypicalFC([3, 8, 6]), [0.1, 0.1], beta=0.1, T=True, K=1),
+         "T=True must be a positive integer"),
+        (lambda: EqPropModule(PrototypicalFC([3, 8, 6]), [0.1, 0.1], beta=0.1,
+                              convergence_tol="1e-3"),
+         "convergence_tol=1e-3 must be > 0"),
+        (lambda: EnergyBasedFC([3, 8, 6], clamp="no"), "clamp='no' must be true or false"),
+        (lambda: EnergyBasedFC([3, 8, 6], output_rho_prime=1),
+         "output_rho_prime=1 must be true or false"),
+    ],
+)  # fmt: skip
+def test_options_of_the_wrong_type_are_refused_from_code(build, match):
+    """From Python (no CLI types), a truthy string turned symmetric nudging or the clamp on, and
+    a bool T ran one step."""
+    with pytest.raises(ConfigError, match=re.escape(match)):
+        build()

@@ -34,9 +34,9 @@ class GradientEstimator(Protocol):
 
 def check_phases(T: int, K: int) -> None:
     """``T`` free steps, ``K`` nudged (or tracked) steps, ``1 <= K <= T``."""
-    if not isinstance(T, int) or T < 1:
+    if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ConfigError(f"T={T!r} must be a positive integer (number of free-phase steps)")
-    if not isinstance(K, int) or K < 1:
+    if not isinstance(K, int) or isinstance(K, bool) or K < 1:
         raise ConfigError(f"K={K!r} must be a positive integer (number of nudged/BPTT steps)")
     if K > T:
         raise ConfigError(f"K={K} must not exceed T={T} (K <= T)")

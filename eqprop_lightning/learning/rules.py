@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, check_flag
 from eqprop_lightning.learning.bptt import TruncatedBPTT
 from eqprop_lightning.learning.cep import ContinualEP
 from eqprop_lightning.learning.compiled import compile_dynamics
@@ -151,11 +151,11 @@ def net_and_rule(
     ``loss: cross_entropy``, its relaxations compiled with ``compile``) and its learning rule,
     after the options' checks. The defaults are
     :class:`~eqprop_lightning.module.EqPropModule`'s (a test holds them equal)."""
+    check_flag("symmetric", symmetric)
     check_rule_options(algorithm, beta, symmetric)
     nudging = nudging_option(algorithm, nudging, symmetric)
     check_loss(loss, algorithm, nudging, readout_classes)
-    if compile not in (False, True):
-        raise ConfigError(f"compile={compile!r} must be true or false")
+    check_flag("compile", compile)
     net = SoftmaxReadout(net, readout_classes) if loss == "cross_entropy" else net
     compile_dynamics(net, compile)
     rule = make_rule(algorithm, T, K, beta, nudging, holomorphic_points, seed=seed, net=net)

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, check_flag
 from eqprop_lightning.nets.activations import Activation, get_activation
 from eqprop_lightning.nets.protocol import State, repeat_batch
 
@@ -146,8 +146,7 @@ class PrototypicalFC(LayeredFC):
         super().__init__(size_tab, activation)
         if not 0.0 < dt <= 1.0:
             raise ConfigError(f"dt={dt} must be in (0, 1] for the prototypical net")
-        if not isinstance(nudge_in_activation, bool):
-            raise ConfigError(f"nudge_in_activation={nudge_in_activation!r} must be true or false")
+        check_flag("nudge_in_activation", nudge_in_activation)
         self.dt = dt
         self.nudge_in_activation = nudge_in_activation
 
@@ -219,6 +218,8 @@ class EnergyBasedFC(LayeredFC):
         super().__init__(size_tab, activation)
         if not 0.0 < dt <= 1.0:
             raise ConfigError(f"dt={dt} must be in (0, 1] for the energy-based net")
+        check_flag("clamp", clamp)
+        check_flag("output_rho_prime", output_rho_prime)
         self.dt = dt
         self.beta_scale = dt
         self.clamp = clamp
