@@ -6,9 +6,10 @@ lookup in which out-of-vocabulary tokens are dropped (or, with ``keep_oov``, kep
 vector), then post-padding with zeros or truncation to the first ``seq_len`` kept tokens.
 
 Instead of materialising ``(N, L, 300)`` float tensors as the original does, each example is stored
-as int32 token ids (id 0 = padding = zero vector) plus ONE frozen float32 embedding matrix
-``(V + 1, 300)`` holding the raw (unnormalised) word2vec rows of the vocabulary actually used. The
-data modules embed per batch in ``on_after_batch_transfer``, which is numerically identical.
+as int32 token ids (id 0 = padding = zero vector; the loaders give them as int64) plus ONE frozen
+float32 embedding matrix ``(V + 1, 300)`` holding the raw (unnormalised) word2vec rows of the
+vocabulary actually used. The data modules embed per batch in ``on_after_batch_transfer``, which
+is numerically identical.
 
 The processed ids and the matrix are cached with ``torch.save`` (atomically) under a key hashed
 from the input files (paths, sizes, mtimes; every review of an extracted IMDB folder), the
