@@ -412,3 +412,16 @@ def test_an_interruption_says_how_to_go_on_for_its_command(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("eqprop: error: stopped by Ctrl-C or SIGTERM" + hint)
     assert hint or line == "eqprop: error: stopped by Ctrl-C or SIGTERM"
+
+
+def test_the_module_is_importable_from_the_package_without_importing_torch_first() -> None:
+    """``from eqprop_lightning import EqPropModule`` works; ``import eqprop_lightning`` alone
+    imports no torch (the CLI's --help stays fast)."""
+    code = (
+        "import sys, eqprop_lightning; assert 'torch' not in sys.modules; "
+        "from eqprop_lightning import EqPropModule; "
+        "from eqprop_lightning.module import EqPropModule as M; assert EqPropModule is M; "
+        "import pytest\n"
+        "with pytest.raises(AttributeError, match='no attribute'): eqprop_lightning.Nope"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
