@@ -25,6 +25,7 @@ the cheap header and size checks on the gunzipped files it loads (the full ones 
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import lightning as L
@@ -141,9 +142,15 @@ class MNISTDataModule(L.LightningDataModule):
                 raise self.files.not_found_error(missing, "download=False")
             from torchvision.datasets import MNIST
 
+            # the folders torchvision makes before it downloads (<root>/MNIST/raw)
+            folders = (self.data_root, self.data_root / "MNIST", self.data_root / "MNIST" / "raw")
+            made = [d for d in folders if not d.exists()]
             try:
                 MNIST(str(self.data_root), train=True, download=True)
             except Exception as err:  # any download failure (no network, read-only root, ...)
+                for folder in reversed(made):  # leave no empty folder behind
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
                 raise self.files.not_found_error(missing, f"download failed: {err}") from err
             missing = self.files.missing()
             if missing:

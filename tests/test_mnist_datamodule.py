@@ -160,6 +160,24 @@ def test_missing_data_download_fails_with_clear_error(tmp_path: Path, no_downloa
     assert "--data.data_dir" in message and ENV_VAR in message
 
 
+def test_a_failed_download_leaves_no_empty_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torchvision makes <root>/MNIST/raw before it downloads: a failed download left them."""
+
+    def fail(self: MNIST) -> None:
+        os.makedirs(self.raw_folder, exist_ok=True)  # as torchvision's download does first
+        raise RuntimeError("simulated: no network")
+
+    monkeypatch.setattr(MNIST, "download", fail)
+    (tmp_path / "kept").mkdir()
+    for root in (tmp_path / "nowhere", tmp_path / "kept"):
+        with pytest.raises(FileNotFoundError, match="simulated: no network"):
+            MNISTDataModule(data_dir=str(root)).prepare_data()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
 def test_missing_data_without_download(tmp_path: Path, no_download: None) -> None:
     dm = MNISTDataModule(data_dir=str(tmp_path), download=False)
     with pytest.raises(FileNotFoundError, match="download=False") as excinfo:
