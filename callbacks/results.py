@@ -20,6 +20,8 @@ def evaluation_sets(datamodule: Any) -> dict[str, str]:
     sets = getattr(datamodule, "evaluation_sets", None)
     if sets:
         return dict(sets)
+    if datamodule is None:  # loaders given to Trainer.fit directly
+        return {"val": "the val_dataloaders given to Trainer.fit"}
     return {"val": f"the val_dataloader of {type(datamodule).__name__}"}
 
 

@@ -331,3 +331,11 @@ def test_comparison_table_marks_an_epoch_without_evaluation() -> None:
 
     epochs = [{"epoch": 1, "train_error": 5.0, "test_error": None, "seconds": 1.25}]
     assert comparison_table({"ep": epochs}).splitlines()[2] == "| 1 | 5.00 | - | 1.2 |"
+
+
+def test_evaluation_sets_of_loaders_given_directly() -> None:
+    """Without a data module (loaders passed to Trainer.fit) results.json named a "NoneType"."""
+    from eqprop_lightning.callbacks.results import evaluation_sets
+
+    assert evaluation_sets(None) == {"val": "the val_dataloaders given to Trainer.fit"}
+    assert evaluation_sets(object()) == {"val": "the val_dataloader of object"}
