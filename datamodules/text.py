@@ -32,7 +32,7 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lightning as L
 import torch
@@ -128,11 +128,16 @@ def embeddings_fingerprint(kind: str, value: str) -> dict[str, Any]:
     return {"name": value}
 
 
+def open_word2vec(path: str) -> IO[bytes]:
+    """A word2vec file opened for reading bytes (gunzipped on the fly for ``.gz``)."""
+    return (gzip.open if path.endswith(".gz") else open)(path, "rb")
+
+
 def word2vec_header_dim(path: str) -> int | None:
     """Vector size from a word2vec file's first line ``"<words> <dim>"`` (binary and text
     formats; ``.gz`` allowed), or ``None`` if that line cannot be read."""
     try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
+        with open_word2vec(path) as fh:
             words, dim = fh.readline(256).split()
         return int(dim) if int(words) >= 0 and int(dim) > 0 else None
     except (OSError, EOFError, zlib.error, ValueError):
@@ -144,7 +149,7 @@ def word2vec_is_binary(path: str) -> bool:
     the line after the header is a word and ``dim`` numbers (``.gz`` allowed; a file too short
     or unreadable to tell counts as binary, whose reader then names the problem)."""
     try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as fh:
+        with open_word2vec(path) as fh:
             dim = int(fh.readline(256).split()[1])
             fields = fh.readline(1 << 16).decode("utf-8").split()
         return len(fields) != dim + 1 or not all(map(_is_number, fields[1:]))
@@ -275,7 +280,7 @@ def folder_fingerprint(folders: Sequence[Path]) -> list[Any]:
     its mtime)."""
     digest = hashlib.sha256()
     for folder in folders:
-        entries = sorted(
+        entries = sorted(  # DirEntry.stat() is cached: one stat per file
             (e.name, e.stat().st_size, e.stat().st_mtime_ns)
             for e in os.scandir(folder)
             if e.name.endswith(".txt")

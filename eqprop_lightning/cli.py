@@ -14,7 +14,6 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -40,6 +39,8 @@ from eqprop_lightning.validation import (
     check_checkpoint_file,
     check_checkpoint_fits,
     check_net_fits_data,
+    check_training_state,
+    read_checkpoint,
 )
 
 EXTRA_COMMANDS = (
@@ -238,8 +239,7 @@ class EqPropCLI(LightningCLI):
             elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
                 best = ckpt.best_model_path
                 if best:  # Lightning counts the epochs in its file names from 0
-                    saved = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
-                    epoch = saved["epoch"] + 1  # memory-mapped: the tensors are not read
+                    epoch = read_checkpoint(best)["epoch"] + 1
                     best = f"{best} (epoch {epoch} of results.json)"
                 lines.append(f"best checkpoint by {ckpt.monitor}: {best or None}")
         rank_zero_info("\n".join(lines))
@@ -309,10 +309,9 @@ def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
         for unused in ("beta", "symmetric"):
             saved.pop(unused, None)
             given.pop(unused, None)
-    compared = (saved.keys() & given.keys()) - EXECUTION_ONLY
-    differ = [k for k in sorted(compared) if saved[k] != given[k]]
+    differ = _differences(saved, given, "model.", EXECUTION_ONLY)
     if differ:
-        fields = "; ".join(f"model.{k}: {saved[k]!r} there, {given[k]!r} here" for k in differ)
+        fields = "; ".join(differ)
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} was trained with other settings than this config "
             f"({fields}): resume with the config it was trained with, or start a new run"
@@ -331,35 +330,19 @@ def check_same_data(ckpt_path: str | Path, data: dict) -> None:
     data module and its settings must be the checkpoint's, but for :data:`LOCATION_ONLY`, else
     ``ConfigError`` naming each field that differs (the run would go on with other data and
     its ``config.yaml`` would say it had used them from the start)."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    saved = dict(checkpoint.get("datamodule_hyper_parameters") or {})
-    if not saved:  # a checkpoint written without a data module's settings
+    hparams = dict(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
+    if not hparams:  # a checkpoint written without a data module's settings
         return
-    given = dict(data.get("init_args") or {})
-    differ = [
-        (f"data.init_args.{k}", saved[k], given[k])
-        for k in sorted((saved.keys() & given.keys()) - LOCATION_ONLY)
-        if saved[k] != given[k]
-    ]
-    if "_class_path" in saved and saved["_class_path"] != data.get("class_path"):
-        differ.insert(0, ("data.class_path", saved["_class_path"], data.get("class_path")))
+    saved = {"init_args": {k: v for k, v in hparams.items() if not k.startswith("_")}}
+    if "_class_path" in hparams:
+        saved["class_path"] = hparams["_class_path"]
+    exempt = frozenset(f"init_args.{k}" for k in LOCATION_ONLY)
+    differ = _differences(_flat(saved), _flat(data), "data.", exempt)
     if differ:
-        fields = "; ".join(f"{k}: {there!r} there, {here!r} here" for k, there, here in differ)
+        fields = "; ".join(differ)
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} was trained on other data settings than this config "
             f"({fields}): resume with the data settings it was trained with, or start a new run"
-        )
-
-
-def check_training_state(ckpt_path: str | Path) -> None:
-    """``fit`` resumes a checkpoint's optimizer and schedule: one without them (a shipped copy,
-    ``python -m eqprop_lightning.shipped slim``) is refused with ``ConfigError``."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    if "optimizer_states" not in checkpoint:
-        raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} holds the weights only, without the optimizer's state "
-            "(a shipped or slimmed copy): fit cannot resume it. Evaluate it with eqprop test "
-            "(or validate, predict), or resume the run's own checkpoints/last.ckpt"
         )
 
 
@@ -384,10 +367,20 @@ def _integer(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _differences(
+    saved: dict, given: dict, prefix: str, exempt: frozenset[str] = frozenset()
+) -> list[str]:
+    """``"<prefix><key>: <saved> there, <given> here"`` for each key of both, but ``exempt``,
+    whose values differ (sorted by key)."""
+    keys = sorted((saved.keys() & given.keys()) - exempt)
+    return [
+        f"{prefix}{k}: {saved[k]!r} there, {given[k]!r} here" for k in keys if saved[k] != given[k]
+    ]
+
+
 def checkpoint_hparams(ckpt_path: str | Path) -> dict:
     """The hyperparameters stored in a checkpoint (memory-mapped: the tensors are not read)."""
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return dict(ckpt.get("hyper_parameters") or {})
+    return dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
 
 
 def compare(args: list[str]) -> dict[str, list[dict]]:

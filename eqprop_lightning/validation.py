@@ -58,12 +58,17 @@ def check_checkpoint_file(ckpt_path: str | Path) -> None:
         )
 
 
+def read_checkpoint(ckpt_path: str | Path) -> dict:
+    """A checkpoint loaded with ``weights_only``, memory-mapped: its tensors are not read until
+    used, so reading its settings costs no more than its header."""
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module) -> None:
     """The checkpoint loads with ``weights_only`` and its state dict has the model's tensor
     names and shapes (memory-mapped: the tensors themselves are not read)."""
     try:
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-        saved = checkpoint["state_dict"]
+        saved = read_checkpoint(ckpt_path)["state_dict"]
     except Exception as err:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be read: {err}") from err
     ours = model.state_dict()
@@ -80,3 +85,14 @@ def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module) -> None:
                 f"ckpt_path={str(ckpt_path)!r} holds another net: {key} has shape "
                 f"{tuple(saved[key].shape)} there and {tuple(value.shape)} in this config"
             )
+
+
+def check_training_state(ckpt_path: str | Path) -> None:
+    """``fit`` resumes a checkpoint's optimizer and schedule: one without them (a shipped copy,
+    ``python -m eqprop_lightning.shipped slim``) is refused with ``ConfigError``."""
+    if "optimizer_states" not in read_checkpoint(ckpt_path):
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} holds the weights only, without the optimizer's state "
+            "(a shipped or slimmed copy): fit cannot resume it. Evaluate it with eqprop test "
+            "(or validate, predict), or resume the run's own checkpoints/last.ckpt"
+        )

@@ -28,6 +28,14 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def _error_line(args: list[str], capsys) -> str:
+    """The last line on stderr of ``main(args)``, which must exit with status 2 (a user error)."""
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def _help(args: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as exc:
         main(args)
@@ -144,10 +152,7 @@ def test_without_a_logger_a_new_run_does_not_overwrite_an_earlier_one(
     main(["fit", "--config", config("p1h"), *args])
     last, results = root / "checkpoints" / "last.ckpt", root / "results.json"
     before = {path: path.read_bytes() for path in (last, results)}
-    with pytest.raises(SystemExit) as stop:
-        main(["fit", "--config", config("p1h"), *args, "--seed_everything", "1"])
-    assert stop.value.code == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    line = _error_line(["fit", "--config", config("p1h"), *args, "--seed_everything", "1"], capsys)
     assert line == (
         f"eqprop: error: trainer.logger=false writes the run into {root}, which holds "
         f"{results} of an earlier run: resume it with --ckpt_path {last}, or give another "
@@ -268,10 +273,8 @@ def test_resuming_with_another_seed_is_refused(fake_mnist: Path, in_tmp: Path, c
     main(args)
     run = in_tmp / "runs" / "p1h" / "version_0"
     before = (run / "results.json").read_bytes()
-    with pytest.raises(SystemExit) as stop:
-        main([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--seed_everything", "3"])
-    assert stop.value.code == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    resume = [*args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
+    line = _error_line([*resume, "--seed_everything", "3"], capsys)
     assert line == (
         "eqprop: error: ckpt_path='runs/p1h/version_0/checkpoints/last.ckpt' belongs to a run "
         "started with seed_everything=0 (runs/p1h/version_0/config.yaml), and this command has 3: "
@@ -290,10 +293,7 @@ def test_resuming_with_other_data_settings_is_refused(
     run = in_tmp / "runs" / "p1h" / "version_0"
     before = (run / "config.yaml").read_bytes()
     resume = [*args, "--trainer.max_epochs", "2", "--ckpt_path", "last"]
-    with pytest.raises(SystemExit) as stop:
-        main([*resume, "--data.val_split", "10", "--data.batch_size", "4"])
-    assert stop.value.code == 2
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    line = _error_line([*resume, "--data.val_split", "10", "--data.batch_size", "4"], capsys)
     assert line == (
         "eqprop: error: ckpt_path='runs/p1h/version_0/checkpoints/last.ckpt' was trained on other "
         "data settings than this config (data.init_args.batch_size: 20 there, 4 here; "
@@ -315,10 +315,8 @@ def test_fit_refuses_a_checkpoint_without_training_state(
     args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
     main(args)
     slimmed = slim(in_tmp / "runs/p1h/version_0/checkpoints/last.ckpt", in_tmp / "slim.ckpt")
-    with pytest.raises(SystemExit) as stop:
-        main([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(slimmed)])
-    assert stop.value.code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    line = _error_line([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(slimmed)], capsys)
+    assert line == (
         f"eqprop: error: ckpt_path='{slimmed}' holds the weights only, without the optimizer's "
         "state (a shipped or slimmed copy): fit cannot resume it. Evaluate it with eqprop test "
         "(or validate, predict), or resume the run's own checkpoints/last.ckpt"
