@@ -39,6 +39,8 @@ from eqprop_lightning.validation import (
     check_checkpoint_file,
     check_checkpoint_fits,
     check_net_fits_data,
+    check_same_data,
+    check_same_hparams,
     check_training_state,
     read_checkpoint,
 )
@@ -133,8 +135,9 @@ class EqPropCLI(LightningCLI):
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
         if subcommand == "fit":
-            check_same_hparams(ckpt_path, config.model.as_dict())
-            check_same_data(ckpt_path, config.data.as_dict())
+            saved = read_checkpoint(ckpt_path)
+            check_same_hparams(ckpt_path, saved, config.model.as_dict())
+            check_same_data(ckpt_path, saved, config.data.as_dict())
             check_same_seed(ckpt_path, config.get("seed_everything"))
 
     def _resume_in_run_directory(self) -> None:
@@ -233,11 +236,14 @@ class EqPropCLI(LightningCLI):
             results = f"none written (no epoch completed; max_epochs={self.trainer.max_epochs})"
         lines = [f"results: {results}"]
         for ckpt in self.trainer.checkpoint_callbacks:
+            # a resumed callback holds the paths of the run its checkpoint came from, which
+            # need not be here (a copy of a finished run's last.ckpt trains nothing, saves none)
+            path = ckpt.best_model_path if Path(ckpt.best_model_path).is_file() else ""
             if isinstance(ckpt, LastCheckpoint):
                 # a top-1 checkpoint without a monitor: its "best" is the latest
-                lines.append(f"last checkpoint: {ckpt.best_model_path or None}")
+                lines.append(f"last checkpoint: {path or 'none written'}")
             elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
-                best = ckpt.best_model_path
+                best = path
                 if best:  # Lightning counts the epochs in its file names from 0
                     epoch = read_checkpoint(best)["epoch"] + 1
                     best = f"{best} (epoch {epoch} of results.json)"
@@ -283,69 +289,6 @@ def newest_last_checkpoint(run_root: Path, model) -> Path:
     return ours[-1]
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
-    """``{"net.init_args.size_tab": [...], "T": 40, ...}`` of a nested dict."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
-#: model settings that change how the dynamics run, not what they compute: a run may resume
-#: with another value (compiled and eager relaxations agree to float precision)
-EXECUTION_ONLY = frozenset({"compile"})
-
-
-def check_same_hparams(ckpt_path: str | Path, model: dict) -> None:
-    """Resuming ``ckpt_path`` with the config's ``model`` settings: they must be the
-    checkpoint's, else ``ConfigError`` naming each field that differs (Lightning would silently
-    continue with the checkpoint's)."""
-    saved = _flat({k: v for k, v in checkpoint_hparams(ckpt_path).items() if not k.startswith("_")})
-    given = _flat(model)
-    if saved.get("algorithm") == given.get("algorithm") == "bptt":
-        # checkpoints written before BPTT took no beta hold the config's unused beta/symmetric
-        for unused in ("beta", "symmetric"):
-            saved.pop(unused, None)
-            given.pop(unused, None)
-    differ = _differences(saved, given, "model.", EXECUTION_ONLY)
-    if differ:
-        fields = "; ".join(differ)
-        raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} was trained with other settings than this config "
-            f"({fields}): resume with the config it was trained with, or start a new run"
-        )
-
-
-#: data settings that say where the data is or how it is evaluated, not what is trained on: a
-#: run may resume with another value (a moved data folder, more workers)
-LOCATION_ONLY = frozenset(
-    {"data_dir", "cache_dir", "num_workers", "download", "verify_checksums", "test_batch_size"}
-)
-
-
-def check_same_data(ckpt_path: str | Path, data: dict) -> None:
-    """Resuming ``ckpt_path`` with the config's ``data`` (``class_path`` and ``init_args``): the
-    data module and its settings must be the checkpoint's, but for :data:`LOCATION_ONLY`, else
-    ``ConfigError`` naming each field that differs (the run would go on with other data and
-    its ``config.yaml`` would say it had used them from the start)."""
-    hparams = dict(read_checkpoint(ckpt_path).get("datamodule_hyper_parameters") or {})
-    if not hparams:  # a checkpoint written without a data module's settings
-        return
-    saved = {"init_args": {k: v for k, v in hparams.items() if not k.startswith("_")}}
-    if "_class_path" in hparams:
-        saved["class_path"] = hparams["_class_path"]
-    exempt = frozenset(f"init_args.{k}" for k in LOCATION_ONLY)
-    differ = _differences(_flat(saved), _flat(data), "data.", exempt)
-    if differ:
-        fields = "; ".join(differ)
-        raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} was trained on other data settings than this config "
-            f"({fields}): resume with the data settings it was trained with, or start a new run"
-        )
-
-
 def check_same_seed(ckpt_path: str | Path, seed: object) -> None:
     """Resuming ``ckpt_path`` with ``seed_everything`` ``seed``: a run directory's checkpoint
     (``<run>/checkpoints/``) must resume with the seed in the run's ``config.yaml``, else
@@ -365,17 +308,6 @@ def check_same_seed(ckpt_path: str | Path, seed: object) -> None:
 def _integer(value: object) -> int | None:
     """``value`` if it is an integer seed (not a bool: ``seed_everything: true`` draws one)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _differences(
-    saved: dict, given: dict, prefix: str, exempt: frozenset[str] = frozenset()
-) -> list[str]:
-    """``"<prefix><key>: <saved> there, <given> here"`` for each key of both, but ``exempt``,
-    whose values differ (sorted by key)."""
-    keys = sorted((saved.keys() & given.keys()) - exempt)
-    return [
-        f"{prefix}{k}: {saved[k]!r} there, {given[k]!r} here" for k in keys if saved[k] != given[k]
-    ]
 
 
 def checkpoint_hparams(ckpt_path: str | Path) -> dict:

@@ -26,7 +26,7 @@ from eqprop_lightning.learning import (
 from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.rng import capture_rng_states, restore_rng_states
-from eqprop_lightning.validation import check_net_fits_data
+from eqprop_lightning.validation import check_net_fits_data, check_same_data, check_same_hparams
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 
@@ -305,7 +305,18 @@ class EqPropModule(L.LightningModule):
         checkpoint[RNG_KEY] = capture_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the checkpoint's random states for :meth:`on_train_start`. A fit that resumes it
+        from code (``Trainer.fit(model, data, ckpt_path=...)``) must give the model and data
+        module it was trained with: Lightning would go on with the ones given (the CLI checks
+        its config before anything is built)."""
         self._resumed_rng_states = checkpoint.get(RNG_KEY)
+        if self._trainer is None or self.trainer.state.fn != "fit":
+            return
+        ckpt_path = self.trainer.ckpt_path
+        check_same_hparams(ckpt_path, checkpoint, dict(self.hparams), here="this module")
+        if (data := self.trainer.datamodule) is not None:
+            given = {"init_args": dict(data.hparams)}
+            check_same_data(ckpt_path, checkpoint, given, here="this data module")
 
     def on_train_start(self) -> None:
         """Put back a checkpoint's random states: after the sanity check, whose data loader

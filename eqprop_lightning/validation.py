@@ -1,5 +1,6 @@
 """Checks that run when a command starts, before any data is read or any run directory is
-written: the net against the data, and a checkpoint against the net."""
+written: the net against the data, a checkpoint against the net, and the settings a run resumes
+with against those it was trained with."""
 
 from __future__ import annotations
 
@@ -95,4 +96,91 @@ def check_training_state(ckpt_path: str | Path) -> None:
             f"ckpt_path={str(ckpt_path)!r} holds the weights only, without the optimizer's state "
             "(a shipped or slimmed copy): fit cannot resume it. Evaluate it with eqprop test "
             "(or validate, predict), or resume the run's own checkpoints/last.ckpt"
+        )
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """``{"net.init_args.size_tab": [...], "T": 40, ...}`` of a nested dict (tuples as lists:
+    a module built in code may give ``lrs`` as a tuple where YAML gives a list)."""
+    if isinstance(tree, tuple):
+        tree = list(tree)
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def _differences(
+    saved: dict, given: dict, prefix: str, exempt: frozenset[str] = frozenset()
+) -> list[str]:
+    """``"<prefix><key>: <saved> there, <given> here"`` for each key of both, but ``exempt``,
+    whose values differ (sorted by key)."""
+    keys = sorted((saved.keys() & given.keys()) - exempt)
+    return [
+        f"{prefix}{k}: {saved[k]!r} there, {given[k]!r} here" for k in keys if saved[k] != given[k]
+    ]
+
+
+def _settings(hparams: dict | None) -> dict:
+    """Stored hyperparameters without Lightning's own (``_instantiator``, ``_class_path``)."""
+    return {k: v for k, v in (hparams or {}).items() if not str(k).startswith("_")}
+
+
+#: model settings that change how the dynamics run, not what they compute: a run may resume
+#: with another value (compiled and eager relaxations agree to float precision)
+EXECUTION_ONLY = frozenset({"compile"})
+
+
+def check_same_hparams(
+    ckpt_path: str | Path, checkpoint: dict, model: dict, here: str = "this config"
+) -> None:
+    """Resuming ``ckpt_path`` (loaded as ``checkpoint``) with the ``model`` settings of ``here``:
+    they must be the checkpoint's, else ``ConfigError`` naming each field that differs (Lightning
+    would silently continue with the ones given, or the CLI with the checkpoint's)."""
+    saved = _flat(_settings(checkpoint.get("hyper_parameters")))
+    given = _flat(_settings(model))
+    if saved.get("algorithm") == given.get("algorithm") == "bptt":
+        # checkpoints written before BPTT took no beta hold the config's unused beta/symmetric
+        for unused in ("beta", "symmetric"):
+            saved.pop(unused, None)
+            given.pop(unused, None)
+    differ = _differences(saved, given, "model.", EXECUTION_ONLY)
+    if differ:
+        fields = "; ".join(differ)
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} was trained with other settings than {here} "
+            f"({fields}): resume with the settings it was trained with, or start a new run"
+        )
+
+
+#: data settings that say where the data is or how it is evaluated, not what is trained on: a
+#: run may resume with another value (a moved data folder, more workers)
+LOCATION_ONLY = frozenset(
+    {"data_dir", "cache_dir", "num_workers", "download", "verify_checksums", "test_batch_size"}
+)
+
+
+def check_same_data(
+    ckpt_path: str | Path, checkpoint: dict, data: dict, here: str = "this config"
+) -> None:
+    """Resuming ``ckpt_path`` (loaded as ``checkpoint``) with the ``data`` settings of ``here``
+    (``class_path`` and ``init_args``; a data module built in code: ``init_args``): the data
+    module and its settings must be the checkpoint's, but for :data:`LOCATION_ONLY`, else
+    ``ConfigError`` naming each field that differs (the run would go on with other data and
+    its ``config.yaml`` would say it had used them from the start)."""
+    hparams = checkpoint.get("datamodule_hyper_parameters") or {}
+    if not hparams:  # a checkpoint written without a data module's settings
+        return
+    saved = {"init_args": _settings(hparams)}
+    if "_class_path" in hparams:
+        saved["class_path"] = hparams["_class_path"]
+    exempt = frozenset(f"init_args.{k}" for k in LOCATION_ONLY)
+    differ = _differences(_flat(saved), _flat(data), "data.", exempt)
+    if differ:
+        fields = "; ".join(differ)
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} was trained on other data settings than {here} "
+            f"({fields}): resume with the data settings it was trained with, or start a new run"
         )

@@ -351,36 +351,33 @@ def test_compare_reads_results_on_rank_zero_only(
     assert list((in_tmp / "runs").rglob("compare.json")) == []
 
 
-def test_settings_check_ignores_the_unused_beta_of_an_old_bptt_checkpoint(tmp_path: Path) -> None:
+def test_settings_check_ignores_the_unused_beta_of_an_old_bptt_checkpoint() -> None:
     """A BPTT checkpoint written before BPTT took no beta holds the config's beta and symmetric;
     resuming it with ``beta: null`` must not be refused for them, while a real difference is."""
-    from eqprop_lightning.cli import check_same_hparams
     from eqprop_lightning.errors import ConfigError
+    from eqprop_lightning.validation import check_same_hparams
 
     old = {"algorithm": "bptt", "T": 5, "K": 2, "beta": 0.5, "symmetric": False}
-    ckpt = tmp_path / "old.ckpt"
-    torch.save({"hyper_parameters": old}, ckpt)
-    check_same_hparams(ckpt, {**old, "beta": None})
+    ckpt = {"hyper_parameters": old}
+    check_same_hparams("old.ckpt", ckpt, {**old, "beta": None})
     with pytest.raises(ConfigError, match="model.T: 5 there, 7 here"):
-        check_same_hparams(ckpt, {**old, "beta": None, "T": 7})
-    ep = tmp_path / "ep.ckpt"
-    torch.save({"hyper_parameters": {**old, "algorithm": "ep"}}, ep)
+        check_same_hparams("old.ckpt", ckpt, {**old, "beta": None, "T": 7})
+    ep = {"hyper_parameters": {**old, "algorithm": "ep"}}
     with pytest.raises(ConfigError, match="model.beta: 0.5 there, 0.1 here"):
-        check_same_hparams(ep, {**old, "algorithm": "ep", "beta": 0.1})
+        check_same_hparams("ep.ckpt", ep, {**old, "algorithm": "ep", "beta": 0.1})
 
 
-def test_settings_check_lets_a_run_resume_compiled_or_eager(tmp_path: Path) -> None:
+def test_settings_check_lets_a_run_resume_compiled_or_eager() -> None:
     """``compile`` changes how the relaxations run, not what they compute: a run started eagerly
     may resume compiled (and back), while a real difference is still refused."""
-    from eqprop_lightning.cli import check_same_hparams
     from eqprop_lightning.errors import ConfigError
+    from eqprop_lightning.validation import check_same_hparams
 
     saved = {"algorithm": "ep", "T": 5, "K": 2, "beta": 0.5, "compile": False}
-    ckpt = tmp_path / "eager.ckpt"
-    torch.save({"hyper_parameters": saved}, ckpt)
-    check_same_hparams(ckpt, {**saved, "compile": True})
+    ckpt = {"hyper_parameters": saved}
+    check_same_hparams("eager.ckpt", ckpt, {**saved, "compile": True})
     with pytest.raises(ConfigError, match="model.K: 2 there, 3 here"):
-        check_same_hparams(ckpt, {**saved, "compile": True, "K": 3})
+        check_same_hparams("eager.ckpt", ckpt, {**saved, "compile": True, "K": 3})
 
 
 @pytest.mark.parametrize(

@@ -90,19 +90,23 @@ def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     fake_mnist, tmp_path, monkeypatch, caplog
 ):
     """A copy of a finished run's last.ckpt, resumed with the same max_epochs, trains nothing:
-    the end of fit says so instead of naming a results.json that was never written."""
+    the end of fit says so instead of naming a results.json that was never written, or the
+    last.ckpt of the run the copy came from (restored with the callback's state), which is
+    not there."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
     args = [*small_fit(fake_mnist), "--trainer.max_epochs", "1"]
     main(args)
     copy = tmp_path / "copy.ckpt"
     copy.write_bytes((tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").read_bytes())
+    (tmp_path / "runs").rename(tmp_path / "elsewhere")  # as on another machine
     caplog.clear()
     with caplog.at_level("INFO"):
         main([*args, "--ckpt_path", str(copy)])
     assert "results: none written (no epoch completed; max_epochs=1)" in caplog.text
-    written = (tmp_path / "runs/p1h").glob("*/results.json")
-    assert [path.parent.name for path in written] == ["version_0"]  # the first run's only
+    assert "last checkpoint: none written" in caplog.text
+    assert "version_0/checkpoints/last.ckpt" not in caplog.text
+    assert list((tmp_path / "runs").glob("*/*/results.json")) == []
 
 
 class Interrupt(__import__("lightning").Callback):
@@ -352,3 +356,34 @@ def test_a_module_used_from_code_checks_its_data(fake_mnist, tmp_path):
     indices = TensorDataset(torch.rand(10, 784), torch.arange(10))  # B = classes: broadcasts
     with pytest.raises(DataError, match=r"targets of shape \(10,\) and dtype torch.int64"):
         trainer().fit(model, DataLoader(indices, batch_size=10))
+
+
+def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
+    """``Trainer.fit(model, data, ckpt_path=...)`` with another beta, or another batch size, went
+    on silently with the ones given (only the CLI compared them with the checkpoint's)."""
+    import lightning as L
+
+    from eqprop_lightning.datamodules import MNISTDataModule
+    from eqprop_lightning.errors import ConfigError
+    from eqprop_lightning.module import EqPropModule
+    from eqprop_lightning.nets import PrototypicalFC
+
+    def fit(beta: float, batch_size: int, ckpt_path: Path | None = None) -> None:
+        model = EqPropModule(PrototypicalFC([10, 16, 784]), (0.1, 0.05), T=5, K=2, beta=beta)
+        data = MNISTDataModule(str(fake_mnist), batch_size=batch_size, verify_checksums=False)
+        trainer = L.Trainer(
+            max_epochs=2 if ckpt_path else 1, limit_train_batches=2, limit_val_batches=0,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        if ckpt_path is None:
+            trainer.save_checkpoint(tmp_path / "run.ckpt")
+
+    fit(beta=0.5, batch_size=10)
+    ckpt = tmp_path / "run.ckpt"
+    with pytest.raises(ConfigError, match=r"model.beta: 0.5 there, 0.2 here"):
+        fit(beta=0.2, batch_size=10, ckpt_path=ckpt)
+    with pytest.raises(ConfigError, match=r"data.init_args.batch_size: 10 there, 20 here"):
+        fit(beta=0.5, batch_size=20, ckpt_path=ckpt)
+    fit(beta=0.5, batch_size=10, ckpt_path=ckpt)  # the same settings resume (lrs as a tuple)
