@@ -13,6 +13,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from eqprop_lightning.resources import resolve_config
+
 
 class _Parser(Exception):
     """Carries the CLI's parser out of its construction."""
@@ -37,8 +39,9 @@ def cli_parser() -> Any:
 
 def resolved_config(*configs: str | Path, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """``--config`` files in order (then ``overrides``, command-line style) as the CLI resolves
-    them: bases loaded, defaults filled in, ``{"class_path", "init_args"}`` for classes."""
-    args = [arg for config in configs for arg in ("--config", str(config))]
+    them (a packaged config by its name too, ``mnist/p1h``): bases loaded, defaults filled in,
+    ``{"class_path", "init_args"}`` for classes."""
+    args = [arg for config in configs for arg in ("--config", resolve_config(str(config)))]
     namespace = cli_parser().parse_args([*args, *overrides])
     namespace.pop("config", None)
     return namespace.as_dict()

@@ -102,6 +102,14 @@ def test_config_resolves_as_the_flat_file(path: Path, tmp_path: Path) -> None:
     assert resolved_config(path) == resolved_config(flat)
 
 
+def test_resolved_config_takes_a_packaged_name_as_the_cli_does() -> None:
+    """``--config mnist/p1h`` runs the packaged config; resolved_config read it as a path."""
+    p1h = CONFIG_DIR / "mnist" / "p1h.yaml"
+    assert resolved_config("mnist/p1h", "overrides/bptt") == resolved_config(
+        p1h, CONFIG_DIR / "overrides" / "bptt.yaml"
+    )
+
+
 @pytest.mark.parametrize("path", RUNS, ids=rel)
 def test_config_keeps_its_header(path: Path) -> None:
     header = FLAT[rel(path)]["header"]
