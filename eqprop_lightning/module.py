@@ -30,6 +30,9 @@ from eqprop_lightning.validation import check_net_fits_data, check_same_data, ch
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 
+#: the cosine schedule's default final learning rate
+ETA_MIN = 1e-5
+
 
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
     """Per-example error in percent: 100 where ``argmax(output) != argmax(y)``, else 0."""
@@ -99,7 +102,7 @@ class EqPropModule(L.LightningModule):
             first, as ``--lr_tab``; seed 2: projections, then the fc layers upwards).
         optimizer: ``sgd`` or ``adam``.
         cosine_t_max: epochs of cosine annealing (``CosineAnnealingLR``, seed 2: 100), or None.
-        eta_min: the schedule's final learning rate.
+        eta_min: the schedule's final learning rate (with ``cosine_t_max`` only).
         convergence_tol: stop training when a batch's free phase still moves by more than this
             at its last step (per layer, the batch mean of each example's largest
             ``|s(T) - s(T-1)|``; ``train/free_change`` logs the largest layer's value, averaged
@@ -131,7 +134,7 @@ class EqPropModule(L.LightningModule):
         holomorphic_points: int | None = None,
         optimizer: Literal["sgd", "adam"] = "sgd",
         cosine_t_max: int | None = None,
-        eta_min: float = 1e-5,
+        eta_min: float = ETA_MIN,
         convergence_tol: float | None = None,
         compile: bool = False,
         loss: Literal["mse", "cross_entropy"] = "mse",
@@ -172,6 +175,11 @@ class EqPropModule(L.LightningModule):
             raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")
         if not 0 <= eta_min < math.inf:
             raise ConfigError(f"eta_min={eta_min} must be finite and >= 0")
+        if cosine_t_max is None and eta_min != ETA_MIN:
+            raise ConfigError(
+                f"eta_min={eta_min} is the cosine schedule's final learning rate, and there is "
+                "no schedule: set cosine_t_max too, or leave eta_min out"
+            )
         if convergence_tol is not None and not (
             isinstance(convergence_tol, (int, float)) and convergence_tol > 0
         ):

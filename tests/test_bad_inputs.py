@@ -80,6 +80,7 @@ CASES = [
     ("dt-energy-based", "eb1h", ["--model.net.init_args.dt", "1.5"], ["dt=1.5", "(0, 1]"]),
     ("cosine_t_max", "p1h", ["--model.cosine_t_max", "0"], ["cosine_t_max=0", "positive"]),
     ("eta_min", "p1h", ["--model.eta_min=-1e-5"], ["eta_min=-1e-05", ">= 0"]),
+    ("eta_min-no-schedule", "p1h", ["--model.eta_min=0.001"], ["eta_min=0.001", "cosine_t_max"]),
     ("convergence_tol", "p1h", ["--model.convergence_tol", "-1"],
      ["convergence_tol=-1.0", "> 0"]),
     ("algorithm", "p1h", ["--model.algorithm", "sgd"], ["model.algorithm", "sgd"]),
