@@ -319,10 +319,10 @@ def rerun_commands(row: str, seeds: list[int]) -> list[str]:
     for s in seeds:
         for alg in RULES:
             name = f"{row}-{alg}-s{s}"
-            no_beta = " --model.beta null" if alg == "bptt" else ""  # BPTT has no nudge
+            rule = " --config configs/overrides/bptt.yaml" if alg == "bptt" else ""  # as the queue
             lines.append(
-                f"OMP_NUM_THREADS=1 eqprop fit --config configs/mnist/{row}.yaml "
-                f"--model.algorithm {alg}{no_beta} --seed_everything {s} "
+                f"OMP_NUM_THREADS=1 eqprop fit --config configs/mnist/{row}.yaml{rule} "
+                f"--seed_everything {s} "
                 "--trainer.logger.init_args.save_dir runs/table1 "
                 f"--trainer.logger.init_args.name {name} "
                 "--trainer.logger.init_args.version version_0"

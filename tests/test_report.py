@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import yaml
 from eqprop_lightning.cli import main
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.report import config_seed, find_runs, render, report_command
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_run(
@@ -164,7 +167,7 @@ def test_cli_writes_report_and_figure(tmp_path, capsys):
     assert "![test error per epoch](figures/curves.png)" in text
     assert summary_cell(text, "P-1h", "BPTT")[3] == "2.00 (n = 1)"
     assert (
-        "eqprop fit --config configs/mnist/p1h.yaml --model.algorithm bptt --model.beta null "
+        "eqprop fit --config configs/mnist/p1h.yaml --config configs/overrides/bptt.yaml "
         "--seed_everything 0" in text
     )
     assert "benchmarks/table1_queue.sh p1h:ep:0 p1h:bptt:0" in text
@@ -274,3 +277,45 @@ def test_a_run_stopped_in_its_first_epoch_is_started_not_absent(tmp_path):
         "-",
     ]
     assert summary_cell(text, "EB-2h", "BPTT")[3] == "not run"
+
+
+@pytest.mark.parametrize("row", ["p1h", "eb1h", "p2h", "pconv", "eb2h"])
+def test_rerun_commands_rebuild_the_committed_runs(row):
+    """Each ``eqprop fit`` line of REPRODUCTION.md resolves to the model, data and seed that
+    the committed run of that name recorded in its config.yaml."""
+    from eqprop_lightning.config_files import resolved_config
+    from eqprop_lightning.report import rerun_commands
+
+    table1 = ROOT / "checkpoints" / "table1"
+    checked = 0
+    for line in rerun_commands(row, [0, 7])[1:]:
+        args = shlex.split(line)[3:]  # after OMP_NUM_THREADS=1 eqprop fit
+        name = args[args.index("--trainer.logger.init_args.name") + 1]
+        recorded = table1 / name / "config.yaml"
+        if not recorded.is_file():
+            continue
+        configs = [args[i + 1] for i, arg in enumerate(args) if arg == "--config"]
+        overrides = [a for i, a in enumerate(args) if "--config" not in (a, args[i - 1])]
+        rebuilt = resolved_config(*(ROOT / c for c in configs), overrides=tuple(overrides))
+        run = flat(yaml.safe_load(recorded.read_text()))
+        rebuilt = flat(rebuilt)
+        # options added since the run was recorded are absent from its config.yaml; where the
+        # data are and whether the steps are compiled do not change what a run computes
+        keys = [
+            k
+            for k in run
+            if k.startswith(("model.", "data.", "seed_"))
+            and k not in ("data.init_args.data_dir", "model.compile")
+        ]
+        assert len(keys) > 10
+        assert {k: rebuilt[k] for k in keys} == {k: run[k] for k in keys}, name
+        checked += 1
+    assert checked == 2  # the EP and the BPTT run of the row's seed
+
+
+def flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """``{"model.net.init_args.dt": 0.2, ...}`` of a nested dict."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    pairs = ((f"{prefix}.{key}" if prefix else str(key), value) for key, value in tree.items())
+    return {k: v for name, value in pairs for k, v in flat(value, name).items()}
