@@ -55,25 +55,37 @@ def analyse(
     summary's ``estimates`` holds its final estimate's relative error per weight against BPTT and
     RBP (:func:`~eqprop_lightning.learning.gdu.estimate_errors`), and a symmetric EP rule gives
     symmetric per-step curves."""
-    symmetric = symmetric or getattr(rule, "nudging", None) == "symmetric"
+    symmetric = nudges_symmetrically(symmetric, rule)
     start = time.perf_counter()
     result = gdu(net, x, y, T, K, beta, symmetric)
     summary = {
         "rmse": rmse_table(result),
         "sign_agreement": sign_agreement(result.NT, result.DT),
         "seconds": round(time.perf_counter() - start, 3),
-        "setting": {
-            "T": T,
-            "K": K,
-            "beta": beta,
-            "symmetric": symmetric,
-            "batch_size": x.shape[0],
-            "dtype": dtype_name(x.dtype),
-        },
+        "setting": setting(T, K, beta, symmetric, x),
     }
     if rule is not None and not getattr(rule, "continual", False):
         summary["estimates"] = {"rule": rule_name(rule), **estimate_errors(net, x, y, rule)}
     return result, summary
+
+
+def nudges_symmetrically(symmetric: bool, rule: GradientEstimator | None) -> bool:
+    """Whether the per-step EP curves are symmetric ``(s(beta) - s(-beta)) / 2 beta``: asked
+    for (``symmetric``) or the rule's nudging (the others are compared with positive EP)."""
+    return symmetric or getattr(rule, "nudging", None) == "symmetric"
+
+
+def setting(T: int, K: int, beta: float, symmetric: bool, x: Tensor) -> dict[str, Any]:
+    """What an analysis ran with, for its JSON: ``T``, ``K``, ``beta``, ``symmetric``, the batch
+    size and the dtype of batch ``x``."""
+    return {
+        "T": T,
+        "K": K,
+        "beta": beta,
+        "symmetric": symmetric,
+        "batch_size": x.shape[0],
+        "dtype": dtype_name(x.dtype),
+    }
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -145,12 +157,18 @@ def _error(value: float | None) -> str:
 
 
 def run_recipe(
-    net, batches: Iterable[tuple[Tensor, Tensor]], T: int, K: int, beta: float
+    net,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    T: int,
+    K: int,
+    beta: float,
+    symmetric: bool = False,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Sign agreement of ``NT[-1]`` and ``DT[-1]`` per weight over several batches:
-    ``{weight: {"same_sign" | "both_zero" | "total": {"mean", "std"}}}`` (percent). Unlike the
-    original, the std of ``total`` is the std of the totals, not the sum of the two stds."""
-    results = (gdu(net, x, y, T, K, beta) for x, y in batches)
+    ``{weight: {"same_sign" | "both_zero" | "total": {"mean", "std"}}}`` (percent), EP's
+    updates positive or ``symmetric``. Unlike the original, the std of ``total`` is the std of
+    the totals, not the sum of the two stds."""
+    results = (gdu(net, x, y, T, K, beta, symmetric) for x, y in batches)
     per_batch = [sign_agreement(r.NT, r.DT) for r in results]
     out = {}
     for weight in per_batch[0]:
@@ -172,12 +190,13 @@ def recipe_report(recipe: dict) -> str:
     return "\n".join(lines)
 
 
-def write_recipe(recipe: dict, out_dir: Path, batches: int, dtype: torch.dtype) -> Path:
-    """Writes a :func:`run_recipe` result over ``batches`` batches of ``dtype`` into ``out_dir``
-    (``recipe.json``, ``recipe.md``) and returns the JSON's path."""
+def write_recipe(recipe: dict, out_dir: Path, batches: int, setting: dict[str, Any]) -> Path:
+    """Writes a :func:`run_recipe` result over ``batches`` batches, run with ``setting``
+    (:func:`setting`), into ``out_dir`` (``recipe.json``, ``recipe.md``) and returns the
+    JSON's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "recipe.json"
-    payload = {"batches": batches, "dtype": dtype_name(dtype), "sign_agreement": recipe}
+    payload = {"batches": batches, "setting": setting, "sign_agreement": recipe}
     write_json_atomic(path, payload)
     (out_dir / "recipe.md").write_text(recipe_report(recipe) + "\n")
     return path

@@ -28,9 +28,11 @@ from torch import Tensor, nn
 
 from eqprop_lightning.analysis import (
     analyse,
+    nudges_symmetrically,
     recipe_report,
     rmse_report,
     run_recipe,
+    setting,
     write_gdu,
     write_recipe,
 )
@@ -277,9 +279,11 @@ def recipe_command(inputs: AnalysisInputs, output_dir: Path | None) -> dict:
     """``eqprop recipe``: sign agreement of EP and BPTT over the training batches, written to
     ``output_dir`` (default a new ``<run root>/recipe_<n>``)."""
     beta, n = _ep_beta(inputs), len(inputs.batches)
-    recipe = run_recipe(inputs.net, inputs.batches, inputs.T, inputs.K, beta)
+    symmetric = nudges_symmetrically(inputs.symmetric, inputs.rule)
+    recipe = run_recipe(inputs.net, inputs.batches, inputs.T, inputs.K, beta, symmetric)
     out_dir = output_dir or next_dir(inputs.run_root, "recipe")
-    path = write_recipe(recipe, out_dir, n, inputs.batches[0][0].dtype)
+    ran = setting(inputs.T, inputs.K, beta, symmetric, inputs.batches[0][0])
+    path = write_recipe(recipe, out_dir, n, ran)
     print(recipe_report(recipe))
     print(f"sign agreement over {n} batches written to {path}")
     return recipe

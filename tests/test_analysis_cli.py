@@ -127,7 +127,7 @@ def test_double_analyses_the_same_net_and_batch_in_float64(in_tmp, tmp_path, mon
     monkeypatch.setattr(analysis, "gdu", recording)
     out = tmp_path / "recipe_out"
     main(["recipe", *config, "--batches", "2", "--double", "--output_dir", str(out)])
-    assert json.loads((out / "recipe.json").read_text())["dtype"] == "float64"
+    assert json.loads((out / "recipe.json").read_text())["setting"]["dtype"] == "float64"
     assert [x.dtype for x in seen] == [torch.float64] * 2
 
 
@@ -216,6 +216,24 @@ def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
             assert stats[field]["std"] == pytest.approx(per_batch.std().item(), abs=1e-4)
         assert stats["same_sign"]["std"] > 0  # the batches disagree
     assert "W1x" in capsys.readouterr().out
+
+
+def test_recipe_compares_symmetric_ep_as_gdu_does(in_tmp, tmp_path):
+    """With symmetric nudging, ``recipe`` on one batch is ``gdu``'s sign agreement on it
+    (recipe compared BPTT with positive EP whatever the config's nudging)."""
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    symmetric = ["--model.beta", "0.5", "--model.nudging", "symmetric"]
+    outputs = {}
+    for command, extra in [("gdu", []), ("recipe", ["--batches", "1"])]:
+        outputs[command] = tmp_path / command
+        main([command, *config, *symmetric, *extra, "--output_dir", str(outputs[command])])
+    gdu = json.loads((outputs["gdu"] / "gdu.json").read_text())
+    recipe = json.loads((outputs["recipe"] / "recipe.json").read_text())
+    assert recipe["setting"] == gdu["setting"]
+    assert recipe["setting"]["symmetric"] is True
+    for weight, agreement in gdu["sign_agreement"].items():
+        for field, value in agreement.items():
+            assert recipe["sign_agreement"][weight][field]["mean"] == value, (weight, field)
 
 
 def test_recipe_rejects_more_batches_than_the_epoch_has(in_tmp, capsys):
