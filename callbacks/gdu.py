@@ -14,8 +14,9 @@ from eqprop_lightning.learning.estimator import check_beta
 
 class GDUCallback(L.Callback):
     """Every ``every_n_steps`` optimizer steps (0, the default, turns it off), runs the GDU
-    analysis of the model on a fixed batch (the first training batch of the run) and logs the
-    mean relative RMSE per layer (``gdu/rmse/<s0|W01|...>``), the sign agreement per weight
+    analysis of the model on a fixed batch (the first training batch it sees: the run's first,
+    or after a resume the first one trained after it) and logs the mean relative RMSE per layer
+    (``gdu/rmse/<s0|W01|...>``), the sign agreement per weight
     (``gdu/sign_agreement/<W01|...>``, percent) and the relative error of the model's learning
     rule against truncated BPTT and RBP per weight (``gdu/estimate_error/<bptt|rbp>/<W01|...>``;
     not for continual EP, which has no estimate at fixed weights) as scalars, and the GDU
@@ -43,7 +44,9 @@ class GDUCallback(L.Callback):
         figures: bool = True,
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 0:
-            raise ConfigError(f"every_n_steps={every_n_steps!r} must be an integer >= 0 (0: off)")
+            raise ConfigError(
+                f"gdu.every_n_steps={every_n_steps!r} must be an integer >= 0 (0: off)"
+            )
         if beta is not None:
             check_beta(beta, "(or null: the model's)", field="gdu.beta")
         self.every_n_steps = every_n_steps

@@ -97,7 +97,7 @@ class AnalysisInputs:
 
     def in_float64(self) -> AnalysisInputs:
         """The same analysis in float64: a float64 copy of the net, the batches' floating
-        tensors converted (in float32, rounding in EP's ``(s(beta) - s(-beta)) / 2 beta`` can
+        tensors converted (in float32, rounding in EP's finite difference over ``beta`` can
         exceed its O(beta^2) error at small beta)."""
 
         def double(t: Tensor) -> Tensor:

@@ -31,6 +31,7 @@ from eqprop_lightning.callbacks import (
     write_json_atomic,
 )
 from eqprop_lightning.callbacks.results import evaluation_sets
+from eqprop_lightning.config_files import cli_parser
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir
@@ -355,6 +356,8 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     model and data, for the configs that :func:`~eqprop_lightning.analysis_commands.analysis_inputs`
     does not read."""
     warnings.filterwarnings("ignore", message=".*args parameter is intended")
+    parser = cli_parser()
+    check_analysis_options(parser.parse_args(args), parser.get_defaults())
     cli = EqPropCLI(args=args, run=False)
     model, datamodule, logger = cli.model, cli.datamodule, cli.trainer.logger
     check_net_fits_data(model.net, datamodule)
@@ -370,6 +373,32 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     hp = model.hparams
     root = Path(logger.save_dir) / logger.name
     return AnalysisInputs(model.net, model.rule, hp.T, hp.K, hp.beta, hp.symmetric, batches, root)
+
+
+#: options of ``fit`` that the analyses could be expected to use and do not: refused, saying why
+NOT_ANALYSED = {
+    "trainer.precision": "they run in float32, or in float64 with --double",
+    "trainer.accelerator": "they run on the CPU",
+    "trainer.devices": "they run in one process on the CPU",
+    "trainer.num_nodes": "they run in one process on the CPU",
+    "trainer.strategy": "they run in one process on the CPU",
+    "gdu": "--gdu.* set the GDU callback of fit; the analyses take T, K and beta from the model "
+    "(--model.T, --model.K, --model.beta)",
+}
+
+
+#: values of those options that are what the analyses do
+ANALYSED_AS_GIVEN = {"trainer.accelerator": ("cpu",), "trainer.devices": (1, "1")}
+
+
+def check_analysis_options(config, defaults) -> None:
+    """``eqprop gdu`` and ``recipe`` analyse the config's seeded net on the CPU: each option of
+    :data:`NOT_ANALYSED` set away from its default is a ``ConfigError`` (it would be ignored)."""
+    for key, why in NOT_ANALYSED.items():
+        if config.get(key) not in (defaults.get(key), *ANALYSED_AS_GIVEN.get(key, ())):
+            given = config.get(key)
+            shown = given.as_dict() if hasattr(given, "as_dict") else given
+            raise ConfigError(f"{key}={shown!r} is not used by eqprop gdu and eqprop recipe: {why}")
 
 
 def _cell(value: float | None, digits: int) -> str:

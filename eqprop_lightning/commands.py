@@ -62,9 +62,20 @@ def top_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _analysis_parser(name: str, description: str) -> argparse.ArgumentParser:
+ANALYSIS_OVERRIDES = (
+    "The options of `eqprop fit` that build the net, the rule and the data (--model.*, --data.*, "
+    "--seed_everything) and place the run (--trainer.default_root_dir, --trainer.logger.*) are "
+    "accepted too and override the config: `eqprop fit --config X --help` lists them. The "
+    "analysis is of the config's net as seeded (no checkpoint), on the CPU; --trainer.precision, "
+    "--trainer.accelerator, --trainer.devices and --gdu.* are refused."
+)
+
+
+def _analysis_parser(
+    name: str, description: str, epilog: str = ANALYSIS_OVERRIDES
+) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"eqprop {name}", description=description, epilog=OVERRIDES, allow_abbrev=False
+        prog=f"eqprop {name}", description=description, epilog=epilog, allow_abbrev=False
     )
     parser.add_argument("--config", "-c", action="append", required=True, help=CONFIG_HELP)
     return parser
@@ -75,7 +86,8 @@ def _add_double(parser: argparse.ArgumentParser) -> None:
         "--double",
         action="store_true",
         help="analyse in float64 (default float32, as training): at small beta, float32 rounding "
-        "in EP's (s(beta) - s(-beta)) / 2 beta can exceed its O(beta^2) difference from BPTT",
+        "in EP's finite difference ((s(beta) - s(0)) / beta, or (s(beta) - s(-beta)) / 2 beta when "
+        "symmetric) can exceed EP's own difference from BPTT (O(beta), or O(beta^2))",
     )
 
 
@@ -85,6 +97,7 @@ def compare_parser() -> argparse.ArgumentParser:
         "Train the config with BPTT, then with EP, from identical initial weights and the same "
         "settings (the original's --benchmark); write <run root>/<name>/compare_<n>/ with bptt/ "
         "and ep/ run directories, compare.json, compare.md and compare.png.",
+        epilog=OVERRIDES,
     )
 
 

@@ -236,6 +236,29 @@ def test_recipe_compares_symmetric_ep_as_gdu_does(in_tmp, tmp_path):
             assert recipe["sign_agreement"][weight][field]["mean"] == value, (weight, field)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--trainer.precision", "64"], "trainer.precision=64 is not used by eqprop gdu and "
+         "eqprop recipe: they run in float32, or in float64 with --double"),
+        (["--trainer.accelerator", "gpu"], "trainer.accelerator='gpu' is not used"),
+        (["--gdu.beta", "0.5"], "gdu={'every_n_steps': 0, 'T': None, 'K': None, 'beta': 0.5, "
+         "'figures': True} is not used by eqprop gdu and eqprop recipe: --gdu.* set the GDU "
+         "callback of fit; the analyses take T, K and beta from the model"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("command", ["gdu", "recipe"])
+def test_options_the_analyses_would_ignore_are_refused(command, option, message, in_tmp, capsys):
+    """``--trainer.precision 64`` ran in float32 and ``--gdu.beta`` with the model's beta, while
+    ``setting`` recorded what ran: nothing said the option had no effect."""
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    with pytest.raises(SystemExit) as exc:
+        main([command, *config, *option, "--output_dir", "out"])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not Path("out").exists()
+
+
 def test_recipe_rejects_more_batches_than_the_epoch_has(in_tmp, capsys):
     too_many = ["--batches", "51"]  # 200 fake training images in batches of 4
     with pytest.raises(SystemExit) as exc:

@@ -118,7 +118,7 @@ CASES = [
     ("num_workers", "p1h", ["--data.num_workers", "-1"], ["num_workers", "got -1"]),
     ("val_split", "p1h", ["--data.val_split", "200"],
      ["val_split=200", "smaller than the 200 training images"]),
-    ("gdu-every", "p1h", ["--gdu.every_n_steps", "-1"], ["every_n_steps=-1", ">= 0"]),
+    ("gdu-every", "p1h", ["--gdu.every_n_steps", "-1"], ["gdu.every_n_steps=-1", ">= 0"]),
     ("devices", "p1h", ["--trainer.devices", "0"], ["devices", "not a valid input"]),
     # checkpoints
     ("ckpt-missing", "p1h", lambda data, tmp: ["--ckpt_path", str(tmp / "nope.ckpt")],

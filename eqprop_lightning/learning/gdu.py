@@ -5,7 +5,7 @@ for BPTT and forward from the free fixed point ``s*`` for EP):
 
 * ``nS[i][t] = dL/ds_i(T - t)``, the BPTT gradient with respect to the neurons;
 * ``dS[i][t] = -(s^beta_{t+1} - s^beta_t) / beta``, minus the EP update of the neurons;
-* ``nT[t] = dL/dtheta_{T-1-t}``, the contribution of the ``t``-th last transition (theta treated
+* ``nT[t] = dL/dtheta_{T-1-t}``, the contribution of the ``(t+1)``-th last transition (theta treated
   as a separate copy per transition), and ``NT[t] = sum_{u <= t} nT[u]``, the gradient of BPTT
   truncated to the last ``t + 1`` transitions;
 * ``DT[t] = -(dPhi/dtheta(s^beta_{t+1}) - dPhi/dtheta(s*)) / beta`` (batch mean), minus the
@@ -21,8 +21,10 @@ Conventions, compared with the original code: all the per-step BPTT gradients co
 forward and one backward pass over the last ``K`` transitions (the original reruns BPTT ``K``
 times); ``nT[0] = NT[0]`` and ``dT[0] = DT[0]`` as in the paper (the original leaves both at zero);
 ``dS[i][t]`` is set to zero where the output cannot yet depend on layer ``i`` (``nS[i][u] = 0`` for
-all ``u <= t``), as the original does for the layered nets (it keeps the free-phase residue there
-for the toy model). Only the weights (not the biases) are compared, as in the paper.
+all ``u <= t``, every unit of the batch), as the original does for the layered nets (it keeps the
+free-phase residue there for the toy model); a layer whose every unit is saturated for all those
+steps (zero BPTT gradient through a clamp) would be zeroed too. Only the weights (not the biases)
+are compared, as in the paper.
 """
 
 from __future__ import annotations
