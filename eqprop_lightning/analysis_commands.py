@@ -39,6 +39,13 @@ from eqprop_lightning.analysis import (
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import GradientEstimator, net_and_rule
 from eqprop_lightning.run_dirs import next_dir, run_root
+from eqprop_lightning.validation import (
+    check_checkpoint_file,
+    check_checkpoint_fits,
+    check_net_fits,
+    check_same_net,
+    read_checkpoint,
+)
 
 MNIST_DATA = "eqprop_lightning.datamodules.MNISTDataModule"
 NETS = "eqprop_lightning.nets."
@@ -84,7 +91,8 @@ MNIST_OPTIONS = {
 
 @dataclass
 class AnalysisInputs:
-    """A config's net and rule, ``batches`` of its training data, and where its runs go."""
+    """A config's net (``net_config``: its ``class_path`` and ``init_args``) and rule,
+    ``batches`` of its training data, and where its runs go."""
 
     net: nn.Module
     rule: GradientEstimator
@@ -94,6 +102,17 @@ class AnalysisInputs:
     symmetric: bool
     batches: list[tuple[Tensor, Tensor]]
     run_root: Path  # <save_dir or default_root_dir>/<logger name>
+    net_config: dict
+
+    def with_weights(self, ckpt_path: Path) -> AnalysisInputs:
+        """The same analysis of the weights saved in ``ckpt_path`` (a run's checkpoint or a
+        shipped one), whose net must be this config's (``ConfigError`` otherwise); ``T``, ``K``,
+        ``beta`` and the batches stay the config's."""
+        check_checkpoint_file(ckpt_path)
+        check_same_net(ckpt_path, read_checkpoint(ckpt_path), self.net_config)
+        weights = check_checkpoint_fits(ckpt_path, self.net, prefix="net.")
+        self.net.load_state_dict(weights)  # float16 shipped weights are cast to the net's dtype
+        return self
 
     def in_float64(self) -> AnalysisInputs:
         """The same analysis in float64: a float64 copy of the net, the batches' floating
@@ -187,7 +206,6 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         return None
     from eqprop_lightning.datamodules.mnist_files import MNISTFiles, hold_out
     from eqprop_lightning.datamodules.sampling import make_loader
-    from eqprop_lightning.validation import check_net_fits
 
     options = {k: v for k, v in model.items() if k in RULE_OPTIONS}
     settings = RULE_DEFAULTS | options
@@ -230,6 +248,7 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         settings["symmetric"],
         batches,
         root,
+        net_cfg,
     )
 
 

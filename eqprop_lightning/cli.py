@@ -372,7 +372,10 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     ]
     hp = model.hparams
     root = Path(logger.save_dir) / logger.name
-    return AnalysisInputs(model.net, model.rule, hp.T, hp.K, hp.beta, hp.symmetric, batches, root)
+    net_config = cli.config.model.net.as_dict()
+    return AnalysisInputs(
+        model.net, model.rule, hp.T, hp.K, hp.beta, hp.symmetric, batches, root, net_config
+    )
 
 
 #: options of ``fit`` that the analyses could be expected to use and do not: refused, saying why

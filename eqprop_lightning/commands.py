@@ -66,8 +66,8 @@ ANALYSIS_OVERRIDES = (
     "The options of `eqprop fit` that build the net, the rule and the data (--model.*, --data.*, "
     "--seed_everything) and place the run (--trainer.default_root_dir, --trainer.logger.*) are "
     "accepted too and override the config: `eqprop fit --config X --help` lists them. The "
-    "analysis is of the config's net as seeded (no checkpoint), on the CPU; --trainer.precision, "
-    "--trainer.accelerator, --trainer.devices and --gdu.* are refused."
+    "analysis is of the config's net as seeded, or of --ckpt_path's weights, on the CPU; "
+    "--trainer.precision, --trainer.accelerator, --trainer.devices and --gdu.* are refused."
 )
 
 
@@ -81,7 +81,15 @@ def _analysis_parser(
     return parser
 
 
-def _add_double(parser: argparse.ArgumentParser) -> None:
+def _add_analysis_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ckpt_path",
+        type=Path,
+        default=None,
+        help="analyse the weights of this checkpoint (a run's last.ckpt, a shipped model) instead "
+        "of the config's seeded net; its net must be the config's (T, K, beta and the batches "
+        "stay the config's)",
+    )
     parser.add_argument(
         "--double",
         action="store_true",
@@ -113,7 +121,7 @@ def gdu_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to write (default: a new <run root>/<name>/gdu_<n>/)",
     )
-    _add_double(parser)
+    _add_analysis_options(parser)
     return parser
 
 
@@ -130,7 +138,7 @@ def recipe_parser() -> argparse.ArgumentParser:
         default=None,
         help="where to write (default: a new <run root>/<name>/recipe_<n>/)",
     )
-    _add_double(parser)
+    _add_analysis_options(parser)
     return parser
 
 
@@ -149,9 +157,9 @@ def run_compare(args: list[str]) -> None:
     compare(rest)
 
 
-def _analysis_inputs(args: list[str], n_batches: int, double: bool):
-    """The analysed net, rule and batches (in float64 with ``double``): read without Lightning
-    where the configs allow it."""
+def _analysis_inputs(args: list[str], n_batches: int, own: argparse.Namespace):
+    """The analysed net (with ``own.ckpt_path``'s weights), rule and batches (in float64 with
+    ``own.double``): read without Lightning where the configs allow it."""
     from eqprop_lightning.analysis_commands import analysis_inputs
 
     inputs = analysis_inputs(args, n_batches)
@@ -159,7 +167,9 @@ def _analysis_inputs(args: list[str], n_batches: int, double: bool):
         from eqprop_lightning.cli import analysis_inputs_from_cli
 
         inputs = analysis_inputs_from_cli(args, n_batches)
-    return inputs.in_float64() if double else inputs
+    if own.ckpt_path is not None:
+        inputs = inputs.with_weights(own.ckpt_path)
+    return inputs.in_float64() if own.double else inputs
 
 
 def _check_output_dir(path: Path | None) -> None:
@@ -172,7 +182,7 @@ def run_gdu(args: list[str]) -> None:
     _check_output_dir(own.output_dir)
     from eqprop_lightning.analysis_commands import gdu_command
 
-    gdu_command(_analysis_inputs(rest, 1, own.double), own.output_dir)
+    gdu_command(_analysis_inputs(rest, 1, own), own.output_dir)
 
 
 def run_recipe(args: list[str]) -> None:
@@ -182,7 +192,7 @@ def run_recipe(args: list[str]) -> None:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
     from eqprop_lightning.analysis_commands import recipe_command
 
-    recipe_command(_analysis_inputs(rest, own.batches, own.double), own.output_dir)
+    recipe_command(_analysis_inputs(rest, own.batches, own), own.output_dir)
 
 
 def run_report(args: list[str]) -> None:

@@ -65,13 +65,15 @@ def read_checkpoint(ckpt_path: str | Path) -> dict:
     return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
 
 
-def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module) -> None:
-    """The checkpoint loads with ``weights_only`` and its state dict has the model's tensor
-    names and shapes (memory-mapped: the tensors themselves are not read)."""
+def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module, prefix: str = "") -> dict:
+    """The checkpoint loads with ``weights_only`` and its state dict (its entries under
+    ``prefix``, e.g. ``net.``, with the prefix removed) has the model's tensor names and shapes
+    (memory-mapped: the tensors themselves are not read until used). Returns those entries."""
     try:
         saved = read_checkpoint(ckpt_path)["state_dict"]
     except Exception as err:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r} cannot be read: {err}") from err
+    saved = {k.removeprefix(prefix): v for k, v in saved.items() if k.startswith(prefix)}
     ours = model.state_dict()
     missing = sorted(set(ours) - set(saved))
     unexpected = sorted(set(saved) - set(ours))
@@ -86,6 +88,7 @@ def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module) -> None:
                 f"ckpt_path={str(ckpt_path)!r} holds another net: {key} has shape "
                 f"{tuple(saved[key].shape)} there and {tuple(value.shape)} in this config"
             )
+    return saved
 
 
 def check_training_state(ckpt_path: str | Path) -> None:
@@ -152,6 +155,21 @@ def check_same_hparams(
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} was trained with other settings than {here} "
             f"({fields}): resume with the settings it was trained with, or start a new run"
+        )
+
+
+def check_same_net(ckpt_path: str | Path, checkpoint: dict, net: dict) -> None:
+    """The net recorded in ``checkpoint`` (``class_path`` and ``init_args``; a checkpoint of a
+    module built in code records none) is the config's ``net``, else ``ConfigError`` naming each
+    field that differs (the same shapes may hold another activation or ``dt``)."""
+    saved = (checkpoint.get("hyper_parameters") or {}).get("net")
+    if not isinstance(saved, dict):
+        return
+    differ = _differences(_flat(saved), _flat(net), "model.net.")
+    if differ:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} holds another net than this config "
+            f"({'; '.join(differ)}): give the config it was trained with"
         )
 
 

@@ -236,6 +236,42 @@ def test_recipe_compares_symmetric_ep_as_gdu_does(in_tmp, tmp_path):
             assert recipe["sign_agreement"][weight][field]["mean"] == value, (weight, field)
 
 
+def test_gdu_and_recipe_analyse_a_checkpoint(in_tmp, tmp_path, capsys):
+    """``--ckpt_path``: the analysis of the checkpoint's weights on the config's first batch, as
+    the GDU functions compute it on a net given those weights; a checkpoint of another net is
+    refused, naming the difference."""
+    from eqprop_lightning.analysis import gdu
+    from eqprop_lightning.nets import PrototypicalFC
+
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    fit = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "5"]
+    main(["fit", *config, *fit, "--trainer.limit_val_batches", "1"])
+    (ckpt,) = Path().glob("runs/*/version_0/checkpoints/last.ckpt")
+    out = {}
+    for name, extra in [("seeded", []), ("trained", ["--ckpt_path", str(ckpt)])]:
+        out[name] = tmp_path / name
+        main(["gdu", *config, *extra, "--output_dir", str(out[name])])
+    seeded, trained = (torch.load(out[k] / "gdu.pt", weights_only=True) for k in out)
+    torch.testing.assert_close(trained["x"], seeded["x"], rtol=0, atol=0)  # the same batch
+    weights = torch.load(ckpt, weights_only=True)["state_dict"]
+    net = PrototypicalFC([10, 16, 784], activation="tanh")  # fig3_p1h's
+    net.load_state_dict({k.removeprefix("net."): v for k, v in weights.items() if "net." in k})
+    expected = gdu(net, trained["x"], trained["y"], 30, 5, 0.01)  # fig3_p1h's beta
+    for w in ("W01", "W1x"):
+        torch.testing.assert_close(trained["NT"][w], expected.NT[w], rtol=0, atol=0)
+        torch.testing.assert_close(trained["DT"][w], expected.DT[w], rtol=0, atol=0)
+        assert not torch.equal(trained["NT"][w], seeded["NT"][w])
+    main(["recipe", *config, "--batches", "2", "--ckpt_path", str(ckpt), "--output_dir", "r"])
+    assert json.loads(Path("r/recipe.json").read_text())["batches"] == 2
+    other = ["--model.net.init_args.activation", "hardsigm"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["gdu", *config, *other, "--ckpt_path", str(ckpt), "--output_dir", "no"])
+    refusal = "model.net.init_args.activation: 'tanh' there, 'hardsigm' here"
+    assert refusal in capsys.readouterr().err
+    assert not Path("no").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
