@@ -111,8 +111,9 @@ class AnalysisInputs:
         check_checkpoint_file(ckpt_path)
         check_same_net(ckpt_path, read_checkpoint(ckpt_path), self.net_config)
         weights = check_checkpoint_fits(ckpt_path, self.net, prefix="net.")
-        self.net.load_state_dict(weights)  # float16 shipped weights are cast to the net's dtype
-        return self
+        net = copy.deepcopy(self.net)
+        net.load_state_dict(weights)  # float16 shipped weights are cast to the net's dtype
+        return replace(self, net=net)
 
     def in_float64(self) -> AnalysisInputs:
         """The same analysis in float64: a float64 copy of the net, the batches' floating
