@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "checkpoints" / "index.json"
@@ -209,7 +210,9 @@ def add(
 
 #: what only resuming a run reads: the optimizer's moments (Adam: twice the weights' size) and
 #: the schedule
-TRAINING_STATE = ("optimizer_states", "lr_schedulers")
+#: what only resuming reads: the optimizer and schedule, the loops' progress, the random states
+#: and the callbacks' (the run's checkpoint paths among them)
+TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", RNG_KEY, "callbacks")
 
 
 def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
