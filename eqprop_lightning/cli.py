@@ -391,7 +391,11 @@ NOT_ANALYSED = {
 
 
 #: values of those options that are what the analyses do
-ANALYSED_AS_GIVEN = {"trainer.accelerator": ("cpu",), "trainer.devices": (1, "1")}
+ANALYSED_AS_GIVEN = {
+    "trainer.precision": (32, "32", "32-true"),
+    "trainer.accelerator": ("cpu",),
+    "trainer.devices": (1, "1"),
+}
 
 
 def check_analysis_options(config, defaults) -> None:

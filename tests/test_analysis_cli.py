@@ -295,6 +295,13 @@ def test_options_the_analyses_would_ignore_are_refused(command, option, message,
     assert not Path("out").exists()
 
 
+def test_options_that_say_what_the_analyses_do_are_accepted(in_tmp, tmp_path):
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    what_runs = ["--trainer.precision", "32-true", "--trainer.accelerator", "cpu"]
+    main(["gdu", *config, *what_runs, "--output_dir", str(tmp_path / "out")])
+    assert json.loads((tmp_path / "out" / "gdu.json").read_text())["setting"]["dtype"] == "float32"
+
+
 def test_recipe_rejects_more_batches_than_the_epoch_has(in_tmp, capsys):
     too_many = ["--batches", "51"]  # 200 fake training images in batches of 4
     with pytest.raises(SystemExit) as exc:
