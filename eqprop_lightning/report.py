@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.resources import packaged
 
 ROWS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h")
 RULES = ("ep", "bptt")
@@ -70,7 +71,7 @@ VARIANT_NAME = re.compile(r"^p1h-(?P<variant>[a-z0-9_]+)-s(?P<seed>\d+)$")
 #: the committed copies first: a run found in both with as many epochs is reported from the copy
 #: that a fresh clone has
 DEFAULT_RUNS = (Path("checkpoints/table1"), Path("runs/table1"))
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "mnist"
+CONFIGS = packaged("configs") / "mnist"  # in the installed package too
 
 
 @dataclass
