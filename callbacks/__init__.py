@@ -2,7 +2,7 @@
 
 from .gdu import GDUCallback
 from .predictions import PredictionWriter
-from .results import ResultsWriter, write_json_atomic
+from .results import ResultsWriter
 from .resume import AtomicCheckpointIO, LastCheckpoint
 
 __all__ = [
@@ -11,5 +11,4 @@ __all__ = [
     "LastCheckpoint",
     "PredictionWriter",
     "ResultsWriter",
-    "write_json_atomic",
 ]

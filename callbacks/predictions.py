@@ -28,8 +28,7 @@ class PredictionWriter(BasePredictionWriter):
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         if predictions and isinstance(predictions[0], list):  # several loaders: the first
             predictions = predictions[0]
-        batches = predictions
-        merged = {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+        merged = {key: torch.cat([b[key] for b in predictions]) for key in predictions[0]}
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(merged, path)
         rank_zero_info(f"predictions of {len(merged['prediction'])} examples: {path}")

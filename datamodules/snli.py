@@ -259,11 +259,6 @@ class SNLIDataModule(TextDataModule):
         """Total tokens of ``x``: premise ``seq_len`` + hypothesis ``seq_len``."""
         return 2 * self._sentence_len
 
-    @property
-    def sentence_len(self) -> int:
-        """Tokens per sentence."""
-        return self._sentence_len
-
     def _validation_set(self) -> str | None:
         split = self._roles.get("val")
         if split is None:

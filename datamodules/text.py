@@ -377,8 +377,9 @@ class TextDataModule(L.LightningDataModule):
     """Base of the word2vec text data modules: cache, loaders and per-batch embedding.
 
     Subclasses implement ``_sources`` (fingerprint of the input files), ``_options`` (processing
-    options entering the cache key), ``_build`` (returns ``{"splits": {name: (ids, labels)}}``
-    given a ``VocabularyBuilder``) and ``_make_datasets``.
+    options entering the cache key), ``_build`` (returns ``{name: (ids, labels)}`` per split,
+    given a ``VocabularyBuilder``), ``_make_datasets``, ``_validation_set`` and
+    ``_test_set_name`` (what the evaluated sets are), ``num_classes`` and ``seq_len``.
     """
 
     kind = "text"

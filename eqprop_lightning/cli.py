@@ -28,11 +28,11 @@ from eqprop_lightning.callbacks import (
     LastCheckpoint,
     PredictionWriter,
     ResultsWriter,
-    write_json_atomic,
 )
 from eqprop_lightning.callbacks.results import evaluation_sets
 from eqprop_lightning.config_files import cli_parser
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.io import write_json_atomic
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir
 from eqprop_lightning.validation import (
@@ -122,7 +122,10 @@ class EqPropCLI(LightningCLI):
         """Parse; put the logger's run directories under ``trainer.default_root_dir`` unless its
         ``save_dir`` is set; then resolve and check ``--ckpt_path`` before Lightning reads the
         checkpoint's hyperparameters (and before anything is instantiated)."""
-        super().parse_arguments(parser, args)
+        with warnings.catch_warnings():
+            # eqprop's commands pass ``args`` on purpose, having read sys.argv themselves
+            warnings.filterwarnings("ignore", message=".*args parameter is intended")
+            super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
         _save_under_root_dir(config.trainer)
@@ -322,7 +325,6 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     both rules' epochs (on rank 0; ``{}`` on the other ranks of a DDP run)."""
     from eqprop_lightning.plots import plot_error_curves
 
-    warnings.filterwarnings("ignore", message=".*args parameter is intended")
     # BPTT takes none of EP's options (its nudge and nudging scheme)
     bptt = ["--model.beta=null", "--model.symmetric=false", "--model.nudging=null"]
     rule_args = {"ep": [], "bptt": [*bptt, "--model.holomorphic_points=null"]}
@@ -355,7 +357,6 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     """:class:`~eqprop_lightning.analysis_commands.AnalysisInputs` built like ``fit`` builds its
     model and data, for the configs that :func:`~eqprop_lightning.analysis_commands.analysis_inputs`
     does not read."""
-    warnings.filterwarnings("ignore", message=".*args parameter is intended")
     parser = cli_parser()
     check_analysis_options(parser.parse_args(args), parser.get_defaults())
     cli = EqPropCLI(args=args, run=False)
@@ -432,7 +433,6 @@ def comparison_table(results: dict[str, list[dict]]) -> str:
 def run_lightning_cli(args: list[str]) -> None:
     """``eqprop fit|validate|test|predict``: LightningCLI on ``args`` (the command line, its
     configs resolved)."""
-    warnings.filterwarnings("ignore", message=".*args parameter is intended")
     EqPropCLI(args=args)
 
 

@@ -8,7 +8,6 @@ override it in order. :func:`resolved_config` returns what ``eqprop fit --config
 
 from __future__ import annotations
 
-import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ def cli_parser() -> Any:
         def parse_arguments(self, parser, args) -> None:
             raise _Parser(parser)
 
-    warnings.filterwarnings("ignore", message=".*args parameter is intended")
     try:
         ParserOnly(args=[], run=False)
     except _Parser as found:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -137,9 +136,7 @@ def evaluate_error(config: Path, checkpoint: Path, subset: int | None = None) ->
                 f"subset={subset} must be a multiple of the config's test batch size {batch}"
             )
         args.append(f"--trainer.limit_test_batches={subset // batch}")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        cli = EqPropCLI(args=args, save_config_callback=None)  # writes nothing
+    cli = EqPropCLI(args=args, save_config_callback=None)  # writes nothing
     return float(cli.trainer.callback_metrics["test/error"])
 
 
@@ -161,9 +158,7 @@ def loader_shape(config: Path) -> tuple[int, int]:
     """Examples in the config's test set and the test loader's batch size."""
     from eqprop_lightning.cli import EqPropCLI
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended")
-        datamodule = EqPropCLI(args=[f"--config={config}"], run=False).datamodule
+    datamodule = EqPropCLI(args=[f"--config={config}"], run=False).datamodule
     datamodule.prepare_data()
     datamodule.setup("test")
     loader = datamodule.test_dataloader()

@@ -59,16 +59,14 @@ def ep_surrogate(
         raise ConfigError(f"EP needs two different nudges, got beta1 = beta2 = {beta1}")
 
     def phi(s: State, before: State | None) -> Tensor:
-        s = [t.detach() for t in s]
-        if net.uses_previous_state:
-            return net.primitive(s, static, [t.detach() for t in before]).mean()
-        return net.primitive(s, static).mean()
+        before = None if before is None else [t.detach() for t in before]
+        return _primitive(net, static, [t.detach() for t in s], before).mean()
 
     p1, p2 = previous or (None, None)
     return -(phi(s2, p2) - phi(s1, p1)) / (net.beta_scale * (beta2 - beta1))
 
 
-def _primitive(net, static: StaticTerms, s: State, previous: State) -> Tensor:
+def _primitive(net, static: StaticTerms, s: State, previous: State | None) -> Tensor:
     """``Phi(x, s)`` per example (conv legacy pooling reads ``previous``), shape (B,)."""
     if net.uses_previous_state:
         return net.primitive(s, static, previous)
@@ -144,12 +142,13 @@ class EquilibriumProp:
     ``points`` complex nudges; the equations are in :mod:`eqprop_lightning.learning.nudging`).
     The surrogate is
 
-        L_EP = -Re [ c_0 <Phi(s*)> + sum_k c_k <Phi(s_beta_k)> ] / beta_scale,   s held fixed,
+        L_EP = -Re [ c_0 <Phi(s*)> + sum_k c_k <Phi(s_beta_k) - beta_k l(s_beta_k)> ] / beta_scale,
 
-    whose parameter gradient is ``-Delta_theta``. The nudged phases run as one batched
-    relaxation; holomorphic EP relaxes them in complex arithmetic (the weights cast to the
-    complex dtype, the gradient taken with respect to the real weights). ``random_sign`` draws
-    its sign from ``(seed, step)``, ``step`` being the optimizer step.
+    the states held fixed, whose parameter gradient is ``-Delta_theta`` (the cost ``l`` has
+    parameters only with a softmax readout, whose weights it trains). The nudged phases run as
+    one batched relaxation; holomorphic EP relaxes them in complex arithmetic (the weights cast
+    to the complex dtype, the gradient taken with respect to the real weights). ``random_sign``
+    draws its sign from ``(seed, step)``, ``step`` being the optimizer step.
     """
 
     def __init__(

@@ -205,8 +205,6 @@ class EnergyBasedFC(LayeredFC):
     after each step.
     """
 
-    bptt_extra_step = True
-
     def __init__(
         self,
         size_tab: list[int],

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.errors import ConfigError, check_flag
 from eqprop_lightning.nets.activations import get_activation
 from eqprop_lightning.nets.fc import State, euler_update
 from eqprop_lightning.nets.protocol import repeat_batch
@@ -61,6 +61,7 @@ class ToyEnergyBased(nn.Module):
             )
         if not 0.0 < dt <= 1.0:
             raise ConfigError(f"dt={dt} must be in (0, 1] for the toy model")
+        check_flag("clamp", clamp)
         n_out, n_hid, n_in = size_tab
         self.size_tab = list(size_tab)
         self.rho = get_activation(activation)
