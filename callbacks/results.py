@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,23 +11,8 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 
 from eqprop_lightning.io import write_json_atomic
-
-
-def evaluation_sets(datamodule: Any) -> dict[str, str]:
-    """``{"val"|"test": what the set is}`` of the evaluation loaders of ``datamodule`` (its
-    ``evaluation_sets``); a data module that does not say has one loader, taken as validation."""
-    sets = getattr(datamodule, "evaluation_sets", None)
-    if sets:
-        return dict(sets)
-    if datamodule is None:  # loaders given to Trainer.fit directly
-        return {"val": "the val_dataloaders given to Trainer.fit"}
-    return {"val": f"the val_dataloader of {type(datamodule).__name__}"}
-
-
-def run_seed() -> int | None:
-    """The run's ``seed_everything`` seed (``PL_GLOBAL_SEED``), or None when it was not set."""
-    seed = os.environ.get("PL_GLOBAL_SEED")
-    return None if seed is None else int(seed)
+from eqprop_lightning.module import evaluation_sets
+from eqprop_lightning.rng import run_seed
 
 
 class ResultsWriter(L.Callback):

@@ -26,12 +26,12 @@ the cheap header and size checks on the gunzipped files it loads (the full ones 
 from __future__ import annotations
 
 import contextlib
-import os
 
 import lightning as L
 from torch.utils.data import DataLoader, TensorDataset
 
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.rng import run_seed
 
 from .checks import check_nonneg_int, check_positive_int
 from .mnist_files import (
@@ -107,7 +107,7 @@ class MNISTDataModule(L.LightningDataModule):
     def split_seed(self) -> int:
         """Seed of the validation split: ``split_seed``, else the run's (``PL_GLOBAL_SEED``)."""
         seed = self.hparams.split_seed
-        return int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        return (run_seed() or 0) if seed is None else seed
 
     @property
     def evaluation_sets(self) -> dict[str, str]:

@@ -29,11 +29,10 @@ from eqprop_lightning.callbacks import (
     PredictionWriter,
     ResultsWriter,
 )
-from eqprop_lightning.callbacks.results import evaluation_sets
 from eqprop_lightning.config_files import cli_parser
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.io import write_json_atomic
-from eqprop_lightning.module import EqPropModule
+from eqprop_lightning.module import EqPropModule, evaluation_sets
 from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir
 from eqprop_lightning.validation import (
     LIGHTNING_CKPT_NAMES,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-from typing import Literal
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -25,7 +24,7 @@ from eqprop_lightning.learning import (
 )
 from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
-from eqprop_lightning.rng import capture_rng_states, restore_rng_states
+from eqprop_lightning.rng import capture_rng_states, restore_rng_states, run_seed
 from eqprop_lightning.validation import check_net_fits_data, check_same_data, check_same_hparams
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
@@ -61,6 +60,18 @@ def warn_silent_outputs(output: Tensor) -> None:
             "gradient through a unit held at its lower bound, so their classes may never be "
             "predicted (EP's nudge can still move them); if BPTT stalls, try another seed"
         )
+
+
+def evaluation_sets(datamodule: Any) -> dict[str, str]:
+    """``{"val"|"test": what the set is}`` of the evaluation loaders of ``datamodule`` (its
+    ``evaluation_sets``, in the order of its ``val_dataloader``); a data module that does not
+    say has one loader, taken as validation."""
+    sets = getattr(datamodule, "evaluation_sets", None)
+    if sets:
+        return dict(sets)
+    if datamodule is None:  # loaders given to Trainer.fit directly
+        return {"val": "the val_dataloaders given to Trainer.fit"}
+    return {"val": f"the val_dataloader of {type(datamodule).__name__}"}
 
 
 def drop_module_hparam(module: L.LightningModule, name: str) -> None:
@@ -157,7 +168,7 @@ class EqPropModule(L.LightningModule):
             compile,
             loss,
             readout_classes,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),  # the run's seed_everything
+            seed=run_seed() or 0,  # the run's seed_everything
         )
         net = self.net
         groups = net.synapse_groups()
@@ -334,30 +345,24 @@ class EqPropModule(L.LightningModule):
         if states is not None and self.trainer.ckpt_path:  # a resume, not a loaded model
             restore_rng_states(states)
 
-    def evaluation_set(self, dataloader_idx: int = 0) -> str:
-        """``val`` or ``test``: the set served by evaluation loader ``dataloader_idx``, from the
-        data module's ``evaluation_sets`` (in the order of its ``val_dataloader``); ``val``
-        when the data does not say."""
-        sets = getattr(self.trainer.datamodule, "evaluation_sets", None)
-        return list(sets)[dataloader_idx] if sets else "val"
-
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
     ) -> None:
         """The error on each evaluation set as ``<set>/error``: ``val/error`` on a validation
         split, ``test/error`` on the test set (evaluated every epoch as the original)."""
+        sets = list(evaluation_sets(self.trainer.datamodule))
+        self._evaluate(batch, sets[dataloader_idx])
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], name: str) -> None:
+        """``<name>/error``: the percentage of ``batch`` whose free-phase prediction is wrong."""
         x, y = batch
         check_targets(y, self.net.num_classes)
-        name = self.evaluation_set(dataloader_idx)
         metric = {"val": self.val_error, "test": self.test_error}[name]
         metric(error_percent(self(x), y))
         self.log(f"{name}/error", metric, on_epoch=True, prog_bar=True, add_dataloader_idx=False)
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        check_targets(y, self.net.num_classes)
-        self.test_error(error_percent(self(x), y))
-        self.log("test/error", self.test_error, on_epoch=True)
 
     def predict_step(
         self, batch: tuple[Tensor, ...], batch_idx: int, dataloader_idx: int = 0

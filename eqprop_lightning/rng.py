@@ -1,4 +1,5 @@
-"""The torch, Python and NumPy random states, as checkpoints store them for an exact resume.
+"""The run's seed, and the torch, Python and NumPy random states as checkpoints store them for
+an exact resume.
 
 They are kept as tensors and tuples, so that checkpoints still load with
 ``torch.load(weights_only=True)``; checkpoints hold them under ``checkpoint["rng_states"]``.
@@ -6,6 +7,7 @@ They are kept as tensors and tuples, so that checkpoints still load with
 
 from __future__ import annotations
 
+import os
 import random
 from typing import Any
 
@@ -14,6 +16,13 @@ import torch
 
 #: The checkpoint key of the random states (older checkpoints use the same).
 CHECKPOINT_KEY = "rng_states"
+
+
+def run_seed() -> int | None:
+    """The run's ``seed_everything`` seed (Lightning's ``PL_GLOBAL_SEED``), or None when it was
+    not set."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return None if seed is None else int(seed)
 
 
 def capture_rng_states() -> dict[str, Any]:

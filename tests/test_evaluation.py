@@ -335,7 +335,7 @@ def test_comparison_table_marks_an_epoch_without_evaluation() -> None:
 
 def test_evaluation_sets_of_loaders_given_directly() -> None:
     """Without a data module (loaders passed to Trainer.fit) results.json named a "NoneType"."""
-    from eqprop_lightning.callbacks.results import evaluation_sets
+    from eqprop_lightning.module import evaluation_sets
 
     assert evaluation_sets(None) == {"val": "the val_dataloaders given to Trainer.fit"}
     assert evaluation_sets(object()) == {"val": "the val_dataloader of object"}
