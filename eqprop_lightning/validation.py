@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from eqprop_lightning.errors import ConfigError
@@ -202,3 +203,43 @@ def check_same_data(
             f"ckpt_path={str(ckpt_path)!r} was trained on other data settings than {here} "
             f"({fields}): resume with the data settings it was trained with, or start a new run"
         )
+
+
+def newest_last_checkpoint(run_root: Path, model) -> Path:
+    """The newest ``<run_root>/*/checkpoints/last.ckpt`` written with ``model.algorithm`` (a run
+    of the same name with the other rule is never resumed instead)."""
+    found = sorted(run_root.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    ours = [p for p in found if checkpoint_hparams(p).get("algorithm") == model.algorithm]
+    if not ours:
+        others = f" (only of other algorithms: {', '.join(map(str, found))})" if found else ""
+        raise ConfigError(
+            f"ckpt_path='last': no {run_root}/*/checkpoints/last.ckpt written with "
+            f"algorithm={model.algorithm}{others}"
+        )
+    return ours[-1]
+
+
+def check_same_seed(ckpt_path: str | Path, seed: object) -> None:
+    """Resuming ``ckpt_path`` with ``seed_everything`` ``seed``: a run directory's checkpoint
+    (``<run>/checkpoints/``) must resume with the seed in the run's ``config.yaml``, else
+    ``ConfigError`` (the run would go on under the other seed and record it as its own)."""
+    run_config = Path(ckpt_path).parent.parent / "config.yaml"
+    if _integer(seed) is None or not run_config.is_file():
+        return
+    started = _integer((yaml.safe_load(run_config.read_text()) or {}).get("seed_everything"))
+    if started is not None and started != seed:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} belongs to a run started with seed_everything="
+            f"{started} ({run_config}), and this command has {seed}: resume it with "
+            f"--seed_everything {started}, or start a new run"
+        )
+
+
+def _integer(value: object) -> int | None:
+    """``value`` if it is an integer seed (not a bool: ``seed_everything: true`` draws one)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def checkpoint_hparams(ckpt_path: str | Path) -> dict:
+    """The hyperparameters stored in a checkpoint (memory-mapped: the tensors are not read)."""
+    return dict(read_checkpoint(ckpt_path).get("hyper_parameters") or {})
