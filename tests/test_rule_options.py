@@ -51,9 +51,9 @@ def fit(module: EqPropModule, epochs: int = 1, callbacks=(), logger=False) -> L.
         ({"algorithm": "bptt", "beta": 0.5}, "beta=0.5 does not apply to algorithm 'bptt'"),
         (
             {"algorithm": "bptt", "symmetric": True},
-            "symmetric=True does not apply to algorithm 'bptt'",
+            "symmetric=True applies to algorithm 'ep' only, not 'bptt'",
         ),
-        ({"algorithm": "ep"}, "beta=None: algorithm 'ep' needs the nudging strength"),
+        ({"algorithm": "ep"}, r"beta=None must be finite and > 0 for EP \(the nudging"),
     ],
 )
 def test_options_of_another_rule_are_config_errors(kwargs, message) -> None:

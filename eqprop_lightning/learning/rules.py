@@ -46,7 +46,8 @@ def make_rule(
         return ContinualEP(T, K, beta)
     if beta is not None:  # bptt, rbp: no nudge
         raise ConfigError(
-            f"beta={beta} does not apply to algorithm {algorithm!r}: set model.beta null"
+            f"beta={beta} does not apply to algorithm {algorithm!r} (it has no nudge): "
+            "set model.beta null"
         )
     return RecurrentBackprop(T, K) if algorithm == "rbp" else TruncatedBPTT(T, K)
 
@@ -116,23 +117,6 @@ def check_loss(
         )
 
 
-def check_rule_options(algorithm: str, beta: float | None, symmetric: bool) -> None:
-    """EP needs ``beta``; BPTT has no nudge, so ``beta`` must be None and ``symmetric`` False
-    for it (a ``ConfigError``, not ignored)."""
-    if algorithm == "ep" and beta is None:
-        raise ConfigError("beta=None: algorithm 'ep' needs the nudging strength (finite and > 0)")
-    if algorithm == "bptt" and beta is not None:
-        raise ConfigError(
-            f"beta={beta} does not apply to algorithm 'bptt' (BPTT has no nudge): "
-            "set model.beta null"
-        )
-    if algorithm == "bptt" and symmetric:
-        raise ConfigError(
-            "symmetric=True does not apply to algorithm 'bptt' (it is EP's three-phase nudge): "
-            "set model.symmetric false"
-        )
-
-
 def net_and_rule(
     net: nn.Module,
     algorithm: str = "ep",
@@ -152,7 +136,6 @@ def net_and_rule(
     after the options' checks. The defaults are
     :class:`~eqprop_lightning.module.EqPropModule`'s (a test holds them equal)."""
     check_flag("symmetric", symmetric)
-    check_rule_options(algorithm, beta, symmetric)
     nudging = nudging_option(algorithm, nudging, symmetric)
     check_loss(loss, algorithm, nudging, readout_classes)
     check_flag("compile", compile)
