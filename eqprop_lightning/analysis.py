@@ -64,7 +64,7 @@ def analyse(
         "seconds": round(time.perf_counter() - start, 3),
         "setting": setting(T, K, beta, symmetric, x),
     }
-    if rule is not None and not getattr(rule, "continual", False):
+    if rule is not None and not rule.continual:
         summary["estimates"] = {"rule": rule_name(rule), **estimate_errors(net, x, y, rule)}
     return result, summary
 

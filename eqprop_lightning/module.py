@@ -255,7 +255,7 @@ class EqPropModule(L.LightningModule):
             self.manual_backward(estimate.objective)
             opt.step()
 
-        if getattr(self.rule, "continual", False):  # continual EP: an update per nudged step
+        if self.rule.continual:  # continual EP: an update per nudged step
             estimate = self.rule(self.net, x, y, self.global_step, apply=update)
         else:
             estimate = self.rule(self.net, x, y, self.global_step)

@@ -25,6 +25,8 @@ def bptt_transitions(net, K: int) -> int:
 class TruncatedBPTT:
     """BPTT of the cost of ``s_T`` through the last transitions of a ``T``-step free phase."""
 
+    continual = False
+
     def __init__(self, T: int, K: int) -> None:
         check_phases(T, K)
         self.T, self.K = T, K

@@ -151,6 +151,8 @@ class EquilibriumProp:
     draws its sign from ``(seed, step)``, ``step`` being the optimizer step.
     """
 
+    continual = False
+
     def __init__(
         self,
         T: int,

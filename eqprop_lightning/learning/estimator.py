@@ -24,10 +24,13 @@ class Estimate(NamedTuple):
 class GradientEstimator(Protocol):
     """A learning rule: ``T`` free steps, ``K`` nudged, tracked or adjoint steps (BPTT tracks
     ``K + 1`` on the fully connected nets, as the original: :func:`.bptt.bptt_transitions`);
-    ``step`` is the optimizer step (random-sign EP draws its sign from it)."""
+    ``step`` is the optimizer step (random-sign EP draws its sign from it). A ``continual`` rule
+    (continual EP) updates the weights during its nudged phase, through an ``apply`` callback,
+    instead of returning one estimate at fixed weights."""
 
     T: int
     K: int
+    continual: bool
 
     def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate: ...
 

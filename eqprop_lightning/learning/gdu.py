@@ -245,7 +245,7 @@ def sign_agreement(NT: dict[str, Tensor], DT: dict[str, Tensor]) -> dict[str, di
 def estimated_gradients(net, x: Tensor, y: Tensor, rule: GradientEstimator) -> dict[str, Tensor]:
     """The rule's estimate of ``dL/dW`` per compared weight (the gradient of its objective),
     computed with ``torch.autograd.grad``: the parameters' ``.grad`` are left untouched."""
-    if getattr(rule, "continual", False):
+    if rule.continual:
         raise ConfigError(
             "continual EP moves the weights during its nudged phase and has no estimate at fixed "
             "weights to compare: its lr -> 0 limit is two-phase EP (algorithm: ep)"

@@ -50,6 +50,8 @@ class RecurrentBackprop:
     a readout's weights; see the module docstring).
     """
 
+    continual = False
+
     def __init__(self, T: int, K: int) -> None:
         check_phases(T, K)
         self.T, self.K = T, K
