@@ -22,6 +22,7 @@ from eqprop_lightning.learning.gdu import (
     rmse_table,
     sign_agreement,
 )
+from eqprop_lightning.nets.protocol import Net
 from eqprop_lightning.plots import (
     gdu_neuron_figure,
     gdu_synapse_figure,
@@ -41,7 +42,7 @@ def gdu_figures(result: GDUResult, rmse: dict) -> dict[str, Any]:
 
 
 def analyse(
-    net,
+    net: Net,
     x: Tensor,
     y: Tensor,
     T: int,
@@ -157,7 +158,7 @@ def _error(value: float | None) -> str:
 
 
 def run_recipe(
-    net,
+    net: Net,
     batches: Iterable[tuple[Tensor, Tensor]],
     T: int,
     K: int,

@@ -9,15 +9,16 @@ from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import relax, relax_with_previous
 from eqprop_lightning.nets import output_cost
+from eqprop_lightning.nets.protocol import Net
 
 
-def cost(net, output: Tensor, y: Tensor) -> Tensor:
+def cost(net: Net, output: Tensor, y: Tensor) -> Tensor:
     """Loss ``<l(output, y)>``, the nudging cost of ``net`` batch-averaged (``1/(2B) sum_b
     |s_out - y|^2`` for the squared error, see :mod:`eqprop_lightning.nets.readout`)."""
     return output_cost(net, output, y).mean()
 
 
-def bptt_transitions(net, K: int) -> int:
+def bptt_transitions(net: Net, K: int) -> int:
     """Tracked transitions: ``K + 1`` for the fully connected nets (as the original), else ``K``."""
     return K + 1 if net.bptt_extra_step else K
 
@@ -31,7 +32,7 @@ class TruncatedBPTT:
         check_phases(T, K)
         self.T, self.K = T, K
 
-    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
+    def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
         tracked = min(bptt_transitions(net, self.K), self.T)
         with torch.no_grad():

@@ -27,6 +27,7 @@ from eqprop_lightning.learning.ep import ep_surrogate
 from eqprop_lightning.learning.estimator import Estimate, check_beta, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import relax_with_previous
+from eqprop_lightning.nets.protocol import Net
 
 
 class ContinualEP:
@@ -42,7 +43,7 @@ class ContinualEP:
 
     def __call__(
         self,
-        net,
+        net: Net,
         x: Tensor,
         y: Tensor,
         step: int = 0,

@@ -38,11 +38,11 @@ from eqprop_lightning.learning.nudging import (
 )
 from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased, output_cost
-from eqprop_lightning.nets.protocol import repeat_batch
+from eqprop_lightning.nets.protocol import Net, repeat_batch
 
 
 def ep_surrogate(
-    net,
+    net: Net,
     static: StaticTerms,
     s1: State,
     s2: State,
@@ -66,7 +66,7 @@ def ep_surrogate(
     return -(phi(s2, p2) - phi(s1, p1)) / (net.beta_scale * (beta2 - beta1))
 
 
-def _primitive(net, static: StaticTerms, s: State, previous: State | None) -> Tensor:
+def _primitive(net: Net, static: StaticTerms, s: State, previous: State | None) -> Tensor:
     """``Phi(x, s)`` per example (conv legacy pooling reads ``previous``), shape (B,)."""
     if net.uses_previous_state:
         return net.primitive(s, static, previous)
@@ -115,7 +115,7 @@ class _NudgedPrimitives(nn.Module):
 HOLOMORPHIC_ACTIVATIONS = ("tanh", "sigm", "sigmoid", "my_sigmoid")
 
 
-def check_holomorphic(net) -> None:
+def check_holomorphic(net: Net) -> None:
     """Holomorphic EP needs dynamics holomorphic in the state: a fully connected or toy net with
     a smooth activation and no clamp."""
     alternatives = "use nudging: symmetric or random_sign"
@@ -177,7 +177,7 @@ class EquilibriumProp:
             return positive(random_sign(self.seed, step) * self.beta)
         return positive(self.beta)
 
-    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
+    def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
         nudges = self.nudges(step)
         with torch.no_grad():

@@ -8,6 +8,7 @@ from typing import NamedTuple, Protocol
 from torch import Tensor
 
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.nets.protocol import Net
 
 
 class Estimate(NamedTuple):
@@ -32,7 +33,7 @@ class GradientEstimator(Protocol):
     K: int
     continual: bool
 
-    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate: ...
+    def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate: ...
 
 
 def check_phases(T: int, K: int) -> None:

@@ -42,6 +42,7 @@ from eqprop_lightning.learning.estimator import GradientEstimator
 from eqprop_lightning.learning.phases import relax
 from eqprop_lightning.learning.rbp import RecurrentBackprop
 from eqprop_lightning.nets import SoftmaxReadout, State
+from eqprop_lightning.nets.protocol import Net
 
 
 @dataclass
@@ -80,12 +81,12 @@ class _Transition(nn.Module):
         return self.net.step(s, self.net.static_terms(x))
 
 
-def synapse_weights(net) -> dict[str, Tensor]:
+def synapse_weights(net: Net) -> dict[str, Tensor]:
     """The compared weights, keyed by label (biases are not compared)."""
     return dict(zip(net.synapse_labels(), (g.weight for g in net.synapse_groups()), strict=True))
 
 
-def transition_weights(net) -> dict[str, Tensor]:
+def transition_weights(net: Net) -> dict[str, Tensor]:
     """The weights compared step by step: those of the transition ``F``. A softmax readout's
     weights enter the cost of the final state, not a transition, and are left out."""
     weights = synapse_weights(net)
@@ -94,7 +95,7 @@ def transition_weights(net) -> dict[str, Tensor]:
     return weights
 
 
-def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, tuple]:
+def bptt_per_step(net: Net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, dict, tuple]:
     """``nS``, ``nT`` and the last two states, from one forward and one backward pass over the
     ``K`` transitions that follow ``s`` (the state ``T - K`` steps into the free phase).
 
@@ -136,7 +137,7 @@ def bptt_per_step(net, x: Tensor, y: Tensor, s: State, K: int) -> tuple[list, di
     return nS, nT, ([t.detach() for t in before], [t.detach() for t in s])
 
 
-def _weight_names(net) -> dict[str, str]:
+def _weight_names(net: Net) -> dict[str, str]:
     """Synapse label -> parameter name of each compared weight."""
     by_id = {id(p): name for name, p in net.named_parameters()}
     return {label: by_id[id(w)] for label, w in transition_weights(net).items()}
@@ -147,7 +148,7 @@ def _or_zeros(grad: Tensor | None, like: Tensor) -> Tensor:
 
 
 def ep_per_step(
-    net,
+    net: Net,
     x: Tensor,
     y: Tensor,
     s_free: State,
@@ -242,7 +243,9 @@ def sign_agreement(NT: dict[str, Tensor], DT: dict[str, Tensor]) -> dict[str, di
     return out
 
 
-def estimated_gradients(net, x: Tensor, y: Tensor, rule: GradientEstimator) -> dict[str, Tensor]:
+def estimated_gradients(
+    net: Net, x: Tensor, y: Tensor, rule: GradientEstimator
+) -> dict[str, Tensor]:
     """The rule's estimate of ``dL/dW`` per compared weight (the gradient of its objective),
     computed with ``torch.autograd.grad``: the parameters' ``.grad`` are left untouched."""
     if rule.continual:

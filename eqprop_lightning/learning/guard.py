@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from eqprop_lightning.nets import State
+from eqprop_lightning.nets.protocol import Net
 
 
 class DivergenceError(RuntimeError):
@@ -28,7 +29,7 @@ def _first_nonfinite_layer(s: State) -> int | None:
     return None
 
 
-def first_nonfinite_weight(net) -> str | None:
+def first_nonfinite_weight(net: Net) -> str | None:
     """The label of the first synapse group with a non-finite parameter, else ``None``."""
     for label, group in zip(net.synapse_labels(), net.synapse_groups(), strict=True):
         if not all(torch.isfinite(p).all() for p in group.parameters()):

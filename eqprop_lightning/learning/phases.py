@@ -9,6 +9,7 @@ from torch import Tensor
 
 from eqprop_lightning.learning.compiled import compiled_relaxation
 from eqprop_lightning.nets import State, StaticTerms
+from eqprop_lightning.nets.protocol import Net
 
 
 def _loop(
@@ -39,11 +40,13 @@ def relax(
     return relax_with_previous(net, s, static, steps, beta, y)[1]
 
 
-def free_phase(net, static: StaticTerms, s: State, T: int) -> State:
+def free_phase(net: Net, static: StaticTerms, s: State, T: int) -> State:
     """First phase: ``T`` steps at ``beta = 0`` towards the free fixed point ``s*``."""
     return relax(net, s, static, T)
 
 
-def nudged_phase(net, static: StaticTerms, s_free: State, K: int, beta: float, y: Tensor) -> State:
+def nudged_phase(
+    net: Net, static: StaticTerms, s_free: State, K: int, beta: float, y: Tensor
+) -> State:
     """Second phase: ``K`` steps from ``s*`` with the output nudged towards ``y`` by ``beta``."""
     return relax(net, s_free, static, K, beta, y)

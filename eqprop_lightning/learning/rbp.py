@@ -23,9 +23,10 @@ from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.nets import State
+from eqprop_lightning.nets.protocol import Net
 
 
-def adjoint(net, s_star: State, static, y: Tensor, iterations: int) -> tuple[State, State]:
+def adjoint(net: Net, s_star: State, static, y: Tensor, iterations: int) -> tuple[State, State]:
     """``(lambda, F(s*))``: ``lambda`` after ``iterations`` steps of ``lambda <- (dF/ds)^T lambda
     + dl/ds``, and the transition ``F(x, s*, theta)`` still attached to the parameters."""
     s = [t.detach().requires_grad_(True) for t in s_star]
@@ -56,7 +57,7 @@ class RecurrentBackprop:
         check_phases(T, K)
         self.T, self.K = T, K
 
-    def __call__(self, net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
+    def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
         with torch.no_grad():
             before, s_star = relax_with_previous(net, net.init_state(x), static, self.T)
