@@ -52,8 +52,8 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State, is_nudged, nudge_force
-from eqprop_lightning.nets.protocol import repeat_batch
+from eqprop_lightning.nets.fc import is_nudged, nudge_force
+from eqprop_lightning.nets.protocol import State, layered_labels, repeat_batch
 
 #: memory format of the conv states (see the module docstring)
 CHANNELS_LAST = torch.channels_last
@@ -199,8 +199,7 @@ class ConvPrototypical(nn.Module):
     def synapse_labels(self) -> list[str]:
         """``W01, W12, ..., WLx`` (``W{i}{i+1}`` couples state ``i+1`` to ``i``) in the order of
         :meth:`synapse_groups`: ``[W01, W12, W2x]`` for ``size_tab=[10]`` and two conv layers."""
-        L = self.num_states - 1
-        return [f"W{i}{i + 1}" for i in range(L)] + [f"W{L}x"]
+        return layered_labels(self.num_states)
 
     def init_state(self, x: Tensor) -> State:
         """All-zero states for the batch ``x`` (conv states in channels-last memory format)."""

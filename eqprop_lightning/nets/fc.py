@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError, check_flag
 from eqprop_lightning.nets.activations import Activation, get_activation
-from eqprop_lightning.nets.protocol import State, repeat_batch
+from eqprop_lightning.nets.protocol import State, layered_labels, repeat_batch
 
 
 @dataclass
@@ -114,8 +114,7 @@ class LayeredFC(nn.Module):
 
     def synapse_labels(self) -> list[str]:
         """``W01, W12, ..., WLx`` in the order of :meth:`synapse_groups`."""
-        L = self.num_states - 1
-        return [f"W{i}{i + 1}" for i in range(L)] + [f"W{L}x"]
+        return layered_labels(self.num_states)
 
     def init_state(self, x: Tensor) -> State:
         """All-zero states for the batch ``x``."""

@@ -91,6 +91,13 @@ class Net(Protocol):
         ...
 
 
+def layered_labels(num_states: int) -> list[str]:
+    """``W01, W12, ..., WLx`` of a layered net with ``num_states`` state layers (``W{i}{i+1}``
+    couples state ``i+1`` to ``i``, ``WLx`` the input to the last), output layer first."""
+    L = num_states - 1
+    return [f"W{i}{i + 1}" for i in range(L)] + [f"W{L}x"]
+
+
 #: The flags of :class:`Net` and their types, checked for every net class by the tests.
 NET_FLAGS: dict[str, type] = {
     "beta_scale": float,
