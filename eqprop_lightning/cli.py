@@ -34,6 +34,7 @@ from eqprop_lightning.io import write_json_atomic
 from eqprop_lightning.module import EqPropModule, evaluation_sets
 from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir
 from eqprop_lightning.validation import (
+    BPTT_UNUSED,
     LIGHTNING_CKPT_NAMES,
     check_checkpoint_file,
     check_checkpoint_fits,
@@ -174,7 +175,7 @@ class EqPropCLI(LightningCLI):
         saved = checkpoint_hparams(ckpt_path)
         if saved.get("algorithm") != "bptt" or config.model.algorithm != "bptt":
             return
-        unused = {k: saved[k] for k in ("beta", "symmetric") if saved.get(k)}
+        unused = {k: saved[k] for k in BPTT_UNUSED if saved.get(k)}
         if unused:
             config.model.beta, config.model.symmetric = None, False
             rank_zero_info(

@@ -132,6 +132,9 @@ def _settings(hparams: dict | None) -> dict:
     return {k: v for k, v in (hparams or {}).items() if not str(k).startswith("_")}
 
 
+#: EP's options that checkpoints written before BPTT took no ``beta`` hold for BPTT (unused)
+BPTT_UNUSED = ("beta", "symmetric")
+
 #: model settings that change how the dynamics run, not what they compute: a run may resume
 #: with another value (compiled and eager relaxations agree to float precision)
 EXECUTION_ONLY = frozenset({"compile"})
@@ -147,7 +150,7 @@ def check_same_hparams(
     given = _flat(_settings(model))
     if saved.get("algorithm") == given.get("algorithm") == "bptt":
         # checkpoints written before BPTT took no beta hold the config's unused beta/symmetric
-        for unused in ("beta", "symmetric"):
+        for unused in BPTT_UNUSED:
             saved.pop(unused, None)
             given.pop(unused, None)
     differ = _differences(saved, given, "model.", EXECUTION_ONLY)
