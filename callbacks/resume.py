@@ -23,10 +23,11 @@ class LastCheckpoint(ModelCheckpoint):
 
     The first Ctrl-C is handled as SIGTERM (in a single process): Lightning finishes the batch in
     progress and stops, and the checkpoint written then resumes exactly (the training loader
-    skips the batches done).
-    A second Ctrl-C stops at once. A stop that Lightning raises inside an evaluation, a second
-    Ctrl-C, an error or a divergence keep the last good ``last.ckpt`` (the previous epoch end, or
-    an earlier graceful stop): Lightning cannot resume exactly from those states.
+    skips the batches done). A first stop during an evaluation of ``fit`` (or during the last
+    batch before one) waits for the evaluation to end and its checkpoint to be written: stopping
+    inside it would lose the epoch's training, as Lightning cannot resume from there.
+    A second Ctrl-C or SIGTERM stops at once. That, an error or a divergence keep the last good
+    ``last.ckpt`` (the previous epoch end, or an earlier graceful stop).
     """
 
     def __init__(
@@ -43,16 +44,20 @@ class LastCheckpoint(ModelCheckpoint):
             **kwargs,
         )
         self._default_sigint: Any = None
+        self._handles_signals = False
+        self._lightning_sigterm: Any = None  # Lightning's SIGTERM handler while ours defers it
+        self._deferred = False  # a stop waits for the evaluation in progress to end
         self._cut_short = False  # the last batch ended the run inside its epoch
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # one process only: under DDP, Lightning's SIGTERM handler broadcasts from inside the
         # handler, so Ctrl-C keeps Lightning's behaviour there (and the last epoch's checkpoint)
-        if (
+        self._handles_signals = (
             trainer.world_size == 1
             and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
-        ):  # Lightning's SIGTERM handler is in place
+        )  # Lightning's SIGTERM handler is in place
+        if self._handles_signals:
             self._default_sigint = signal.signal(signal.SIGINT, self._first_ctrl_c)
 
     def _first_ctrl_c(self, signum: int, frame: Any) -> None:
@@ -64,6 +69,32 @@ class LastCheckpoint(ModelCheckpoint):
         if self._default_sigint is not None:
             signal.signal(signal.SIGINT, self._default_sigint)
             self._default_sigint = None
+
+    def _defer_stop(self, signum: int, frame: Any) -> None:
+        rank_zero_info(
+            "\nstopping after this evaluation, to save the epoch it ends"
+            " (Ctrl-C or SIGTERM again stops now and keeps the last checkpoint)"
+        )
+        self._deferred = True
+        self._restore_sigterm()
+
+    def _restore_sigterm(self) -> None:
+        if self._lightning_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._lightning_sigterm)
+            self._lightning_sigterm = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Inside ``fit``, a first stop waits for the evaluation's end (Lightning would raise it
+        after the batch in progress): a stop already received in the last training batch, or one
+        that comes during the evaluation."""
+        if not self._handles_signals or trainer.sanity_checking:
+            return
+        connector = trainer._signal_connector  # Lightning's flag for a SIGTERM received
+        if connector.received_sigterm:
+            connector.received_sigterm = False
+            self._defer_stop(signal.SIGTERM, None)
+        else:
+            self._lightning_sigterm = signal.signal(signal.SIGTERM, self._defer_stop)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
@@ -83,26 +114,37 @@ class LastCheckpoint(ModelCheckpoint):
             super().on_train_epoch_end(trainer, pl_module)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_sigterm()
         if not self._cut_short:
             super().on_validation_end(trainer, pl_module)
+        if self._deferred:  # Lightning stops now: inside the epoch, or at its end
+            self._deferred = False
+            signal.raise_signal(signal.SIGTERM)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_sigint()
+        self._restore_sigterm()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore_sigint()
+        self._restore_sigterm()
         if trainer.state.fn != TrainerFn.FITTING:  # test, validate, predict write no checkpoint
             return
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         mid_epoch = 0 < done < trainer.num_training_batches and not trainer.validating
-        if isinstance(exception, SIGTERMException) and mid_epoch:
+        stopped = isinstance(exception, SIGTERMException)
+        if stopped and mid_epoch:
             super().on_exception(trainer, pl_module, exception)
         elif self.dirpath is None:  # stopped before setup (bad data): the error says it all
             return
         elif (last := Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")).is_file():
-            rank_zero_info(f"kept the last good checkpoint {last}")
+            at_epoch_end = stopped and done == trainer.num_training_batches
+            if at_epoch_end and not trainer.validating:
+                rank_zero_info(f"stopped after epoch {trainer.current_epoch}, saved in {last}")
+            else:
+                rank_zero_info(f"kept the last good checkpoint {last}")
         else:
             rank_zero_info(f"no checkpoint was written before the stop (none in {self.dirpath})")
 

@@ -111,36 +111,45 @@ def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
 
 class Interrupt(__import__("lightning").Callback):
     """Sends ``signal`` (SIGINT is Ctrl-C) while batch ``batch_idx`` of epoch ``epoch``
-    (0-based) trains, or during the epoch's evaluation (``batch_idx = -1``)."""
+    (0-based) trains, or during the first batch of the epoch's evaluation (``batch_idx = -1``);
+    ``again``: a second time, during the evaluation's second batch."""
 
-    def __init__(self, epoch: int = 1, batch_idx: int = 2, signal: str = "SIGINT") -> None:
+    def __init__(
+        self, epoch: int = 1, batch_idx: int = 2, signal: str = "SIGINT", again: bool = False
+    ) -> None:
         self.epoch, self.batch_idx, self.signal = epoch, batch_idx, getattr(signal_, signal)
+        self.again = again
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
             signal_.raise_signal(self.signal)
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        if not trainer.sanity_checking and (trainer.current_epoch, -1) == (
-            self.epoch,
-            self.batch_idx,
-        ):
+        if trainer.sanity_checking or (trainer.current_epoch, self.batch_idx) != (self.epoch, -1):
+            return
+        if batch_idx == 0 or (batch_idx == 1 and self.again):
             signal_.raise_signal(self.signal)
 
 
 @pytest.mark.parametrize(
-    ("signal", "batch_idx", "test_batch_size", "saved_step"),
+    ("signal", "batch_idx", "test_batch_size", "again", "saved_step"),
     [
-        ("SIGINT", 0, 100, 5 + 1),  # Ctrl-C: stops after the batch in progress, mid-epoch
-        ("SIGINT", 2, 100, 5 + 3),
-        ("SIGTERM", 2, 100, 5 + 3),
-        ("SIGINT", 4, 100, 10),  # in the last batch: stops after the (one-batch) evaluation
-        ("SIGINT", 4, 10, 5),  # Lightning stops inside the evaluation: epoch 1's checkpoint kept
-        ("SIGTERM", -1, 10, 5),
+        ("SIGINT", 0, 100, False, 5 + 1),  # Ctrl-C: stops after the batch in progress, mid-epoch
+        ("SIGINT", 2, 100, False, 5 + 3),
+        ("SIGTERM", 2, 100, False, 5 + 3),
+        ("SIGINT", 4, 100, False, 10),  # in the last batch: after the (one-batch) evaluation
+        # a stop in the last batch or during the (3-batch) evaluation waits for its end: the
+        # epoch's training is saved (Lightning would stop inside it, losing the epoch)
+        ("SIGINT", 4, 10, False, 10),
+        ("SIGTERM", -1, 10, False, 10),
+        ("SIGINT", -1, 10, False, 10),
+        # a second stop during the evaluation stops inside it: epoch 1's checkpoint is kept
+        ("SIGTERM", -1, 10, True, 5),
+        ("SIGINT", -1, 10, True, 5),
     ],
 )
 def test_interrupt_then_resume_equals_uninterrupted_run(
-    fake_mnist, tmp_path, monkeypatch, signal, batch_idx, test_batch_size, saved_step
+    fake_mnist, tmp_path, monkeypatch, caplog, signal, batch_idx, test_batch_size, again, saved_step
 ):
     """A stop leaves last.ckpt; resuming from it trains on the batches the uninterrupted run
     sees and ends with identical weights and results (deterministic algorithms on)."""
@@ -148,19 +157,22 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     monkeypatch.setattr("sys.argv", ["eqprop"])
     args = [
         *small_fit(fake_mnist), "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
-        "--data.test_batch_size", str(test_batch_size), "--trainer.limit_val_batches", "2",
+        "--data.test_batch_size", str(test_batch_size), "--trainer.limit_val_batches", "3",
     ]  # fmt: skip
     main([*args, "--trainer.logger.init_args.version", "straight"])
     interrupt = [
         "--trainer.callbacks+=tests.test_resume.Interrupt",
         f"--trainer.callbacks.init_args.batch_idx={batch_idx}",
         f"--trainer.callbacks.init_args.signal={signal}",
+        f"--trainer.callbacks.init_args.again={again}",
         "--trainer.logger.init_args.version=cut",
     ]
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(SystemExit) as stop, caplog.at_level("INFO"):
         main([*args, *interrupt])
     assert stop.value.code == 1
     runs = tmp_path / "runs" / "p1h"
+    end = "stopped after epoch 2, saved in runs/p1h/cut/checkpoints/last.ckpt"
+    assert (end in caplog.text) == (saved_step == 10)
     saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == saved_step  # 5 batches per epoch
     main([*args, "--ckpt_path", "last"])
