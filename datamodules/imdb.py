@@ -28,20 +28,19 @@ from torch.utils.data import Subset
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
-from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, check_side, pad_sequence, read_keras_imdb
+from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, read_keras_imdb
 from .mnist_files import ENV_VAR
 from .text import (
-    PAD_ID,
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
     alternate_classes,
     balanced_subset,
+    check_side,
     clean_imdb,
     encode_texts,
     file_fingerprint,
     folder_fingerprint,
-    tokenize,
 )
 
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
@@ -52,22 +51,6 @@ _MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
 #: One review: (relative path, label, text).
 Review = tuple[str, int, str]
 SOURCES = ("auto", "stanford", "keras")
-
-
-def encode_padded(
-    texts: list[str], vocab: VocabularyBuilder, seq_len: int, padding: str, truncating: str
-) -> torch.Tensor:
-    """``(N, seq_len)`` int32 ids of every kept token of each text (cleaned and tokenized as
-    :func:`~.text.encode_texts`), then :func:`~.keras_imdb.pad_sequence`."""
-    ids = torch.zeros(len(texts), seq_len, dtype=torch.int32)
-    for i, text in enumerate(texts):
-        tokens = tokenize(clean_imdb(text))
-        kept = vocab.encode(tokens, len(tokens))  # every kept token, then zeros for the dropped
-        if not vocab.keep_oov:  # kept ids are >= 1: the zeros are the dropped tokens' padding
-            kept = [t for t in kept if t != PAD_ID]
-        padded = pad_sequence(kept, seq_len, padding, truncating)
-        ids[i] = torch.tensor(padded, dtype=torch.int32)
-    return ids
 
 
 class IMDBDataModule(TextDataModule):
@@ -280,10 +263,15 @@ class IMDBDataModule(TextDataModule):
                 keep = balanced_subset([r[1] for r in items], limit, self._seed)
                 items = [items[i] for i in keep]
             texts = [r[2] for r in items]
-            if self._padding == self._truncating == "post":
-                ids = encode_texts(texts, clean_imdb, vocab, self._seq_len, f"IMDB {split}")
-            else:
-                ids = encode_padded(texts, vocab, self._seq_len, self._padding, self._truncating)
+            ids = encode_texts(
+                texts,
+                clean_imdb,
+                vocab,
+                self._seq_len,
+                f"IMDB {split}",
+                self._padding,
+                self._truncating,
+            )
             labels = torch.tensor([r[1] for r in items], dtype=torch.int64)
             out[split] = (ids, labels)
         return out

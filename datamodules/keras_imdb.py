@@ -1,5 +1,6 @@
 """Keras's IMDB: its cache files read as ``keras.datasets.imdb.load_data()`` reads them with its
-defaults, decoded to text as seed 2 does (spec B.7), and Keras ``pad_sequences`` semantics.
+defaults, decoded to text as seed 2 does (spec B.7); the padding, Keras ``pad_sequences``'s, is
+:func:`~.text.pad_sequence`.
 
 Files (Keras's cache, ``~/.keras/datasets``): ``imdb.npz`` holds ``x_train``, ``y_train``,
 ``x_test``, ``y_test``, the reviews as object arrays of lists of word ranks (1 = the most
@@ -26,29 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.errors import DataError
 
 NPZ_NAME = "imdb.npz"
 WORD_INDEX_NAME = "imdb_word_index.json"
 SHUFFLE_SEED, START_ID, OOV_ID, INDEX_FROM = 113, 1, 2, 3
 UNKNOWN_WORD = "#"
-#: ``pad_sequences``'s sides: ``post`` pads/cuts at the end, ``pre`` at the start.
-SIDES = ("post", "pre")
 SPLITS = ("train", "test")
-
-
-def check_side(name: str, value: str) -> None:
-    if value not in SIDES:
-        raise ConfigError(f"{name}={value!r} is not supported; choose 'post' or 'pre'")
-
-
-def pad_sequence(ids: list[int], seq_len: int, padding: str, truncating: str) -> list[int]:
-    """Keras ``pad_sequences`` on one sequence with value 0: a longer one keeps its first
-    (``truncating="post"``) or last (``"pre"``) ``seq_len`` ids; a shorter one gets zeros after
-    (``padding="post"``) or before (``"pre"``) it."""
-    kept = ids[:seq_len] if truncating == "post" else ids[max(len(ids) - seq_len, 0) :]
-    zeros = [0] * (seq_len - len(kept))
-    return kept + zeros if padding == "post" else zeros + kept
 
 
 def keras_ids(ranks: list[list[int]], num_words: int) -> list[list[int]]:

@@ -3,7 +3,8 @@
 Per text: BeautifulSoup ``html.parser`` ``get_text()``, removal of ``[...]`` spans, the
 original character filter, nltk ``ToktokTokenizer``, ``strip`` + lower-casing, then a word2vec
 lookup in which out-of-vocabulary tokens are dropped (or, with ``keep_oov``, kept as a zero
-vector), then post-padding with zeros or truncation to the first ``seq_len`` kept tokens.
+vector), then padding with zeros or truncation to ``seq_len`` kept tokens (Keras
+``pad_sequences``; the original: zeros after, the first ``seq_len`` tokens kept).
 
 Instead of materialising ``(N, L, 300)`` float tensors as the original does, each example is stored
 as int32 token ids (id 0 = padding = zero vector; the loaders give them as int64) plus ONE frozen
@@ -220,8 +221,9 @@ class VocabularyBuilder:
         self.words: list[str] = []
         self._ids: dict[str, int] = {}
 
-    def encode(self, tokens: Iterable[str], seq_len: int) -> list[int]:
-        """Ids of the first ``seq_len`` kept tokens, post-padded with ``PAD_ID``."""
+    def encode(self, tokens: Iterable[str], limit: int | None = None) -> list[int]:
+        """Ids of the kept tokens (the first ``limit`` of them); the tokens after them are not
+        read, so that they add no word to the vocabulary."""
         out: list[int] = []
         key_to_index = self.kv.key_to_index
         for token in tokens:
@@ -236,9 +238,9 @@ class VocabularyBuilder:
                 else:
                     continue  # dropped, as in the original
             out.append(idx)
-            if len(out) == seq_len:
-                return out
-        return out + [PAD_ID] * (seq_len - len(out))
+            if len(out) == limit:
+                break
+        return out
 
     def matrix(self) -> torch.Tensor:
         """Frozen ``(V + 1, dim)`` float32 matrix; row 0 is zeros."""
@@ -250,17 +252,40 @@ class VocabularyBuilder:
         return weight
 
 
+#: ``pad_sequences``'s sides: ``post`` pads/cuts at the end, ``pre`` at the start.
+SIDES = ("post", "pre")
+
+
+def check_side(name: str, value: str) -> None:
+    if value not in SIDES:
+        raise ConfigError(f"{name}={value!r} is not supported; choose 'post' or 'pre'")
+
+
+def pad_sequence(ids: list[int], seq_len: int, padding: str, truncating: str) -> list[int]:
+    """Keras ``pad_sequences`` on one sequence with value 0: a longer one keeps its first
+    (``truncating="post"``) or last (``"pre"``) ``seq_len`` ids; a shorter one gets zeros after
+    (``padding="post"``) or before (``"pre"``) it."""
+    kept = ids[:seq_len] if truncating == "post" else ids[max(len(ids) - seq_len, 0) :]
+    zeros = [PAD_ID] * (seq_len - len(kept))
+    return kept + zeros if padding == "post" else zeros + kept
+
+
 def encode_texts(
     texts: Sequence[str],
     clean: Callable[[Any], str],
     vocab: VocabularyBuilder,
     seq_len: int,
     desc: str,
+    padding: str = "post",
+    truncating: str = "post",
 ) -> torch.Tensor:
-    """``(N, seq_len)`` int32 ids of ``texts`` through ``clean``, ``tokenize`` and ``vocab``."""
+    """``(N, seq_len)`` int32 ids of ``texts`` through ``clean``, ``tokenize`` and ``vocab``, then
+    :func:`pad_sequence` (the original's ``post``/``post``: the first ``seq_len`` kept tokens)."""
+    limit = seq_len if truncating == "post" else None
     ids = torch.zeros(len(texts), seq_len, dtype=torch.int32)
     for i, text in enumerate(tqdm(texts, desc=desc, unit="text", mininterval=1.0)):
-        ids[i] = torch.tensor(vocab.encode(tokenize(clean(text)), seq_len), dtype=torch.int32)
+        kept = vocab.encode(tokenize(clean(text)), limit)
+        ids[i] = torch.tensor(pad_sequence(kept, seq_len, padding, truncating), dtype=torch.int32)
     return ids
 
 

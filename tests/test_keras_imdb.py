@@ -12,7 +12,8 @@ import torch
 from gensim.models import KeyedVectors
 
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
-from eqprop_lightning.datamodules.keras_imdb import pad_sequence, read_keras_imdb
+from eqprop_lightning.datamodules.keras_imdb import read_keras_imdb
+from eqprop_lightning.datamodules.text import pad_sequence
 from eqprop_lightning.errors import ConfigError, DataError
 from tests.test_text_data import _vector
 
