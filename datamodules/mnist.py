@@ -27,13 +27,10 @@ from __future__ import annotations
 
 import contextlib
 
-import lightning as L
-from torch.utils.data import DataLoader, TensorDataset
-
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.rng import run_seed
 
-from .checks import check_nonneg_int, check_positive_int
+from .checks import check_nonneg_int
 from .mnist_files import (
     FLAT_DIM,
     IMAGE_SHAPE,
@@ -42,12 +39,12 @@ from .mnist_files import (
     MNISTFiles,
     hold_out,
 )
-from .sampling import make_loader
+from .splits import SplitsDataModule
 
 __all__ = ["MNISTDataModule"]
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(SplitsDataModule):
     """MNIST with ``ToTensor`` scaling and one-hot float targets.
 
     The evaluation loaders (``val_dataloader``) serve the sets of :attr:`evaluation_sets`: the
@@ -78,19 +75,13 @@ class MNISTDataModule(L.LightningDataModule):
         val_split: int = 0,
         split_seed: int | None = None,
     ) -> None:
-        super().__init__()
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("test_batch_size", test_batch_size)
-        check_nonneg_int("num_workers", num_workers)
+        super().__init__(batch_size, test_batch_size, num_workers)
         check_nonneg_int("val_split", val_split)
         if split_seed is not None:
             check_nonneg_int("split_seed", split_seed)
         self.save_hyperparameters()
         self.files = MNISTFiles(data_dir)
         self.data_root = self.files.data_root
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
-        self.test_set: TensorDataset | None = None
         self._checked = False  # prepare_data checked the files in this process
 
     @property
@@ -183,30 +174,3 @@ class MNISTDataModule(L.LightningDataModule):
                 )
         if self.test_set is None:
             self.test_set = loaded["test"]
-
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(
-            dataset, batch_size, shuffle, self.hparams.num_workers, type(self).__name__
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches ``(x, y_onehot)``."""
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        """The evaluation of every epoch, in order: the validation set and the test set with
-        ``val_split``, else the test set (as the original, which has no validation split)."""
-        sets = {"val": self.val_set, "test": self.test_set}
-        loaders = [
-            self._loader(sets[name], self.hparams.test_batch_size, shuffle=False)
-            for name in self.evaluation_sets
-        ]
-        return loaders if len(loaders) > 1 else loaders[0]
-
-    def test_dataloader(self) -> DataLoader:
-        """The official test set, in order."""
-        return self._loader(self.test_set, self.hparams.test_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The official test set, in order (``eqprop predict``)."""
-        return self.test_dataloader()

@@ -35,19 +35,17 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
 from nltk.tokenize import ToktokTokenizer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from eqprop_lightning.errors import ConfigError, DataError
 
-from .checks import check_nonneg_int, check_positive_int
 from .mnist_files import is_writable, resolve_data_dir, user_cache_dir
-from .sampling import make_loader
+from .splits import SplitsDataModule
 
 EMBED_DIM = 300
 PAD_ID = 0
@@ -398,8 +396,9 @@ class TokenIdsDataset(Dataset):
         return self.ids[index].long(), self.onehot[index]
 
 
-class TextDataModule(L.LightningDataModule):
-    """Base of the word2vec text data modules: cache, loaders and per-batch embedding.
+class TextDataModule(SplitsDataModule):
+    """Base of the word2vec text data modules: cache and per-batch embedding (the loaders are
+    :class:`~.splits.SplitsDataModule`'s).
 
     Subclasses implement ``_sources`` (fingerprint of the input files), ``_options`` (processing
     options entering the cache key), ``_build`` (returns ``{name: (ids, labels)}`` per split,
@@ -420,26 +419,17 @@ class TextDataModule(L.LightningDataModule):
         seed: int,
         cache_dir: str | None,
     ) -> None:
-        super().__init__()
-        check_positive_int("batch_size", batch_size)
-        check_positive_int("test_batch_size", test_batch_size, allow_none=True)
-        check_nonneg_int("num_workers", num_workers)
+        super().__init__(batch_size, test_batch_size, num_workers)
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self._embeddings_spec = embeddings
-        self._batch_size = batch_size
-        self._test_batch_size = test_batch_size or batch_size
         self._keep_oov = bool(keep_oov)
-        self._num_workers = num_workers
         self._seed = seed
         self._cache_dir_arg = cache_dir
         self._data: dict[str, Any] | None = None
         self._dim_hint: int | None = None
         self._weights: dict[torch.device, torch.Tensor] = {}
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self.test_set: Dataset | None = None
 
     # -- to implement ----------------------------------------------------------------------
     @property
@@ -609,14 +599,7 @@ class TextDataModule(L.LightningDataModule):
         ids, y = batch
         return self.embed(ids), y
 
-    # -- loaders ---------------------------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, batch_size, shuffle, self._num_workers, type(self).__name__)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches ``(ids, y_onehot)`` (embedded after transfer)."""
-        return self._loader(self.train_set, self._batch_size, shuffle=True)
-
+    # -- evaluated sets ----------------------------------------------------------------------
     @property
     def evaluation_sets(self) -> dict[str, str]:
         """``{"val"|"test": what the set is}``, in the order of ``val_dataloader``'s loaders:
@@ -640,21 +623,3 @@ class TextDataModule(L.LightningDataModule):
         dataset = self.test_set if role == "test" else self.val_set
         count = len(dataset) if dataset is not None else limit
         return f" ({count}, a class-balanced subset)"
-
-    def val_dataloader(self) -> DataLoader | list[DataLoader]:
-        """The evaluation of every epoch, in order: validation batches then test batches with a
-        validation split, else test batches (the original evaluates the test set)."""
-        sets = {"val": self.val_set, "test": self.test_set}
-        loaders = [
-            self._loader(sets[name], self._test_batch_size, shuffle=False)
-            for name in self.evaluation_sets
-        ]
-        return loaders if len(loaders) > 1 else loaders[0]
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches, in order."""
-        return self._loader(self.test_set, self._test_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Test batches, in order (``eqprop predict``)."""
-        return self.test_dataloader()
