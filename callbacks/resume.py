@@ -87,7 +87,11 @@ class LastCheckpoint(ModelCheckpoint):
         """Inside ``fit``, a first stop waits for the evaluation's end (Lightning would raise it
         after the batch in progress): a stop already received in the last training batch, or one
         that comes during the evaluation."""
-        if not self._handles_signals or trainer.sanity_checking:
+        if (
+            not self._handles_signals
+            or trainer.state.fn != TrainerFn.FITTING
+            or trainer.sanity_checking
+        ):
             return
         connector = trainer._signal_connector  # Lightning's flag for a SIGTERM received
         if connector.received_sigterm:
@@ -122,12 +126,14 @@ class LastCheckpoint(ModelCheckpoint):
             signal.raise_signal(signal.SIGTERM)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._handles_signals = False
         self._restore_sigint()
         self._restore_sigterm()
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
+        self._handles_signals = False
         self._restore_sigint()
         self._restore_sigterm()
         if trainer.state.fn != TrainerFn.FITTING:  # test, validate, predict write no checkpoint
