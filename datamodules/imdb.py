@@ -28,8 +28,8 @@ from torch.utils.data import Subset
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
+from .data_root import ENV_VAR
 from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, read_keras_imdb
-from .mnist_files import ENV_VAR
 from .text import (
     TextDataModule,
     TokenIdsDataset,

@@ -31,8 +31,8 @@ from torch.utils.data import TensorDataset
 from eqprop_lightning.errors import DataError
 from eqprop_lightning.resources import packaged
 
-ENV_VAR = "EQPROP_DATA_DIR"
-DEFAULT_DATA_DIR = "./data"
+from .data_root import ENV_VAR, is_writable, resolve_data_dir, user_cache_dir
+
 SHIPPED = "copy shipped with the package"
 
 #: MD5 of the gunzipped files (the ``.gz`` checksums in torchvision depend on the compressor).
@@ -56,26 +56,18 @@ SPLIT_FILES = {
 _CHUNK = 1 << 20
 
 
-def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
-    """Return the data root and a description of where it came from."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser(), "data_dir argument"
-    env_value = os.environ.get(ENV_VAR)
-    if env_value:
-        return Path(env_value).expanduser(), f"{ENV_VAR} environment variable"
-    default, shipped = Path(DEFAULT_DATA_DIR), packaged("data")
-    if not _has_all_files(default) and _has_all_files(shipped):
+def resolve_mnist_root(data_dir: str | None = None) -> tuple[Path, str]:
+    """The data root of :func:`~.data_root.resolve_data_dir`, or the copy shipped with the
+    package where the default ``./data`` lacks a file and no root was given."""
+    root, origin = resolve_data_dir(data_dir)
+    shipped = packaged("data")
+    if origin == "default" and not _has_all_files(root) and _has_all_files(shipped):
         return shipped, SHIPPED
-    return default, "default"
+    return root, origin
 
 
 def _has_all_files(root: Path) -> bool:
     return all(_source_file(_raw_dir(root), name) for name in MNIST_MD5)
-
-
-def user_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"
 
 
 def cache_root_for(root: Path) -> Path:
@@ -85,15 +77,6 @@ def cache_root_for(root: Path) -> Path:
 
 def _raw_dir(root: Path) -> Path:
     return root / "MNIST" / "raw"
-
-
-def is_writable(directory: Path) -> bool:
-    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
-    try:
-        with tempfile.TemporaryFile(dir=directory):
-            return True
-    except OSError:
-        return False
 
 
 def _source_file(raw_dir: Path, name: str) -> Path | None:
@@ -275,7 +258,7 @@ class MNISTFiles:
     then the shipped copy): what is missing, their checks, and the splits as tensors."""
 
     def __init__(self, data_dir: str | None = None) -> None:
-        self.data_root, self.root_origin = resolve_data_dir(data_dir)
+        self.data_root, self.root_origin = resolve_mnist_root(data_dir)
 
     def missing(self) -> list[str]:
         """The files found neither gunzipped nor as ``.gz``."""

@@ -24,7 +24,7 @@ import torch
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_positive_int
-from .mnist_files import ENV_VAR
+from .data_root import ENV_VAR
 from .text import (
     TextDataModule,
     TokenIdsDataset,

@@ -44,7 +44,7 @@ from tqdm.auto import tqdm
 
 from eqprop_lightning.errors import ConfigError, DataError
 
-from .mnist_files import is_writable, resolve_data_dir, user_cache_dir
+from .data_root import is_writable, resolve_data_dir, user_cache_dir
 from .splits import SplitsDataModule
 
 EMBED_DIM = 300

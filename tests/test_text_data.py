@@ -17,8 +17,8 @@ from gensim.models import KeyedVectors
 from nltk.tokenize import ToktokTokenizer
 
 from eqprop_lightning.datamodules import text as text_module
+from eqprop_lightning.datamodules.data_root import ENV_VAR
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
-from eqprop_lightning.datamodules.mnist_files import ENV_VAR
 from eqprop_lightning.datamodules.snli import SNLIDataModule
 from eqprop_lightning.errors import ConfigError, DataError
 
@@ -807,3 +807,16 @@ def test_cli_fit_and_gdu_on_text_data(
 
 def _no_constant(name: str):
     raise AssertionError(f"gdu.json holds {name}, which is not JSON")
+
+
+@pytest.mark.parametrize("module", [IMDBDataModule, SNLIDataModule])
+def test_text_data_root_defaults_to_the_working_directory(module, tmp_path, monkeypatch) -> None:
+    """Without ``data_dir`` or the environment variable the text data is looked for in
+    ``./data``: the MNIST copy shipped with the package, which ``MNISTDataModule`` falls back
+    to, holds no text, and naming it in the not-found error misled."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    dm = module()
+    assert (dm.data_root, dm._root_origin) == (Path("data"), "default")
+    with pytest.raises(FileNotFoundError, match=r"Data root 'data' \(from the default, resolved"):
+        dm.prepare_data()

@@ -1,0 +1,36 @@
+"""Where every data module looks for its files, and where it may write: the data root (the
+``data_dir`` argument, else ``$EQPROP_DATA_DIR``, else ``./data``) and the user's cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+ENV_VAR = "EQPROP_DATA_DIR"
+DEFAULT_DATA_DIR = "./data"
+
+
+def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
+    """The data root and where it came from (``data_dir argument``, the environment variable,
+    ``default``)."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser(), "data_dir argument"
+    env_value = os.environ.get(ENV_VAR)
+    if env_value:
+        return Path(env_value).expanduser(), f"{ENV_VAR} environment variable"
+    return Path(DEFAULT_DATA_DIR), "default"
+
+
+def user_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"
+
+
+def is_writable(directory: Path) -> bool:
+    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
