@@ -315,7 +315,9 @@ class EqPropModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Never write non-finite weights, so that the last checkpoint is a good one (an update
         at the end of an epoch is checked here, the others by the next batch's :meth:`guard`);
-        store the random states, so that a resumed run draws the same shuffles."""
+        store the torch, Python and NumPy random states, so that whatever draws from them while
+        training draws in a resumed run as in an uninterrupted one (the training order and the
+        random signs have generators of their own)."""
         if (label := first_nonfinite_weight(self.net)) is not None:
             raise DivergenceError(
                 f"training diverged at epoch {self.current_epoch + 1} (global step "

@@ -177,3 +177,29 @@ def test_state_layout_follows_size_tab():
 def test_bad_net_arguments_are_rejected(cls, kwargs, match):
     with pytest.raises(ConfigError, match=match):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("name", "kinks"),
+    [("hardsigm", [0.0, 1.0]), ("hard_sigmoid", [0.0, 1.0]), ("my_hard_sig", [0.0, 2.0])],
+)
+def test_hard_sigmoid_derivative_at_the_kinks_is_the_closed_interval(name, kinks):
+    """``rho'(z) = 1[0 <= z <= 1]`` (the original's ``rhop``, closed interval; my_hard_sig:
+    1/2 on [0, 2]). Autograd cannot pin this down: ``torch.clamp``'s gradient is 0 at its
+    bounds, and the states start at exactly 0."""
+    rho = ACTIVATIONS[name]
+    z = torch.tensor([-1e-9, *kinks, kinks[1] + 1e-9], dtype=torch.float64)
+    expected = [0.0, rho.derivative_scale, rho.derivative_scale, 0.0]
+    assert rho.derivative(z, rho(z)).tolist() == expected
+
+
+def test_energy_based_hardsigm_net_leaves_the_zero_state():
+    """From ``s = 0`` one Euler step of the ``rho'``-weighted dynamics moves the states
+    (``rho'(0) = 1``); with the open interval every state would stay at 0 for ever."""
+    torch.manual_seed(0)
+    net = EnergyBasedFC([3, 4, 5], "hardsigm", dt=0.5, clamp=False, output_rho_prime=True)
+    net = net.double()
+    x = torch.rand(2, 5, dtype=torch.float64)
+    with torch.no_grad():
+        new = net.step(net.init_state(x), net.static_terms(x))
+    assert all(bool((t != 0).any()) for t in new)

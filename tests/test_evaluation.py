@@ -18,6 +18,7 @@ from torchvision.datasets import MNIST
 from eqprop_lightning.callbacks import AtomicCheckpointIO
 from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import MNISTDataModule
+from eqprop_lightning.datamodules.mnist_files import split_indices
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.module import EqPropModule, error_percent
 from eqprop_lightning.nets import PrototypicalFC
@@ -339,3 +340,12 @@ def test_evaluation_sets_of_loaders_given_directly() -> None:
 
     assert evaluation_sets(None) == {"val": "the val_dataloaders given to Trainer.fit"}
     assert evaluation_sets(object()) == {"val": "the val_dataloader of object"}
+
+
+def test_split_indices_are_sorted_and_partition_the_set():
+    """The held-out split keeps the training images in their file order (the order the epoch
+    shuffles start from) and takes each image once."""
+    keep, held = split_indices(200, 50, 3)
+    assert torch.equal(keep, keep.sort().values) and torch.equal(held, held.sort().values)
+    assert len(held) == 50
+    assert torch.equal(torch.cat([keep, held]).sort().values, torch.arange(200))

@@ -168,3 +168,15 @@ def test_symmetric_ep_matches_bptt_at_small_beta():
     ]
     assert errors[1] < 1e-3
     assert errors[1] < errors[0] / 10
+
+
+def test_default_inverse_temperature_is_one_over_sqrt_300():
+    """The seed's attention scale, ``1 / sqrt(300)`` (every shipped config sets it): the
+    projection is ``softmax(q k^T / sqrt(300)) k``, computed here by hand."""
+    net = HopfieldClassifier(segments=[3], fc_layers=[4, 2])  # embed_dim 300, default scale
+    assert net.attn_scale == pytest.approx(1 / math.sqrt(300), rel=1e-12)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 3, 300, dtype=torch.float64, generator=gen)
+    k = torch.randn(2, 3, 300, dtype=torch.float64, generator=gen)
+    expected = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(300), -1) @ k
+    torch.testing.assert_close(net._attend(q, k, None), expected)

@@ -319,3 +319,21 @@ def flat(tree: object, prefix: str = "") -> dict[str, object]:
         return {prefix: tree}
     pairs = ((f"{prefix}.{key}" if prefix else str(key), value) for key, value in tree.items())
     return {k: v for name, value in pairs for k, v in flat(value, name).items()}
+
+
+def test_summary_train_error_averages_the_finished_runs_only(tmp_path):
+    write_run(tmp_path, "p2h-ep-s0", [3.0, 2.0], planned=2, train=[6.0, 1.0])
+    write_run(tmp_path, "p2h-ep-s1", [5.0, 4.0], planned=2, train=[8.0, 3.0])
+    write_run(tmp_path, "p2h-ep-s2", [9.0], planned=2, train=[40.0])  # unfinished
+    text = render(find_runs([tmp_path]), None, "eqprop report")
+    # write_run stores train / 2: finals 0.5 and 1.5 -> 1.00 (with the unfinished 20.0: 7.33)
+    assert summary_cell(text, "P-2h", "EP")[4] == "1.00"
+
+
+def test_seconds_per_epoch_is_the_median(tmp_path):
+    write_run(tmp_path, "p1h-ep-s0", [3.0, 2.0, 1.0], planned=3, seconds=[10.0, 20.0, 60.0])
+    (run,) = find_runs([tmp_path])
+    assert run.seconds_per_epoch() == 20.0  # the mean would be 30
+    text = render([run], None, "r")
+    line = next(x for x in text.splitlines() if x.startswith("| P-1h | EP | 0 |"))
+    assert [c.strip() for c in line.strip("|").split("|")][9] == "20"

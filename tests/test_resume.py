@@ -1,14 +1,23 @@
 """An interrupted run resumed with `--ckpt_path last` ends exactly as an uninterrupted one."""
 
 import json
+import random
 import signal as signal_
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from eqprop_lightning.callbacks.results import ResultsWriter
 from eqprop_lightning.cli import main
+from eqprop_lightning.module import EqPropModule
+from eqprop_lightning.rng import capture_rng_states, restore_rng_states
+from tests.test_rule_options import batches, fit, model
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "p1h.yaml"
 
@@ -399,3 +408,54 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
     with pytest.raises(ConfigError, match=r"data.init_args.batch_size: 10 there, 20 here"):
         fit(beta=0.5, batch_size=20, ckpt_path=ckpt)
     fit(beta=0.5, batch_size=10, ckpt_path=ckpt)  # the same settings resume (lrs as a tuple)
+
+
+@pytest.mark.parametrize("current_epoch", [0, 1, 3])
+def test_a_resume_keeps_only_the_epochs_its_checkpoint_had(tmp_path, current_epoch):
+    """results.json written after the checkpoint (a stop between the two writes) is cut back to
+    the checkpoint's epochs when the run resumes: the epochs after it are trained again."""
+    writer = ResultsWriter()
+    writer.path = tmp_path / "results.json"
+    epochs = [{"epoch": e, "test_error": 10.0 - e} for e in (1, 2, 3)]
+    writer.path.write_text(json.dumps({"epochs": epochs}))
+    writer.on_train_start(SimpleNamespace(current_epoch=current_epoch), None)
+    assert writer.epochs == epochs[:current_epoch]
+
+
+def draws() -> tuple:
+    return torch.rand(3).tolist(), random.random(), np.random.rand(2).tolist()
+
+
+def test_captured_random_states_restore_every_generator(tmp_path):
+    """What a checkpoint stores (saved and loaded weights_only) puts back the torch, Python and
+    NumPy generators."""
+    torch.save({"rng_states": capture_rng_states()}, tmp_path / "c.ckpt")
+    expected = draws()
+    draws()  # move every generator on
+    restore_rng_states(torch.load(tmp_path / "c.ckpt", weights_only=True)["rng_states"])
+    assert draws() == expected
+
+
+def test_a_resume_restores_the_checkpoints_random_states(tmp_path, monkeypatch):
+    """``on_train_start`` of a resumed fit puts back the states saved in the checkpoint, so that
+    whatever draws from the global generators while training draws as the uninterrupted run
+    (the shipped rules and the shuffles have generators of their own)."""
+    trainer = fit(model(beta=0.5), epochs=1)
+    trainer.save_checkpoint(tmp_path / "one.ckpt")
+    expected = draws()  # the draws that follow the saved states
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)  # as another process
+    seen = []
+    start = EqPropModule.on_train_start
+
+    def start_then_draw(self):
+        start(self)
+        seen.append(draws())
+
+    monkeypatch.setattr(EqPropModule, "on_train_start", start_then_draw)
+    resumed = L.Trainer(
+        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    data = DataLoader(batches(), batch_size=None)
+    resumed.fit(model(beta=0.5), data, ckpt_path=tmp_path / "one.ckpt")
+    assert seen == [expected]

@@ -216,3 +216,19 @@ def test_gdu_callback_on_a_cross_entropy_model_compares_the_nets_weights_step_by
         for weight in ("Wr", "W01", "W1x"):
             value = logged[f"gdu/estimate_error/{reference}/{weight}"]
             assert value == pytest.approx(expected[reference][weight], rel=1e-6)
+
+
+def test_the_rule_gets_the_global_step_across_epochs(monkeypatch):
+    """Random-sign EP draws the sign of a batch from (seed, global step): the second epoch's two
+    batches are steps 2 and 3, not 0 and 1 again (which would repeat the first epoch's signs)."""
+    module = model(beta=0.5, nudging="random_sign")
+    steps = []
+    call = type(module.rule).__call__
+
+    def recording(self, net, x, y, step=0):
+        steps.append(step)
+        return call(self, net, x, y, step)
+
+    monkeypatch.setattr(type(module.rule), "__call__", recording)
+    fit(module, epochs=2)
+    assert steps == [0, 1, 2, 3]

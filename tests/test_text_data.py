@@ -8,6 +8,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import numpy as np
@@ -820,3 +821,23 @@ def test_text_data_root_defaults_to_the_working_directory(module, tmp_path, monk
     assert (dm.data_root, dm._root_origin) == (Path("data"), "default")
     with pytest.raises(FileNotFoundError, match=r"Data root 'data' \(from the default, resolved"):
         dm.prepare_data()
+
+
+def test_balanced_subset_is_seeded_and_balanced() -> None:
+    labels = [0] * 10 + [1] * 10 + [2] * 10
+    subsets = {seed: text_module.balanced_subset(labels, 6, seed) for seed in range(6)}
+    for seed, subset in subsets.items():
+        assert subset == sorted(subset) and len(set(subset)) == 6
+        assert sorted(labels[i] for i in subset) == [0, 0, 1, 1, 2, 2]
+        assert text_module.balanced_subset(labels, 6, seed) == subset  # reproducible
+    assert len({tuple(s) for s in subsets.values()}) > 1  # the seed matters
+
+
+def test_tokens_after_the_limit_add_no_word() -> None:
+    """Only kept tokens enter the vocabulary: the words after the first ``limit`` kept tokens
+    are not read (they would take ids, and rows of the embedding matrix, for nothing)."""
+    kv = SimpleNamespace(key_to_index={"a": 0, "b": 1, "c": 2, "d": 3})
+    vocab = text_module.VocabularyBuilder(kv)
+    assert vocab.encode(["a", "oov", "b", "c", "d"], limit=2) == [1, 2]
+    assert vocab.words == ["a", "b"]
+    assert vocab.encode(["d", "a"]) == [3, 1]  # d gets the next id once it is kept
