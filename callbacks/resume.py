@@ -61,7 +61,8 @@ class LastCheckpoint(ModelCheckpoint):
             self._default_sigint = signal.signal(signal.SIGINT, self._first_ctrl_c)
 
     def _first_ctrl_c(self, signum: int, frame: Any) -> None:
-        rank_zero_info("\nCtrl-C: stopping after this batch (press Ctrl-C again to stop now)")
+        if self._lightning_sigterm is None:  # else the evaluation's deferral says what happens
+            rank_zero_info("\nCtrl-C: stopping after this batch (press Ctrl-C again to stop now)")
         self._restore_sigint()
         signal.raise_signal(signal.SIGTERM)
 
