@@ -16,7 +16,9 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import MNISTDataModule
+from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.resources import config_names, packaged
+from eqprop_lightning.validation import check_same_data, check_same_hparams, check_same_seed
 from tests.test_cli import config, shrink
 
 
@@ -354,9 +356,6 @@ def test_compare_reads_results_on_rank_zero_only(
 def test_settings_check_ignores_the_unused_beta_of_an_old_bptt_checkpoint() -> None:
     """A BPTT checkpoint written before BPTT took no beta holds the config's beta and symmetric;
     resuming it with ``beta: null`` must not be refused for them, while a real difference is."""
-    from eqprop_lightning.errors import ConfigError
-    from eqprop_lightning.validation import check_same_hparams
-
     old = {"algorithm": "bptt", "T": 5, "K": 2, "beta": 0.5, "symmetric": False}
     ckpt = {"hyper_parameters": old}
     check_same_hparams("old.ckpt", ckpt, {**old, "beta": None})
@@ -370,9 +369,6 @@ def test_settings_check_ignores_the_unused_beta_of_an_old_bptt_checkpoint() -> N
 def test_settings_check_lets_a_run_resume_compiled_or_eager() -> None:
     """``compile`` changes how the relaxations run, not what they compute: a run started eagerly
     may resume compiled (and back), while a real difference is still refused."""
-    from eqprop_lightning.errors import ConfigError
-    from eqprop_lightning.validation import check_same_hparams
-
     saved = {"algorithm": "ep", "T": 5, "K": 2, "beta": 0.5, "compile": False}
     ckpt = {"hyper_parameters": saved}
     check_same_hparams("eager.ckpt", ckpt, {**saved, "compile": True})
@@ -420,3 +416,40 @@ def test_the_module_is_importable_from_the_package_without_importing_torch_first
         "with pytest.raises(AttributeError, match='no attribute'): eqprop_lightning.Nope"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("field", "saved", "given"),
+    [
+        ("data_dir", "/old/data", "/new/data"),
+        ("cache_dir", None, "/scratch/cache"),
+        ("num_workers", 0, 4),
+        ("download", False, True),
+        ("verify_checksums", True, False),
+        ("test_batch_size", 1000, 100),
+    ],
+)
+def test_data_settings_check_lets_a_run_resume_with_its_data_elsewhere(
+    field: str, saved: object, given: object
+) -> None:
+    """Where the data lives and how it is read or evaluated may change on resume (a moved data
+    folder, more workers); what is trained on may not, and only that is named."""
+
+    trained = {"batch_size": 20, "val_split": 0, field: saved}
+    ckpt = {"datamodule_hyper_parameters": trained}
+    check_same_data("run.ckpt", ckpt, {"init_args": {**trained, field: given}})
+    other = {"init_args": {**trained, field: given, "batch_size": 4}}
+    with pytest.raises(ConfigError, match=r"\(data\.init_args\.batch_size: 20 there, 4 here\)"):
+        check_same_data("run.ckpt", ckpt, other)
+
+
+def test_seed_check_compares_integer_seeds_only(tmp_path: Path) -> None:
+    """``--seed_everything true`` (draw a seed) or null gives no seed to compare with the
+    run's config.yaml; an integer seed must be the run's."""
+
+    (tmp_path / "config.yaml").write_text("seed_everything: 0\n")
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    for seed in (True, None, 0):
+        check_same_seed(ckpt, seed)
+    with pytest.raises(ConfigError, match="started with seed_everything=0"):
+        check_same_seed(ckpt, 3)

@@ -251,3 +251,32 @@ def test_cuda_graphs_match_eager(kind, algorithm):
             assert_estimates_close(expected, got, rtol=1e-4, atol=1e-6)
     finally:
         compile_dynamics(net, False)
+
+
+def test_a_failure_after_the_first_chunks_reruns_the_phase_eagerly_from_its_start(monkeypatch):
+    """The compiler fails on the last chunk only (the 3-step graph of ``2 UNROLL + 3`` steps):
+    the phase runs again eagerly from its first state, as eager would (not 2 UNROLL + 3 more
+    steps from where the compiled chunks stopped)."""
+
+    def compile_then_fail(fn, **kwargs):
+        def run(step, s, static, steps, beta, y):
+            if steps < UNROLL:
+                raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+            return fn(step, s, static, steps, beta, y)
+
+        return run
+
+    net, x, y = make("energy_based")
+    steps = 2 * UNROLL + 3
+    with torch.no_grad():
+        static = net.static_terms(x)
+        expected = relax_with_previous(net, net.init_state(x), static, steps, 0.5, y)
+        monkeypatch.setattr(compiled.torch, "compile", compile_then_fail)
+        compile_dynamics(net)
+        try:
+            with pytest.warns(RuntimeWarning, match="torch.compile failed on EnergyBasedFC"):
+                got = relax_with_previous(net, net.init_state(x), static, steps, 0.5, y)
+        finally:
+            compile_dynamics(net, False)
+    for e, g in zip([*expected[0], *expected[1]], [*got[0], *got[1]], strict=True):
+        torch.testing.assert_close(g, e, rtol=0, atol=0)

@@ -350,3 +350,13 @@ def test_text_config_starts_with_every_output_alive(
         s = free_phase(net, net.static_terms(x), net.init_state(x), cli.model.rule.T)
     alive = (net.output(s) != 0).any(0)
     assert alive.all(), f"output units {(~alive).nonzero().flatten().tolist()} start at 0"
+
+
+def test_resolved_config_applies_the_overrides_after_the_files() -> None:
+    """As on the command line, ``overrides`` come after every ``--config``: they win over the
+    values the files set (p1h sets model.T: 40 and model.beta: 0.1)."""
+    p1h = CONFIG_DIR / "mnist" / "p1h.yaml"
+    model = resolved_config(p1h)["model"]
+    assert (model["T"], model["beta"]) == (40, 0.1)
+    model = resolved_config(p1h, overrides=("--model.T", "7", "--model.beta", "0.3"))["model"]
+    assert (model["T"], model["beta"]) == (7, 0.3)

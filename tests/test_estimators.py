@@ -20,6 +20,7 @@ from eqprop_lightning.learning import (
     make_rule,
 )
 from eqprop_lightning.learning.ep import _NudgedPrimitives
+from eqprop_lightning.learning.gdu import estimate_errors
 from eqprop_lightning.learning.nudging import random_sign
 from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.module import EqPropModule
@@ -344,7 +345,6 @@ def test_any_rule_is_compared_with_bptt_and_rbp(batch):
 def test_gdu_summary_holds_the_rules_errors(batch, tmp_path):
     import eqprop_lightning.callbacks  # noqa: F401 (analysis <-> callbacks: import them this way)
     from eqprop_lightning.analysis import analyse, rmse_report, write_gdu
-    from eqprop_lightning.learning.gdu import estimate_errors
 
     x, y = batch
     net = gradient_flow_net()
@@ -422,3 +422,21 @@ def test_options_of_the_wrong_type_are_refused_from_code(build, match):
     a bool T ran one step."""
     with pytest.raises(ConfigError, match=re.escape(match)):
         build()
+
+
+def test_estimate_errors_name_each_reference_by_what_it_computes(batch):
+    """A truncated BPTT rule on a net 5 steps from zeros (far from its fixed point): its error
+    is 0 against truncated BPTT, the same gradient, and against RBP (K adjoint iterations at
+    s(T) taken as a fixed point) the norm ratio to RBP's gradient, computed here (7-8 %)."""
+
+    x, y = batch
+    net = gradient_flow_net()
+    free_steps, K = 5, 2
+    errors = estimate_errors(net, x, y, TruncatedBPTT(free_steps, K))
+    assert errors["bptt"] == {"W01": 0.0, "W1x": 0.0}
+    weights = [net.weights[0].weight, net.weights[1].weight]
+    bptt = torch.autograd.grad(TruncatedBPTT(free_steps, K)(net, x, y).objective, weights)
+    rbp = torch.autograd.grad(RecurrentBackprop(free_steps, K)(net, x, y).objective, weights)
+    for label, b, r in zip(["W01", "W1x"], bptt, rbp, strict=True):
+        assert errors["rbp"][label] == pytest.approx(relative_error(b, r), rel=1e-9)
+        assert errors["rbp"][label] > 0.01

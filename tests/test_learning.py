@@ -148,3 +148,18 @@ def test_symmetric_ep_is_closer_to_bptt_than_two_phase_ep(batch):
     two = relative_error(flat_grad(net, EquilibriumProp(1000, 100, 0.1), x, y), bptt)
     sym = relative_error(flat_grad(net, EquilibriumProp(1000, 100, 0.1, "symmetric"), x, y), bptt)
     assert sym < two / 5
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: EquilibriumProp(T=10, K=True, beta=0.1), "K=True must be a positive integer"),
+        (lambda: TruncatedBPTT(T=10, K=True), "K=True must be a positive integer"),
+        (lambda: EquilibriumProp(T=10, K=5, beta=True), "beta=True must be finite and > 0"),
+    ],
+)
+def test_bools_are_neither_step_counts_nor_nudges(make, match):
+    """``True`` is the integer 1 to Python: from code, ``K=True`` ran one nudged step and
+    ``beta=True`` nudged with 1.0 (``T=True`` is refused already)."""
+    with pytest.raises(ConfigError, match=match):
+        make()

@@ -9,7 +9,8 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
 
 from eqprop_lightning.callbacks import GDUCallback
@@ -232,3 +233,25 @@ def test_the_rule_gets_the_global_step_across_epochs(monkeypatch):
     monkeypatch.setattr(type(module.rule), "__call__", recording)
     fit(module, epochs=2)
     assert steps == [0, 1, 2, 3]
+
+
+def test_gdu_callback_beta_overrides_the_models(monkeypatch) -> None:
+    """gdu.beta set on an EP model: the analysis nudges with it, not with the model's beta."""
+    seen = recorded_gdu_calls(monkeypatch)
+    fit(model(beta=0.5), callbacks=[GDUCallback(every_n_steps=1, beta=0.05, figures=False)])
+    assert seen == [(6, 2, 0.05, False)] * 2
+
+
+def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path) -> None:
+    """figures=False: the GDU scalars go to TensorBoard and its figures do not; figures=True:
+    the three figures too."""
+
+    for figures in (False, True):
+        logger = TensorBoardLogger(tmp_path, name=f"figures_{figures}")
+        fit(model(beta=0.5), callbacks=[GDUCallback(1, figures=figures)], logger=logger)
+        events = EventAccumulator(logger.log_dir)
+        events.Reload()
+        assert "gdu/rmse/s0" in events.Tags()["scalars"]
+        images = {tag for tag in events.Tags()["images"] if tag.startswith("gdu/")}
+        expected = {"gdu/gdu_neurons", "gdu/gdu_synapses", "gdu/gdu_rmse"} if figures else set()
+        assert images == expected, figures

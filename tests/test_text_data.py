@@ -841,3 +841,36 @@ def test_tokens_after_the_limit_add_no_word() -> None:
     assert vocab.encode(["a", "oov", "b", "c", "d"], limit=2) == [1, 2]
     assert vocab.words == ["a", "b"]
     assert vocab.encode(["d", "a"]) == [3, 1]  # d gets the next id once it is kept
+
+
+def test_snli_max_rows_per_role(snli_root: Path, w2v_file: Path) -> None:
+    """The train file is read up to train_max_rows rows, the validation and test files up to
+    test_max_rows, counted before the '-' pairs are dropped (rows: neutral, '-',
+    contradiction, entailment)."""
+    _write_jsonl(snli_root / "snli_1.0" / "snli_1.0_train.jsonl", SNLI_ROWS)
+    dm = SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seq_len=SNLI_SEQ_LEN,
+        val_split="dev", train_max_rows=3, test_max_rows=2,
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.train_set.labels.tolist() == [0, 1]
+    assert dm.val_set.labels.tolist() == [0]
+    assert dm.test_set.labels.tolist() == [0]
+
+
+def test_imdb_val_split_follows_the_seed(imdb_root: Path, w2v_file: Path) -> None:
+    """The reviews held out for validation are drawn with ``seed``: each seed partitions the 8
+    training reviews, the same seed as before, and seeds 0, 1, 2 do not all hold out the same
+    3 (56 possible sets)."""
+    for name in ("neg", "pos"):
+        for i in range(2, 4):
+            (imdb_root / "aclImdb" / "train" / name / f"{i}_{i}.txt").write_text("Good film.")
+    held_out = {}
+    for seed in (0, 1, 2):
+        dm = _imdb(imdb_root, w2v_file, val_size=3, seed=seed)
+        held_out[seed] = sorted(dm.val_set.indices)
+        assert sorted(held_out[seed] + list(dm.train_set.indices)) == list(range(8))
+    again = _imdb(imdb_root, w2v_file, val_size=3, seed=1)
+    assert sorted(again.val_set.indices) == held_out[1]
+    assert len({tuple(v) for v in held_out.values()}) > 1
