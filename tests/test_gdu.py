@@ -6,6 +6,7 @@ import torch
 
 from eqprop_lightning.learning import TruncatedBPTT
 from eqprop_lightning.learning.gdu import (
+    _relative,
     gdu,
     instantaneous,
     relative_rmse,
@@ -91,10 +92,21 @@ def test_instantaneous_keeps_the_first_step():
 
 
 def test_relative_rmse_formula():
-    n = torch.tensor([[1.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
-    d = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    # component 0: sqrt(1 / max(2, 1)); component 1: both zero -> 0; component 2: sqrt(4 / 4)
-    torch.testing.assert_close(relative_rmse(n, d), torch.tensor([0.5**0.5, 0.0, 1.0]))
+    n = torch.tensor([[1.0, 0.0, 2.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    d = torch.tensor([[1.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 1.0]])
+    # component 0: sqrt(1 / max(2, 1)); component 1: both zero -> 0; component 2: sqrt(4 / 4);
+    # component 3, where d is the larger: sqrt(9 / max(1, 10))
+    expected = torch.tensor([0.5**0.5, 0.0, 1.0, 0.9**0.5])
+    torch.testing.assert_close(relative_rmse(n, d), expected)
+
+
+def test_relative_error_is_undefined_only_against_a_zero_reference():
+    """``|a - b| / |b|``; 0 where both are 0; ``None`` where only the reference ``b`` is 0 (as
+    when every output unit is dead on the batch): not 0, which would read as a perfect match."""
+    b = torch.tensor([3.0, 4.0])
+    assert _relative(torch.tensor([3.0, 3.0]), b) == pytest.approx(1 / 5)
+    assert _relative(torch.zeros(2), torch.zeros(2)) == 0.0
+    assert _relative(torch.tensor([0.0, 1e-3]), torch.zeros(2)) is None
 
 
 def test_sign_agreement_adds_up_and_is_total_on_agreeing_case():
