@@ -1,8 +1,9 @@
 """Synthetic data for the toy model (Fig. 2 of Ernoult et al., 2019).
 
 Inputs ``x ~ U[0, 1]^n_in`` as in the original's GDU analysis of the toy model. Targets are one-hot
-classes given by a fixed random linear teacher, ``argmax(x W_teacher)``, so that the toy model can
-also be trained (the original draws one random class per batch and never trains the toy model).
+classes given by a fixed random linear teacher of the centred inputs, ``argmax((x - 1/2)
+W_teacher)``, so that the toy model can also be trained (the original draws one random class per
+batch and never trains the toy model).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from eqprop_lightning.analysis import setting
 from eqprop_lightning.cli import main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -368,3 +369,36 @@ def test_readme_gdu_table_is_what_the_command_prints(tmp_path, monkeypatch):
         measured = [rmse["neurons"][k]["mean"] for k in ("s0", "s1")]
         measured += [rmse["weights"][k]["mean"] for k in ("W01", "W1x")]
         assert documented == pytest.approx(measured, rel=0.05), name
+
+
+def test_setting_records_the_batch_size_and_dtype_of_the_batch():
+    """gdu.json's and recipe.json's ``setting``: the batch size is the batch's first axis (3
+    examples of 7 features), the dtype its dtype."""
+    x = torch.zeros(3, 7, dtype=torch.float64)
+    assert setting(40, 15, 0.5, True, x) == {
+        "T": 40,
+        "K": 15,
+        "beta": 0.5,
+        "symmetric": True,
+        "batch_size": 3,
+        "dtype": "float64",
+    }
+
+
+def test_recipe_md_is_the_table_of_recipe_json(in_tmp, tmp_path):
+    """recipe.md: the header and one row per weight of recipe.json's sign agreement, each cell
+    its mean ± std (one decimal) for same sign, both zero and total."""
+    out = tmp_path / "recipe_out"
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    main(["recipe", *config, "--batches", "2", "--output_dir", str(out)])
+    agreement = json.loads((out / "recipe.json").read_text())["sign_agreement"]
+    assert list(agreement) == ["W01", "W1x"]
+    fields = ("same_sign", "both_zero", "total")
+    rows = [
+        f"| {weight} | "
+        + " | ".join(f"{v[f]['mean']:.1f} ± {v[f]['std']:.1f}" for f in fields)
+        + " |"
+        for weight, v in agreement.items()
+    ]
+    header = ["| weight | same sign % | both zero % | total % |", "|---|---|---|---|"]
+    assert (out / "recipe.md").read_text() == "\n".join([*header, *rows]) + "\n"

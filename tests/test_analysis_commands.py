@@ -23,6 +23,7 @@ from eqprop_lightning.analysis_commands import (
 )
 from eqprop_lightning.cli import analysis_inputs_from_cli
 from eqprop_lightning.config_files import resolved_config
+from eqprop_lightning.run_dirs import next_dir, run_root
 from tests.test_configs import FLAT, as_now
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -154,3 +155,46 @@ def test_gdu_process_imports_neither_lightning_nor_torchvision(
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "gdu.json").is_file()
+
+
+def test_inputs_of_a_split_with_its_own_seed_equal_the_cli_s(
+    fake_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """``--data.split_seed`` (3, not the config's seed_everything 0) chooses the held-out
+    images, hence the training batches analysed, in the reader as in the data module."""
+    monkeypatch.chdir(tmp_path)
+    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
+    assert_same_inputs([*args, "--data.val_split", "50", "--data.split_seed", "3"])
+
+
+def test_inputs_of_all_the_epoch_s_batches_equal_the_cli_s(
+    fake_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Every batch of the epoch may be analysed: the 200 fake training images in batches of
+    100 are 2 batches, and both readers give 2 (assert_same_inputs asks for 2)."""
+    monkeypatch.chdir(tmp_path)
+    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
+    assert_same_inputs([*args, "--data.batch_size", "100"])
+
+
+def test_next_dir_is_the_first_free_number_from_zero(tmp_path: Path) -> None:
+    """gdu_<n>, recipe_<n>, compare_<n>: numbered from 0, the first number not taken."""
+    assert next_dir(tmp_path, "gdu") == tmp_path / "gdu_0"
+    (tmp_path / "gdu_0").mkdir()
+    (tmp_path / "gdu_2").mkdir()
+    (tmp_path / "recipe_1").mkdir()
+    assert next_dir(tmp_path, "gdu") == tmp_path / "gdu_1"
+    assert next_dir(tmp_path, "recipe") == tmp_path / "recipe_0"
+
+
+def test_run_root_is_the_logger_s_save_dir_else_the_trainer_s_root(tmp_path: Path) -> None:
+    """<save_dir>/<name>: the logger's save_dir where set, else trainer.default_root_dir, else
+    runs/; the name eqprop unless set; None for another logger or none."""
+    assert run_root({}) == Path("runs") / "eqprop"
+    assert run_root({"default_root_dir": str(tmp_path)}) == tmp_path / "eqprop"
+    named = {"init_args": {"name": "fig3"}}
+    assert run_root({"default_root_dir": "elsewhere", "logger": named}) == Path("elsewhere/fig3")
+    placed = {"init_args": {"save_dir": str(tmp_path / "logs"), "name": "fig3"}}
+    assert run_root({"default_root_dir": "elsewhere", "logger": placed}) == tmp_path / "logs/fig3"
+    assert run_root({"logger": False}) is None
+    assert run_root({"logger": {"class_path": "lightning.pytorch.loggers.CSVLogger"}}) is None

@@ -5,20 +5,28 @@ names, where runs go (``default_root_dir``), ``predict``, ``--ckpt_path last``, 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from eqprop_lightning.callbacks import PredictionWriter
 from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import MNISTDataModule
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.resources import config_names, packaged
-from eqprop_lightning.validation import check_same_data, check_same_hparams, check_same_seed
+from eqprop_lightning.validation import (
+    check_same_data,
+    check_same_hparams,
+    check_same_seed,
+    newest_last_checkpoint,
+)
 from tests.test_cli import config, shrink
 
 
@@ -453,3 +461,44 @@ def test_seed_check_compares_integer_seeds_only(tmp_path: Path) -> None:
         check_same_seed(ckpt, seed)
     with pytest.raises(ConfigError, match="started with seed_everything=0"):
         check_same_seed(ckpt, 3)
+
+
+def test_ckpt_path_last_is_the_newest_checkpoint_of_the_algorithm(tmp_path: Path) -> None:
+    """``--ckpt_path last``: of the run root's last.ckpt files written with the config's
+    algorithm, the one modified last (not the first by name, nor a newer one of BPTT)."""
+    runs = {"version_0": ("ep", 2000), "version_1": ("ep", 1000), "version_2": ("bptt", 3000)}
+    for name, (algorithm, mtime) in runs.items():
+        ckpt = tmp_path / name / "checkpoints" / "last.ckpt"
+        ckpt.parent.mkdir(parents=True)
+        torch.save({"hyper_parameters": {"algorithm": algorithm}}, ckpt)
+        os.utime(ckpt, (mtime, mtime))
+    ep, bptt = SimpleNamespace(algorithm="ep"), SimpleNamespace(algorithm="bptt")
+    newest = newest_last_checkpoint(tmp_path, ep)
+    assert newest == tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    assert newest_last_checkpoint(tmp_path, bptt).parent.parent.name == "version_2"
+
+
+def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> None:
+    """predictions.pt holds the batches one after the other, in the loader's order, in the run
+    directory (trainer.log_dir, not default_root_dir) unless a path is given; under DDP each
+    rank writes <stem>.rank<r>.pt; of several loaders' predictions, the first loader's."""
+    run = tmp_path / "root" / "eqprop" / "version_3"
+    trainer = SimpleNamespace(
+        world_size=1, global_rank=0, log_dir=str(run), default_root_dir=str(tmp_path / "root")
+    )
+    batches = [
+        {"prediction": torch.tensor([i, i + 1]), "output": torch.full((2, 3), float(i))}
+        for i in (0, 2, 4)
+    ]
+    PredictionWriter().write_on_epoch_end(trainer, None, batches, [[0], [1], [2]])
+    written = torch.load(run / "predictions.pt", weights_only=True)
+    assert written["prediction"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert written["output"][:, 0].tolist() == [0.0, 0.0, 2.0, 2.0, 4.0, 4.0]
+    assert written["output"].shape == (6, 3)
+    assert sorted(p.name for p in (tmp_path / "root").rglob("*.pt")) == ["predictions.pt"]
+
+    ddp = SimpleNamespace(world_size=2, global_rank=1, log_dir=str(run))
+    other = [{"prediction": torch.tensor([9]), "output": torch.zeros(1, 3)}]
+    PredictionWriter(str(tmp_path / "p.pt")).write_on_epoch_end(ddp, None, [batches, other], [])
+    by_rank = torch.load(tmp_path / "p.rank1.pt", weights_only=True)
+    assert by_rank["prediction"].tolist() == [0, 1, 2, 3, 4, 5]

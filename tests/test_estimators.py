@@ -440,3 +440,20 @@ def test_estimate_errors_name_each_reference_by_what_it_computes(batch):
     for label, b, r in zip(["W01", "W1x"], bptt, rbp, strict=True):
         assert errors["rbp"][label] == pytest.approx(relative_error(b, r), rel=1e-9)
         assert errors["rbp"][label] > 0.01
+
+
+@pytest.mark.parametrize("nudging", ["symmetric", "random_sign", "holomorphic"])
+def test_continual_ep_takes_positive_nudging_only(nudging):
+    """C-EP nudges by +beta at every step: ``nudging: positive`` is accepted, any other scheme
+    is refused (not run as positive nudging)."""
+    refused = f"nudging='{nudging}' applies to algorithm 'ep' only, not 'cep'"
+    with pytest.raises(ConfigError, match=refused):
+        make_rule("cep", 10, 4, 0.5, nudging)
+    assert make_rule("cep", 10, 4, 0.5, "positive").beta == 0.5
+
+
+@pytest.mark.parametrize("algorithm", ["bptt", "rbp"])
+def test_make_rule_refuses_a_zero_beta_too(algorithm):
+    """beta=0.0 is a beta given (not null): refused like any other, not taken for 'none'."""
+    with pytest.raises(ConfigError, match=f"beta=0.0 does not apply to algorithm '{algorithm}'"):
+        make_rule(algorithm, 10, 4, 0.0)

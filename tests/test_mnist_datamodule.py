@@ -400,3 +400,16 @@ def test_real_mnist_checksums_and_sizes() -> None:
     test = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
     assert dm.train_set.tensors[1].sum(dim=0).tolist() == train
     assert dm.test_set.tensors[1].sum(dim=0).tolist() == test
+
+
+def test_toy_test_examples_are_not_training_examples() -> None:
+    """n_train training and n_test test examples, drawn apart: no test input is a training
+    input, and every target is one-hot."""
+    dm = ToyDataModule(n_in=3, n_out=4, batch_size=2, n_train=12, n_test=6, seed=5)
+    dm.setup("fit")
+    train_x, train_y = dm.train_set.tensors
+    test_x, test_y = dm.test_set.tensors
+    assert train_x.shape == (12, 3) and test_x.shape == (6, 3)
+    assert not any(torch.equal(t, x) for t in test_x for x in train_x)
+    for y in (train_y, test_y):
+        assert torch.equal(y.sum(1), torch.ones(len(y))) and set(y.unique().tolist()) == {0, 1}

@@ -337,3 +337,19 @@ def test_seconds_per_epoch_is_the_median(tmp_path):
     text = render([run], None, "r")
     line = next(x for x in text.splitlines() if x.startswith("| P-1h | EP | 0 |"))
     assert [c.strip() for c in line.strip("|").split("|")][9] == "20"
+
+
+def test_rerun_queue_line_runs_each_seed_s_ep_and_bptt_in_turn():
+    """The queue line pairs the rules seed by seed (EP then BPTT for seed 0, then seed 7), so
+    that a stopped queue leaves comparable EP and BPTT runs; one eqprop fit line per job, in
+    the queue's order, the BPTT ones with the BPTT override."""
+    from eqprop_lightning.report import rerun_commands
+
+    queue, *fits = rerun_commands("p2h", [0, 7])
+    assert queue == (
+        "OMP_NUM_THREADS=1 benchmarks/table1_queue.sh p2h:ep:0 p2h:bptt:0 p2h:ep:7 p2h:bptt:7"
+    )
+    names = [shlex.split(line)[-3] for line in fits]
+    assert names == ["p2h-ep-s0", "p2h-bptt-s0", "p2h-ep-s7", "p2h-bptt-s7"]
+    overridden = ["configs/overrides/bptt.yaml" in line for line in fits]
+    assert overridden == [False, True, False, True]
