@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from eqprop_lightning.callbacks import resume
 from eqprop_lightning.callbacks.results import ResultsWriter
 from eqprop_lightning.cli import main
 from eqprop_lightning.module import EqPropModule
@@ -459,3 +460,23 @@ def test_a_resume_restores_the_checkpoints_random_states(tmp_path, monkeypatch):
     data = DataLoader(batches(), batch_size=None)
     resumed.fit(model(beta=0.5), data, ckpt_path=tmp_path / "one.ckpt")
     assert seen == [expected]
+
+
+def test_atomic_checkpoint_io_renames_a_local_temporary_file_only(tmp_path, monkeypatch):
+    """A local checkpoint is written to ``<path>.tmp`` then renamed over ``<path>``; a remote
+    path (``memory://``) is left to Lightning, with no rename."""
+    renames, real_replace = [], resume.os.replace
+
+    def replace(src, dst):
+        renames.append((str(src), str(dst), Path(src).is_file()))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(resume.os, "replace", replace)
+    io = resume.AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 3}, path)
+    assert renames == [(f"{path}.tmp", str(path), True)]
+    assert torch.load(path, weights_only=True) == {"epoch": 3}
+    assert not Path(f"{path}.tmp").exists()
+    io.save_checkpoint({"epoch": 4}, "memory://eqprop-audit/last.ckpt")
+    assert len(renames) == 1

@@ -255,3 +255,33 @@ def test_a_negative_error_is_refused(tmp_path, key):
     check_entry(good, "e", tmp_path / "checkpoints")
     with pytest.raises(ConfigError, match=rf"{key}=-0.5 must be a percentage"):
         check_entry(good | {key: -0.5}, "e", tmp_path / "checkpoints")
+
+
+def test_add_records_the_checkpoints_algorithm(tmp_path, monkeypatch):
+    """The algorithm recorded is the checkpoint's hyperparameter (here bptt), not a default."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "checkpoints").mkdir()
+    config, ckpt = tmp_path / "configs" / "c.yaml", tmp_path / "checkpoints" / "c.ckpt"
+    config.write_text("{}\n")
+    torch.save({"hyper_parameters": {"algorithm": "bptt"}, "state_dict": {}}, ckpt)
+    monkeypatch.setattr(shipped, "evaluate_error", lambda config, ckpt, subset=None: 12.5)
+    entry = add(ckpt, config, 3, 7, None, tmp_path / "checkpoints" / "index.json")
+    assert (entry.algorithm, entry.epochs, entry.seed, entry.test_error) == ("bptt", 3, 7, 12.5)
+    assert load_index(tmp_path / "checkpoints" / "index.json") == [entry]
+
+
+def test_a_half_slim_checkpoint_halves_only_float32_tensors(tmp_path):
+    """float64 and integer tensors (buffers, counters) keep their dtype; float32 become float16."""
+    state = {
+        "w": torch.tensor([1.0, 2.0 / 3.0]),
+        "d": torch.tensor([1.0 / 3.0], dtype=torch.float64),
+        "n": torch.tensor([5]),
+    }
+    torch.save({"state_dict": state, "optimizer_states": [], "epoch": 1}, tmp_path / "full.ckpt")
+    out = slim(tmp_path / "full.ckpt", tmp_path / "slim.ckpt", half=True)
+    saved = torch.load(out, weights_only=True)
+    assert sorted(saved) == ["epoch", "state_dict"]
+    dtypes = {k: v.dtype for k, v in saved["state_dict"].items()}
+    assert dtypes == {"w": torch.float16, "d": torch.float64, "n": torch.int64}
+    assert saved["state_dict"]["d"].item() == 1.0 / 3.0
+    assert saved["state_dict"]["w"][1].item() == float(torch.tensor(2.0 / 3.0).half())

@@ -17,6 +17,7 @@ import torch
 from gensim.models import KeyedVectors
 from nltk.tokenize import ToktokTokenizer
 
+from eqprop_lightning.datamodules import imdb as imdb_module
 from eqprop_lightning.datamodules import text as text_module
 from eqprop_lightning.datamodules.data_root import ENV_VAR
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
@@ -874,3 +875,36 @@ def test_imdb_val_split_follows_the_seed(imdb_root: Path, w2v_file: Path) -> Non
     again = _imdb(imdb_root, w2v_file, val_size=3, seed=1)
     assert sorted(again.val_set.indices) == held_out[1]
     assert len({tuple(v) for v in held_out.values()}) > 1
+
+
+def test_folder_fingerprint_sees_a_same_size_rewrite(tmp_path: Path) -> None:
+    """A review rewritten with as many bytes changes only its mtime: the fingerprint changes."""
+    review = tmp_path / "a.txt"
+    review.write_text("good film")
+    before = text_module.folder_fingerprint([tmp_path])
+    stat = review.stat()
+    review.write_text("bad  film")  # the same 9 bytes
+    os.utime(review, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert text_module.folder_fingerprint([tmp_path]) != before
+
+
+def test_cache_key_holds_the_seed_and_the_pipeline_version(
+    imdb_root: Path, w2v_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed picks the reviews kept by ``limits``; a new pipeline version rebuilds."""
+    dm, other_seed = (
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seed=seed)
+        for seed in (0, 1)
+    )
+    paths = {dm.cache_path(), other_seed.cache_path()}
+    monkeypatch.setattr(text_module, "PIPELINE_VERSION", text_module.PIPELINE_VERSION + 1)
+    paths.add(dm.cache_path())
+    assert len(paths) == 3
+
+
+def test_archive_members_may_start_with_dot_slash() -> None:
+    """``tar -czf x.tar.gz ./aclImdb`` names its members ``./aclImdb/...``."""
+    for name in ("aclImdb/test/neg/3_2.txt", "./aclImdb/test/neg/3_2.txt"):
+        match = imdb_module._MEMBER.match(name)
+        assert match is not None and match.groups() == ("test", "neg", "3_2.txt")
+    assert imdb_module._MEMBER.match("x/aclImdb/test/neg/3_2.txt") is None
