@@ -96,6 +96,38 @@ def test_resume_after_a_max_steps_or_max_time_stop_completes_the_epoch(
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
 
 
+@pytest.mark.parametrize(
+    ("extra", "stop", "saved_step"),
+    [
+        # max_steps falls on an epoch's last batch: the epoch ends as usual and is saved done
+        ([], ["--trainer.max_steps", "10"], 10),
+        # no evaluation: the epoch's end, not the evaluation's, would save the cut-short epoch
+        (["--trainer.limit_val_batches", "0"], ["--trainer.max_steps", "7"], 7),
+    ],
+)
+def test_a_max_steps_stop_at_an_epochs_end_or_without_evaluation_resumes_exactly(
+    fake_mnist, tmp_path, monkeypatch, extra, stop, saved_step
+):
+    """The two max_steps stops the mid-epoch test leaves out resume exactly too (Lightning's
+    checkpoint callback saves once per global step, so the epoch-end save of a cut-short epoch
+    is skipped either way)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "3", *extra]
+    main([*args, "--trainer.logger.init_args.version", "straight"])
+    main([*args, *stop, "--trainer.logger.init_args.version", "cut"])
+    runs = tmp_path / "runs" / "p1h"
+    saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == saved_step
+    main([*args, "--ckpt_path", "last"])
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["epoch"] for e in resumed] == [1, 2, 3]
+    assert [e["train_error"] for e in resumed] == [e["train_error"] for e in straight]
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+
+
 def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     fake_mnist, tmp_path, monkeypatch, caplog
 ):
