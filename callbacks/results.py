@@ -63,10 +63,10 @@ class ResultsWriter(L.Callback):
             self.epochs = [e for e in previous if e["epoch"] <= trainer.current_epoch]
         # resumed inside an epoch, Lightning does not call on_train_epoch_start again
         self._start = time.perf_counter() - self._resumed_seconds
+        self._resumed_seconds = 0.0  # counted once, in the resumed epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter() - self._resumed_seconds
-        self._resumed_seconds = 0.0
+        self._start = time.perf_counter()
 
     def state_dict(self) -> dict[str, float]:
         """The seconds the epoch in progress has taken (0 between epochs)."""
