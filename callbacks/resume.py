@@ -126,17 +126,19 @@ class LastCheckpoint(ModelCheckpoint):
             self._deferred = False
             signal.raise_signal(signal.SIGTERM)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _release_signals(self) -> None:
+        """Give Ctrl-C and SIGTERM back to whoever handled them before ``fit``."""
         self._handles_signals = False
         self._restore_sigint()
         self._restore_sigterm()
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._release_signals()
+
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        self._handles_signals = False
-        self._restore_sigint()
-        self._restore_sigterm()
+        self._release_signals()
         if trainer.state.fn != TrainerFn.FITTING:  # test, validate, predict write no checkpoint
             return
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
@@ -147,8 +149,8 @@ class LastCheckpoint(ModelCheckpoint):
         elif self.dirpath is None:  # stopped before setup (bad data): the error says it all
             return
         elif (last := Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")).is_file():
-            at_epoch_end = stopped and done == trainer.num_training_batches
-            if at_epoch_end and not trainer.validating:
+            at_epoch_end = done == trainer.num_training_batches and not trainer.validating
+            if stopped and at_epoch_end:
                 rank_zero_info(f"stopped after epoch {trainer.current_epoch}, saved in {last}")
             else:
                 rank_zero_info(f"kept the last good checkpoint {last}")
