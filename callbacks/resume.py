@@ -87,12 +87,9 @@ class LastCheckpoint(ModelCheckpoint):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Inside ``fit``, a first stop waits for the evaluation's end (Lightning would raise it
         after the batch in progress): a stop already received in the last training batch, or one
-        that comes during the evaluation."""
-        if (
-            not self._handles_signals
-            or trainer.state.fn != TrainerFn.FITTING
-            or trainer.sanity_checking
-        ):
+        that comes during the evaluation. (The sanity check runs before ``on_train_start``, so
+        a stop there is Lightning's: nothing could be saved yet.)"""
+        if not self._handles_signals or trainer.state.fn != TrainerFn.FITTING:
             return
         connector = trainer._signal_connector  # Lightning's flag for a SIGTERM received
         if connector.received_sigterm:

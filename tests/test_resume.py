@@ -228,6 +228,75 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     assert torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
+@pytest.mark.parametrize(("again", "saved_step"), [(False, 5 + 2), (True, 4)])
+def test_a_stop_during_a_mid_epoch_evaluation_waits_for_its_end(
+    fake_mnist, tmp_path, monkeypatch, caplog, again, saved_step
+):
+    """With an evaluation every 2 training batches (none at the epoch's end), a first SIGTERM
+    during epoch 1's first evaluation stops after it, inside the epoch, and saves there; a
+    second one stops inside the evaluation and keeps epoch 0's last evaluation checkpoint
+    (after its 4th batch). Either resumes to the uninterrupted run's weights."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [
+        *small_fit(fake_mnist), "--trainer.max_epochs", "3", "--trainer.deterministic", "true",
+        "--data.test_batch_size", "10", "--trainer.limit_val_batches", "3",
+        "--trainer.val_check_interval", "2",
+    ]  # fmt: skip
+    main([*args, "--trainer.logger.init_args.version", "straight"])
+    interrupt = [
+        "--trainer.callbacks+=tests.test_resume.Interrupt",
+        "--trainer.callbacks.init_args.batch_idx=-1",
+        "--trainer.callbacks.init_args.signal=SIGTERM",
+        f"--trainer.callbacks.init_args.again={again}",
+        "--trainer.logger.init_args.version=cut",
+    ]
+    with pytest.raises(SystemExit), caplog.at_level("INFO"):
+        main([*args, *interrupt])
+    assert "stopping after this evaluation" in caplog.text
+    runs = tmp_path / "runs" / "p1h"
+    saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == saved_step
+    main([*args, "--ckpt_path", "last"])
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+
+
+class SanityInterrupt(__import__("lightning").Callback):
+    """Sends ``signal`` during the first batch of the sanity check."""
+
+    def __init__(self, signal: str = "SIGINT") -> None:
+        self.signal = getattr(signal_, signal)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.sanity_checking and batch_idx == 0:
+            signal_.raise_signal(self.signal)
+
+
+@pytest.mark.parametrize("signal", ["SIGINT", "SIGTERM"])
+def test_a_stop_during_the_sanity_check_stops_there(
+    fake_mnist, tmp_path, monkeypatch, caplog, signal
+):
+    """The sanity check runs before training: a stop there is not deferred (nothing could be
+    saved), the run ends with status 1 and no checkpoint, and Ctrl-C and SIGTERM are left as
+    they were."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    handlers = signal_.getsignal(signal_.SIGINT), signal_.getsignal(signal_.SIGTERM)
+    args = [
+        *small_fit(fake_mnist), "--trainer.max_epochs", "2", "--data.test_batch_size", "10",
+        "--trainer.limit_val_batches", "3", "--trainer.num_sanity_val_steps", "2",
+        "--trainer.callbacks+=tests.test_resume.SanityInterrupt",
+        f"--trainer.callbacks.init_args.signal={signal}",
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as stop, caplog.at_level("INFO"):
+        main(args)
+    assert stop.value.code == 1
+    assert "stopping after this evaluation" not in caplog.text
+    assert "no checkpoint was written before the stop" in caplog.text
+    assert list(tmp_path.rglob("*.ckpt")) == []
+    assert (signal_.getsignal(signal_.SIGINT), signal_.getsignal(signal_.SIGTERM)) == handlers
+
+
 #: a fake ``time.perf_counter`` for the results writer: every training batch takes one second
 #: (:class:`Tick`), evaluation none
 CLOCK = {"now": 0.0}
