@@ -52,7 +52,7 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import is_nudged, nudge_force
+from eqprop_lightning.nets.nudge import is_nudged, nudge_force
 from eqprop_lightning.nets.protocol import State, layered_labels, repeat_batch
 
 #: memory format of the conv states (see the module docstring)

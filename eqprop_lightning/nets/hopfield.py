@@ -32,8 +32,8 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State, add_nudge, is_nudged
-from eqprop_lightning.nets.protocol import repeat_batch
+from eqprop_lightning.nets.nudge import add_nudge, is_nudged
+from eqprop_lightning.nets.protocol import State, repeat_batch
 
 
 @dataclass

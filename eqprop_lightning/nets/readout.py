@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from eqprop_lightning.nets.fc import is_nudged
+from eqprop_lightning.nets.nudge import is_nudged
 from eqprop_lightning.nets.protocol import State
 
 

@@ -23,8 +23,8 @@ from torch.nn import functional as F
 
 from eqprop_lightning.errors import ConfigError, check_flag
 from eqprop_lightning.nets.activations import get_activation
-from eqprop_lightning.nets.fc import State, euler_update
-from eqprop_lightning.nets.protocol import repeat_batch
+from eqprop_lightning.nets.nudge import euler_update
+from eqprop_lightning.nets.protocol import State, repeat_batch
 
 
 @dataclass
