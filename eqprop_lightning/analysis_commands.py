@@ -36,6 +36,8 @@ from eqprop_lightning.analysis import (
     write_gdu,
     write_recipe,
 )
+from eqprop_lightning.datamodules.mnist_files import MNISTFiles, hold_out
+from eqprop_lightning.datamodules.sampling import make_loader
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import GradientEstimator, net_and_rule
 from eqprop_lightning.run_dirs import next_dir, run_root
@@ -184,14 +186,44 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         config = read_configs(args)
     except (OSError, ValueError, yaml.YAMLError):
         return None  # the CLI reports it
-    if config is None:
+    if config is None or not _readable(config):
         return None
+    model, seed = config["model"], config["seed_everything"]
+    net_cfg, data_args = _subclass(model["net"]), _subclass(config["data"])["init_args"]
+    root = run_root(config.get("trainer", {}))
+    if root is None or data_args.get("num_workers") or set(data_args) - MNIST_OPTIONS:
+        return None
+    files = MNISTFiles(data_args.get("data_dir"))
+    if files.missing():
+        return None  # the data module downloads them, or says where it looked
+    module, name = str(net_cfg["class_path"]).rsplit(".", 1)
+    net_class = getattr(importlib.import_module(module), name, None)
+    net_args = net_cfg["init_args"]
+    if net_class is None or set(net_args) - set(inspect.signature(net_class).parameters):
+        return None  # the CLI names what it does not know
+    _seed_everything(seed)
+    options = {k: v for k, v in model.items() if k in RULE_OPTIONS}
+    net, rule = net_and_rule(net_class(**net_args), **options, seed=seed)  # inside its readout
+    flatten = data_args.get("flatten", True)
+    check_net_fits(net, (784,) if flatten else (1, 28, 28), 10, "MNISTDataModule")
+    batches = _training_batches(files, data_args, seed, n_batches)
+    if batches is None:
+        return None
+    settings = RULE_DEFAULTS | options
+    T, K, beta, symmetric = (settings[k] for k in ("T", "K", "beta", "symmetric"))
+    return AnalysisInputs(net, rule, T, K, beta, symmetric, batches, root, net_cfg)
+
+
+def _readable(config: dict) -> bool:
+    """Whether ``config`` holds only what :func:`analysis_inputs` knows: the MNIST data module,
+    a net of :mod:`eqprop_lightning.nets`, the rule's and training's settings, the trainer and
+    logger options listed above and an integer seed."""
     model, data = config.get("model", {}), _subclass(config.get("data", {}))
-    seed = config.get("seed_everything")
     net_cfg = _subclass(model.get("net", {}))
     trainer = config.get("trainer", {})
     logger = trainer.get("logger") if isinstance(trainer, dict) else None
-    if (
+    seed = config.get("seed_everything")
+    return not (
         set(config) - CONFIG_KEYS
         or not isinstance(trainer, dict)
         or set(trainer) - TRAINER_OPTIONS
@@ -203,35 +235,20 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         or set(data) - {"class_path", "init_args"}
         or not isinstance(seed, int)
         or isinstance(seed, bool)
-    ):
-        return None
-    from eqprop_lightning.datamodules.mnist_files import MNISTFiles, hold_out
-    from eqprop_lightning.datamodules.sampling import make_loader
+    )
 
-    options = {k: v for k, v in model.items() if k in RULE_OPTIONS}
-    settings = RULE_DEFAULTS | options
-    data_args = data.get("init_args", {})
-    root = run_root(trainer)
-    if root is None or data_args.get("num_workers") or set(data_args) - MNIST_OPTIONS:
-        return None
-    files = MNISTFiles(data_args.get("data_dir"))
-    if files.missing():
-        return None  # the data module downloads them, or says where it looked
-    module, name = str(net_cfg["class_path"]).rsplit(".", 1)
-    net_class = getattr(importlib.import_module(module), name, None)
-    net_args = net_cfg.get("init_args", {})
-    if net_class is None or set(net_args) - set(inspect.signature(net_class).parameters):
-        return None  # the CLI names what it does not know
-    _seed_everything(seed)
-    net = net_class(**net_args)
-    flatten = data_args.get("flatten", True)
-    net, rule = net_and_rule(net, **options, seed=seed)  # the net inside its readout, if any
-    check_net_fits(net, (784,) if flatten else (1, 28, 28), 10, "MNISTDataModule")
+
+def _training_batches(
+    files: MNISTFiles, data_args: dict, seed: int, n_batches: int
+) -> list[tuple[Tensor, Tensor]] | None:
+    """The first ``n_batches`` of the data module's shuffled training loader (without the
+    held-out ``val_split``), or ``None`` where the data module must say what is wrong."""
     verify = data_args.get("verify_checksums", True)
     train_count = files.check(verify)["train-labels-idx1-ubyte"].count
     val_split = data_args.get("val_split", 0)
     if val_split >= train_count:
         return None  # the data module's error
+    flatten = data_args.get("flatten", True)
     train = files.load(("train",), flatten, thorough=False, verify_checksums=verify)["train"]
     if val_split:
         split_seed = data_args.get("split_seed")
@@ -239,18 +256,7 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
     loader = make_loader(train, data_args.get("batch_size", 20), True, 0, "MNISTDataModule")
     if n_batches > len(loader):
         raise ConfigError(f"--batches={n_batches}: the training set has only {len(loader)} batches")
-    batches = list(itertools.islice(loader, n_batches))
-    return AnalysisInputs(
-        net,
-        rule,
-        settings["T"],
-        settings["K"],
-        settings["beta"],
-        settings["symmetric"],
-        batches,
-        root,
-        net_cfg,
-    )
+    return list(itertools.islice(loader, n_batches))
 
 
 def _subclass(node: dict) -> dict:
