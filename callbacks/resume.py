@@ -49,6 +49,16 @@ class LastCheckpoint(ModelCheckpoint):
         self._deferred = False  # a stop waits for the evaluation in progress to end
         self._cut_short = False  # the last batch ended the run inside its epoch
 
+    @property
+    def last_path(self) -> Path | None:
+        """This run's ``last.ckpt``, if there is one (``best_model_path`` is not it: the saves
+        inside an epoch do not set it, and a resumed callback restores the path of the run its
+        checkpoint came from)."""
+        if self.dirpath is None:
+            return None
+        path = Path(self.format_checkpoint_name({}))
+        return path if path.is_file() else None
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # one process only: under DDP, Lightning's SIGTERM handler broadcasts from inside the
         # handler, so Ctrl-C keeps Lightning's behaviour there (and the last epoch's checkpoint)

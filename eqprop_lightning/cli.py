@@ -242,14 +242,12 @@ class EqPropCLI(LightningCLI):
             results = f"none written (no epoch completed; max_epochs={self.trainer.max_epochs})"
         lines = [f"results: {results}"]
         for ckpt in self.trainer.checkpoint_callbacks:
-            # a resumed callback holds the paths of the run its checkpoint came from, which
-            # need not be here (a copy of a finished run's last.ckpt trains nothing, saves none)
-            path = ckpt.best_model_path if Path(ckpt.best_model_path).is_file() else ""
             if isinstance(ckpt, LastCheckpoint):
-                # a top-1 checkpoint without a monitor: its "best" is the latest
-                lines.append(f"last checkpoint: {path or 'none written'}")
+                lines.append(f"last checkpoint: {ckpt.last_path or 'none written'}")
             elif isinstance(ckpt, ModelCheckpoint) and ckpt.monitor:
-                best = path
+                # a resumed callback holds the paths of the run its checkpoint came from, which
+                # need not be here (a copy of a finished run's last.ckpt trains nothing)
+                best = ckpt.best_model_path if Path(ckpt.best_model_path).is_file() else ""
                 if best:  # Lightning counts the epochs in its file names from 0
                     epoch = read_checkpoint(best)["epoch"] + 1
                     best = f"{best} (epoch {epoch} of results.json)"

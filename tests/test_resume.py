@@ -128,6 +128,20 @@ def test_a_max_steps_stop_at_an_epochs_end_or_without_evaluation_resumes_exactly
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
 
 
+def test_a_stop_inside_the_first_epoch_names_the_checkpoint_it_wrote(
+    fake_mnist, tmp_path, monkeypatch, caplog
+):
+    """max_steps inside the first epoch saves last.ckpt there (resumable), and the end of fit
+    names it: it said "none written", as the mid-epoch save set no path the CLI read."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    with caplog.at_level("INFO"):
+        main([*small_fit(fake_mnist), "--trainer.max_epochs", "1", "--trainer.max_steps", "2"])
+    last = Path("runs/p1h/version_0/checkpoints/last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    assert f"last checkpoint: {last}\n" in caplog.text + "\n"
+
+
 def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     fake_mnist, tmp_path, monkeypatch, caplog
 ):
