@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -28,8 +29,12 @@ def user_cache_dir() -> Path:
 
 
 def is_writable(directory: Path) -> bool:
-    """Whether a file can be created in ``directory`` (probed, as root ignores permission bits)."""
+    """Whether ``directory`` may receive files: its permission bits let someone write there
+    (root ignores them, but a folder made read-only for all is meant to stay as it is), and a
+    file can be created in it (probed: a read-only mount)."""
     try:
+        if not directory.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+            return False
         with tempfile.TemporaryFile(dir=directory):
             return True
     except OSError:

@@ -18,6 +18,7 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule, mnist_files
+from eqprop_lightning.datamodules.data_root import is_writable
 from eqprop_lightning.datamodules.mnist_files import ENV_VAR, MNIST_MD5
 from eqprop_lightning.errors import DataError
 
@@ -145,6 +146,25 @@ def test_unwritable_root_uses_cache(
     for name in MNIST_MD5:
         assert (cache_raw / name).is_file()
         assert not (root / "MNIST" / "raw" / name).exists()
+
+
+def test_a_folder_without_write_permission_is_left_alone(
+    fake_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only folder (mode r-x for all, like ../shared/data) gets no gunzipped copies,
+    even from root, whom the permission bits do not stop: the P-conv runs wrote 55 MB there."""
+    root = _gz_only_copy(fake_mnist, tmp_path / "read_only")
+    raw = root / "MNIST" / "raw"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    raw.chmod(0o555)
+    try:
+        assert not is_writable(raw)
+        dm = _fake_dm(root)
+        assert len(dm.test_set) == FAKE_TEST_SIZE
+        assert sorted(p.name for p in raw.iterdir()) == sorted(f"{n}.gz" for n in MNIST_MD5)
+    finally:
+        raw.chmod(0o755)
+    assert is_writable(raw)
 
 
 def test_missing_data_download_fails_with_clear_error(tmp_path: Path, no_download: None) -> None:
