@@ -230,7 +230,9 @@ class EqPropModule(L.LightningModule):
         """Output of the free phase (``T`` steps from zeros), without gradients (it runs under
         ``torch.no_grad``: the rules build their own graphs)."""
         with torch.no_grad():
-            s = free_phase(self.net, self.net.static_terms(x), self.net.init_state(x), self.rule.T)
+            _, s = free_phase(
+                self.net, self.net.static_terms(x), self.net.init_state(x), self.rule.T
+            )
         return self.net.output(s)
 
     def setup(self, stage: str) -> None:

@@ -347,7 +347,7 @@ def test_text_config_starts_with_every_output_alive(
     x, _ = cli.datamodule.on_after_batch_transfer(batch, 0)
     net = cli.model.net
     with torch.no_grad():
-        s = free_phase(net, net.static_terms(x), net.init_state(x), cli.model.rule.T)
+        _, s = free_phase(net, net.static_terms(x), net.init_state(x), cli.model.rule.T)
     alive = (net.output(s) != 0).any(0)
     assert alive.all(), f"output units {(~alive).nonzero().flatten().tolist()} start at 0"
 

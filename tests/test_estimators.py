@@ -58,7 +58,7 @@ def implicit_gradient(net, x, y):
     J = dF/ds at s* (a direct linear solve, independent of RBP's iteration)."""
     static = net.static_terms(x)
     with torch.no_grad():
-        s_star = free_phase(net, static, net.init_state(x), 2000)
+        _, s_star = free_phase(net, static, net.init_state(x), 2000)
     sizes = [t.numel() for t in s_star]
     shapes = [t.shape for t in s_star]
 
@@ -184,7 +184,7 @@ def test_batched_nudged_phases_equal_the_phases_one_after_the_other(kind):
     y = torch.eye(3, dtype=torch.float64)[torch.arange(5) % 3]
     static = net.static_terms(x)
     with torch.no_grad():
-        s_free = free_phase(net, static, net.init_state(x), 20)
+        _, s_free = free_phase(net, static, net.init_state(x), 20)
     phases = _NudgedPrimitives(net)
     batched = phases(x, y, s_free, 6, (0.5, -0.5))
     one_by_one = torch.cat([phases(x, y, s_free, 6, (b,)) for b in (0.5, -0.5)])

@@ -86,9 +86,9 @@ def test_states_and_symmetric_ep_estimate_match_the_original(kind):
     x, beta = fixture["x"][0], fixture["betas"][1]
     static = net.static_terms(x)
     with torch.no_grad():
-        s_free = free_phase(net, static, net.init_state(x), fixture["T1"])
-        s_pos = nudged_phase(net, static, s_free, fixture["T2"], beta, y[0])
-        s_neg = nudged_phase(net, static, s_free, fixture["T2"], -beta, y[0])
+        _, s_free = free_phase(net, static, net.init_state(x), fixture["T1"])
+        _, s_pos = nudged_phase(net, static, s_free, fixture["T2"], beta, y[0])
+        _, s_neg = nudged_phase(net, static, s_free, fixture["T2"], -beta, y[0])
     for ours, theirs in (
         (s_free, fixture["free_neurons"]),
         (s_pos, fixture["nudged_neurons"]),

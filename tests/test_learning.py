@@ -77,8 +77,8 @@ def test_ep_surrogate_gradient_is_the_hand_written_update(batch):
     static = net.static_terms(x)
     beta = 0.2
     with torch.no_grad():
-        s_free = free_phase(net, static, net.init_state(x), 20)
-        s_nudged = nudged_phase(net, static, s_free, 5, beta, y)
+        _, s_free = free_phase(net, static, net.init_state(x), 20)
+        _, s_nudged = nudged_phase(net, static, s_free, 5, beta, y)
     ep_surrogate(net, static, s_free, s_nudged, 0.0, beta).backward()
     B = x.shape[0]
     w01, w1x = net.weights
@@ -96,8 +96,8 @@ def test_energy_based_ep_update_uses_rho_of_states(batch):
     static = net.static_terms(x)
     beta = 0.5
     with torch.no_grad():
-        s_free = free_phase(net, static, net.init_state(x), 30)
-        s_nudged = nudged_phase(net, static, s_free, 5, beta, y)
+        _, s_free = free_phase(net, static, net.init_state(x), 30)
+        _, s_nudged = nudged_phase(net, static, s_free, 5, beta, y)
     ep_surrogate(net, static, s_free, s_nudged, 0.0, beta).backward()
     rho, B = net.rho, x.shape[0]
     expected = (rho(s_nudged[0]).T @ rho(s_nudged[1]) - rho(s_free[0]).T @ rho(s_free[1])) / beta
@@ -113,8 +113,8 @@ def test_bptt_tracks_k_plus_one_transitions_for_fc_nets(batch):
     assert bptt_transitions(net, 5) == 6
     static = net.static_terms(x)
     with torch.no_grad():
-        s = free_phase(net, static, net.init_state(x), 10 - 6)
-    s = free_phase(net, static, s, 6)
+        _, s = free_phase(net, static, net.init_state(x), 10 - 6)
+    _, s = free_phase(net, static, s, 6)
     loss = 0.5 * (s[0] - y).pow(2).sum(1).mean()
     expected = torch.autograd.grad(loss, list(net.parameters()))
     net.zero_grad()

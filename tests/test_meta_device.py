@@ -28,8 +28,8 @@ def test_free_and_nudged_phases_stay_on_the_device(kind):
     net, x, y = meta_batch(kind)
     with torch.no_grad():
         static = net.static_terms(x)
-        s = free_phase(net, static, net.init_state(x), 3)
-        s = nudged_phase(net, static, s, 2, 0.5, y)
+        _, s = free_phase(net, static, net.init_state(x), 3)
+        _, s = nudged_phase(net, static, s, 2, 0.5, y)
     assert all(t.device == META for t in s)
 
 

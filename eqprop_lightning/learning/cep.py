@@ -26,7 +26,7 @@ from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.ep import ep_surrogate
 from eqprop_lightning.learning.estimator import Estimate, check_beta, check_phases
 from eqprop_lightning.learning.guard import last_step_change
-from eqprop_lightning.learning.phases import relax_with_previous
+from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.nets.protocol import Net
 
 
@@ -55,9 +55,7 @@ class ContinualEP:
         if apply is None:
             raise ConfigError("continual EP updates the weights at every step: give apply")
         with torch.no_grad():
-            before, s_free = relax_with_previous(
-                net, net.init_state(x), net.static_terms(x), self.T
-            )
+            before, s_free = free_phase(net, net.static_terms(x), net.init_state(x), self.T)
         output, change = net.output(s_free).detach(), last_step_change(before, s_free)
         previous, s = before, s_free
         total = torch.zeros((), dtype=output.dtype, device=output.device)

@@ -36,7 +36,7 @@ from eqprop_lightning.learning.nudging import (
     random_sign,
     symmetric,
 )
-from eqprop_lightning.learning.phases import relax_with_previous
+from eqprop_lightning.learning.phases import free_phase, nudged_phase
 from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased, output_cost
 from eqprop_lightning.nets.protocol import Net, repeat_batch
 
@@ -105,7 +105,7 @@ class _NudgedPrimitives(nn.Module):
         static = self.net.static_terms(repeat_batch(x, n)) if static is None else static.repeat(n)
         with torch.no_grad():
             start = [repeat_batch(t, n) for t in s_free]
-            previous, s = relax_with_previous(self.net, start, static, K, beta, repeat_batch(y, n))
+            previous, s = nudged_phase(self.net, static, start, K, beta, repeat_batch(y, n))
         phi = _primitive(self.net, static, s, previous)  # (n B,)
         nudge = self.net.beta_scale * (beta if n == 1 else beta.view(-1))
         phi = phi - nudge * output_cost(self.net, self.net.output(s), repeat_batch(y, n))
@@ -181,7 +181,7 @@ class EquilibriumProp:
         static = net.static_terms(x)
         nudges = self.nudges(step)
         with torch.no_grad():
-            before_free, s_free = relax_with_previous(net, net.init_state(x), static, self.T)
+            before_free, s_free = free_phase(net, static, net.init_state(x), self.T)
         phases = _NudgedPrimitives(net)
         if nudges.is_complex:
             check_holomorphic(net)

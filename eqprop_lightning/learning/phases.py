@@ -40,13 +40,16 @@ def relax(
     return relax_with_previous(net, s, static, steps, beta, y)[1]
 
 
-def free_phase(net: Net, static: StaticTerms, s: State, T: int) -> State:
-    """First phase: ``T`` steps at ``beta = 0`` towards the free fixed point ``s*``."""
-    return relax(net, s, static, T)
+def free_phase(net: Net, static: StaticTerms, s: State, T: int) -> tuple[State, State]:
+    """First phase: ``T`` steps at ``beta = 0`` towards the free fixed point ``s*``. Returns
+    the state one step before the end and ``s*`` (their difference is the convergence check;
+    the conv net's legacy pooling reads the former)."""
+    return relax_with_previous(net, s, static, T)
 
 
 def nudged_phase(
-    net: Net, static: StaticTerms, s_free: State, K: int, beta: float, y: Tensor
-) -> State:
-    """Second phase: ``K`` steps from ``s*`` with the output nudged towards ``y`` by ``beta``."""
-    return relax(net, s_free, static, K, beta, y)
+    net: Net, static: StaticTerms, s_free: State, K: int, beta: float | Tensor, y: Tensor
+) -> tuple[State, State]:
+    """Second phase: ``K`` steps from ``s*`` with the output nudged towards ``y`` by ``beta``
+    (a tensor: one nudge per example). Returns the state one step before the end and the end."""
+    return relax_with_previous(net, s_free, static, K, beta, y)

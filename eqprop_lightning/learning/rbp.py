@@ -21,7 +21,7 @@ from torch import Tensor
 from eqprop_lightning.learning.bptt import cost
 from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.guard import last_step_change
-from eqprop_lightning.learning.phases import relax_with_previous
+from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.nets import State
 from eqprop_lightning.nets.protocol import Net
 
@@ -60,7 +60,7 @@ class RecurrentBackprop:
     def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
         with torch.no_grad():
-            before, s_star = relax_with_previous(net, net.init_state(x), static, self.T)
+            before, s_star = free_phase(net, static, net.init_state(x), self.T)
         with torch.enable_grad():
             lam, transition = adjoint(net, s_star, static, y, self.K)
             objective = sum((f * m.detach()).sum() for f, m in zip(transition, lam, strict=True))
