@@ -217,22 +217,22 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
 def _readable(config: dict) -> bool:
     """Whether ``config`` holds only what :func:`analysis_inputs` knows: the MNIST data module,
     a net of :mod:`eqprop_lightning.nets`, the rule's and training's settings, the trainer and
-    logger options listed above and an integer seed."""
-    model, data = config.get("model", {}), _subclass(config.get("data", {}))
-    net_cfg = _subclass(model.get("net", {}))
-    trainer = config.get("trainer", {})
-    logger = trainer.get("logger") if isinstance(trainer, dict) else None
+    logger options listed above and an integer seed, each section a mapping (a bare class path
+    or ``null`` is the CLI's to resolve)."""
+    model, data, trainer = (config.get(k, {}) for k in ("model", "data", "trainer"))
+    net_cfg = model.get("net") if isinstance(model, dict) else None
+    if not all(isinstance(node, dict) for node in (model, data, trainer, net_cfg)):
+        return False
+    data, net_cfg = _subclass(data), _subclass(net_cfg)  # {class_path, init_args} only
+    logger = trainer.get("logger")
     seed = config.get("seed_everything")
     return not (
         set(config) - CONFIG_KEYS
-        or not isinstance(trainer, dict)
         or set(trainer) - TRAINER_OPTIONS
         or (isinstance(logger, dict) and set(_subclass(logger)["init_args"]) - LOGGER_OPTIONS)
         or data.get("class_path") != MNIST_DATA
         or not str(net_cfg.get("class_path", "")).startswith(NETS)
         or set(model) - RULE_OPTIONS - TRAINING_ONLY - {"net"}
-        or set(net_cfg) - {"class_path", "init_args"}
-        or set(data) - {"class_path", "init_args"}
         or not isinstance(seed, int)
         or isinstance(seed, bool)
     )
@@ -262,8 +262,6 @@ def _training_batches(
 def _subclass(node: dict) -> dict:
     """A ``{class_path, init_args}`` node with jsonargparse's shorthand undone: ``--data.x v``
     sets ``data.init_args.x``."""
-    if not isinstance(node, dict):
-        return node
     init = dict(node.get("init_args", {}))
     init.update({k: v for k, v in node.items() if k not in ("class_path", "init_args")})
     return {k: v for k, v in node.items() if k == "class_path"} | {"init_args": init}

@@ -23,6 +23,7 @@ from eqprop_lightning.analysis_commands import (
 )
 from eqprop_lightning.cli import analysis_inputs_from_cli
 from eqprop_lightning.config_files import resolved_config
+from eqprop_lightning.nets import PrototypicalFC
 from eqprop_lightning.run_dirs import next_dir, run_root
 from tests.test_configs import FLAT, as_now
 
@@ -131,11 +132,37 @@ def test_trainer_options_read_here_are_the_trainer_s() -> None:
         ["--model.unknown_option", "1"],  # the CLI's error
         ["--seed_everything", "true"],  # a random seed: Lightning draws it
         ["--print_config"],
+        ["--trainer.precision", "64"],  # a trainer option not read here: float64 nets
+        ["--trainer", "null"],  # not a mapping
+        ["--trainer.logger.init_args.sub_dir", "x"],  # a logger option not read here
+        ["--data.class_path", "eqprop_lightning.datamodules.ToyDataModule"],  # not MNIST
+        ["--data.shuffle", "false"],  # not an MNISTDataModule argument: the CLI's error
+        ["--optimizer", "torch.optim.Adam"],  # a top-level key not read here
+        ["--model.net.class_path", "tests.test_analysis_commands.OutsideNet"],
+        # a bare class path or null where a mapping was: the CLI resolves it
+        ["--data", "eqprop_lightning.datamodules.MNISTDataModule"],
+        ["--model.net", "eqprop_lightning.nets.PrototypicalFC"],
+        ["--model", "null"],
+        ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger"],
     ],
 )
 def test_what_the_reader_leaves_to_the_cli(extra: list[str], fake_mnist: Path) -> None:
     args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
     assert analysis_inputs([*args, *extra], 1) is None
+
+
+class OutsideNet(PrototypicalFC):
+    """A net outside :mod:`eqprop_lightning.nets` (whose module the reader must not import),
+    though it takes PrototypicalFC's arguments."""
+
+
+def test_a_validation_split_of_the_whole_training_set_is_left_to_the_data_module(
+    fake_mnist: Path,
+) -> None:
+    """``val_split`` = the 200 fake training images leaves none to train on: the data module's
+    error, not an empty loader's."""
+    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
+    assert analysis_inputs([*args, "--data.val_split", "200"], 1) is None
 
 
 def test_toy_config_is_left_to_the_cli() -> None:
@@ -165,6 +192,33 @@ def test_inputs_of_a_split_with_its_own_seed_equal_the_cli_s(
     monkeypatch.chdir(tmp_path)
     args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
     assert_same_inputs([*args, "--data.val_split", "50", "--data.split_seed", "3"])
+
+
+def test_inputs_of_a_split_seeded_by_seed_everything_equal_the_cli_s(
+    fake_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Without ``split_seed`` the held-out images are chosen by ``seed_everything`` (5 here, not
+    the config's 0), in the reader as in the data module."""
+    monkeypatch.chdir(tmp_path)
+    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
+    assert_same_inputs([*args, "--data.val_split", "50", "--seed_everything", "5"])
+
+
+def test_inputs_with_the_data_module_s_default_batch_size_equal_the_cli_s(
+    fake_mnist: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """A config that sets no batch size: the reader's default is the data module's (20)."""
+    monkeypatch.chdir(tmp_path)
+    text = (CONFIGS / "gdu" / "fig3_p1h.yaml").read_text()
+    text = text.replace("../base/p_fc.yaml", str(CONFIGS / "base" / "p_fc.yaml"))
+    lines = text.splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("data.init_args.batch"))
+    config = tmp_path / "no_batch_size.yaml"
+    config.write_text(text)
+    args = ["--config", str(config), "--model.T", "6", "--model.K", "3"]
+    args += ["--data.data_dir", str(fake_mnist), "--data.verify_checksums", "false"]
+    assert_same_inputs(args)
+    assert len(analysis_inputs(args, 1).batches[0][0]) == 20
 
 
 def test_inputs_of_all_the_epoch_s_batches_equal_the_cli_s(

@@ -399,3 +399,21 @@ def test_gdu_last_cumulative_update_is_the_ep_rules_estimate_with_legacy_pooling
     estimate = torch.autograd.grad(objective, list(weights.values()))
     for label, g in zip(weights, estimate, strict=True):
         torch.testing.assert_close(result.DT[label][-1], g)
+
+
+def test_continual_eps_first_update_is_the_ep_rules_with_legacy_pooling():
+    """Continual EP's first per-step update, from s(T) to s(T+1), is the EP rule's estimate
+    with K = 1: with legacy pooling both pool the free state's primitive at the argmax of
+    s(T-1), the state free_phase returns before s(T) (three steps from zeros: far from
+    converged, so pooling at the argmax of s(T) instead moves the update)."""
+    torch.manual_seed(0)
+    net = ConvPrototypical(**NETS["two_conv"], activation="hardsigm", legacy_pooling=True).double()
+    x, y = random_batch(net)
+    T, beta = 3, 0.1
+    weights = list(synapse_weights(net).values())
+    objectives = []
+    make_rule("cep", T, 1, beta)(net, x, y, apply=lambda e: objectives.append(e.objective))
+    continual = torch.autograd.grad(objectives[0], weights)
+    ep = torch.autograd.grad(make_rule("ep", T, 1, beta)(net, x, y).objective, weights)
+    for a, b in zip(continual, ep, strict=True):
+        torch.testing.assert_close(a, b)

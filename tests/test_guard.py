@@ -13,8 +13,10 @@ import torch
 
 from eqprop_lightning.cli import main
 from eqprop_lightning.learning import (
+    ContinualEP,
     DivergenceError,
     EquilibriumProp,
+    RecurrentBackprop,
     TruncatedBPTT,
     locate_nonfinite,
 )
@@ -77,6 +79,24 @@ def test_last_step_change_is_the_free_phases_last_step(rule):
         torch.testing.assert_close(estimate.last_change, expected, rtol=0, atol=0)
         changes.append(float(expected.max()))
     assert 0 < changes[1] < changes[0] / 10
+
+
+@pytest.mark.parametrize(
+    "rule", [RecurrentBackprop(5, 2), ContinualEP(5, 2, 0.1)], ids=["rbp", "cep"]
+)
+def test_rbp_and_continual_ep_report_the_free_phases_output_and_last_step(rule):
+    """RBP and continual EP read free_phase's pair in order: their output is s(T)'s, not the
+    state one step before, and their diagnostic is the last step, as computed by hand."""
+    torch.manual_seed(0)
+    net = EnergyBasedFC([3, 8, 6], "sigm", dt=0.2)
+    x, y = torch.rand(8, 6), torch.eye(3)[torch.randint(0, 3, (8,))]
+    options = {"apply": lambda estimate: None} if rule.continual else {}
+    estimate = rule(net, x, y, **options)
+    _, s = free_steps_by_hand(net, x, 5)
+    torch.testing.assert_close(estimate.output, net.output(s), rtol=0, atol=0)
+    expected = last_change_by_hand(net, x, 5)
+    assert float(expected.min()) > 0
+    torch.testing.assert_close(estimate.last_change, expected, rtol=0, atol=0)
 
 
 class Poison(L.Callback):

@@ -10,6 +10,7 @@ import shutil
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -17,7 +18,7 @@ from torch.utils.data import RandomSampler, SequentialSampler
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
-from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule, mnist_files
+from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule, data_root, mnist_files
 from eqprop_lightning.datamodules.data_root import is_writable
 from eqprop_lightning.datamodules.mnist_files import ENV_VAR, MNIST_MD5
 from eqprop_lightning.errors import DataError
@@ -165,6 +166,34 @@ def test_a_folder_without_write_permission_is_left_alone(
     finally:
         raw.chmod(0o755)
     assert is_writable(raw)
+
+
+def test_a_folder_whose_write_probe_fails_is_not_writable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The permission bits are not enough: a folder with write bits on a read-only mount (the
+    probe's file cannot be created) is not writable; a folder that does not exist is not."""
+    assert is_writable(tmp_path)
+    assert not is_writable(tmp_path / "missing")
+
+    def read_only_mount(**kwargs) -> None:
+        raise OSError(30, "Read-only file system", str(kwargs["dir"]))
+
+    monkeypatch.setattr(data_root, "tempfile", SimpleNamespace(TemporaryFile=read_only_mount))
+    assert tmp_path.stat().st_mode & 0o200
+    assert not is_writable(tmp_path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root writes past the owner's bits")
+def test_a_folder_its_group_or_others_may_write_is_writable(tmp_path: Path) -> None:
+    """Any write bit (the owner's, the group's or the others') lets root write there: only a
+    folder no one may write is left alone."""
+    for mode in (0o575, 0o557):
+        tmp_path.chmod(mode)
+        try:
+            assert is_writable(tmp_path), oct(mode)
+        finally:
+            tmp_path.chmod(0o755)
 
 
 def test_missing_data_download_fails_with_clear_error(tmp_path: Path, no_download: None) -> None:

@@ -165,6 +165,29 @@ def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     assert list((tmp_path / "runs").glob("*/*/results.json")) == []
 
 
+def test_resuming_a_finished_run_with_a_split_elsewhere_names_no_best_checkpoint(
+    fake_mnist, tmp_path, monkeypatch, caplog
+):
+    """With a validation split, the resumed best-checkpoint callback holds the path of the
+    run the copy came from, which is not there: the end of fit names no best checkpoint (nor
+    reads that file for its epoch)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.max_epochs", "1", "--data.val_split", "20"]
+    with caplog.at_level("INFO"):
+        main(args)
+    best = Path("runs/p1h/version_0/checkpoints/epoch000.ckpt")
+    assert f"best checkpoint by val/error: {best} (epoch 1 of results.json)" in caplog.text
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes((tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").read_bytes())
+    (tmp_path / "runs").rename(tmp_path / "elsewhere")  # as on another machine
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main([*args, "--ckpt_path", str(copy)])
+    assert "best checkpoint by val/error: None\n" in caplog.text + "\n"
+    assert "epoch000.ckpt" not in caplog.text
+
+
 class Interrupt(__import__("lightning").Callback):
     """Sends ``signal`` (SIGINT is Ctrl-C) while batch ``batch_idx`` of epoch ``epoch``
     (0-based) trains, or during the first batch of the epoch's evaluation (``batch_idx = -1``);
