@@ -27,7 +27,8 @@ class LastCheckpoint(ModelCheckpoint):
     batch before one) waits for the evaluation to end and its checkpoint to be written: stopping
     inside it would lose the epoch's training, as Lightning cannot resume from there.
     A second Ctrl-C or SIGTERM stops at once. That, an error or a divergence keep the last good
-    ``last.ckpt`` (the previous epoch end, or an earlier graceful stop).
+    ``last.ckpt`` (the previous epoch end, or an earlier graceful stop). A Ctrl-C ignored when
+    the run started (``nohup``, a shell's background job) stays ignored.
     """
 
     def __init__(
@@ -67,7 +68,8 @@ class LastCheckpoint(ModelCheckpoint):
             and threading.current_thread() is threading.main_thread()
             and signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
         )  # Lightning's SIGTERM handler is in place
-        if self._handles_signals:
+        # an ignored Ctrl-C (nohup, a shell's background job) stays ignored, as Python leaves it
+        if self._handles_signals and signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
             self._default_sigint = signal.signal(signal.SIGINT, self._first_ctrl_c)
 
     def _first_ctrl_c(self, signum: int, frame: Any) -> None:

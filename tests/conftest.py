@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import signal
 import struct
 from pathlib import Path
 
@@ -66,3 +67,13 @@ def _restore_deterministic_mode():
     )
     yield
     torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+
+
+@pytest.fixture(autouse=True)
+def _ctrl_c_as_in_a_terminal():
+    """Ctrl-C raises KeyboardInterrupt in every test, however pytest was started (a shell
+    starts a background job with SIGINT ignored, which a run keeps: the stop tests would not
+    stop)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -228,7 +228,15 @@ class Interrupt(__import__("lightning").Callback):
     ],
 )
 def test_interrupt_then_resume_equals_uninterrupted_run(
-    fake_mnist, tmp_path, monkeypatch, caplog, signal, batch_idx, test_batch_size, again, saved_step
+    fake_mnist,
+    tmp_path,
+    monkeypatch,
+    caplog,
+    signal,
+    batch_idx,
+    test_batch_size,
+    again,
+    saved_step,
 ):
     """A stop leaves last.ckpt; resuming from it trains on the batches the uninterrupted run
     sees and ends with identical weights and results (deterministic algorithms on)."""
@@ -332,6 +340,24 @@ def test_a_stop_during_the_sanity_check_stops_there(
     assert "no checkpoint was written before the stop" in caplog.text
     assert list(tmp_path.rglob("*.ckpt")) == []
     assert (signal_.getsignal(signal_.SIGINT), signal_.getsignal(signal_.SIGTERM)) == handlers
+
+
+def test_an_ignored_ctrl_c_stays_ignored(fake_mnist, tmp_path, monkeypatch):
+    """A run started with SIGINT ignored (``nohup``, a shell's background job) keeps ignoring
+    Ctrl-C, as Python does: the run ends as planned, and SIGINT is still ignored after it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    previous = signal_.signal(signal_.SIGINT, signal_.SIG_IGN)
+    try:
+        main([
+            *small_fit(fake_mnist), "--trainer.max_epochs", "2",
+            "--trainer.callbacks+=tests.test_resume.Interrupt",
+        ])  # fmt: skip
+        assert signal_.getsignal(signal_.SIGINT) == signal_.SIG_IGN
+    finally:
+        signal_.signal(signal_.SIGINT, previous)
+    saved = torch.load("runs/p1h/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert saved["global_step"] == 10
 
 
 #: a fake ``time.perf_counter`` for the results writer: every training batch takes one second
