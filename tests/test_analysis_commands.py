@@ -184,24 +184,20 @@ def test_gdu_process_imports_neither_lightning_nor_torchvision(
     assert (tmp_path / "gdu.json").is_file()
 
 
-def test_inputs_of_a_split_with_its_own_seed_equal_the_cli_s(
-    fake_mnist: Path, tmp_path: Path, monkeypatch
+@pytest.mark.parametrize(
+    "seed",
+    [["--data.split_seed", "3"], ["--seed_everything", "5"]],
+    ids=["split_seed", "seed_everything"],
+)
+def test_inputs_of_a_split_equal_the_cli_s(
+    seed: list[str], fake_mnist: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """``--data.split_seed`` (3, not the config's seed_everything 0) chooses the held-out
-    images, hence the training batches analysed, in the reader as in the data module."""
+    """The held-out images, hence the training batches analysed, are chosen by
+    ``--data.split_seed`` (3) or else by ``seed_everything`` (5; the config's is 0), in the
+    reader as in the data module."""
     monkeypatch.chdir(tmp_path)
     args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
-    assert_same_inputs([*args, "--data.val_split", "50", "--data.split_seed", "3"])
-
-
-def test_inputs_of_a_split_seeded_by_seed_everything_equal_the_cli_s(
-    fake_mnist: Path, tmp_path: Path, monkeypatch
-) -> None:
-    """Without ``split_seed`` the held-out images are chosen by ``seed_everything`` (5 here, not
-    the config's 0), in the reader as in the data module."""
-    monkeypatch.chdir(tmp_path)
-    args = small(CONFIGS / "gdu" / "fig3_p1h.yaml", fake_mnist)
-    assert_same_inputs([*args, "--data.val_split", "50", "--seed_everything", "5"])
+    assert_same_inputs([*args, "--data.val_split", "50", *seed])
 
 
 def test_inputs_with_the_data_module_s_default_batch_size_equal_the_cli_s(

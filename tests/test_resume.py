@@ -142,6 +142,17 @@ def test_a_stop_inside_the_first_epoch_names_the_checkpoint_it_wrote(
     assert f"last checkpoint: {last}\n" in caplog.text + "\n"
 
 
+def resume_a_copy_elsewhere(tmp_path: Path, args: list[str], caplog) -> None:
+    """Resumes a copy of runs/p1h/version_0's last.ckpt after the runs moved away (as on
+    another machine); ``caplog`` holds that fit's log only."""
+    copy = tmp_path / "copy.ckpt"
+    copy.write_bytes((tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").read_bytes())
+    (tmp_path / "runs").rename(tmp_path / "elsewhere")
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        main([*args, "--ckpt_path", str(copy)])
+
+
 def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     fake_mnist, tmp_path, monkeypatch, caplog
 ):
@@ -153,12 +164,7 @@ def test_resuming_a_finished_run_elsewhere_names_no_file_it_did_not_write(
     monkeypatch.setattr("sys.argv", ["eqprop"])
     args = [*small_fit(fake_mnist), "--trainer.max_epochs", "1"]
     main(args)
-    copy = tmp_path / "copy.ckpt"
-    copy.write_bytes((tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").read_bytes())
-    (tmp_path / "runs").rename(tmp_path / "elsewhere")  # as on another machine
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        main([*args, "--ckpt_path", str(copy)])
+    resume_a_copy_elsewhere(tmp_path, args, caplog)
     assert "results: none written (no epoch completed; max_epochs=1)" in caplog.text
     assert "last checkpoint: none written" in caplog.text
     assert "version_0/checkpoints/last.ckpt" not in caplog.text
@@ -178,12 +184,7 @@ def test_resuming_a_finished_run_with_a_split_elsewhere_names_no_best_checkpoint
         main(args)
     best = Path("runs/p1h/version_0/checkpoints/epoch000.ckpt")
     assert f"best checkpoint by val/error: {best} (epoch 1 of results.json)" in caplog.text
-    copy = tmp_path / "copy.ckpt"
-    copy.write_bytes((tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt").read_bytes())
-    (tmp_path / "runs").rename(tmp_path / "elsewhere")  # as on another machine
-    caplog.clear()
-    with caplog.at_level("INFO"):
-        main([*args, "--ckpt_path", str(copy)])
+    resume_a_copy_elsewhere(tmp_path, args, caplog)
     assert "best checkpoint by val/error: None\n" in caplog.text + "\n"
     assert "epoch000.ckpt" not in caplog.text
 
