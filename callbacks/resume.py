@@ -157,7 +157,7 @@ class LastCheckpoint(ModelCheckpoint):
             super().on_exception(trainer, pl_module, exception)
         elif self.dirpath is None:  # stopped before setup (bad data): the error says it all
             return
-        elif (last := Path(self.dirpath, f"{self.filename}{self.FILE_EXTENSION}")).is_file():
+        elif (last := self.last_path) is not None:
             at_epoch_end = done == trainer.num_training_batches and not trainer.validating
             if stopped and at_epoch_end:
                 rank_zero_info(f"stopped after epoch {trainer.current_epoch}, saved in {last}")

@@ -348,15 +348,12 @@ def test_an_ignored_ctrl_c_stays_ignored(fake_mnist, tmp_path, monkeypatch):
     Ctrl-C, as Python does: the run ends as planned, and SIGINT is still ignored after it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
-    previous = signal_.signal(signal_.SIGINT, signal_.SIG_IGN)
-    try:
-        main([
-            *small_fit(fake_mnist), "--trainer.max_epochs", "2",
-            "--trainer.callbacks+=tests.test_resume.Interrupt",
-        ])  # fmt: skip
-        assert signal_.getsignal(signal_.SIGINT) == signal_.SIG_IGN
-    finally:
-        signal_.signal(signal_.SIGINT, previous)
+    signal_.signal(signal_.SIGINT, signal_.SIG_IGN)  # conftest restores it after the test
+    main([
+        *small_fit(fake_mnist), "--trainer.max_epochs", "2",
+        "--trainer.callbacks+=tests.test_resume.Interrupt",
+    ])  # fmt: skip
+    assert signal_.getsignal(signal_.SIGINT) == signal_.SIG_IGN
     saved = torch.load("runs/p1h/version_0/checkpoints/last.ckpt", weights_only=True)
     assert saved["global_step"] == 10
 
