@@ -7,6 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from eqprop_lightning import nets
@@ -117,3 +118,19 @@ def test_the_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     source = tmp_path / "m.py"
     source.write_text("def f():\n    from eqprop_lightning.callbacks.resume import RNGState\n")
     assert imported_modules(source) == {"eqprop_lightning.callbacks.resume"}
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_repeated_static_terms_step_every_copy_like_the_batch(name: str) -> None:
+    """``static_terms(x).repeat(n)`` is the :class:`Static` of ``n`` phase-major copies of the
+    batch: one step of the repeated state equals the step of the batch, copy by copy."""
+    torch.manual_seed(0)
+    net = EXAMPLES[name]()
+    x = torch.rand(3, *net.example_shape)
+    static = net.static_terms(x)
+    s = [torch.rand_like(t) for t in net.init_state(x)]
+    with torch.no_grad():
+        once = net.step(s, static)
+        thrice = net.step([torch.cat([t] * 3) for t in s], static.repeat(3))
+    for a, b in zip(once, thrice, strict=True):
+        torch.testing.assert_close(b, torch.cat([a] * 3))

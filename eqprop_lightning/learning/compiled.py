@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from eqprop_lightning.nets import State
+from eqprop_lightning.nets import State, Static
 
 #: Steps unrolled into one graph: compile time grows with it, the per-call overhead (tens of
 #: microseconds) is shared by its steps; a longer phase runs the same graph several times.
@@ -49,7 +49,15 @@ class CompiledRelaxation:
             self.compiled[device.type] = torch.compile(loop, dynamic=False, mode=mode)
         return self.compiled[device.type]
 
-    def _chunk(self, loop: Loop, s: State, static, steps: int, beta, y) -> tuple[State, State]:
+    def _chunk(
+        self,
+        loop: Loop,
+        s: State,
+        static: Static,
+        steps: int,
+        beta: float | Tensor,
+        y: Tensor | None,
+    ) -> tuple[State, State]:
         device = s[0].device
         if device.type == "cuda":
             # a CUDA graph overwrites its outputs at the next replay: keep copies
@@ -59,7 +67,13 @@ class CompiledRelaxation:
         return self._compiled_for(device, loop)(self.step, s, static, steps, beta, y)
 
     def __call__(
-        self, loop: Loop, s: State, static, steps: int, beta: float | Tensor = 0.0, y=None
+        self,
+        loop: Loop,
+        s: State,
+        static: Static,
+        steps: int,
+        beta: float | Tensor = 0.0,
+        y: Tensor | None = None,
     ) -> tuple[State, State]:
         """``loop(net.step, s, static, steps, beta, y)``, compiled in chunks of ``UNROLL``."""
         complex_nudge = isinstance(beta, Tensor) and beta.is_complex()

@@ -37,13 +37,13 @@ from eqprop_lightning.learning.nudging import (
     symmetric,
 )
 from eqprop_lightning.learning.phases import free_phase, nudged_phase
-from eqprop_lightning.nets import LayeredFC, State, StaticTerms, ToyEnergyBased, output_cost
+from eqprop_lightning.nets import LayeredFC, State, Static, ToyEnergyBased, output_cost
 from eqprop_lightning.nets.protocol import Net, repeat_batch
 
 
 def ep_surrogate(
     net: Net,
-    static: StaticTerms,
+    static: Static,
     s1: State,
     s2: State,
     beta1: float,
@@ -66,7 +66,7 @@ def ep_surrogate(
     return -(phi(s2, p2) - phi(s1, p1)) / (net.beta_scale * (beta2 - beta1))
 
 
-def _primitive(net: Net, static: StaticTerms, s: State, previous: State | None) -> Tensor:
+def _primitive(net: Net, static: Static, s: State, previous: State | None) -> Tensor:
     """``Phi(x, s)`` per example (conv legacy pooling reads ``previous``), shape (B,)."""
     if net.uses_previous_state:
         return net.primitive(s, static, previous)
@@ -91,7 +91,7 @@ class _NudgedPrimitives(nn.Module):
         s_free: State,
         K: int,
         betas: tuple[complex, ...],
-        static: StaticTerms | None = None,
+        static: Static | None = None,
     ) -> Tensor:
         """``static``: the free phase's static terms, repeated for the ``n`` phases (so that the
         input terms are computed, and backpropagated, once per batch); without them (complex

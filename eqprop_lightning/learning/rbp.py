@@ -22,11 +22,13 @@ from eqprop_lightning.learning.bptt import cost
 from eqprop_lightning.learning.estimator import Estimate, check_phases
 from eqprop_lightning.learning.guard import last_step_change
 from eqprop_lightning.learning.phases import free_phase
-from eqprop_lightning.nets import State
+from eqprop_lightning.nets import State, Static
 from eqprop_lightning.nets.protocol import Net
 
 
-def adjoint(net: Net, s_star: State, static, y: Tensor, iterations: int) -> tuple[State, State]:
+def adjoint(
+    net: Net, s_star: State, static: Static, y: Tensor, iterations: int
+) -> tuple[State, State]:
     """``(lambda, F(s*))``: ``lambda`` after ``iterations`` steps of ``lambda <- (dF/ds)^T lambda
     + dl/ds``, and the transition ``F(x, s*, theta)`` still attached to the parameters."""
     s = [t.detach().requires_grad_(True) for t in s_star]

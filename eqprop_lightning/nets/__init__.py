@@ -4,7 +4,7 @@ from eqprop_lightning.nets.activations import ACTIVATIONS, Activation, get_activ
 from eqprop_lightning.nets.conv import ConvPrototypical, ConvStaticTerms
 from eqprop_lightning.nets.fc import EnergyBasedFC, LayeredFC, PrototypicalFC, StaticTerms
 from eqprop_lightning.nets.hopfield import HopfieldClassifier, HopfieldStaticTerms
-from eqprop_lightning.nets.protocol import NET_FLAGS, Net, State
+from eqprop_lightning.nets.protocol import NET_FLAGS, Net, State, Static
 from eqprop_lightning.nets.readout import SoftmaxReadout, output_cost
 from eqprop_lightning.nets.toy import ToyEnergyBased
 
@@ -21,6 +21,7 @@ __all__ = [
     "Net",
     "PrototypicalFC",
     "State",
+    "Static",
     "SoftmaxReadout",
     "StaticTerms",
     "ToyEnergyBased",

@@ -11,7 +11,7 @@ each class's docstring states its equations.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +23,15 @@ State = list[Tensor]
 def repeat_batch(t: Tensor | None, n: int) -> Tensor | None:
     """``n`` copies of ``t`` along the batch axis, phase-major: (B, ...) -> (n B, ...)."""
     return t if t is None or n == 1 else torch.cat([t] * n)
+
+
+class Static(Protocol):
+    """Per-batch constants of a net's dynamics (its input terms, attached to the parameters),
+    computed once per batch by :meth:`Net.static_terms`; each net has its own dataclass."""
+
+    def repeat(self, n: int) -> Static:
+        """The terms of ``n`` copies of the batch, phase-major (the couplings are shared)."""
+        ...
 
 
 @runtime_checkable
@@ -62,19 +71,18 @@ class Net(Protocol):
         """The free phase's starting state for the batch ``x`` (zeros)."""
         ...
 
-    def static_terms(self, x: Tensor) -> Any:
-        """Per-batch constants of the dynamics (input terms attached to the parameters), whose
-        ``repeat(n)`` gives those of ``n`` copies of the batch (the nudged phases of one batched
-        relaxation; the gradient of every copy flows back to the one computation)."""
+    def static_terms(self, x: Tensor) -> Static:
+        """The batch's :class:`Static` terms; ``repeat(n)`` gives those of the nudged phases of
+        one batched relaxation (the gradient of every copy flows back to the one computation)."""
         ...
 
     def step(
-        self, s: State, static: Any, beta: float | Tensor = 0.0, y: Tensor | None = None
+        self, s: State, static: Static, beta: float | Tensor = 0.0, y: Tensor | None = None
     ) -> State:
         """One synchronous update ``s <- F(x, s, theta)``, nudged towards ``y`` by ``beta``."""
         ...
 
-    def primitive(self, s: State, static: Any, *previous: State) -> Tensor:
+    def primitive(self, s: State, static: Static, *previous: State) -> Tensor:
         """``Phi(x, s)`` per example, shape (B,)."""
         ...
 
