@@ -17,6 +17,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+#: added to the exception of a ``fit`` stopped before any ``last.ckpt`` was written
+NO_CHECKPOINT_NOTE = "no checkpoint was written before the stop"
+
 
 class LastCheckpoint(ModelCheckpoint):
     """``last.ckpt`` after every epoch, and when training stops gracefully in the middle of one.
@@ -150,6 +153,14 @@ class LastCheckpoint(ModelCheckpoint):
         self._release_signals()
         if trainer.state.fn != TrainerFn.FITTING:  # test, validate, predict write no checkpoint
             return
+        self._report_stop(trainer, pl_module, exception)
+        if self.last_path is None:
+            exception.add_note(NO_CHECKPOINT_NOTE)
+
+    def _report_stop(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Save a graceful stop inside an epoch; else say which checkpoint is kept, if any."""
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         mid_epoch = 0 < done < trainer.num_training_batches and not trainer.validating
         stopped = isinstance(exception, SIGTERMException)
@@ -164,7 +175,7 @@ class LastCheckpoint(ModelCheckpoint):
             else:
                 rank_zero_info(f"kept the last good checkpoint {last}")
         else:
-            rank_zero_info(f"no checkpoint was written before the stop (none in {self.dirpath})")
+            rank_zero_info(f"{NO_CHECKPOINT_NOTE} (none in {self.dirpath})")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -259,6 +259,12 @@ def _stopped(err: BaseException, command: str) -> str | None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(err, SIGTERMException):
+            from eqprop_lightning.callbacks.resume import NO_CHECKPOINT_NOTE
+
+            if NO_CHECKPOINT_NOTE in getattr(err, "__notes__", ()):
+                return (
+                    "stopped by Ctrl-C or SIGTERM before any checkpoint was written: run it again"
+                )
             hint = RESUME_HINTS.get(command)
             return "stopped by Ctrl-C or SIGTERM" + (f"; {hint}" if hint else "")
     return None

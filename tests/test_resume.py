@@ -233,6 +233,7 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     tmp_path,
     monkeypatch,
     caplog,
+    capsys,
     signal,
     batch_idx,
     test_batch_size,
@@ -258,6 +259,17 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     with pytest.raises(SystemExit) as stop, caplog.at_level("INFO"):
         main([*args, *interrupt])
     assert stop.value.code == 1
+    # a second Ctrl-C is Lightning's KeyboardInterrupt exit, which prints its own line
+    errors = [line for line in capsys.readouterr().err.splitlines() if "eqprop: error" in line]
+    assert (
+        errors == []
+        if (signal, again) == ("SIGINT", True)
+        else errors
+        == [
+            "eqprop: error: stopped by Ctrl-C or SIGTERM; continue with "
+            "`eqprop fit --config ... --ckpt_path last` (the same options)"
+        ]
+    )
     runs = tmp_path / "runs" / "p1h"
     end = "stopped after epoch 2, saved in runs/p1h/cut/checkpoints/last.ckpt"
     assert (end in caplog.text) == (saved_step == 10)
@@ -320,11 +332,11 @@ class SanityInterrupt(__import__("lightning").Callback):
 
 @pytest.mark.parametrize("signal", ["SIGINT", "SIGTERM"])
 def test_a_stop_during_the_sanity_check_stops_there(
-    fake_mnist, tmp_path, monkeypatch, caplog, signal
+    fake_mnist, tmp_path, monkeypatch, caplog, capsys, signal
 ):
     """The sanity check runs before training: a stop there is not deferred (nothing could be
-    saved), the run ends with status 1 and no checkpoint, and Ctrl-C and SIGTERM are left as
-    they were."""
+    saved), the run ends with status 1 and no checkpoint (the error line says to run it again,
+    not to resume what is not there), and Ctrl-C and SIGTERM are left as they were."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
     handlers = signal_.getsignal(signal_.SIGINT), signal_.getsignal(signal_.SIGTERM)
@@ -340,6 +352,17 @@ def test_a_stop_during_the_sanity_check_stops_there(
     assert "stopping after this evaluation" not in caplog.text
     assert "no checkpoint was written before the stop" in caplog.text
     assert list(tmp_path.rglob("*.ckpt")) == []
+    # Ctrl-C before training is Lightning's KeyboardInterrupt exit, which prints its own line
+    errors = [line for line in capsys.readouterr().err.splitlines() if "eqprop: error" in line]
+    assert (
+        errors == []
+        if signal == "SIGINT"
+        else errors
+        == [
+            "eqprop: error: stopped by Ctrl-C or SIGTERM before any checkpoint was written: "
+            "run it again"
+        ]
+    )
     assert (signal_.getsignal(signal_.SIGINT), signal_.getsignal(signal_.SIGTERM)) == handlers
 
 
