@@ -253,10 +253,14 @@ class IMDBDataModule(TextDataModule):
             items = reviews[split]
             counts = {n: sum(1 for r in items if r[1] == lab) for n, lab in LABELS.items()}
             if not all(counts.values()):
+                expected = (
+                    f"labels 0 (neg) and 1 (pos) in its y_{split}"
+                    if source.name == NPZ_NAME
+                    else f"reviews in both aclImdb/{split}/pos/*.txt and aclImdb/{split}/neg/*.txt"
+                )
                 raise DataError(
                     f"IMDB {split} split in {source} is incomplete: review counts {counts}; "
-                    f"expected reviews in both aclImdb/{split}/pos/*.txt and "
-                    f"aclImdb/{split}/neg/*.txt."
+                    f"expected {expected}."
                 )
             limit = self._limits[split]
             if limit is not None:

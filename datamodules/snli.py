@@ -75,11 +75,11 @@ def _read_jsonl(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
             rows += 1
             where = f", line {lineno}"
             try:
-                record = json.loads(raw.decode("utf-8"))
+                record = json.loads(raw.decode("utf-8-sig"))  # skips a BOM, as pandas does
             except UnicodeDecodeError as err:
                 raise DataError(f"{path}{where}: not UTF-8 text ({err})") from err
             except json.JSONDecodeError as err:
-                line = raw.decode("utf-8").rstrip("\r\n")
+                line = raw.decode("utf-8-sig").rstrip("\r\n")
                 problem = (
                     "the line ends early (truncated?)"
                     if err.pos >= len(line)
@@ -102,7 +102,7 @@ def _read_jsonl(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
 def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
     pairs: list[Pair] = []
     rows = 0
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:  # skips a BOM, as pandas does
         reader = csv.DictReader(fh)
         start = 1  # line where the row being read starts
         try:

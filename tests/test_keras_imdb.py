@@ -152,3 +152,20 @@ def test_malformed_npz_is_a_data_error(keras_root: Path) -> None:
     np.savez(keras_root / "imdb.npz", x_train=_object_array([[1]]))
     with pytest.raises(DataError, match="lacks"):
         read_keras_imdb(keras_root)
+
+
+def test_one_class_npz_split_is_named_with_keras_advice(keras_root: Path) -> None:
+    """A split of imdb.npz holding one class is refused with advice about its arrays, not about
+    the Stanford folder's pos/neg files, which this source does not read."""
+    np.savez(
+        keras_root / "imdb.npz",
+        x_train=_object_array([r for r, _ in TRAIN]),
+        y_train=np.array([y for _, y in TRAIN]),
+        x_test=_object_array([r for r, _ in TEST]),
+        y_test=np.array([1 for _ in TEST]),
+    )
+    with pytest.raises(DataError) as err:
+        _datamodule(keras_root, seq_len=2)
+    message = str(err.value)
+    assert "test split" in message and "{'neg': 0, 'pos': 2}" in message
+    assert "y_test" in message and "aclImdb" not in message

@@ -21,7 +21,7 @@ from eqprop_lightning.datamodules import imdb as imdb_module
 from eqprop_lightning.datamodules import text as text_module
 from eqprop_lightning.datamodules.data_root import ENV_VAR
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
-from eqprop_lightning.datamodules.snli import SNLIDataModule
+from eqprop_lightning.datamodules.snli import SNLIDataModule, read_snli_file
 from eqprop_lightning.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ PAD = ""  # padding position in the expected token lists
 
 # Hand-written reviews: (relative path, text). Expected tokens below are written by hand.
 REVIEWS = {
-    # <b> dropped; <br /> leaves no space so "GREAT!I" -> "great ! i"; truncated to 8 tokens.
+    # <b> dropped; <br /> becomes a space: "GREAT! I" -> "great ! i"; truncated to 8 tokens.
     "train/pos/0_9.txt": "This movie was <b>GREAT</b>!<br /><br />I loved it.",
     # [bracketed] span removed; "a" is OOV (no stop words in word2vec) and dropped.
     "train/pos/1_8.txt": "A wonderful [spoiler removed] story, really good.",
@@ -128,12 +128,14 @@ def imdb_root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def imdb_tar_root(tmp_path: Path) -> Path:
-    """A data root holding only a tiny ``aclImdb_v1.tar.gz``."""
+    """A data root holding only a tiny ``aclImdb_v1.tar.gz``, its members in reverse order (the
+    Stanford tarball is not sorted; ``tar.add`` would write them sorted)."""
     src = _write_imdb(tmp_path / "src")
     root = tmp_path / "tar_root"
     root.mkdir()
     with tarfile.open(root / "aclImdb_v1.tar.gz", "w:gz") as tar:
-        tar.add(src / "aclImdb", arcname="aclImdb")
+        for path in sorted((src / "aclImdb").rglob("*.txt"), reverse=True):
+            tar.add(path, arcname=str(path.relative_to(src)))
     return root
 
 
@@ -165,11 +167,27 @@ def _imdb(root: Path, w2v: Path, **kwargs) -> IMDBDataModule:
 
 
 def test_cleaning_and_tokenizing_by_hand() -> None:
-    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "ab  its 510, ok?!"
+    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "a b  its 510, ok?!"
     assert text_module.clean_imdb("x_y^z`w\\v") == "x_y^z`w\\v"  # the A-z typo keeps these
     assert text_module.clean_snli("Hi, there.Yes!") == "Hi there . Yes ! "
     assert text_module.clean_snli(float("nan")) == " "
     assert text_module.tokenize("Great MOVIE, really!") == ["great", "movie", ",", "really", "!"]
+
+
+def test_imdb_line_breaks_separate_words() -> None:
+    """The Stanford reviews break lines with ``<br />``; BeautifulSoup's text glues the words on
+    either side ("movie.the", out of vocabulary: both words were lost), and Toktok leaves a
+    period on a word inside the text ("movie.", out of vocabulary), where Keras's text, the
+    original's source, has the words alone."""
+    tokens = text_module.tokenize(text_module.clean_imdb("A fine movie.<br /><br />The end"))
+    assert tokens == ["a", "fine", "movie", ".", "the", "end"]
+    tokens = text_module.tokenize(text_module.clean_imdb("Good. Really good... 7.5 of 10."))
+    assert tokens == ["good", ".", "really", "good", ".", ".", ".", "7", ".", "5", "of", "10", "."]
+    assert text_module.tokenize(text_module.clean_imdb("good<BR/>plot<br>x")) == [
+        "good",
+        "plot",
+        "x",
+    ]
 
 
 def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
@@ -398,6 +416,23 @@ def test_snli_csv_form(snli_root: Path, w2v_file: Path, tmp_path: Path) -> None:
     dm.setup("fit")
     assert _tokens(dm, dm.train_set.ids) == EXPECTED_SNLI
     assert dm.train_set.labels.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_snli_file_with_a_utf8_bom_is_read(tmp_path: Path, suffix: str) -> None:
+    """Files saved by spreadsheet programs start with a UTF-8 byte order mark, which pandas (the
+    original's reader) skips; the CSV's first column was read as '\\ufeffgold_label' and the
+    file refused as lacking 'gold_label', the JSON lines file as not JSON."""
+    path = tmp_path / f"snli_1.0_dev{suffix}"
+    row = {"gold_label": "neutral", "sentence1": "A man.", "sentence2": "A dog."}
+    body = (
+        "gold_label,sentence1,sentence2\nneutral,A man.,A dog.\n"
+        if suffix == ".csv"
+        else json.dumps(row) + "\n" + json.dumps({**row, "gold_label": "entailment"}) + "\n"
+    )
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    expected = [("A man.", "A dog.", 0)] + ([("A man.", "A dog.", 2)] if suffix == ".jsonl" else [])
+    assert read_snli_file(path) == (expected, len(expected))
 
 
 def test_snli_missing_train_suggests_dev(snli_root: Path, w2v_file: Path) -> None:
