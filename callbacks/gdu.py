@@ -13,7 +13,8 @@ from eqprop_lightning.learning.estimator import check_beta
 
 
 class GDUCallback(L.Callback):
-    """Every ``every_n_steps`` optimizer steps (0, the default, turns it off), runs the GDU
+    """Every ``every_n_steps`` optimizer steps (0, the default, turns it off; with continual EP,
+    whose batch takes ``K`` steps, at the first batch end past each multiple), runs the GDU
     analysis of the model on a fixed batch (the first training batch it sees: the run's first,
     or after a resume the first one trained after it) and logs the mean relative RMSE per layer
     (``gdu/rmse/<s0|W01|...>``), the sign agreement per weight
@@ -53,6 +54,7 @@ class GDUCallback(L.Callback):
         self.T, self.K, self.beta = T, K, beta
         self.figures = figures
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._periods = 0  # whole periods of optimizer steps done at the last analysis
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.check_against(pl_module.hparams)
@@ -75,15 +77,20 @@ class GDUCallback(L.Callback):
                 "GDU check nudges as EP does; set gdu.beta"
             )
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.every_n_steps:  # a resumed run goes on counting from its global step
+            self._periods = trainer.global_step // self.every_n_steps
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.every_n_steps and self.batch is None:
             self.batch = tuple(t.detach().clone() for t in batch)
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if not self.every_n_steps or step % self.every_n_steps != 0:
+        step = trainer.global_step  # continual EP takes K optimizer steps per batch
+        if not self.every_n_steps or step // self.every_n_steps == self._periods:
             return
+        self._periods = step // self.every_n_steps
         hp = pl_module.hparams
         beta = hp.beta if self.beta is None else self.beta
         x, y = self.batch

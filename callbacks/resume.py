@@ -17,8 +17,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-#: added to the exception of a ``fit`` stopped before any ``last.ckpt`` was written
-NO_CHECKPOINT_NOTE = "no checkpoint was written before the stop"
+from eqprop_lightning.errors import NO_CHECKPOINT_NOTE
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -167,8 +167,9 @@ def run_recipe(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Sign agreement of ``NT[-1]`` and ``DT[-1]`` per weight over several batches:
     ``{weight: {"same_sign" | "both_zero" | "total": {"mean", "std"}}}`` (percent), EP's
-    updates positive or ``symmetric``. Unlike the original, the std of ``total`` is the std of
-    the totals, not the sum of the two stds."""
+    updates positive or ``symmetric``. Unlike the original, the stds are sample stds (``n - 1``;
+    numpy's ``n`` there), and the std of ``total`` is the std of the totals, not the sum of the
+    two stds."""
     results = (gdu(net, x, y, T, K, beta, symmetric) for x, y in batches)
     per_batch = [sign_agreement(r.NT, r.DT) for r in results]
     out = {}

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from eqprop_lightning import __version__
-from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.errors import NO_CHECKPOINT_NOTE, ConfigError, DataError
 from eqprop_lightning.resources import resolve_config, resolve_config_args
 
 LIGHTNING_COMMANDS = {
@@ -259,8 +259,6 @@ def _stopped(err: BaseException, command: str) -> str | None:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         if isinstance(err, SIGTERMException):
-            from eqprop_lightning.callbacks.resume import NO_CHECKPOINT_NOTE
-
             if NO_CHECKPOINT_NOTE in getattr(err, "__notes__", ()):
                 return (
                     "stopped by Ctrl-C or SIGTERM before any checkpoint was written: run it again"

@@ -1,5 +1,9 @@
 """The errors the ``eqprop`` command reports in one line, without a traceback."""
 
+#: added by ``LastCheckpoint`` to the exception of a ``fit`` stopped before any ``last.ckpt`` was
+#: written, so that the command's one line says to run it again rather than to resume
+NO_CHECKPOINT_NOTE = "no checkpoint was written before the stop"
+
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field, the value and what is

@@ -153,6 +153,18 @@ def test_gdu_callback_on_a_bptt_model_analyses_with_its_beta(monkeypatch) -> Non
     assert seen == [(6, 2, 0.05, False)] * 2
 
 
+def test_gdu_callback_runs_every_n_optimizer_steps_under_continual_ep(monkeypatch) -> None:
+    """Continual EP takes K = 2 optimizer steps per batch: with every_n_steps = 3 the analysis
+    runs when global_step passes 3, 6, 9 and 12 (at 4, 6, 10, 12), not only at multiples of
+    lcm(2, 3); a resumed run counts from its restored global_step."""
+    seen, recorder = recorded_gdu_calls(monkeypatch), Recorder()
+    callback = GDUCallback(every_n_steps=3, figures=False)
+    trainer = fit(model(beta=0.5, algorithm="cep"), 3, [callback], logger=recorder)
+    assert trainer.global_step == 12
+    steps = [step for step, logged in recorder.metrics.items() if "gdu/rmse/s0" in logged]
+    assert steps == [4, 6, 10, 12] and len(seen) == 4
+
+
 def test_gdu_callback_follows_the_models_symmetric_nudging(monkeypatch) -> None:
     seen = recorded_gdu_calls(monkeypatch)
     fit(model(beta=0.5, nudging="symmetric"), callbacks=[GDUCallback(1, figures=False)])

@@ -4,7 +4,8 @@ Over the last ``K`` steps of a ``T``-step free phase (index ``t`` counts steps b
 for BPTT and forward from the free fixed point ``s*`` for EP):
 
 * ``nS[i][t] = dL/ds_i(T - t)``, the BPTT gradient with respect to the neurons;
-* ``dS[i][t] = -(s^beta_{t+1} - s^beta_t) / beta``, minus the EP update of the neurons;
+* ``dS[i][t] = -(s^beta_{t+1} - s^beta_t) / (state_dt beta)``, minus the EP update of the neurons
+  (per unit of the net's ``state_dt``: the original's update before ``dt``);
 * ``nT[t] = dL/dtheta_{T-1-t}``, the contribution of the ``(t+1)``-th last transition (theta treated
   as a separate copy per transition), and ``NT[t] = sum_{u <= t} nT[u]``, the gradient of BPTT
   truncated to the last ``t + 1`` transitions;
@@ -12,10 +13,10 @@ for BPTT and forward from the free fixed point ``s*`` for EP):
   cumulative EP update, and ``dT[t] = DT[t] - DT[t-1]`` (``dT[0] = DT[0]``).
 
 All quantities are batch means, ``L = 1/(2B) sum |s_out - y|^2`` (or the cross-entropy of a
-softmax readout, whose weights enter ``L`` only and are not compared), and ``beta`` is the effective
-nudge ``net.beta_scale * beta``. The GDU property (Ernoult et al., 2019) states ``nS = dS`` and
-``nT = dT`` as ``beta -> 0`` when the free phase has converged and the transition derives from a
-primitive function.
+softmax readout, whose weights enter ``L`` only and are not compared), and the ``beta`` of ``DT``
+is the effective nudge ``net.beta_scale * beta``. The GDU property (Ernoult et al., 2019) states
+``nS = dS`` and ``nT = dT`` as ``beta -> 0`` when the free phase has converged and the transition
+derives from a primitive function.
 
 Conventions, compared with the original code: all the per-step BPTT gradients come from one
 forward and one backward pass over the last ``K`` transitions (the original reruns BPTT ``K``
@@ -24,7 +25,11 @@ times); ``nT[0] = NT[0]`` and ``dT[0] = DT[0]`` as in the paper (the original le
 all ``u <= t``, every unit of the batch), as the original does for the layered nets (it keeps the
 free-phase residue there for the toy model); a layer whose every unit is saturated for all those
 steps (zero BPTT gradient through a clamp) would be zeroed too. Only the weights (not the biases)
-are compared, as in the paper.
+are compared, as in the paper. With ``clamp``, ``dS`` is the move of the clamped state (the
+original zeroes the update of a unit sitting at 0 or 1, also one that moves off the bound).
+``NT[K-1]``, which the recipe compares with ``DT[K-1]``, is BPTT through ``K`` transitions for
+every net, paired with the ``K`` nudged steps (the original's recipe took ``K + 1`` for the fully
+connected nets, as their training does).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from torch.func import functional_call
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.bptt import TruncatedBPTT, cost
 from eqprop_lightning.learning.ep import ep_surrogate
-from eqprop_lightning.learning.estimator import GradientEstimator
+from eqprop_lightning.learning.estimator import GradientEstimator, check_phases
 from eqprop_lightning.learning.phases import relax
 from eqprop_lightning.learning.rbp import RecurrentBackprop
 from eqprop_lightning.nets import SoftmaxReadout, State
@@ -166,7 +171,6 @@ def ep_per_step(
     """
     static = net.static_terms(x)
     weights = transition_weights(net)
-    beta_eff = beta * net.beta_scale
     dS = [[] for _ in s_free]
     DT = {k: [] for k in weights}
     s_pos = s_neg = s_free
@@ -178,7 +182,7 @@ def ep_per_step(
             move = next_pos[i] - s_pos[i]
             if symmetric:
                 move = (move - (next_neg[i] - s_neg[i])) / 2
-            dS[i].append(-move.mean(0) / beta_eff)
+            dS[i].append(-move.mean(0) / (net.state_dt * beta))
         if symmetric:
             pair = (next_neg, next_pos, -beta, beta, (s_neg, s_pos))
         else:
@@ -196,6 +200,7 @@ def gdu(
 ) -> GDUResult:
     """All GDU quantities on the batch ``(x, y)`` (see the module docstring); ``symmetric``
     compares the symmetric (+beta / -beta) EP estimate."""
+    check_phases(T, K)
     with torch.no_grad():
         s = relax(net, net.init_state(x), net.static_terms(x), T - K)
     nS, nT, (before_free, s_free) = bptt_per_step(net, x, y, s, K)

@@ -107,8 +107,9 @@ class ConvPrototypical(nn.Module):
         (B, C_tab[j], h_j, h_j) for the conv layers (``[4, 12]`` for 28x28 without padding).
     """
 
-    #: factor of beta in the effective nudge.
+    #: factor of beta in the effective nudge; a step applies its whole update.
     beta_scale: float = 1.0
+    state_dt: float = 1.0
     #: BPTT through the original's ``K`` last transitions (the fc nets use ``K + 1``).
     bptt_extra_step: bool = False
     #: the primitive reads the previous state only with legacy pooling; no clipping

@@ -75,6 +75,8 @@ class LayeredFC(nn.Module):
 
     #: factor of beta in the effective nudge (EPcont nudges by ``dt * beta``).
     beta_scale: float = 1.0
+    #: fraction of its update a step applies (the leaky or Euler ``dt``).
+    state_dt: float = 1.0
     #: BPTT through the original's ``K + 1`` last transitions (conv and toy nets use ``K``).
     bptt_extra_step: bool = True
     #: the primitive reads no previous state; the states are not clipped (EPcont may clamp)
@@ -146,7 +148,7 @@ class PrototypicalFC(LayeredFC):
         if not 0.0 < dt <= 1.0:
             raise ConfigError(f"dt={dt} must be in (0, 1] for the prototypical net")
         check_flag("nudge_in_activation", nudge_in_activation)
-        self.dt = dt
+        self.dt = self.state_dt = float(dt)
         self.nudge_in_activation = nudge_in_activation
 
     def static_terms(self, x: Tensor) -> StaticTerms:
@@ -217,8 +219,7 @@ class EnergyBasedFC(LayeredFC):
             raise ConfigError(f"dt={dt} must be in (0, 1] for the energy-based net")
         check_flag("clamp", clamp)
         check_flag("output_rho_prime", output_rho_prime)
-        self.dt = dt
-        self.beta_scale = dt
+        self.dt = self.beta_scale = self.state_dt = float(dt)
         self.clamp = clamp
         self.output_rho_prime = output_rho_prime
 

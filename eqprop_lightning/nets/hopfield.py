@@ -74,6 +74,7 @@ class HopfieldClassifier(nn.Module):
     """
 
     beta_scale: float = 1.0
+    state_dt: float = 1.0
     bptt_extra_step: bool = False
     uses_previous_state: bool = False
     clamp: bool = False

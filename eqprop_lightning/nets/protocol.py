@@ -41,6 +41,9 @@ class Net(Protocol):
     Flags, declared by every net class:
 
     * ``beta_scale``: factor of ``beta`` in the effective nudge (EPcont nudges by ``dt beta``).
+    * ``state_dt``: the fraction of its update that a step applies, ``s_{t+1} = s_t + state_dt
+      d_t`` (the Euler ``dt`` of the energy-based nets, the leaky ``dt`` of a prototypical one;
+      1 otherwise): the GDU's EP neuron updates are ``-d_t / beta``, per unit of it.
     * ``bptt_extra_step``: truncated BPTT tracks ``K + 1`` transitions (the original's fully
       connected nets) instead of ``K``.
     * ``uses_previous_state``: :meth:`primitive` takes the state one step before ``s`` as a
@@ -51,6 +54,7 @@ class Net(Protocol):
     """
 
     beta_scale: float
+    state_dt: float
     bptt_extra_step: bool
     uses_previous_state: bool
     clamp: bool
@@ -109,6 +113,7 @@ def layered_labels(num_states: int) -> list[str]:
 #: The flags of :class:`Net` and their types, checked for every net class by the tests.
 NET_FLAGS: dict[str, type] = {
     "beta_scale": float,
+    "state_dt": float,
     "bptt_extra_step": bool,
     "uses_previous_state": bool,
     "clamp": bool,

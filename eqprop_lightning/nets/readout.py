@@ -50,6 +50,7 @@ class SoftmaxReadout(nn.Module):
 
     # the flags and the input side are the wrapped net's
     beta_scale = property(lambda self: self.net.beta_scale)
+    state_dt = property(lambda self: self.net.state_dt)
     bptt_extra_step = property(lambda self: self.net.bptt_extra_step)
     uses_previous_state = property(lambda self: self.net.uses_previous_state)
     clamp = property(lambda self: self.net.clamp)

@@ -65,8 +65,7 @@ class ToyEnergyBased(nn.Module):
         n_out, n_hid, n_in = size_tab
         self.size_tab = list(size_tab)
         self.rho = get_activation(activation)
-        self.dt = dt
-        self.beta_scale = dt
+        self.dt = self.beta_scale = self.state_dt = dt
         self.clamp = clamp
         self.w01 = nn.Linear(n_hid, n_out)  # hidden -> output (symmetric coupling)
         self.w0x = nn.Linear(n_in, n_out)  # input -> output (skip connection)
