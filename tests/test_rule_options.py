@@ -4,6 +4,7 @@ closed form per epoch."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -163,6 +164,15 @@ def test_gdu_callback_runs_every_n_optimizer_steps_under_continual_ep(monkeypatc
     assert trainer.global_step == 12
     steps = [step for step, logged in recorder.metrics.items() if "gdu/rmse/s0" in logged]
     assert steps == [4, 6, 10, 12] and len(seen) == 4
+
+
+def test_gdu_callback_resumed_mid_period_waits_for_the_next_multiple() -> None:
+    """Resumed at global step 7 with every_n_steps = 3: the analysis is next due past step 9,
+    not at the first batch end (step 8 would otherwise count as periods 0 -> 2)."""
+    callback = GDUCallback(every_n_steps=3, figures=False)
+    callback.on_train_start(SimpleNamespace(global_step=7), None)
+    # returns before reading the module: an analysis here would fail on pl_module=None
+    callback.on_train_batch_end(SimpleNamespace(global_step=8), None, None, None, 0)
 
 
 def test_gdu_callback_follows_the_models_symmetric_nudging(monkeypatch) -> None:
