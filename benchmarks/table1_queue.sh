@@ -21,7 +21,8 @@ for job in "$@"; do
   if [ ! -f "$run/checkpoints/last.ckpt" ] && [ -f "checkpoints/table1/$name/last.ckpt" ]; then
     mkdir -p "$run/checkpoints"
     cp "checkpoints/table1/$name/last.ckpt" "$run/checkpoints/"
-    cp "checkpoints/table1/$name/results.json" "checkpoints/table1/$name/config.yaml" "$run/"
+    cp "checkpoints/table1/$name/config.yaml" "$run/"
+    [ -f "checkpoints/table1/$name/results.json" ] && cp "checkpoints/table1/$name/results.json" "$run/"
   fi
   if [ -f "$run/checkpoints/last.ckpt" ]; then
     args+=(--ckpt_path "$run/checkpoints/last.ckpt")

@@ -19,6 +19,11 @@ for name in "$@"; do
     continue
   fi
   mkdir -p "checkpoints/table1/$name"
-  cp "$run/checkpoints/last.ckpt" "$run/config.yaml" "$run/results.json" "checkpoints/table1/$name/"
-  echo "saved $name: $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["epochs"]), "epochs")' "$run/results.json")"
+  cp "$run/checkpoints/last.ckpt" "$run/config.yaml" "checkpoints/table1/$name/"
+  if [ -f "$run/results.json" ]; then  # none before the first epoch's end
+    cp "$run/results.json" "checkpoints/table1/$name/"
+    echo "saved $name: $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["epochs"]), "epochs")' "$run/results.json")"
+  else
+    echo "saved $name: no epoch finished"
+  fi
 done

@@ -95,25 +95,32 @@ class Run:
         return self.planned is not None and self.done >= self.planned
 
     @property
+    def evaluated(self) -> list[dict]:
+        """The epochs with a test error (``null`` for one not evaluated, as with
+        ``check_val_every_n_epoch > 1``)."""
+        return [e for e in self.epochs if e.get("test_error") is not None]
+
+    @property
     def final_test(self) -> float:
-        """The latest epoch's test error (NaN before the first epoch ends)."""
-        return self.epochs[-1]["test_error"] if self.epochs else math.nan
+        """The latest evaluated epoch's test error (NaN before the first one)."""
+        return self.evaluated[-1]["test_error"] if self.evaluated else math.nan
 
     @property
     def final_train(self) -> float | None:
         return self.epochs[-1].get("train_error") if self.epochs else None
 
     def last_epochs(self) -> tuple[float, float, float]:
-        """Mean, min and max of the test error over the last ``LAST`` epochs (or all, if fewer)."""
-        tail = [e["test_error"] for e in self.epochs[-LAST:]]
+        """Mean, min and max of the test error over the last ``LAST`` evaluated epochs (or all,
+        if fewer)."""
+        tail = [e["test_error"] for e in self.evaluated[-LAST:]]
         return statistics.fmean(tail), min(tail), max(tail)
 
     def tail_cell(self) -> str:
-        """``mean [min-max] (epochs)`` of :meth:`last_epochs`, ``-`` before the first epoch."""
-        if not self.done:
+        """``mean [min-max] (epochs)`` of :meth:`last_epochs`, ``-`` before the first evaluation."""
+        if not self.evaluated:
             return "-"
         mean, lo, hi = self.last_epochs()
-        return f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({min(LAST, self.done)})"
+        return f"{mean:.2f} [{lo:.2f}-{hi:.2f}] ({min(LAST, len(self.evaluated))})"
 
     def seconds_per_epoch(self) -> float | None:
         secs = [e["seconds"] for e in self.epochs if "seconds" in e]
@@ -122,9 +129,10 @@ class Run:
     def best_by_validation(self) -> dict | None:
         """The epoch of lowest ``val_error`` (the first of ties), or None without a validation
         split: then no epoch is called best."""
-        if not self.validation or not self.epochs:
+        validated = [e for e in self.epochs if e.get("val_error") is not None]
+        if not self.validation or not validated:
             return None
-        return min(self.epochs, key=lambda e: e["val_error"])
+        return min(validated, key=lambda e: e["val_error"])
 
 
 def _queue_name(path: Path, pattern: re.Pattern) -> re.Match | None:
@@ -190,7 +198,12 @@ def read_run(path: Path) -> Run | None:
     row, alg, seed = found
     model = config.get("model") or {}
     alg = results.get("algorithm") or alg or model.get("algorithm")
-    variant = model.get("nudging") not in (None, "positive") or model.get("symmetric")
+    net = (model.get("net") or {}).get("init_args") or {}
+    variant = (
+        model.get("nudging") not in (None, "positive")
+        or model.get("symmetric")
+        or net.get("nudge_in_activation")
+    )
     if alg not in RULES or variant or model.get("loss", "mse") != "mse":
         return None  # Table 1 is the seeds' two-phase EP and BPTT with the squared error
     return _run(path, row, alg, seed, results, config)
@@ -292,7 +305,7 @@ def ours_cell(runs: list[Run]) -> str:
         return "not run"
     finished = [r for r in runs if r.finished]
     if not finished:
-        begun = [r for r in runs if r.done]
+        begun = [r for r in runs if r.evaluated]
         if not begun:
             return f"started: no epoch done yet (n = {len(runs)})"
         latest = statistics.fmean(r.final_test for r in begun)
@@ -340,7 +353,10 @@ def run_line(run: Run) -> str:
         if best
         else "no validation split"
     )
-    final = _pct(run.final_test) + ("" if run.finished or not run.done else " (partial)")
+    final = _pct(run.final_test)
+    if run.evaluated and run.evaluated[-1] is not run.epochs[-1]:
+        final += f" (epoch {run.evaluated[-1]['epoch']})"
+    final += "" if run.finished or not run.done else " (partial)"
     secs = run.seconds_per_epoch()
     cells = [
         ROW_NAMES[run.row],
@@ -435,9 +451,9 @@ def render(
 def curves(runs: list[Run]) -> dict[str, dict[str, list[tuple]]]:
     """Per row and rule, ``(seed, epochs, test errors, partial)`` of each run."""
     panels: dict[str, dict[str, list[tuple]]] = {ROW_NAMES[r]: {a: [] for a in RULES} for r in ROWS}
-    for r in (r for r in runs if r.epochs):
-        x = [e["epoch"] for e in r.epochs]
-        y = [e["test_error"] for e in r.epochs]
+    for r in (r for r in runs if r.evaluated):
+        x = [e["epoch"] for e in r.evaluated]
+        y = [e["test_error"] for e in r.evaluated]
         panels[ROW_NAMES[r.row]][r.algorithm].append((r.seed, x, y, not r.finished))
     return panels
 

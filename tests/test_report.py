@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,9 @@ import yaml
 
 from eqprop_lightning.cli import main
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.report import config_seed, find_runs, render, report_command
+from eqprop_lightning.report import config_seed, curves, find_runs, render, report_command
+
+REPO = Path(__file__).resolve().parents[1]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,3 +357,59 @@ def test_rerun_queue_line_runs_each_seed_s_ep_and_bptt_in_turn():
     assert names == ["p2h-ep-s0", "p2h-bptt-s0", "p2h-ep-s7", "p2h-bptt-s7"]
     overridden = ["configs/overrides/bptt.yaml" in line for line in fits]
     assert overridden == [False, True, False, True]
+
+
+def test_table1_save_copies_a_run_stopped_in_its_first_epoch_and_goes_on(tmp_path):
+    """A run stopped inside its first epoch has last.ckpt and config.yaml but no results.json
+    (the report lists it as started): the script saves it and every run after it; it stopped
+    at the missing file and left the later runs unsaved."""
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(REPO / "benchmarks" / "table1_save.sh", tmp_path / "benchmarks")
+    for name, results in (("a-ep-s0", False), ("b-ep-s0", True)):
+        run = tmp_path / "runs" / "table1" / name / "version_0"
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
+        (run / "config.yaml").write_text("seed_everything: 0\n")
+        if results:
+            (run / "results.json").write_text('{"epochs": [{"epoch": 1}]}')
+    done = subprocess.run(
+        ["bash", "benchmarks/table1_save.sh"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    saved = tmp_path / "checkpoints" / "table1"
+    assert sorted(p.name for p in (saved / "a-ep-s0").iterdir()) == ["config.yaml", "last.ckpt"]
+    assert (saved / "b-ep-s0" / "results.json").read_text() == '{"epochs": [{"epoch": 1}]}'
+    assert done.stdout.splitlines() == [
+        "saved a-ep-s0: no epoch finished",
+        "saved b-ep-s0: 1 epochs",
+    ]
+
+
+def test_epochs_without_evaluation_are_left_out_of_the_numbers(tmp_path):
+    """results.json holds test_error (and val_error) null for an epoch not evaluated
+    (check_val_every_n_epoch > 1): the final error is the last evaluated epoch's, saying which,
+    the last-5 statistics and the best epoch skip the others, the curve has no gap point. The
+    report died with a TypeError."""
+    run = write_run(tmp_path, "p1h-ep-s0", [5.0, 4.0, 3.0, 2.0], planned=4, val=[6, 1, 4, 3])
+    results = json.loads((run / "results.json").read_text())
+    for epoch in results["epochs"][1::2]:  # epochs 2 and 4 not evaluated
+        epoch["test_error"] = epoch["val_error"] = None
+    (run / "results.json").write_text(json.dumps(results))
+    (found,) = find_runs([tmp_path])
+    assert found.final_test == 3.0
+    assert found.last_epochs() == (4.0, 3.0, 5.0)
+    assert found.tail_cell() == "4.00 [3.00-5.00] (2)"
+    assert found.best_by_validation()["epoch"] == 3
+    line = next(x for x in render([found], None, "r").splitlines() if "`" + str(run) in x)
+    assert "| 3.00 (epoch 3) |" in line
+    assert curves([found])["P-1h"]["ep"] == [(0, [1, 3], [5.0, 3.0], False)]
+
+
+def test_a_nudge_inside_run_is_no_table1_ep_run(tmp_path):
+    """configs/overrides/nudge_inside.yaml (a variant of its own) run under the row's name is
+    not the seed's two-phase EP, as the nudging and loss variants are not."""
+    run = write_run(tmp_path, "p1h-ep-s0", [5.0], planned=1)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["net"] = {"init_args": {"nudge_in_activation": True}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    assert find_runs([tmp_path]) == []
