@@ -32,7 +32,9 @@ class ResultsWriter(L.Callback):
     its evaluation. An epoch that stops before its last batch (``max_steps``, ``max_time``, a
     graceful stop) gets no entry: its numbers do not exist; a resumed run completes it, and its
     ``seconds`` add the time before the stop (kept in the checkpoint) to the time after the
-    resume. A resumed run keeps the epochs it already has.
+    resume. A resumed run keeps the epochs it already has; one resumed at an epoch's end (its
+    checkpoint written at the evaluation's end, as with ``check_val_every_n_epoch > 1``) keeps
+    that epoch's entry, or writes it from the checkpoint's evaluation and running means.
     """
 
     def __init__(self, filename: str = "results.json") -> None:
@@ -43,6 +45,7 @@ class ResultsWriter(L.Callback):
         self._resumed_seconds = 0.0  # of the epoch in progress, before the stop that saved it
         self._evaluation: dict[str, float] = {}
         self._evaluated_at: int | None = None  # global step of the last evaluation
+        self._ending: int | None = None  # the epoch a run resumed at its end ends again
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # on every rank: under DDP, trainer.log_dir is a broadcast from rank 0
@@ -58,9 +61,15 @@ class ResultsWriter(L.Callback):
         # after Lightning restored the loops: a resumed run's current_epoch is the epoch to run
         path = self.path
         self.epochs = []
+        # a checkpoint written at an evaluation after the epoch's last batch, before its entry:
+        # Lightning resumes it with every batch done and ends the epoch (again)
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        at_end = done == trainer.num_training_batches > 0
+        self._ending = trainer.current_epoch + 1 if at_end else None
         if trainer.current_epoch > 0 and path.exists():
             previous = json.loads(path.read_text())["epochs"]
-            self.epochs = [e for e in previous if e["epoch"] <= trainer.current_epoch]
+            kept = self._ending or trainer.current_epoch
+            self.epochs = [e for e in previous if e["epoch"] <= kept]
         # resumed inside an epoch, Lightning does not call on_train_epoch_start again
         self._start = time.perf_counter() - self._resumed_seconds
         self._resumed_seconds = 0.0  # counted once, in the resumed epoch
@@ -68,13 +77,20 @@ class ResultsWriter(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def state_dict(self) -> dict[str, float]:
-        """The seconds the epoch in progress has taken (0 between epochs)."""
+    def state_dict(self) -> dict[str, Any]:
+        """The seconds the epoch in progress has taken (0 between epochs) and the last
+        evaluation (a checkpoint written at an evaluation's end precedes the epoch's entry)."""
         running = self._start is not None
-        return {"epoch_seconds": time.perf_counter() - self._start if running else 0.0}
+        return {
+            "epoch_seconds": time.perf_counter() - self._start if running else 0.0,
+            "evaluation": self._evaluation,
+            "evaluated_at": self._evaluated_at,
+        }
 
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_seconds = float(state_dict.get("epoch_seconds", 0.0))
+        self._evaluation = dict(state_dict.get("evaluation", {}))
+        self._evaluated_at = state_dict.get("evaluated_at")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -98,6 +114,13 @@ class ResultsWriter(L.Callback):
             )
             return
         metrics = trainer.callback_metrics
+        if self._ending == epoch:  # resumed at this epoch's end
+            self._ending = None
+            if any(e["epoch"] == epoch for e in self.epochs):
+                return
+            if trainer.world_size == 1:  # the running means restored (under DDP: rank 0's only)
+                means = zip(("error", "loss", "free_change"), pl_module.train_metrics, strict=True)
+                metrics = {f"train/{name}": m.compute() for name, m in means}
         sets = evaluation_sets(trainer.datamodule)
         # the evaluation belongs to this epoch if it ran after its last step
         evaluated = self._evaluated_at == trainer.global_step

@@ -598,16 +598,29 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
     fit(beta=0.5, batch_size=10, ckpt_path=ckpt)  # the same settings resume (lrs as a tuple)
 
 
-@pytest.mark.parametrize("current_epoch", [0, 1, 3])
-def test_a_resume_keeps_only_the_epochs_its_checkpoint_had(tmp_path, current_epoch):
+@pytest.mark.parametrize(
+    ("current_epoch", "batches_done", "kept"),
+    [(0, 0, 0), (1, 0, 1), (1, 3, 1), (3, 0, 3), (1, 5, 2)],
+)
+def test_a_resume_keeps_only_the_epochs_its_checkpoint_had(
+    tmp_path, current_epoch, batches_done, kept
+):
     """results.json written after the checkpoint (a stop between the two writes) is cut back to
-    the checkpoint's epochs when the run resumes: the epochs after it are trained again."""
+    the checkpoint's epochs when the run resumes: the epochs after it are trained again. A
+    checkpoint with every batch of its epoch done (written at the evaluation ending it) keeps
+    that epoch's entry too."""
     writer = ResultsWriter()
     writer.path = tmp_path / "results.json"
     epochs = [{"epoch": e, "test_error": 10.0 - e} for e in (1, 2, 3)]
     writer.path.write_text(json.dumps({"epochs": epochs}))
-    writer.on_train_start(SimpleNamespace(current_epoch=current_epoch), None)
-    assert writer.epochs == epochs[:current_epoch]
+    progress = SimpleNamespace(current=SimpleNamespace(completed=batches_done))
+    trainer = SimpleNamespace(
+        current_epoch=current_epoch,
+        num_training_batches=5,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+    )
+    writer.on_train_start(trainer, None)
+    assert writer.epochs == epochs[:kept]
 
 
 def draws() -> tuple:
@@ -667,3 +680,34 @@ def test_atomic_checkpoint_io_renames_a_local_temporary_file_only(tmp_path, monk
     assert not Path(f"{path}.tmp").exists()
     io.save_checkpoint({"epoch": 4}, "memory://eqprop-audit/last.ckpt")
     assert len(renames) == 1
+
+
+@pytest.mark.parametrize("crash_before_entry", [False, True])
+def test_an_epoch_saved_at_its_evaluation_keeps_its_results_entry(
+    fake_mnist, tmp_path, monkeypatch, crash_before_entry
+):
+    """With check_val_every_n_epoch 2, epoch 2's last.ckpt is written at its evaluation's end,
+    before the epoch's results entry; Lightning resumes such a checkpoint at the epoch's end and
+    ends the epoch again: the entry stays as the uninterrupted run wrote it (it was replaced by
+    one without errors). Also when the run stopped between the checkpoint and the entry (the
+    entry is then written from the checkpoint's evaluation and running means)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    args = [*small_fit(fake_mnist), "--trainer.check_val_every_n_epoch", "2"]
+    main([*args, "--trainer.max_epochs", "3", "--trainer.logger.init_args.version", "straight"])
+    main([*args, "--trainer.max_epochs", "2", "--trainer.logger.init_args.version", "cut"])
+    runs = tmp_path / "runs" / "p1h"
+    if crash_before_entry:  # as if the process ended between the checkpoint and the entry
+        results = json.loads((runs / "cut" / "results.json").read_text())
+        results["epochs"] = results["epochs"][:1]
+        (runs / "cut" / "results.json").write_text(json.dumps(results))
+    main([*args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+
+    def numbers(epochs: list[dict]) -> list[dict]:
+        return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
+
+    assert numbers(resumed) == numbers(straight)
+    assert [e["test_error"] is None for e in straight] == [True, False, True]
