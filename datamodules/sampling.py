@@ -1,12 +1,15 @@
 """Data loaders of the data modules: a training order that depends only on the seed and the
-epoch, and a training loader that resumes in the middle of an epoch."""
+epoch, a training loader that resumes in the middle of an epoch, and evaluation loaders that
+read each example once under DDP."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sized
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 
@@ -66,18 +69,41 @@ class ResumableLoader(DataLoader):
             yield batch
 
 
+def world(data: L.LightningDataModule) -> tuple[int, int]:
+    """``(processes, rank)`` of the trainer ``data`` is attached to (``(1, 0)`` without one)."""
+    trainer = data.trainer
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+
 def make_loader(
-    dataset: Dataset | None, batch_size: int, shuffle: bool, num_workers: int, owner: str
+    dataset: Dataset | None,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    owner: str,
+    world: tuple[int, int] = (1, 0),
 ) -> DataLoader:
     """Batches of ``dataset``: for training (``shuffle``) a :class:`ResumableLoader` in
-    :class:`EpochShuffle` order, else a ``DataLoader`` in order; ``owner`` names the data module in
-    the error raised before ``setup()``."""
+    :class:`EpochShuffle` order, else a ``DataLoader`` in order, under DDP (``world``: the number
+    of processes and this one's rank) of this rank's share, each example once (Lightning's
+    ``DistributedSampler`` would repeat the first examples to even the shares, and an error
+    would count them twice); ``owner`` names the data module in the error raised before
+    ``setup()``."""
     if dataset is None:
         raise RuntimeError(f"{owner}.setup() must be called before requesting loaders")
+    processes, rank = world
+    if shuffle:
+        sampler = EpochShuffle(dataset)
+    elif processes > 1:
+        sampler = UnrepeatedDistributedSampler(
+            dataset, num_replicas=processes, rank=rank, shuffle=False
+        )
+    else:
+        sampler = None
     return (ResumableLoader if shuffle else DataLoader)(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffle(dataset) if shuffle else None,
+        sampler=sampler,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )

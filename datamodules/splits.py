@@ -7,7 +7,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from .checks import check_nonneg_int, check_positive_int
-from .sampling import make_loader
+from .sampling import make_loader, world
 
 
 class SplitsDataModule(L.LightningDataModule):
@@ -40,7 +40,9 @@ class SplitsDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
-        return make_loader(dataset, batch_size, shuffle, self.num_workers, type(self).__name__)
+        return make_loader(
+            dataset, batch_size, shuffle, self.num_workers, type(self).__name__, world(self)
+        )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training batches ``(x, y_onehot)``."""

@@ -9,6 +9,7 @@ import torch
 from torch.multiprocessing.spawn import ProcessExitedException
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from eqprop_lightning.datamodules.splits import SplitsDataModule
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
 
@@ -191,3 +192,49 @@ def test_eqprop_fit_with_two_cpu_processes(fake_mnist, tmp_path):
     tested = re.search(r"test/error\s+([0-9.]+)", run.stdout)
     assert tested is not None, run.stdout[-3000:]
     assert float(tested.group(1)) == pytest.approx(results[-1]["test_error"], abs=1e-4)
+
+
+N_EVAL = 5  # 2 ranks: DistributedSampler would give 3 + 3 examples, example 0 twice
+
+
+class OddEvaluation(SplitsDataModule):
+    """Five test examples, the first predicted wrongly and the others rightly by :func:`model`
+    (20 % error), in batches of 2: rank 0 gets two batches, rank 1 one."""
+
+    evaluation_sets = property(lambda self: {"test": "5 examples"})
+
+    def __init__(self) -> None:
+        super().__init__(batch_size=2, test_batch_size=2, num_workers=0)
+
+    def setup(self, stage: str | None = None) -> None:
+        x = torch.rand(N_EVAL, SIZES[-1], generator=torch.Generator().manual_seed(1))
+        labels = model("ep")(x).argmax(1)
+        labels[0] = (labels[0] + 1) % SIZES[0]
+        self.test_set = TensorDataset(x, torch.eye(SIZES[0])[labels])
+
+
+def _validate(devices: int) -> float:
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    return trainer.validate(model("ep"), datamodule=OddEvaluation(), verbose=False)[0]["test/error"]
+
+
+def test_two_processes_evaluate_every_example_once():
+    """Lightning's DistributedSampler evens the ranks' shares by repeating the first examples,
+    and the error counted example 0 twice (2 of 6: 33.3 %); the data modules' evaluation loaders
+    give each rank its share once (uneven batch counts included)."""
+    assert _validate(1) == pytest.approx(20.0)
+    for attempt in range(3):  # gloo's teardown abort, as fit above
+        try:
+            two = _validate(2)
+            break
+        except ProcessExitedException as err:
+            if attempt == 2 or "signal" not in str(err):
+                raise
+    assert two == pytest.approx(20.0)
