@@ -33,6 +33,12 @@ Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 ETA_MIN = 1e-5
 
 
+def _running_sum_keys(state: dict) -> list[str]:
+    """The keys of a checkpoint's ``state`` holding the epoch's running sums (``MeanMetric``)."""
+    names = ("train_error", "train_loss", "free_change")
+    return [f"{n}.{s}" for n in names for s in ("mean_value", "weight") if f"{n}.{s}" in state]
+
+
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
     """Per-example error in percent: 100 where ``argmax(output) != argmax(y)``, else 0."""
     return (output.argmax(1) != y.argmax(1)).float() * 100.0
@@ -319,13 +325,18 @@ class EqPropModule(L.LightningModule):
         at the end of an epoch is checked here, the others by the next batch's :meth:`guard`);
         store the torch, Python and NumPy random states, so that whatever draws from them while
         training draws in a resumed run as in an uninterrupted one (the training order and the
-        random signs have generators of their own)."""
+        random signs have generators of their own). Under DDP, where every rank saves (rank 0
+        writes), the epoch's running means are stored summed over the ranks."""
         if (label := first_nonfinite_weight(self.net)) is not None:
             raise DivergenceError(
                 f"training diverged at epoch {self.current_epoch + 1} (global step "
                 f"{self.global_step}): weight {label} is not finite; not saved"
             )
         checkpoint[RNG_KEY] = capture_rng_states()
+        if self.trainer.world_size > 1:
+            state = checkpoint["state_dict"]
+            for key in _running_sum_keys(state):
+                state[key] = self.trainer.strategy.reduce(state[key].clone(), reduce_op="sum")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Keep the checkpoint's random states for :meth:`on_train_start`. A fit that resumes it
@@ -335,6 +346,10 @@ class EqPropModule(L.LightningModule):
         self._resumed_rng_states = checkpoint.get(RNG_KEY)
         if self._trainer is None or self.trainer.state.fn != "fit":
             return
+        if self.trainer.global_rank > 0:  # the sums of every rank are rank 0's to resume
+            state = checkpoint["state_dict"]
+            for key in _running_sum_keys(state):
+                state[key] = torch.zeros_like(state[key])
         ckpt_path = self.trainer.ckpt_path
         check_same_hparams(ckpt_path, checkpoint, dict(self.hparams), here="this module")
         if (data := self.trainer.datamodule) is not None:

@@ -1,6 +1,11 @@
 """DDP on CPU (gloo, 2 processes): EP and BPTT updates equal those of one process trained on the
 union of the two ranks' batches, and both ranks end with identical weights."""
 
+import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -151,44 +156,60 @@ def test_a_divergence_on_one_rank_stops_both(tmp_path):
     assert "timed out" not in str(err.value).lower()
 
 
-def test_eqprop_fit_with_two_cpu_processes(fake_mnist, tmp_path):
-    """The user's path: `eqprop fit --trainer.devices 2` (gloo) with the run directory, results,
-    checkpoints and guard callbacks of the CLI, run as a subprocess that must finish in time
-    (rank 0 once waited in a broadcast that rank 1 never joined)."""
-    import json
-    import os
-    import re
-    import subprocess
-    import sys
+class TwoProcessFit:
+    """`eqprop fit --trainer.devices 2` (gloo, as a subprocess that must finish in time) of a
+    tiny P-1h for 2 epochs of 4 batches, in ``root``; :meth:`run` adds options."""
 
-    config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "p1h.yaml"
-    eqprop = [sys.executable, "-m", "eqprop_lightning.cli"]
-    settings = [
-        "--config", str(config), "--data.data_dir", str(fake_mnist),
-        "--data.verify_checksums", "false", "--model.net.init_args.size_tab", "[10, 16, 784]",
-        "--model.T", "5", "--model.K", "2", "--trainer.enable_progress_bar", "false",
-    ]  # fmt: skip
-    command = [
-        *eqprop, "fit", *settings, "--trainer.max_epochs", "2",
-        "--trainer.limit_train_batches", "4", "--trainer.accelerator", "cpu",
-        "--trainer.devices", "2", "--trainer.strategy", "ddp_spawn",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for attempt in range(3):  # gloo's teardown abort (see fit) is retried
-        run = subprocess.run(
-            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-        )
-        if run.returncode == 0 or "signal" not in run.stderr or attempt == 2:
-            break
-    assert run.returncode == 0, run.stderr[-3000:]
-    results = json.loads((tmp_path / "runs/p1h/version_0/results.json").read_text())["epochs"]
+    def __init__(self, data: Path, root: Path) -> None:
+        config = Path(__file__).resolve().parents[1] / "configs" / "mnist" / "p1h.yaml"
+        self.root = root
+        self.eqprop = [sys.executable, "-m", "eqprop_lightning.cli"]
+        self.settings = [
+            "--config", str(config), "--data.data_dir", str(data),
+            "--data.verify_checksums", "false", "--model.net.init_args.size_tab", "[10, 16, 784]",
+            "--model.T", "5", "--model.K", "2", "--trainer.enable_progress_bar", "false",
+        ]  # fmt: skip
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(self, command: str, *extra: str) -> subprocess.CompletedProcess:
+        args = [*self.eqprop, command, *self.settings, *extra]
+        if command == "fit":
+            args += [
+                "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "4",
+                "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+                "--trainer.strategy", "ddp_spawn",
+            ]  # fmt: skip
+        for attempt in range(3):  # gloo's teardown abort (see fit) is retried
+            done = subprocess.run(
+                args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=120
+            )
+            if done.returncode == 0 or "signal" not in done.stderr or attempt == 2:
+                break
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    def results(self, version: str) -> list[dict]:
+        return json.loads((self.root / f"runs/p1h/{version}/results.json").read_text())["epochs"]
+
+
+@pytest.fixture(scope="module")
+def two_process_fit(fake_mnist, tmp_path_factory) -> TwoProcessFit:
+    """One uninterrupted two-process run (``runs/p1h/version_0``), shared by the tests below."""
+    fit = TwoProcessFit(fake_mnist, tmp_path_factory.mktemp("ddp_fit"))
+    fit.run("fit")
+    return fit
+
+
+def test_eqprop_fit_with_two_cpu_processes(two_process_fit):
+    """The user's path: `eqprop fit --trainer.devices 2` (gloo) with the run directory, results,
+    checkpoints and guard callbacks of the CLI (rank 0 once waited in a broadcast that rank 1
+    never joined)."""
+    results = two_process_fit.results("version_0")
     assert [e["epoch"] for e in results] == [1, 2]
     # the test error the two processes recorded is that of the saved model on the whole test
     # set, as one process measures it
-    last = tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt"
-    test = [*eqprop, "test", *settings, "--ckpt_path", str(last)]
-    run = subprocess.run(test, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
+    last = two_process_fit.root / "runs/p1h/version_0/checkpoints/last.ckpt"
+    run = two_process_fit.run("test", "--ckpt_path", str(last))
     tested = re.search(r"test/error\s+([0-9.]+)", run.stdout)
     assert tested is not None, run.stdout[-3000:]
     assert float(tested.group(1)) == pytest.approx(results[-1]["test_error"], abs=1e-4)
@@ -238,3 +259,17 @@ def test_two_processes_evaluate_every_example_once():
             if attempt == 2 or "signal" not in str(err):
                 raise
     assert two == pytest.approx(20.0)
+
+
+def test_two_processes_resumed_inside_an_epoch_keep_its_train_means(two_process_fit):
+    """Two processes stopped inside epoch 2 (max_steps) and resumed: the epoch's train error,
+    loss and free-phase change are the uninterrupted run's. Rank 0 writes the checkpoint: its
+    running means were saved alone and every rank resumed with them (rank 0's share counted
+    twice, rank 1's lost)."""
+    fit = two_process_fit
+    fit.run("fit", "--trainer.max_steps", "6", "--trainer.logger.init_args.version", "cut")
+    fit.run("fit", "--ckpt_path", "runs/p1h/cut/checkpoints/last.ckpt")
+    straight, resumed = fit.results("version_0"), fit.results("cut")
+    assert [e["epoch"] for e in resumed] == [1, 2]
+    for key in ("train_error", "train_loss", "free_change", "test_error"):
+        assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-3), key
