@@ -292,8 +292,13 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
         alg: EqPropCLI(args=[*args, f"--model.algorithm={alg}", *rule_args[alg]], run=False)
         for alg in ("ep", "bptt")
     }
-    clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
     logger = clis["ep"].trainer.logger
+    if logger is None:
+        raise ConfigError(
+            "trainer.logger=false: compare writes its two runs (ep/, bptt/) under the logger's "
+            "directory; keep the config's TensorBoardLogger"
+        )
+    clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
     root = next_dir(Path(logger.save_dir) / logger.name, "compare")
     results = {}
     for alg in ("bptt", "ep"):

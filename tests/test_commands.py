@@ -502,3 +502,15 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
     PredictionWriter(str(tmp_path / "p.pt")).write_on_epoch_end(ddp, None, [batches, other], [])
     by_rank = torch.load(tmp_path / "p.rank1.pt", weights_only=True)
     assert by_rank["prediction"].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_compare_without_a_logger_is_a_config_error(fake_mnist: Path, in_tmp: Path, capsys):
+    """compare writes both legs into a directory beside the logger's runs: without a logger it
+    died with "'NoneType' object has no attribute 'save_dir'"."""
+    args = ["compare", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    line = _error_line([*args, "--trainer.logger", "false"], capsys)
+    assert line == (
+        "eqprop: error: trainer.logger=false: compare writes its two runs (ep/, bptt/) under "
+        "the logger's directory; keep the config's TensorBoardLogger"
+    )
+    assert not (in_tmp / "runs").exists()
