@@ -13,8 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info
 class PredictionWriter(BasePredictionWriter):
     """Writes the ``predict_step`` results of all batches, concatenated in the order of the data
     module's ``predict_dataloader``, to ``path`` (default ``<run directory>/predictions.pt``):
-    ``{"prediction": (N,) class indices, "output": (N, classes) output states}``. Under DDP each
-    rank writes its share to ``<path stem>.rank<r>.pt``."""
+    ``{"prediction": (N,) class indices, "output": (N, classes) output states, "index": (N,)
+    each row's example in the dataset}`` (``index`` where Lightning knows it: a ``DataLoader``).
+    Under DDP each rank writes its share to ``<path stem>.rank<r>.pt``: examples ``r``, ``r +
+    world size``, ... of the set, as ``index`` says."""
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__(write_interval="epoch")
@@ -29,6 +31,9 @@ class PredictionWriter(BasePredictionWriter):
         if predictions and isinstance(predictions[0], list):  # several loaders: the first
             predictions = predictions[0]
         merged = {key: torch.cat([b[key] for b in predictions]) for key in predictions[0]}
+        indices = batch_indices[0] if batch_indices else []  # per loader, per batch
+        if indices:
+            merged["index"] = torch.tensor([i for batch in indices for i in batch])
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(merged, path)
         rank_zero_info(f"predictions of {len(merged['prediction'])} examples: {path}")

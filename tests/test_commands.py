@@ -214,6 +214,7 @@ def test_predict_writes_classes_and_output_states(fake_mnist: Path, in_tmp: Path
     assert written["output"].shape == (len(x), 10)
     torch.testing.assert_close(written["output"], expected)
     assert torch.equal(written["prediction"], expected.argmax(1))
+    assert written["index"].tolist() == list(range(len(x)))  # each row's test example
 
 
 @pytest.mark.parametrize("command", ["validate", "test", "predict"])
@@ -481,7 +482,8 @@ def test_ckpt_path_last_is_the_newest_checkpoint_of_the_algorithm(tmp_path: Path
 def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> None:
     """predictions.pt holds the batches one after the other, in the loader's order, in the run
     directory (trainer.log_dir, not default_root_dir) unless a path is given; under DDP each
-    rank writes <stem>.rank<r>.pt; of several loaders' predictions, the first loader's."""
+    rank writes <stem>.rank<r>.pt, with the dataset index of each row (a rank's share is
+    interleaved with the others'); of several loaders' predictions, the first loader's."""
     run = tmp_path / "root" / "eqprop" / "version_3"
     trainer = SimpleNamespace(
         world_size=1, global_rank=0, log_dir=str(run), default_root_dir=str(tmp_path / "root")
@@ -490,8 +492,9 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
         {"prediction": torch.tensor([i, i + 1]), "output": torch.full((2, 3), float(i))}
         for i in (0, 2, 4)
     ]
-    PredictionWriter().write_on_epoch_end(trainer, None, batches, [[0], [1], [2]])
+    PredictionWriter().write_on_epoch_end(trainer, None, batches, [[[0, 1], [2, 3], [4, 5]]])
     written = torch.load(run / "predictions.pt", weights_only=True)
+    assert written["index"].tolist() == [0, 1, 2, 3, 4, 5]
     assert written["prediction"].tolist() == [0, 1, 2, 3, 4, 5]
     assert written["output"][:, 0].tolist() == [0.0, 0.0, 2.0, 2.0, 4.0, 4.0]
     assert written["output"].shape == (6, 3)
@@ -499,9 +502,13 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
 
     ddp = SimpleNamespace(world_size=2, global_rank=1, log_dir=str(run))
     other = [{"prediction": torch.tensor([9]), "output": torch.zeros(1, 3)}]
-    PredictionWriter(str(tmp_path / "p.pt")).write_on_epoch_end(ddp, None, [batches, other], [])
+    indices = [[[1, 3], [5, 7], [9, 11]], [[0]]]  # per loader, per batch
+    PredictionWriter(str(tmp_path / "p.pt")).write_on_epoch_end(
+        ddp, None, [batches, other], indices
+    )
     by_rank = torch.load(tmp_path / "p.rank1.pt", weights_only=True)
     assert by_rank["prediction"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert by_rank["index"].tolist() == [1, 3, 5, 7, 9, 11]
 
 
 def test_compare_without_a_logger_is_a_config_error(fake_mnist: Path, in_tmp: Path, capsys):
