@@ -69,7 +69,7 @@ class ResumableLoader(DataLoader):
             yield batch
 
 
-def world(data: L.LightningDataModule) -> tuple[int, int]:
+def ddp_world(data: L.LightningDataModule) -> tuple[int, int]:
     """``(processes, rank)`` of the trainer ``data`` is attached to (``(1, 0)`` without one)."""
     trainer = data.trainer
     return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)

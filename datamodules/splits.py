@@ -7,7 +7,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from .checks import check_nonneg_int, check_positive_int
-from .sampling import make_loader, world
+from .sampling import ddp_world, make_loader
 
 
 class SplitsDataModule(L.LightningDataModule):
@@ -41,7 +41,7 @@ class SplitsDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset | None, batch_size: int, shuffle: bool) -> DataLoader:
         return make_loader(
-            dataset, batch_size, shuffle, self.num_workers, type(self).__name__, world(self)
+            dataset, batch_size, shuffle, self.num_workers, type(self).__name__, ddp_world(self)
         )
 
     def train_dataloader(self) -> DataLoader:

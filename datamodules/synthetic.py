@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from .checks import check_positive_int
-from .sampling import make_loader, world
+from .sampling import ddp_world, make_loader
 
 
 class ToyDataModule(L.LightningDataModule):
@@ -68,7 +68,7 @@ class ToyDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         size = max(self.hparams.batch_size, 100)
-        return make_loader(self.test_set, size, False, 0, type(self).__name__, world(self))
+        return make_loader(self.test_set, size, False, 0, type(self).__name__, ddp_world(self))
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
