@@ -62,9 +62,10 @@ class ResultsWriter(L.Callback):
         path = self.path
         self.epochs = []
         # a checkpoint written at an evaluation after the epoch's last batch, before its entry:
-        # Lightning resumes it with every batch done and ends the epoch (again)
+        # Lightning resumes it "mid-epoch" with every batch done and ends the epoch (again)
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        at_end = done == trainer.num_training_batches > 0
+        mid_epoch = trainer.fit_loop.restarted_mid_epoch
+        at_end = mid_epoch and done == trainer.num_training_batches > 0
         self._ending = trainer.current_epoch + 1 if at_end else None
         if trainer.current_epoch > 0 and path.exists():
             previous = json.loads(path.read_text())["epochs"]

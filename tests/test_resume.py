@@ -599,11 +599,18 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("current_epoch", "batches_done", "kept"),
-    [(0, 0, 0), (1, 0, 1), (1, 3, 1), (3, 0, 3), (1, 5, 2)],
+    ("current_epoch", "batches_done", "mid_epoch", "kept"),
+    [
+        (0, 0, False, 0),
+        (1, 0, False, 1),
+        (3, 0, False, 3),
+        (1, 3, True, 1),  # inside epoch 2
+        (1, 5, True, 2),  # at the evaluation ending epoch 2, before its entry
+        (2, 5, False, 2),  # after epoch 2's end (Lightning's batch count is not reset yet)
+    ],
 )
 def test_a_resume_keeps_only_the_epochs_its_checkpoint_had(
-    tmp_path, current_epoch, batches_done, kept
+    tmp_path, current_epoch, batches_done, mid_epoch, kept
 ):
     """results.json written after the checkpoint (a stop between the two writes) is cut back to
     the checkpoint's epochs when the run resumes: the epochs after it are trained again. A
@@ -617,7 +624,9 @@ def test_a_resume_keeps_only_the_epochs_its_checkpoint_had(
     trainer = SimpleNamespace(
         current_epoch=current_epoch,
         num_training_batches=5,
-        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+        fit_loop=SimpleNamespace(
+            epoch_loop=SimpleNamespace(batch_progress=progress), restarted_mid_epoch=mid_epoch
+        ),
     )
     writer.on_train_start(trainer, None)
     assert writer.epochs == epochs[:kept]
