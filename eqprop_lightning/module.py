@@ -1,4 +1,5 @@
-"""The LightningModule that trains a convergent RNN with EP or truncated BPTT."""
+"""The LightningModule that trains a convergent RNN with EP, continual EP, truncated BPTT or
+recurrent backpropagation."""
 
 from __future__ import annotations
 
@@ -88,7 +89,8 @@ def drop_module_hparam(module: L.LightningModule, name: str) -> None:
 
 
 class EqPropModule(L.LightningModule):
-    """Trains ``net`` with EP (``algorithm: ep``) or truncated BPTT (``algorithm: bptt``).
+    """Trains ``net`` with EP (``algorithm: ep``), continual EP (``cep``), truncated BPTT
+    (``bptt``) or recurrent backpropagation (``rbp``).
 
     Optimization is manual: the rule returns a scalar whose gradient is its estimate, which goes
     through ``manual_backward`` (so DDP all-reduces it), then the optimizer, with one learning
@@ -106,7 +108,7 @@ class EqPropModule(L.LightningModule):
             (recurrent backpropagation, the implicit gradient at the free fixed point).
         T: free-phase steps.
         K: nudged-phase steps (EP), tracked steps (BPTT) or adjoint iterations (RBP).
-        beta: nudging strength; required by EP, None for BPTT.
+        beta: nudging strength; required by EP and continual EP, None for BPTT and RBP.
         symmetric: the old spelling of ``nudging: symmetric`` (an alias); False for BPTT.
         nudging: EP's nudging scheme, ``positive`` (the default, two-phase), ``symmetric``
             (``+beta`` and ``-beta``), ``random_sign`` (``+-beta`` drawn per batch from the run's
@@ -117,7 +119,8 @@ class EqPropModule(L.LightningModule):
             (default 4, at least 2); holomorphic nudging only.
         lrs: learning rates, one per synapse group in the net's order (seed 1: output layer
             first, as ``--lr_tab``; seed 2: projections, then the fc layers upwards).
-        optimizer: ``sgd`` or ``adam``.
+        optimizer: ``sgd`` or ``adam`` (not with continual EP, whose per-step updates add up
+            to EP's only under SGD).
         cosine_t_max: epochs of cosine annealing (``CosineAnnealingLR``, seed 2: 100), or None.
         eta_min: the schedule's final learning rate (with ``cosine_t_max`` only).
         convergence_tol: stop training when a batch's free phase still moves by more than this
@@ -188,6 +191,11 @@ class EqPropModule(L.LightningModule):
             raise ConfigError(f"lrs={lrs} must all be finite and > 0")
         if optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer={optimizer!r} is not supported; choose 'sgd' or 'adam'")
+        if optimizer == "adam" and algorithm == "cep":
+            raise ConfigError(
+                "optimizer='adam' with algorithm 'cep': continual EP's K per-step updates add up "
+                "to EP's update only under plain SGD (Adam rescales each of them); use 'sgd'"
+            )
         if cosine_t_max is not None and cosine_t_max < 1:
             raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")
         if not 0 <= eta_min < math.inf:
@@ -298,9 +306,15 @@ class EqPropModule(L.LightningModule):
         )
         hp = self.hparams
         if not finite:
-            nudges = real_nudges(self.rule, self.global_step)
+            nudges, complex_phases = real_nudges(self.rule, self.global_step)
             found = locate_nonfinite(self.net, x, y, hp.T, hp.K, nudges)
-            if found is None:  # every value is finite: the estimate itself overflowed
+            if found is None and complex_phases:
+                found = (
+                    "the gradient estimate is not finite while every input, weight and real "
+                    "state is finite: the complex nudged phases (not replayed) may have "
+                    "overflowed (a beta past the activation's complex poles)"
+                )
+            elif found is None:  # every value is finite: the estimate itself overflowed
                 largest = max(float(p.detach().abs().max()) for p in self.net.parameters())
                 found = (
                     "the gradient estimate is not finite while every input, weight and state is "

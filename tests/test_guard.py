@@ -16,6 +16,7 @@ from eqprop_lightning.learning import (
     ContinualEP,
     DivergenceError,
     EquilibriumProp,
+    Estimate,
     RecurrentBackprop,
     TruncatedBPTT,
     locate_nonfinite,
@@ -263,3 +264,22 @@ def test_warns_about_outputs_held_at_zero():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warn_silent_outputs(torch.rand(8, 3) + 0.1)  # none silent: no warning
+
+
+def test_a_holomorphic_overflow_is_not_called_finite():
+    """A non-finite holomorphic EP estimate whose real phases replay finite: the complex nudged
+    phases, which the guard does not replay, overflowed; it said every state was finite."""
+    torch.manual_seed(0)
+    module = EqPropModule(
+        PrototypicalFC([3, 8, 6], "tanh"), [0.1, 0.1], T=30, K=20, beta=0.1,
+        nudging="holomorphic",
+    )  # fmt: skip
+    x, y = torch.rand(4, 6), torch.eye(3)[torch.arange(4) % 3]
+    estimate = module.rule(module.net, x, y)
+    nan = Estimate(torch.tensor(math.nan), estimate.output, estimate.last_change)
+    module._trainer = type("T", (), {"world_size": 1, "current_epoch": 0, "global_step": 0})()
+    with pytest.raises(DivergenceError) as err:
+        module.guard(nan, x, y, 0)
+    message = str(err.value)
+    assert "every input, weight and real state is finite" in message
+    assert "the complex nudged phases (not replayed) may have overflowed" in message

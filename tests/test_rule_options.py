@@ -277,3 +277,21 @@ def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path) -> None:
         images = {tag for tag in events.Tags()["images"] if tag.startswith("gdu/")}
         expected = {"gdu/gdu_neurons", "gdu/gdu_synapses", "gdu/gdu_rmse"} if figures else set()
         assert images == expected, figures
+
+
+def test_continual_ep_takes_plain_sgd() -> None:
+    """C-EP's K per-step updates add up to EP's update only under SGD: Adam rescales each of
+    them (measured 10x the norm of EP's Adam step, cosine 0.63), so the pair is refused."""
+    with pytest.raises(ConfigError, match="optimizer='adam' with algorithm 'cep'"):
+        model(algorithm="cep", beta=0.1, optimizer="adam")
+
+
+def test_rbp_iterations_need_not_fit_in_the_free_phase() -> None:
+    """RBP's K counts adjoint iterations, not steps of the free phase: K > T is allowed."""
+    rbp = model(algorithm="rbp", beta=None)
+    assert (rbp.rule.T, rbp.rule.K) == (6, 2)
+    assert EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], T=6, K=50, algorithm="rbp").rule.K == 50
+    with pytest.raises(
+        ConfigError, match=r"K=0 must be a positive integer \(number of adjoint iterations\)"
+    ):
+        EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], T=6, K=0, algorithm="rbp")

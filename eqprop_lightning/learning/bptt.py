@@ -24,7 +24,8 @@ def bptt_transitions(net: Net, K: int) -> int:
 
 
 class TruncatedBPTT:
-    """BPTT of the cost of ``s_T`` through the last transitions of a ``T``-step free phase."""
+    """BPTT of the cost of ``s_T`` through the last :func:`bptt_transitions` transitions of a
+    ``T``-step free phase (all ``T`` where ``K + 1`` would exceed them, ``K = T``)."""
 
     continual = False
 

@@ -12,7 +12,9 @@ fixed ``theta`` the ``K`` updates telescope to ``(eta / beta) <dPhi/dtheta(s_K) 
 dPhi/dtheta(s*)>``, two-phase EP's update, so that with the same learning rates continual EP
 tracks EP's total update as ``eta -> 0`` (the C-EP theorem). Each step's update is the
 gradient of the two-phase surrogate of ``(s_t, s_{t+1})`` and goes through the caller's
-``apply`` (``manual_backward`` and an optimizer step: all-reduced under DDP).
+``apply`` (``manual_backward`` and an optimizer step: all-reduced under DDP). The telescoping
+needs plain SGD (Adam would rescale each of the ``K`` updates): Adam is refused. The nudged
+steps run eagerly (``compile`` affects the free phase only).
 """
 
 from __future__ import annotations

@@ -36,13 +36,15 @@ class GradientEstimator(Protocol):
     def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate: ...
 
 
-def check_phases(T: int, K: int) -> None:
-    """``T`` free steps, ``K`` nudged (or tracked) steps, ``1 <= K <= T``."""
+def check_phases(T: int, K: int, iterations: bool = False) -> None:
+    """``T`` free steps, ``K`` nudged (or tracked) steps, ``1 <= K <= T``; ``iterations``: ``K``
+    counts RBP's adjoint iterations instead, any ``K >= 1``."""
     if not isinstance(T, int) or isinstance(T, bool) or T < 1:
         raise ConfigError(f"T={T!r} must be a positive integer (number of free-phase steps)")
+    what = "adjoint iterations" if iterations else "nudged/BPTT steps"
     if not isinstance(K, int) or isinstance(K, bool) or K < 1:
-        raise ConfigError(f"K={K!r} must be a positive integer (number of nudged/BPTT steps)")
-    if K > T:
+        raise ConfigError(f"K={K!r} must be a positive integer (number of {what})")
+    if K > T and not iterations:
         raise ConfigError(f"K={K} must not exceed T={T} (K <= T)")
 
 

@@ -2,8 +2,9 @@
 their primitives combine into the estimate. The equations of every variant are here.
 
 Write ``g(beta) = <dPhi/dtheta(x, s_beta)>`` (batch mean) for the state ``s_beta`` relaxed with
-the output nudged by ``beta`` (``s_0 = s*``). The nudged dynamics are the fixed-point dynamics of
-``Phi - beta l``, so that ``g'(0) = -dL/dtheta`` (the EP theorem) and every scheme estimates
+the output nudged by ``beta`` (``s_0 = s*``). Where the nudged dynamics are the fixed-point
+dynamics of ``Phi - beta l`` (the energy-based nets), ``g'(0) = -dL/dtheta`` (the EP theorem;
+for the prototypical nets, whose ``F = rho(dPhi/ds)``, approximately), and every scheme estimates
 
     Delta_theta = Re [ c_0 g(0) + sum_k c_k g(beta_k) ]  ~  g'(0) = -dL/dtheta,
 

@@ -56,7 +56,7 @@ class RecurrentBackprop:
     continual = False
 
     def __init__(self, T: int, K: int) -> None:
-        check_phases(T, K)
+        check_phases(T, K, iterations=True)
         self.T, self.K = T, K
 
     def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:

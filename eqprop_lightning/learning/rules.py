@@ -52,13 +52,16 @@ def make_rule(
     return RecurrentBackprop(T, K) if algorithm == "rbp" else TruncatedBPTT(T, K)
 
 
-def real_nudges(rule: GradientEstimator, step: int) -> tuple[float, ...]:
-    """The rule's real nudged phases at ``step``, replayed by the guard (complex ones are not)."""
+def real_nudges(rule: GradientEstimator, step: int) -> tuple[tuple[float, ...], bool]:
+    """The rule's real nudged phases at ``step``, replayed by the guard, and whether it has
+    complex ones (holomorphic EP's, which are not)."""
     if isinstance(rule, ContinualEP):
-        return (rule.beta,)
+        return (rule.beta,), False
     if not isinstance(rule, EquilibriumProp):
-        return ()
-    return tuple(b for b in rule.nudges(step).betas if not isinstance(b, complex))
+        return (), False
+    betas = rule.nudges(step).betas
+    real = tuple(float(b.real) for b in betas if complex(b).imag == 0)
+    return real, len(real) < len(betas)
 
 
 def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str | None:
