@@ -7,9 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sized
 from typing import Any
 
-import lightning as L
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 
@@ -69,12 +67,6 @@ class ResumableLoader(DataLoader):
             yield batch
 
 
-def ddp_world(data: L.LightningDataModule) -> tuple[int, int]:
-    """``(processes, rank)`` of the trainer ``data`` is attached to (``(1, 0)`` without one)."""
-    trainer = data.trainer
-    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-
-
 def make_loader(
     dataset: Dataset | None,
     batch_size: int,
@@ -94,7 +86,9 @@ def make_loader(
     processes, rank = world
     if shuffle:
         sampler = EpochShuffle(dataset)
-    elif processes > 1:
+    elif processes > 1:  # (Lightning imported here only: eqprop gdu reads MNIST without it)
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
         sampler = UnrepeatedDistributedSampler(
             dataset, num_replicas=processes, rank=rank, shuffle=False
         )

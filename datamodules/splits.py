@@ -7,7 +7,13 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from .checks import check_nonneg_int, check_positive_int
-from .sampling import ddp_world, make_loader
+from .sampling import make_loader
+
+
+def ddp_world(data: L.LightningDataModule) -> tuple[int, int]:
+    """``(processes, rank)`` of the trainer ``data`` is attached to (``(1, 0)`` without one)."""
+    trainer = data.trainer
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
 
 class SplitsDataModule(L.LightningDataModule):

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from .checks import check_positive_int
-from .sampling import ddp_world, make_loader
+from .sampling import make_loader
+from .splits import ddp_world
 
 
 class ToyDataModule(L.LightningDataModule):
