@@ -54,7 +54,7 @@ class GDUCallback(L.Callback):
         self.T, self.K, self.beta = T, K, beta
         self.figures = figures
         self.batch: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._periods = 0  # whole periods of optimizer steps done at the last analysis
+        self._step_before = 0  # global step at the start of the batch in progress
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.check_against(pl_module.hparams)
@@ -77,20 +77,16 @@ class GDUCallback(L.Callback):
                 "GDU check nudges as EP does; set gdu.beta"
             )
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        if self.every_n_steps:  # a resumed run goes on counting from its global step
-            self._periods = trainer.global_step // self.every_n_steps
-
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
         if self.every_n_steps and self.batch is None:
             self.batch = tuple(t.detach().clone() for t in batch)
+        self._step_before = trainer.global_step
 
     @rank_zero_only
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step  # continual EP takes K optimizer steps per batch
-        if not self.every_n_steps or step // self.every_n_steps == self._periods:
+        step, n = trainer.global_step, self.every_n_steps  # continual EP: K steps per batch
+        if not n or step // n == self._step_before // n:  # no multiple of n passed
             return
-        self._periods = step // self.every_n_steps
         hp = pl_module.hparams
         beta = hp.beta if self.beta is None else self.beta
         x, y = self.batch

@@ -120,8 +120,7 @@ class ResultsWriter(L.Callback):
             if any(e["epoch"] == epoch for e in self.epochs):
                 return
             if trainer.world_size == 1:  # the running means restored (under DDP: rank 0's only)
-                means = zip(("error", "loss", "free_change"), pl_module.train_metrics, strict=True)
-                metrics = {f"train/{name}": m.compute() for name, m in means}
+                metrics = {name: m.compute() for name, m in pl_module.train_metrics.items()}
         sets = evaluation_sets(trainer.datamodule)
         # the evaluation belongs to this epoch if it ran after its last step
         evaluated = self._evaluated_at == trainer.global_step

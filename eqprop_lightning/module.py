@@ -34,12 +34,6 @@ Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 ETA_MIN = 1e-5
 
 
-def _running_sum_keys(state: dict) -> list[str]:
-    """The keys of a checkpoint's ``state`` holding the epoch's running sums (``MeanMetric``)."""
-    names = ("train_error", "train_loss", "free_change")
-    return [f"{n}.{s}" for n in names for s in ("mean_value", "weight") if f"{n}.{s}" in state]
-
-
 def error_percent(output: Tensor, y: Tensor) -> Tensor:
     """Per-example error in percent: 100 where ``argmax(output) != argmax(y)``, else 0."""
     return (output.argmax(1) != y.argmax(1)).float() * 100.0
@@ -213,8 +207,12 @@ class EqPropModule(L.LightningModule):
         self.train_error = MeanMetric()
         self.train_loss = MeanMetric()
         self.free_change = MeanMetric()
-        self.train_metrics = (self.train_error, self.train_loss, self.free_change)
-        for metric in self.train_metrics:
+        self.train_metrics = {  # logged name -> the epoch's running mean
+            "train/error": self.train_error,
+            "train/loss": self.train_loss,
+            "train/free_change": self.free_change,
+        }
+        for metric in self.train_metrics.values():
             metric.persistent(True)
         self.val_error = MeanMetric()
         self.test_error = MeanMetric()
@@ -259,7 +257,7 @@ class EqPropModule(L.LightningModule):
         x, y = batch
         check_targets(y, self.net.num_classes)
         if batch_idx == 0:  # a new epoch (a run resumed mid-epoch keeps its running means)
-            for metric in self.train_metrics:
+            for metric in self.train_metrics.values():
                 metric.reset()
         opt = self.optimizers()
 
@@ -281,9 +279,8 @@ class EqPropModule(L.LightningModule):
         self.free_change.update(estimate.last_change.max())
         if batch_idx + 1 == self.trainer.num_training_batches:
             # log the epoch's means once: a self.log per step costs as much as the P-1h step
-            self.log("train/error", self.train_error, on_step=False, on_epoch=True, prog_bar=True)
-            self.log("train/loss", self.train_loss, on_step=False, on_epoch=True)
-            self.log("train/free_change", self.free_change, on_step=False, on_epoch=True)
+            for name, metric in self.train_metrics.items():
+                self.log(name, metric, on_step=False, on_epoch=True, prog_bar=name == "train/error")
 
     def guard(self, estimate: Estimate, x: Tensor, y: Tensor, batch_idx: int) -> None:
         """Stop with :class:`DivergenceError` (before the update, so that no checkpoint holds
@@ -349,8 +346,14 @@ class EqPropModule(L.LightningModule):
         checkpoint[RNG_KEY] = capture_rng_states()
         if self.trainer.world_size > 1:
             state = checkpoint["state_dict"]
-            for key in _running_sum_keys(state):
+            for key in self._running_sum_keys(state):
                 state[key] = self.trainer.strategy.reduce(state[key].clone(), reduce_op="sum")
+
+    def _running_sum_keys(self, state: dict) -> list[str]:
+        """The entries of a checkpoint's ``state`` that hold the running means' sums."""
+        means = list(self.train_metrics.values())
+        names = {n for n, m in self.named_children() if any(m is mean for mean in means)}
+        return [key for key in state if key.split(".", 1)[0] in names]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Keep the checkpoint's random states for :meth:`on_train_start`. A fit that resumes it
@@ -362,7 +365,7 @@ class EqPropModule(L.LightningModule):
             return
         if self.trainer.global_rank > 0:  # the sums of every rank are rank 0's to resume
             state = checkpoint["state_dict"]
-            for key in _running_sum_keys(state):
+            for key in self._running_sum_keys(state):
                 state[key] = torch.zeros_like(state[key])
         ckpt_path = self.trainer.ckpt_path
         check_same_hparams(ckpt_path, checkpoint, dict(self.hparams), here="this module")

@@ -170,7 +170,7 @@ def test_gdu_callback_resumed_mid_period_waits_for_the_next_multiple() -> None:
     """Resumed at global step 7 with every_n_steps = 3: the analysis is next due past step 9,
     not at the first batch end (step 8 would otherwise count as periods 0 -> 2)."""
     callback = GDUCallback(every_n_steps=3, figures=False)
-    callback.on_train_start(SimpleNamespace(global_step=7), None)
+    callback.on_train_batch_start(SimpleNamespace(global_step=7), None, batches()[0], 0)
     # returns before reading the module: an analysis here would fail on pl_module=None
     callback.on_train_batch_end(SimpleNamespace(global_step=8), None, None, None, 0)
 
