@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,19 @@ class ResultsWriter(L.Callback):
         # the data is checked and the run directory written (config.yaml) by now
         rank_zero_info(f"run directory: {self.path.parent}")
 
-    @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning restored the loops: a resumed run's current_epoch is the epoch to run
         path = self.path
         self.epochs = []
         # a checkpoint written at an evaluation after the epoch's last batch, before its entry:
-        # Lightning resumes it "mid-epoch" with every batch done and ends the epoch (again)
+        # Lightning resumes it "mid-epoch" with every batch done and ends the epoch (again);
+        # every rank knows, as every rank computes the running means then
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         mid_epoch = trainer.fit_loop.restarted_mid_epoch
         at_end = mid_epoch and done == trainer.num_training_batches > 0
         self._ending = trainer.current_epoch + 1 if at_end else None
+        if not trainer.is_global_zero:
+            return
         if trainer.current_epoch > 0 and path.exists():
             previous = json.loads(path.read_text())["epochs"]
             kept = self._ending or trainer.current_epoch
@@ -104,7 +107,6 @@ class ResultsWriter(L.Callback):
         }
         self._evaluated_at = trainer.global_step
 
-    @rank_zero_only
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
@@ -115,12 +117,15 @@ class ResultsWriter(L.Callback):
             )
             return
         metrics = trainer.callback_metrics
-        if self._ending == epoch:  # resumed at this epoch's end
-            self._ending = None
-            if any(e["epoch"] == epoch for e in self.epochs):
-                return
-            if trainer.world_size == 1:  # the running means restored (under DDP: rank 0's only)
+        if self._ending == epoch:  # resumed at this epoch's end: the checkpoint's running means
+            self._ending = None  # (computed on every rank: under DDP they sum the ranks' shares)
+            with warnings.catch_warnings():  # "compute before update": the states are loaded
+                warnings.filterwarnings("ignore", "The ``compute`` method", UserWarning)
                 metrics = {name: m.compute() for name, m in pl_module.train_metrics.items()}
+            if not trainer.is_global_zero or any(e["epoch"] == epoch for e in self.epochs):
+                return
+        elif not trainer.is_global_zero:
+            return
         sets = evaluation_sets(trainer.datamodule)
         # the evaluation belongs to this epoch if it ran after its last step
         evaluated = self._evaluated_at == trainer.global_step

@@ -273,3 +273,22 @@ def test_two_processes_resumed_inside_an_epoch_keep_its_train_means(two_process_
     assert [e["epoch"] for e in resumed] == [1, 2]
     for key in ("train_error", "train_loss", "free_change", "test_error"):
         assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-3), key
+
+
+def test_two_processes_resumed_at_an_evaluation_end_write_the_epoch_entry(two_process_fit):
+    """With ``check_val_every_n_epoch 2``, epoch 2's last.ckpt is written at its evaluation's
+    end, before its results entry. A run that ended between the two (the entry is cut here)
+    and is resumed writes the entry from the checkpoint: its train error, loss and free-phase
+    change too, summed over both ranks' shares (only one process wrote them before)."""
+    fit = two_process_fit
+    cut = ["--trainer.check_val_every_n_epoch", "2", "--trainer.logger.init_args.version"]
+    fit.run("fit", *cut, "evaluation_end")
+    path = fit.root / "runs/p1h/evaluation_end/results.json"
+    uninterrupted = json.loads(path.read_text())
+    path.write_text(json.dumps({**uninterrupted, "epochs": uninterrupted["epochs"][:1]}))
+    fit.run("fit", "--ckpt_path", "runs/p1h/evaluation_end/checkpoints/last.ckpt")
+    resumed = fit.results("evaluation_end")
+    assert [e["epoch"] for e in resumed] == [1, 2]
+    assert resumed[1]["test_error"] is not None
+    for key in ("train_error", "train_loss", "free_change", "test_error"):
+        assert resumed[1][key] == pytest.approx(uninterrupted["epochs"][1][key], rel=1e-3), key
