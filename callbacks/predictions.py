@@ -14,9 +14,12 @@ class PredictionWriter(BasePredictionWriter):
     """Writes the ``predict_step`` results of all batches, concatenated in the order of the data
     module's ``predict_dataloader``, to ``path`` (default ``<run directory>/predictions.pt``):
     ``{"prediction": (N,) class indices, "output": (N, classes) output states, "index": (N,)
-    each row's example in the dataset}`` (``index`` where Lightning knows it: a ``DataLoader``).
-    Under DDP each rank writes its share to ``<path stem>.rank<r>.pt``: examples ``r``, ``r +
-    world size``, ... of the set, as ``index`` says."""
+    each row's example in the dataset, "name": N strings, where each example comes from}``
+    (``index`` where Lightning knows it: a ``DataLoader``; ``name`` where the dataset names its
+    examples, as the text data modules do: ``aclImdb/test/neg/0_2.txt``,
+    ``snli_1.0_test.jsonl:12``). Under DDP each rank writes its share to ``<path
+    stem>.rank<r>.pt``: examples ``r``, ``r + world size``, ... of the set, as ``index``
+    says."""
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__(write_interval="epoch")
@@ -34,6 +37,10 @@ class PredictionWriter(BasePredictionWriter):
         indices = batch_indices[0] if batch_indices else []  # per loader, per batch
         if indices:
             merged["index"] = torch.tensor([i for batch in indices for i in batch])
+            loader = trainer.predict_dataloaders
+            dataset = (loader[0] if isinstance(loader, (list, tuple)) else loader).dataset
+            if (names := getattr(dataset, "names", None)) is not None:
+                merged["name"] = [names[i] for i in merged["index"].tolist()]
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(merged, path)
         rank_zero_info(f"predictions of {len(merged['prediction'])} examples: {path}")

@@ -31,6 +31,7 @@ from .checks import check_nonneg_int, check_positive_int
 from .data_root import ENV_VAR
 from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, read_keras_imdb
 from .text import (
+    Split,
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
@@ -48,7 +49,8 @@ SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
 _MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
 
-#: One review: (relative path, label, text).
+#: One review: (name, label, text); the name is its path under the data root (and in the
+#: archive), ``aclImdb/test/neg/0_2.txt``, or its place in Keras's file, ``imdb.npz:x_test[17]``.
 Review = tuple[str, int, str]
 SOURCES = ("auto", "stanford", "keras")
 
@@ -213,7 +215,7 @@ class IMDBDataModule(TextDataModule):
                         text = path.read_bytes().decode("utf-8", errors="replace")
                     except OSError as err:
                         raise DataError(f"Cannot read the IMDB review {path}: {err}") from err
-                    reviews[split].append((f"{name}/{path.name}", label, text))
+                    reviews[split].append((f"aclImdb/{split}/{name}/{path.name}", label, text))
         return reviews
 
     def _read_archive(self) -> dict[str, list[Review]]:
@@ -230,7 +232,8 @@ class IMDBDataModule(TextDataModule):
                     if handle is None:
                         continue
                     text = handle.read().decode("utf-8", errors="replace")
-                    reviews[split].append((f"{name}/{filename}", LABELS[name], text))
+                    name_in_root = f"aclImdb/{split}/{name}/{filename}"
+                    reviews[split].append((name_in_root, LABELS[name], text))
         except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
             raise DataError(
                 f"Could not read the IMDB archive {archive}: {type(err).__name__}: {err}. The "
@@ -241,7 +244,8 @@ class IMDBDataModule(TextDataModule):
             reviews[split].sort(key=lambda r: r[0])
         return reviews
 
-    def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _build(self, vocab: VocabularyBuilder) -> dict[str, Split]:
+        """Each split's ids, labels and names (:data:`Review`)."""
         if self._use_keras():
             source, reviews = self.data_root / NPZ_NAME, read_keras_imdb(self.data_root)
         elif self._use_folder():
@@ -277,7 +281,7 @@ class IMDBDataModule(TextDataModule):
                 self._truncating,
             )
             labels = torch.tensor([r[1] for r in items], dtype=torch.int64)
-            out[split] = (ids, labels)
+            out[split] = (ids, labels, [r[0] for r in items])
         return out
 
     def _check_val_size(self, n_train: int) -> None:
@@ -291,11 +295,9 @@ class IMDBDataModule(TextDataModule):
         if self._val_size:
             self._check_val_size(len(data["splits"]["train"]["labels"]))
 
-    def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        train = TokenIdsDataset(*splits["train"], num_classes=self.num_classes)
-        ids, labels = splits["test"]
-        order = torch.tensor(alternate_classes(labels.tolist()), dtype=torch.long)
-        self.test_set = TokenIdsDataset(ids[order], labels[order], num_classes=self.num_classes)
+    def _make_datasets(self, splits: dict[str, TokenIdsDataset]) -> None:
+        train, test = splits["train"], splits["test"]
+        self.test_set = test.reordered(alternate_classes(test.labels.tolist()))
         if self._val_size == 0:
             self.train_set, self.val_set = train, None
             return

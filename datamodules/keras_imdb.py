@@ -83,8 +83,9 @@ def _read_npz(path: Path) -> dict[str, tuple[list[list[int]], list[int]]]:
 
 def read_keras_imdb(root: Path) -> dict[str, list[tuple[str, int, str]]]:
     """``{split: [(name, label, text)]}`` from ``<root>/imdb.npz`` and
-    ``<root>/imdb_word_index.json``, in ``load_data``'s shuffled order (names ``train/<i>``,
-    the index in that order), each text decoded as seed 2 does."""
+    ``<root>/imdb_word_index.json``, in ``load_data``'s shuffled order (names
+    ``imdb.npz:x_train[i]``: each review's place in the file), each text decoded as seed 2
+    does."""
     splits = _read_npz(root / NPZ_NAME)
     reverse = _read_word_index(root / WORD_INDEX_NAME)
     rng = np.random.RandomState(SHUFFLE_SEED)
@@ -93,15 +94,21 @@ def read_keras_imdb(root: Path) -> dict[str, list[tuple[str, int, str]]]:
         ranks, labels = splits[split]
         order = np.arange(len(ranks))
         rng.shuffle(order)
-        shuffled[split] = ([ranks[i] for i in order], [labels[i] for i in order])
+        shuffled[split] = (
+            [ranks[i] for i in order],
+            [labels[i] for i in order],
+            [f"{NPZ_NAME}:x_{split}[{i}]" for i in order],
+        )
     # the largest id, the start id included (load_data's num_words when it is not given)
-    shifted = (r + INDEX_FROM for ranks, _ in shuffled.values() for review in ranks for r in review)
+    shifted = (
+        r + INDEX_FROM for ranks, *_ in shuffled.values() for review in ranks for r in review
+    )
     num_words = max(shifted, default=START_ID)
     out = {}
-    for split, (ranks, labels) in shuffled.items():
+    for split, (ranks, labels, names) in shuffled.items():
         ids = keras_ids(ranks, num_words)
         out[split] = [
-            (f"{split}/{i}", label, decode(review, reverse))
-            for i, (label, review) in enumerate(zip(labels, ids, strict=True))
+            (name, label, decode(review, reverse))
+            for name, label, review in zip(names, labels, ids, strict=True)
         ]
     return out

@@ -26,6 +26,7 @@ from eqprop_lightning.errors import ConfigError, DataError
 from .checks import check_positive_int
 from .data_root import ENV_VAR
 from .text import (
+    Split,
     TextDataModule,
     TokenIdsDataset,
     VocabularyBuilder,
@@ -47,8 +48,9 @@ PANDAS_NA = {
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 }  # fmt: skip
 
-#: One pair: (premise, hypothesis, label).
-Pair = tuple[Any, Any, int]
+#: One pair: (premise, hypothesis, label, name); the name is the file and the line where its
+#: row starts, ``snli_1.0_test.jsonl:12``.
+Pair = tuple[Any, Any, int, str]
 
 
 def _label(path: Path, where: str, gold: object) -> int | None:
@@ -95,7 +97,8 @@ def _read_jsonl(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
                 )
             label = _label(path, where, record["gold_label"])
             if label is not None:
-                pairs.append((record["sentence1"], record["sentence2"], label))
+                name = f"{path.name}:{lineno}"
+                pairs.append((record["sentence1"], record["sentence2"], label, name))
     return pairs, rows
 
 
@@ -130,7 +133,7 @@ def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
                         None if s in PANDAS_NA else s
                         for s in (record["sentence1"], record["sentence2"])
                     )
-                    pairs.append((s1, s2, label))
+                    pairs.append((s1, s2, label, f"{path.name}:{start}"))
         except csv.Error as err:
             raise DataError(
                 f"{path}, line {start}: malformed CSV ({err}) in the row starting there"
@@ -307,7 +310,7 @@ class SNLIDataModule(TextDataModule):
             "limits": self._limits,
         }
 
-    def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _build(self, vocab: VocabularyBuilder) -> dict[str, Split]:
         out = {}
         for role in ("train", "val", "test"):
             if role not in self._roles:
@@ -335,11 +338,10 @@ class SNLIDataModule(TextDataModule):
                 [p[1] for p in pairs], clean_snli, vocab, n, f"SNLI {split} s2"
             )
             labels = torch.tensor([p[2] for p in pairs], dtype=torch.int64)
-            out[role] = (torch.cat([premise, hypothesis], dim=1), labels)
+            names = [p[3] for p in pairs]
+            out[role] = (torch.cat([premise, hypothesis], dim=1), labels, names)
         return out
 
-    def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.train_set = TokenIdsDataset(*splits["train"], num_classes=self.num_classes)
-        self.test_set = TokenIdsDataset(*splits["test"], num_classes=self.num_classes)
-        if "val" in splits:
-            self.val_set = TokenIdsDataset(*splits["val"], num_classes=self.num_classes)
+    def _make_datasets(self, splits: dict[str, TokenIdsDataset]) -> None:
+        self.train_set, self.test_set = splits["train"], splits["test"]
+        self.val_set = splits.get("val")

@@ -53,9 +53,10 @@ PAD_ID = 0
 DEFAULT_W2V_NAME = "word2vec-google-news-300"
 #: Default embeddings file, relative to the data root.
 DEFAULT_W2V_RELPATH = Path("word2vec") / "GoogleNews-vectors-negative300-subset.bin"
-#: Bump with every change to the cleaning, tokenizing or parsing, so that old caches (keyed by
-#: the inputs, the options and this number, not the code) are not reused.
-PIPELINE_VERSION = 2
+#: Bump with every change to the cleaning, tokenizing or parsing, or to what the cache holds, so
+#: that old caches (keyed by the inputs, the options and this number, not the code) are not
+#: reused. 3: the examples' names.
+PIPELINE_VERSION = 3
 
 _BRACKETS = re.compile(r"\[[^]]*\]")
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -392,13 +393,30 @@ def alternate_classes(labels: Sequence[int]) -> list[int]:
 # Dataset and base data module
 
 
-class TokenIdsDataset(Dataset):
-    """Examples ``(ids int64 (L,), one-hot float32 (C,))`` over stored int32 ids."""
+#: One split: ids ``(N, L)``, labels ``(N,)`` and each example's name (where it comes from:
+#: ``aclImdb/test/neg/0_2.txt``, ``snli_1.0_test.jsonl:12``), in the same order.
+Split = tuple[torch.Tensor, torch.Tensor, list[str]]
 
-    def __init__(self, ids: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+
+class TokenIdsDataset(Dataset):
+    """Examples ``(ids int64 (L,), one-hot float32 (C,))`` over stored int32 ids; ``names[i]``
+    says where example ``i`` comes from (``eqprop predict`` writes it beside each prediction)."""
+
+    def __init__(
+        self, ids: torch.Tensor, labels: torch.Tensor, names: list[str], num_classes: int
+    ) -> None:
+        if not len(ids) == len(labels) == len(names):
+            raise ValueError(f"{len(ids)} ids, {len(labels)} labels and {len(names)} names")
         self.ids = ids
         self.labels = labels
+        self.names = names
         self.onehot = F.one_hot(labels.long(), num_classes).to(torch.float32)
+
+    def reordered(self, order: Sequence[int]) -> TokenIdsDataset:
+        """The examples ``order[0], order[1], ...``, names included."""
+        index = torch.as_tensor(order, dtype=torch.long)
+        names = [self.names[i] for i in order]
+        return TokenIdsDataset(self.ids[index], self.labels[index], names, self.onehot.shape[1])
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -412,8 +430,8 @@ class TextDataModule(SplitsDataModule):
     :class:`~.splits.SplitsDataModule`'s).
 
     Subclasses implement ``_sources`` (fingerprint of the input files), ``_options`` (processing
-    options entering the cache key), ``_build`` (returns ``{name: (ids, labels)}`` per split,
-    given a ``VocabularyBuilder``), ``_make_datasets``, ``_validation_set`` and
+    options entering the cache key), ``_build`` (returns a :data:`Split` per split name, given a
+    ``VocabularyBuilder``), ``_make_datasets``, ``_validation_set`` and
     ``_test_set_name`` (what the evaluated sets are), ``num_classes`` and ``seq_len``.
     """
 
@@ -459,10 +477,10 @@ class TextDataModule(SplitsDataModule):
     def _options(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _build(self, vocab: VocabularyBuilder) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def _build(self, vocab: VocabularyBuilder) -> dict[str, Split]:
         raise NotImplementedError
 
-    def _make_datasets(self, splits: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def _make_datasets(self, splits: dict[str, TokenIdsDataset]) -> None:
         raise NotImplementedError
 
     def _check_data(self, data: dict[str, Any]) -> None:
@@ -535,7 +553,10 @@ class TextDataModule(SplitsDataModule):
         splits = self._build(vocab)
         return {
             "version": PIPELINE_VERSION,
-            "splits": {name: {"ids": ids, "labels": y} for name, (ids, y) in splits.items()},
+            "splits": {
+                name: {"ids": ids, "labels": y, "names": names}
+                for name, (ids, y, names) in splits.items()
+            },
             "embedding": vocab.matrix(),
             "vocab": vocab.words,
         }
@@ -591,7 +612,9 @@ class TextDataModule(SplitsDataModule):
             self._data = self._load_or_build()
         if self.test_set is None:
             splits = {
-                name: (entry["ids"], entry["labels"])
+                name: TokenIdsDataset(
+                    entry["ids"], entry["labels"], entry["names"], self.num_classes
+                )
                 for name, entry in self._data["splits"].items()
             }
             self._make_datasets(splits)

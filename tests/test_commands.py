@@ -483,11 +483,14 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
     """predictions.pt holds the batches one after the other, in the loader's order, in the run
     directory (trainer.log_dir, not default_root_dir) unless a path is given; under DDP each
     rank writes <stem>.rank<r>.pt, with the dataset index of each row (a rank's share is
-    interleaved with the others'); of several loaders' predictions, the first loader's."""
+    interleaved with the others'); of several loaders' predictions, the first loader's; each
+    row's name where the dataset names its examples."""
     run = tmp_path / "root" / "eqprop" / "version_3"
+    unnamed = SimpleNamespace(dataset=list(range(6)))
     trainer = SimpleNamespace(
-        world_size=1, global_rank=0, log_dir=str(run), default_root_dir=str(tmp_path / "root")
-    )
+        world_size=1, global_rank=0, log_dir=str(run), default_root_dir=str(tmp_path / "root"),
+        predict_dataloaders=unnamed,
+    )  # fmt: skip
     batches = [
         {"prediction": torch.tensor([i, i + 1]), "output": torch.full((2, 3), float(i))}
         for i in (0, 2, 4)
@@ -498,9 +501,13 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
     assert written["prediction"].tolist() == [0, 1, 2, 3, 4, 5]
     assert written["output"][:, 0].tolist() == [0.0, 0.0, 2.0, 2.0, 4.0, 4.0]
     assert written["output"].shape == (6, 3)
+    assert "name" not in written
     assert sorted(p.name for p in (tmp_path / "root").rglob("*.pt")) == ["predictions.pt"]
 
-    ddp = SimpleNamespace(world_size=2, global_rank=1, log_dir=str(run))
+    named = SimpleNamespace(dataset=SimpleNamespace(names=[f"review {i}" for i in range(12)]))
+    ddp = SimpleNamespace(
+        world_size=2, global_rank=1, log_dir=str(run), predict_dataloaders=[named, unnamed]
+    )
     other = [{"prediction": torch.tensor([9]), "output": torch.zeros(1, 3)}]
     indices = [[[1, 3], [5, 7], [9, 11]], [[0]]]  # per loader, per batch
     PredictionWriter(str(tmp_path / "p.pt")).write_on_epoch_end(
@@ -509,6 +516,7 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
     by_rank = torch.load(tmp_path / "p.rank1.pt", weights_only=True)
     assert by_rank["prediction"].tolist() == [0, 1, 2, 3, 4, 5]
     assert by_rank["index"].tolist() == [1, 3, 5, 7, 9, 11]
+    assert by_rank["name"] == [f"review {i}" for i in (1, 3, 5, 7, 9, 11)]
 
 
 def test_compare_without_a_logger_is_a_config_error(fake_mnist: Path, in_tmp: Path, capsys):

@@ -88,6 +88,11 @@ def test_read_keras_imdb_decodes_as_the_seed(keras_root: Path) -> None:
         (TEST[i][1], TEST_TEXTS[i]) for i in test_order
     ]
     assert train_order != sorted(train_order)  # the shuffle is exercised
+    # each review is named by its place in the file
+    assert [name for name, _, _ in reviews["train"]] == [
+        f"imdb.npz:x_train[{i}]" for i in train_order
+    ]
+    assert [name for name, _, _ in reviews["test"]] == [f"imdb.npz:x_test[{i}]" for i in test_order]
 
 
 def _tokens(dm: IMDBDataModule, ids: torch.Tensor) -> list[list[str]]:

@@ -17,6 +17,7 @@ import torch
 from gensim.models import KeyedVectors
 from nltk.tokenize import ToktokTokenizer
 
+from eqprop_lightning.callbacks import PredictionWriter
 from eqprop_lightning.datamodules import imdb as imdb_module
 from eqprop_lightning.datamodules import text as text_module
 from eqprop_lightning.datamodules.data_root import ENV_VAR
@@ -198,6 +199,15 @@ def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
     assert _tokens(dm, train.ids) == EXPECTED_TRAIN
     assert _tokens(dm, test.ids) == EXPECTED_TEST
     assert train.labels.tolist() == [0, 0, 1, 1] and test.labels.tolist() == [0, 1, 0]
+    # each example's name is its file under the data root
+    assert train.names == [
+        f"aclImdb/train/{n}.txt" for n in ("neg/0_2", "neg/1_1", "pos/0_9", "pos/1_8")
+    ]
+    assert test.names == [
+        "aclImdb/test/neg/0_1.txt",
+        "aclImdb/test/pos/0_10.txt",
+        "aclImdb/test/neg/1_3.txt",
+    ]
     # ids are assigned in order of first use: the first review's words get 1..6
     assert train.ids[0].tolist() == [1, 2, 3, 4, 5, 6, 0, 0]
     used = {w for row in EXPECTED_TRAIN + EXPECTED_TEST for w in row if w}
@@ -224,6 +234,8 @@ def test_imdb_tar_archive_matches_folder(
     from_tar = _imdb(imdb_tar_root, w2v_file)
     assert torch.equal(from_tar.train_set.ids, from_folder.train_set.ids)
     assert torch.equal(from_tar.test_set.ids, from_folder.test_set.ids)
+    assert from_tar.train_set.names == from_folder.train_set.names
+    assert from_tar.test_set.names == from_folder.test_set.names
     assert not (imdb_tar_root / "aclImdb").exists()  # read from the archive, never extracted
     assert (imdb_tar_root / "cache").is_dir()  # default cache dir: <data root>/cache
 
@@ -265,8 +277,15 @@ def test_cache_sees_a_review_rewritten_in_place(imdb_root: Path, w2v_file: Path)
 
 
 def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
+    whole = _imdb(imdb_root, w2v_file)
     dm = _imdb(imdb_root, w2v_file, limit_train_examples=2, limit_test_examples=2, val_size=1)
     assert sorted(dm.test_set.labels.tolist()) == [0, 1]  # class-balanced subsets
+    # the names follow the subsets: each names the review its tokens and label come from
+    for subset, full in ((dm.test_set, whole.test_set), (dm.train_set.dataset, whole.train_set)):
+        tokens, all_tokens = _tokens(dm, subset.ids), _tokens(whole, full.ids)
+        for i, name in enumerate(subset.names):
+            assert subset.labels[i] == ("/pos/" in name)
+            assert tokens[i] == all_tokens[full.names.index(name)]
     assert dm.evaluation_sets["test"] == "the IMDB test reviews (2, a class-balanced subset)"
     # a limit above the split's size: the set says how many it holds (3 test reviews)
     more = _imdb(imdb_root, w2v_file, limit_test_examples=2000)
@@ -357,6 +376,32 @@ def test_trainer_receives_embedded_batches(snli_root: Path, w2v_file: Path) -> N
     assert model.seen == [(torch.Size([2, 2 * SNLI_SEQ_LEN, 300]), torch.float32)]
 
 
+class _Predictor(L.LightningModule):
+    """Predicts class 0 for every example (what ``eqprop predict`` writes, without a net)."""
+
+    def predict_step(self, batch, batch_idx):
+        x, _ = batch
+        return {"prediction": torch.zeros(len(x), dtype=torch.long), "output": x.sum((1, 2))}
+
+
+def test_predictions_name_each_review(imdb_root: Path, w2v_file: Path, tmp_path: Path) -> None:
+    """predictions.pt names the review of each row, in the test set's (alternating) order."""
+    dm = IMDBDataModule(
+        data_dir=str(imdb_root), embeddings=str(w2v_file), seq_len=SEQ_LEN, test_batch_size=2
+    )
+    path = tmp_path / "predictions.pt"
+    trainer = L.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False,
+        enable_model_summary=False, callbacks=[PredictionWriter(str(path))],
+    )  # fmt: skip
+    trainer.predict(_Predictor(), datamodule=dm, return_predictions=False)
+    written = torch.load(path, weights_only=True)
+    assert written["index"].tolist() == [0, 1, 2]
+    assert written["name"] == [
+        "aclImdb/test/neg/0_1.txt", "aclImdb/test/pos/0_10.txt", "aclImdb/test/neg/1_3.txt"
+    ]  # fmt: skip
+
+
 def test_snli_val_split_is_evaluated_before_the_test_split(snli_root: Path, w2v_file: Path) -> None:
     _write_jsonl(snli_root / "snli_1.0" / "snli_1.0_train.jsonl", SNLI_ROWS)
     dm = SNLIDataModule(
@@ -391,9 +436,10 @@ def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
     dm.prepare_data()
     dm.setup("fit")
     assert dm.num_classes == 3 and dm.seq_len == 2 * SNLI_SEQ_LEN and dm.embed_dim == 300
-    for dataset in (dm.train_set, dm.test_set):
+    for dataset, split in ((dm.train_set, "dev"), (dm.test_set, "test")):
         assert dataset.labels.tolist() == [0, 1, 2]  # '-' dropped
         assert _tokens(dm, dataset.ids) == EXPECTED_SNLI
+        assert dataset.names == [f"snli_1.0_{split}.jsonl:{line}" for line in (1, 3, 4)]
     ids, y = next(iter(dm.val_dataloader()))  # no val_split: evaluate the test split
     assert dm.evaluation_sets == {"test": "the SNLI test split"}
     assert ids.shape == (3, 2 * SNLI_SEQ_LEN) and y.argmax(1).tolist() == [0, 1, 2]
@@ -431,7 +477,9 @@ def test_snli_file_with_a_utf8_bom_is_read(tmp_path: Path, suffix: str) -> None:
         else json.dumps(row) + "\n" + json.dumps({**row, "gold_label": "entailment"}) + "\n"
     )
     path.write_bytes(b"\xef\xbb\xbf" + body.encode())
-    expected = [("A man.", "A dog.", 0)] + ([("A man.", "A dog.", 2)] if suffix == ".jsonl" else [])
+    name = path.name
+    expected = [("A man.", "A dog.", 0, f"{name}:2" if suffix == ".csv" else f"{name}:1")]
+    expected += [("A man.", "A dog.", 2, f"{name}:2")] if suffix == ".jsonl" else []
     assert read_snli_file(path) == (expected, len(expected))
 
 
