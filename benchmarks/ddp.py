@@ -1,16 +1,16 @@
 """Training throughput of P-1h with EP: one CPU process against two under Lightning DDP (gloo).
 
-Each configuration trains ``configs/mnist/p1h.yaml`` (EP, T=40, K=15) on the MNIST files in
-``data/`` for ``--batches`` training batches per process, or ``--max-seconds`` of training
-(Lightning's ``max_time``; one epoch, no validation, no checkpoint, no logger, no progress
-bar) in a fresh subprocess of this script (``--worker``), built by the ``eqprop`` CLI from the
-config with ``run=False``, as ``eqprop fit`` would. A callback times the
-train loop on every rank from the start of batch ``--warmup`` to the end of the last batch;
-rank 0 reports the global throughput ``world_size * timed batches * batch_size / seconds`` with
-the slowest rank's seconds, so start-up, process launch, data set-up and the warm-up batches are
-left out. Two processes run with ``strategy=ddp`` (Lightning starts the second rank by running this
-script again) on the gloo backend, with one thread each; ``OMP_NUM_THREADS`` and
-``torch.set_num_threads`` are set in every process.
+Each configuration trains ``configs/mnist/p1h.yaml`` (EP, T=40, K=15) on the MNIST files of the data
+root (``$EQPROP_DATA_DIR``, else ``data/``) for ``--batches`` training batches per process, or
+``--max-seconds`` of training (Lightning's ``max_time``; one epoch, no validation, no checkpoint, no
+logger, no progress bar) in a fresh subprocess of this script (``--worker``), built by the
+``eqprop`` CLI from the config with ``run=False``, as ``eqprop fit`` would. A callback times the
+train loop on every rank from the start of batch ``--warmup`` to the end of the last batch; rank 0
+reports the global throughput ``world_size * timed batches * batch_size / seconds`` with the slowest
+rank's seconds, so start-up, process launch, data set-up and the warm-up batches are left out. Two
+processes run with ``strategy=ddp`` (Lightning starts the second rank by running this script again)
+on the gloo backend, with one thread each; ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` are set
+in every process.
 
 Configurations (per-process batch; the DDP global batch is 2x):
   1p-2t     1 process, 2 threads, batch 20 (reference of the ``vs 1p-2t`` column)
@@ -28,7 +28,6 @@ gradients DDP all-reduces once per batch), ``--allreduce-iters`` times after 5 w
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -41,12 +40,21 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from common import (
+    ROOT,
+    at_least,
+    data_dir,
+    eqprop_cli,
+    fail,
+    meta_start,
+    positive_int,
+    run_meta,
+    write_json,
+)
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from eqprop_lightning.callbacks import GDUCallback, ResultsWriter
-from eqprop_lightning.cli import EqPropCLI
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist" / "p1h.yaml"
 #: name -> (processes, threads per process, batch size per process)
 CONFIGS = {
@@ -183,10 +191,10 @@ def worker(args: argparse.Namespace) -> None:
         "--trainer.enable_model_summary=false",
         f"--trainer.default_root_dir={args.result.parent}",  # config.yaml goes there
         f"--data.batch_size={args.batch_size}",
-        f"--data.data_dir={ROOT / 'data'}",
+        f"--data.data_dir={data_dir()}",
         "--data.download=false",
     ]
-    cli = EqPropCLI(args=cli_args, run=False)
+    cli = eqprop_cli(*cli_args)
     trainer = cli.trainer
     # no checkpoints, results.json or GDU analysis: only the train loop
     unwanted = (ModelCheckpoint, ResultsWriter, GDUCallback)
@@ -215,7 +223,7 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, repeat: int) -> d
             out = json.loads(result.read_text()) | {"wall_seconds": wall, "attempts": attempt + 1}
             return out | {"returncode": run.returncode}
         if attempt == 2:
-            sys.exit(f"{' '.join(cmd)} failed ({run.returncode}):\n{run.stderr[-3000:]}")
+            fail(cmd, run)
     raise AssertionError("unreachable")
 
 
@@ -223,12 +231,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, help="JSON file to write (required)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=500, help="training batches per process")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed first batches")
-    parser.add_argument("--allreduce-iters", type=int, default=50)
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs per config (>= 1)")
     parser.add_argument(
-        "--max-seconds", type=int, default=20, help="stop a run's training after this (max_time)"
+        "--batches", type=positive_int, default=500, help="training batches per process (>= 1)"
+    )
+    parser.add_argument("--warmup", type=at_least(0), default=10, help="untimed first batches")
+    parser.add_argument("--allreduce-iters", type=positive_int, default=50, help=">= 1")
+    parser.add_argument(
+        "--max-seconds",
+        type=positive_int,
+        default=20,
+        help="stop a run's training after this (max_time, >= 1)",
     )
     # internal: one training run
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -242,8 +255,8 @@ def main() -> None:
     if args.out is None:
         parser.error("--out is required")
     if args.warmup >= args.batches:
-        parser.error("--warmup must be smaller than --batches")
-    load_start = os.getloadavg()
+        parser.error(f"--warmup {args.warmup} must be smaller than --batches {args.batches}")
+    meta = meta_start()
     start = time.perf_counter()
     runs: dict[str, list[dict]] = {name: [] for name in args.configs}
     with tempfile.TemporaryDirectory() as tmp:
@@ -296,22 +309,22 @@ def main() -> None:
         f"batch = per process; DDP trains with global batch = processes x batch. samples/s: "
         f"global, median of {args.repeats} runs of {args.batches} batches per process "
         f"({args.warmup} untimed); all-reduce: mean of {args.allreduce_iters} back-to-back "
-        f"calls on gloo; load average at start {load_start[0]:.2f}"
+        f"calls on gloo; load average at start {meta['loadavg_before'][0]:.2f}"
     )
-    report["meta"] = {
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-        "cpu_count": os.cpu_count(),
-        "loadavg_start": load_start,
-        "loadavg_end": os.getloadavg(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "config": str(CONFIG.relative_to(ROOT)),
-        "repeats": args.repeats,
-        "batches_per_process": args.batches,
-        "warmup_batches": args.warmup,
-        "total_seconds": time.perf_counter() - start,
-    }
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    report["meta"] = run_meta(
+        meta,
+        clock="wall",
+        device="cpu",
+        threads=None,  # per configuration: threads_per_process
+        lightning=L.__version__,
+        data_dir=str(data_dir()),
+        config=str(CONFIG.relative_to(ROOT)),
+        repeats=args.repeats,
+        batches_per_process=args.batches,
+        warmup_batches=args.warmup,
+        total_seconds=time.perf_counter() - start,
+    )
+    write_json(args.out, report)
     print(f"written {args.out}")
 
 

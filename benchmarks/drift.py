@@ -1,11 +1,13 @@
 """How a rule's estimate drifts from the BPTT gradient along its own training trajectory.
 
-Trains the config (with its rule, learning rates and seed, SGD, no Lightning loop) for
+Trains the config (with its rule, learning rates and seed, plain SGD, no Lightning loop) for
 ``--batches`` training batches; every ``--every`` batches, before that batch's update, it
 computes on the same weights and batch the rule's estimate and truncated BPTT's gradient (the
 config's ``T`` and ``K``) and records, per weight layer, their cosine and norm ratio, the layer's
 weight norm, the free phase's last-step change and the batch error. This is how the
-cross-entropy P-1h failure was traced (README, "P-1h by learning rule").
+cross-entropy P-1h failure was traced (README, "P-1h by learning rule"). A config that trains
+otherwise (``optimizer: adam``, a ``cosine_t_max`` schedule, continual EP's per-step updates) is
+refused rather than trained differently.
 
     python benchmarks/drift.py --config configs/mnist/p1h.yaml \\
         --config configs/overrides/p1h_cross_entropy.yaml --batches 400 --every 50 --out d.json
@@ -15,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import torch
+from common import eqprop_cli, positive_int
 from torch.nn import functional as F
 
-from eqprop_lightning.cli import EqPropCLI
 from eqprop_lightning.learning import make_rule
 
 
@@ -34,19 +35,25 @@ def gradients(rule, net, x, y, step: int) -> tuple[list[torch.Tensor], object]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--config", action="append", required=True)
-    p.add_argument("--batches", type=int, default=400)
-    p.add_argument("--every", type=int, default=50)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batches", type=positive_int, default=400, help="training batches (>= 1)")
+    p.add_argument("--every", type=positive_int, default=50, help="batches between rows (>= 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="torch threads (>= 1)")
     p.add_argument("--out", type=Path, required=True)
     args, overrides = p.parse_known_args()
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", message=".*args parameter is intended")
     configs = [a for c in args.config for a in ("--config", c)]
-    cli = EqPropCLI(args=[*configs, *overrides], run=False)
+    cli = eqprop_cli(*configs, *overrides)
     model, data = cli.model, cli.datamodule
+    hp = model.hparams
+    if hp.optimizer != "sgd":
+        p.error(f"model.optimizer={hp.optimizer!r}: drift.py trains with plain SGD only (sgd)")
+    if hp.cosine_t_max is not None:
+        p.error(f"model.cosine_t_max={hp.cosine_t_max}: drift.py has no schedule (give null)")
+    if model.rule.continual:
+        p.error(f"model.algorithm={hp.algorithm!r}: continual EP has no estimate at fixed weights")
     data.prepare_data()
     data.setup("fit")
-    net, rule, hp = model.net, model.rule, model.hparams
+    net, rule = model.net, model.rule
     bptt = make_rule("bptt", hp.T, hp.K)
     groups = net.synapse_groups()
     labels = net.synapse_labels()  # every net has them (nets.protocol.Net)

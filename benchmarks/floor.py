@@ -8,11 +8,13 @@ products), and the SGD update. The floor adds:
 * ``relaxation``: the ``T + K`` steps compiled by inductor with ``cpp_wrapper`` (the kernels
   called from C++: no Python or dispatcher between them), without autograd;
 * ``input products``: ``W x`` and ``s^T x``;
-* ``sgd update``: ``zero_grad`` and the optimizer step on gradients of the weights' shapes.
+* ``sgd update``: the optimizer step on gradients of the weights' shapes (made once, outside the
+  timed part: a step's gradients come from ``backward``).
 
 Everything else (autograd's graph, the primitive, Lightning) is overhead a step could shed in
 principle. ``original / floor`` is the most our step could be faster than the original's on this
-machine; ``--original`` runs ``original.py`` (a fresh process, same clock and threads).
+machine; ``--original`` runs ``original.py`` (a fresh process, same clock, one thread:
+``OMP_NUM_THREADS=1``).
 
     OMP_NUM_THREADS=1 python benchmarks/floor.py --out floor.json --original /path/to/checkout
 """
@@ -20,13 +22,21 @@ machine; ``--original`` runs ``original.py`` (a fresh process, same clock and th
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 from pathlib import Path
 
 import torch
-from throughput import BATCH, bench, clock, get_batch, load, median_time, original
+from common import (
+    BATCH,
+    add_original_argument,
+    clock,
+    median_time,
+    meta_start,
+    positive_float,
+    run_meta,
+    write_json,
+)
+from throughput import bench, get_batch, load, original
 
 from eqprop_lightning.learning.compiled import compile_dynamics
 from eqprop_lightning.learning.phases import free_phase
@@ -54,15 +64,9 @@ def floor_parts(seconds: float, now) -> dict[str, float]:
     s = torch.rand(BATCH, w_in.shape[0])
     products = median_time(lambda: (x @ w_in.t(), s.t() @ x), seconds, now)
     params = [torch.zeros_like(p, requires_grad=True) for p in net.parameters()]
-    opt = torch.optim.SGD(params, lr=0.01)
-
-    def update() -> None:
-        opt.zero_grad()
-        for p in params:
-            p.grad = torch.ones_like(p)
-        opt.step()
-
-    sgd = median_time(update, seconds, now)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    sgd = median_time(torch.optim.SGD(params, lr=0.01).step, seconds, now)
     ms = {"relaxation, eager": eager, "relaxation, C++ (cpp_wrapper)": compiled}
     ms |= {"input products": products, "sgd update": sgd}
     return {k: 1e3 * v for k, v in ms.items()}
@@ -71,12 +75,15 @@ def floor_parts(seconds: float, now) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seconds", type=float, default=10.0, help="timing budget per part")
+    parser.add_argument(
+        "--seconds", type=positive_float, default=10.0, help="timing budget per part (> 0)"
+    )
     parser.add_argument("--clock", choices=("wall", "cpu"), default="cpu")
-    parser.add_argument("--original", type=Path, help="checkout of the original code")
+    add_original_argument(parser, "checkout of the original code: also time its step")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    now = clock(args.clock)
+    os.environ["OMP_NUM_THREADS"] = "1"  # for original.py's process
+    start, now = meta_start(), clock(args.clock)
     parts = floor_parts(args.seconds, now)
     floor = sum(v for k, v in parts.items() if k != "relaxation, eager")
     ours = bench("p1h", "ep", False, args.seconds, False, now, "cpu")["step_ms"]
@@ -85,20 +92,17 @@ def main() -> None:
         orig = original(args.original, "p1h", "ep", args.seconds, args.clock)["step_ms"]
         result |= {"original_ms": orig, "ours_over_original": orig / ours}
         result |= {"floor_over_original": orig / floor}
-    result["meta"] = dict(
-        torch=torch.__version__,
-        clock=args.clock,
-        threads=torch.get_num_threads(),
-        loadavg=os.getloadavg(),
-        date=datetime.datetime.now().isoformat(timespec="seconds"),
-    )
+    threads = torch.get_num_threads()
+    result["meta"] = run_meta(start, clock=args.clock, device="cpu", threads=threads)
+    result["meta"]["seconds"] = args.seconds
     for name, value in [*parts.items(), ("floor (sum but eager)", floor), ("ours, eager", ours)]:
         print(f"{name:<32} {value:8.3f} ms")
     if args.original:
         print(f"{'original':<32} {result['original_ms']:8.3f} ms")
         print(f"original / ours  {result['ours_over_original']:.1f}x")
         print(f"original / floor {result['floor_over_original']:.1f}x (the most a step can gain)")
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,33 +1,41 @@
 """Wall time of the whole ``eqprop gdu`` process for the Fig. 3 configs, against the original code.
 
-Each config runs as ``python -m eqprop_lightning.cli gdu --config configs/gdu/<name>.yaml`` in a
-subprocess (start-up, data loading, the analysis, saving tensors and figures: everything a user
-waits for), ``--repeats`` times; the table reports the median wall time, the analysis time alone
-(``gdu.json``'s ``seconds``) and, with ``--original PATH`` (a checkout of
+Each config runs as ``python -m eqprop_lightning.commands gdu --config
+configs/gdu/<name>.yaml`` (the installed ``eqprop`` command's entry point, as ``startup.py``
+runs it) in a subprocess (start-up, data loading, the analysis, saving tensors and figures:
+everything a user waits for), ``--repeats`` times; the table reports the median wall time, the
+analysis time alone (``gdu.json``'s ``seconds``) and, with ``--original PATH`` (a checkout of
 ernoult/updatesEPgradientsBPTT), the original's own command for the same figure measured the
 same way right after (``original.py``; Fig. 3 EB-2h takes it about a quarter of an hour), and the
-speed-up against the target.
+speed-up against the target (``-``, JSON ``null``, where it was not measured). The JSON is written
+after every config.
 
-    python benchmarks/gdu.py --out gdu_bench.json [--configs fig3_eb1h fig3_eb2h fig3_eb3h]
-        [--original PATH]
+    python benchmarks/gdu.py --out gdu_bench.json [--configs fig3_p1h fig3_eb1h fig3_eb2h fig3_eb3h]
+        [--repeats N] [--original PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from original import plotcurves_seconds  # noqa: E402
+from common import (
+    EQPROP,
+    ROOT,
+    add_original_argument,
+    meta_start,
+    positive_int,
+    run_meta,
+    wall_seconds,
+    write_json,
+)
+from original import plotcurves_seconds
 
+CONFIGS = sorted(path.stem for path in (ROOT / "configs" / "gdu").glob("*.yaml"))
+DEFAULT_CONFIGS = ["fig3_p1h", "fig3_eb1h", "fig3_eb2h", "fig3_eb3h"]
 TARGET = {
     "fig3_eb1h": ("speed-up", 10.0),
     "fig3_eb2h": ("speed-up", 10.0),
@@ -37,32 +45,34 @@ TARGET = {
 
 def run_once(config: str, out_dir: Path) -> tuple[float, float]:
     """Wall seconds of one ``eqprop gdu`` process and the analysis seconds it reports."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "eqprop_lightning.cli",
-        "gdu",
-        "--config",
-        str(ROOT / "configs" / "gdu" / f"{config}.yaml"),
-        "--output_dir",
-        str(out_dir),
-    ]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
-    wall = time.perf_counter() - start
+    path = ROOT / "configs" / "gdu" / f"{config}.yaml"
+    wall = wall_seconds([*EQPROP, "gdu", "--config", str(path), "--output_dir", str(out_dir)])
     return wall, json.loads((out_dir / "gdu.json").read_text())["seconds"]
+
+
+def verdict(kind: str, value: float | None, ok: bool | None) -> str:
+    """The target column: the target and PASS, FAIL or ``not measured``."""
+    if not kind:
+        return ""
+    outcome = "not measured" if ok is None else ("PASS" if ok else "FAIL")
+    return f"{kind} {value:g} {outcome}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     parser.add_argument(
-        "--configs", nargs="+", default=["fig3_p1h", "fig3_eb1h", "fig3_eb2h", "fig3_eb3h"]
+        "--configs",
+        nargs="+",
+        default=DEFAULT_CONFIGS,
+        choices=CONFIGS,
+        metavar="NAME",
+        help=f"configs/gdu/<NAME>.yaml (default: {' '.join(DEFAULT_CONFIGS)})",
     )
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--original", type=Path, help="checkout of the original code")
+    parser.add_argument("--repeats", type=positive_int, default=1, help="runs per command (>= 1)")
+    add_original_argument(parser, "checkout of the original code: also time its command")
     args = parser.parse_args()
-    results = {}
+    start, results = meta_start(), {}
     row = "{:<11} {:>9} {:>11} {:>10} {:>9}  {}"
     print(row.format("config", "wall s", "analysis s", "original", "speed-up", "target"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,25 +83,22 @@ def main() -> None:
             original = None
             if args.original:
                 path = ROOT / "configs" / "gdu" / f"{config}.yaml"
-                original = statistics.median(
-                    plotcurves_seconds(args.original.resolve(), path, args.repeats)
-                )
-            speedup = original / wall if original else None
+                original = statistics.median(plotcurves_seconds(args.original, path, args.repeats))
+            speedup = None if original is None else original / wall
             kind, value = TARGET.get(config, ("", None))
             ok = None
             if kind == "speed-up" and speedup is not None:
                 ok = speedup >= value
             elif kind == "seconds":
                 ok = wall <= value
-            target = f"{kind} {value:g} {'PASS' if ok else 'FAIL'}" if kind else ""
             print(
                 row.format(
                     config,
                     f"{wall:.1f}",
                     f"{analysis:.1f}",
-                    f"{original:.0f}" if original else "-",
-                    f"{speedup:.1f}x" if speedup else "-",
-                    target,
+                    "-" if original is None else f"{original:.0f}",
+                    "-" if speedup is None else f"{speedup:.1f}x",
+                    verdict(kind, value, ok),
                 )
             )
             results[config] = {
@@ -101,8 +108,8 @@ def main() -> None:
                 "speedup": speedup,
                 "pass": ok,
             }
-    results["meta"] = {"cpu_count": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M")}
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+            meta = run_meta(start, clock="wall", device="cpu", threads=None, repeats=args.repeats)
+            write_json(args.out, results | {"meta": meta})
     print(f"written {args.out}")
 
 

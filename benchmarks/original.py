@@ -9,7 +9,7 @@ the config's header (``# Original: python main.py ...``), with ``--device-label 
 ``train`` over one batch: the free and nudged phases and ``updateWeights`` (EP), or the forward
 pass with grad, ``backward`` and its SGD update (BPTT). The batch is the first 20 MNIST test
 images through the original's transforms, repeated; the 3 warm-up and 5 timed windows are those
-of ``throughput.median_time``. Prints one JSON object.
+of ``common.median_time``. Prints one JSON object.
 
     python benchmarks/original.py --repo /path/to/updatesEPgradientsBPTT --config p1h --alg ep
 """
@@ -24,21 +24,27 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from throughput import BATCH, clock, median_time  # noqa: E402
+from common import (
+    BATCH,
+    MNIST_FILES,
+    ROOT,
+    clock,
+    data_dir,
+    median_time,
+    original_checkout,
+    positive_float,
+    wall_seconds,
+)
 
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
+#: the MNIST configs whose header holds the original's command
+CONFIGS = sorted(
+    path.stem
+    for path in (ROOT / "configs" / "mnist").glob("*.yaml")
+    if "# Original:" in path.read_text()
 )
 
 
@@ -53,11 +59,10 @@ def original_command(config: Path) -> list[str]:
 
 def stage_mnist(dest: Path) -> None:
     """Gunzip MNIST where the original's ``torchvision.datasets.MNIST('./data')`` looks."""
-    data_dir = Path(os.environ.get("EQPROP_DATA_DIR", ROOT / "data"))
     raw = dest / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for name in MNIST_FILES:
-        with gzip.open(data_dir / "MNIST" / "raw" / f"{name}.gz") as src:
+        with gzip.open(data_dir() / "MNIST" / "raw" / f"{name}.gz") as src:
             (raw / name).write_bytes(src.read())
 
 
@@ -74,9 +79,7 @@ def plotcurves_seconds(repo: Path, config: Path, repeats: int) -> list[float]:
         shutil.copytree(repo, copy, ignore=shutil.ignore_patterns(".git", "data"))
         stage_mnist(copy)
         for _ in range(repeats):
-            start = time.perf_counter()
-            subprocess.run(cmd, check=True, cwd=copy, capture_output=True, env=env)
-            times.append(time.perf_counter() - start)
+            times.append(wall_seconds(cmd, cwd=copy, env=env))
     return times
 
 
@@ -126,13 +129,19 @@ def measure(repo: Path, config: str, alg: str, seconds: float, clock_kind: str) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("--repo", required=True, type=Path, help="checkout of the original code")
-    p.add_argument("--config", required=True, help="configs/mnist/<config>.yaml")
+    p.add_argument(
+        "--repo",
+        required=True,
+        type=original_checkout,
+        metavar="PATH",
+        help="checkout of the original code",
+    )
+    p.add_argument("--config", required=True, choices=CONFIGS, help="configs/mnist/<config>.yaml")
     p.add_argument("--alg", choices=["ep", "bptt"], required=True)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=positive_float, default=5.0)
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = p.parse_args()
-    result = measure(args.repo.resolve(), args.config, args.alg, args.seconds, args.clock)
+    result = measure(args.repo, args.config, args.alg, args.seconds, args.clock)
     print(json.dumps(result))
 
 

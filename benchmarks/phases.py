@@ -5,18 +5,18 @@ projection, 100 tokens, FC 1000-40-2, batch 20, T 50, K 25; random inputs).
 
     python benchmarks/phases.py --out /tmp/phases.json [--seconds 5] [--threads 1] [--nets p1h]
 
-Prints a markdown table (ms per step, median over windows) and writes the numbers as JSON.
+Prints a markdown table (ms per step, median over 5 windows after 3 warm-ups, wall clock) and
+writes the numbers as JSON (``<net>``: ms per variant and the two ratios; ``meta``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
-import time
+from pathlib import Path
 
 import torch
+from common import median_time, meta_start, positive_float, positive_int, run_meta, write_json
 
 from eqprop_lightning.learning import EquilibriumProp, ep_surrogate
 from eqprop_lightning.learning.phases import relax_with_previous
@@ -61,46 +61,31 @@ def steps(net, x, y, T: int, K: int, beta: float) -> dict:
     return {name: (lambda o=o: step(o)) for name, o in objectives.items()}
 
 
-def time_step(step, seconds: float) -> float:
-    """Median ms per call of ``step`` over 5 windows of ``seconds / 5``, after 3 warm-ups."""
-    for _ in range(3):
-        step()
-    windows = []
-    for _ in range(5):
-        n, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 5 or n == 0:
-            step()
-            n += 1
-        windows.append(1000 * (time.perf_counter() - start) / n)
-    return statistics.median(windows)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--seconds", type=positive_float, default=5.0, help="timing budget per variant (> 0)"
+    )
+    parser.add_argument("--threads", type=positive_int, help="torch threads (>= 1)")
     parser.add_argument("--nets", nargs="+", choices=["p1h", "imdb"], default=["p1h", "imdb"])
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {}
+    start, results = meta_start(), {}
     for name, setting in settings().items():
         if name not in args.nets:
             continue
-        row = {rule: time_step(step, args.seconds) for rule, step in steps(*setting).items()}
+        row = {
+            rule: 1e3 * median_time(step, args.seconds) for rule, step in steps(*setting).items()
+        }
         row["batched_vs_two_phase"] = row["symmetric_batched"] / row["two_phase"]
         row["sequential_vs_batched"] = row["symmetric_sequential"] / row["symmetric_batched"]
         results[name] = row
-    results["meta"] = {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "cpus": torch.multiprocessing.cpu_count(),
-        "machine": platform.machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+    threads = torch.get_num_threads()
+    results["meta"] = run_meta(start, clock="wall", device="cpu", threads=threads)
+    results["meta"] |= dict(seconds=args.seconds, machine=platform.machine())
+    write_json(args.out, results)
     print(
         "| net | two-phase ms | symmetric batched ms | symmetric sequential ms | "
         "batched / two-phase | sequential / batched |"
@@ -113,6 +98,7 @@ def main() -> None:
             f"{r['symmetric_sequential']:.2f} | {r['batched_vs_two_phase']:.2f} | "
             f"{r['sequential_vs_batched']:.2f} |"
         )
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -17,21 +17,24 @@ in a directory where its ``./data`` holds MNIST, and ``speedup`` is its median o
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from original import plotcurves_seconds  # noqa: E402
+from common import (
+    EQPROP,
+    ROOT,
+    add_original_argument,
+    meta_start,
+    positive_int,
+    run_meta,
+    wall_seconds,
+    write_json,
+)
+from original import plotcurves_seconds
 
-EQPROP = [sys.executable, "-m", "eqprop_lightning.commands"]
 GDU = "eqprop gdu --config configs/gdu/fig3_eb1h.yaml"
 ORIGINAL = "original: python main.py --action plotcurves ... (fig3_eb1h)"
 TARGETS = {"eqprop --help": 1.5, GDU: 4.0}
@@ -55,12 +58,6 @@ def commands(out_dir: Path) -> dict[str, list[str]]:
     }
 
 
-def wall_seconds(cmd: list[str]) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True)
-    return time.perf_counter() - start
-
-
 def row(times: list[float], target: float | None) -> dict:
     return {
         "median_s": round(statistics.median(times), 2),
@@ -73,40 +70,39 @@ def row(times: list[float], target: float | None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--original", type=Path, help="checkout of the original code")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="runs per command (>= 1)")
+    add_original_argument(parser, "checkout of the original code: also time its command")
     args = parser.parse_args()
-    load_before = os.getloadavg()
-    rows = {}
+    start, rows = meta_start(), {}
+    result = {"rows": rows, "speedup": None, "speedup_target": SPEEDUP_TARGET}
+
+    def write() -> None:
+        extra = dict(repeats=args.repeats, python=platform.python_version())
+        result["meta"] = run_meta(start, clock="wall", device="cpu", threads=None, **extra)
+        write_json(args.out, result)
+
     with tempfile.TemporaryDirectory() as tmp:
         for name, cmd in commands(Path(tmp) / "gdu").items():
-            rows[name] = row([wall_seconds(cmd) for _ in range(args.repeats)], TARGETS.get(name))
+            times = [wall_seconds(cmd, cwd=ROOT) for _ in range(args.repeats)]
+            rows[name] = row(times, TARGETS.get(name))
+            write()
     if args.original:
         fig3 = ROOT / "configs" / "gdu" / "fig3_eb1h.yaml"
-        rows[ORIGINAL] = row(plotcurves_seconds(args.original.resolve(), fig3, args.repeats), None)
-    speedup = rows[ORIGINAL]["median_s"] / rows[GDU]["median_s"] if args.original else None
-    result = {
-        "rows": rows,
-        "speedup": None if speedup is None else round(speedup, 2),
-        "speedup_target": SPEEDUP_TARGET,
-        "repeats": args.repeats,
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "cpus": os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "python": platform.python_version(),
-    }
+        rows[ORIGINAL] = row(plotcurves_seconds(args.original, fig3, args.repeats), None)
+        result["speedup"] = round(rows[ORIGINAL]["median_s"] / rows[GDU]["median_s"], 2)
+        write()
     print("| command | median s | range s | target s |\n|---|---|---|---|")
     for name, r in rows.items():
         target = "" if r["target_s"] is None else f"{r['target_s']}"
         print(f"| `{name}` | {r['median_s']:.2f} | {r['min_s']:.2f}-{r['max_s']:.2f} | {target} |")
-    if speedup is not None:
-        print(f"eqprop gdu is {speedup:.1f}x faster than the original (target {SPEEDUP_TARGET}x)")
-    print(
-        f"load average before {result['load_average_before']}, after {result['load_average_after']}"
-    )
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {args.out}")
+    if result["speedup"] is not None:
+        print(
+            f"eqprop gdu is {result['speedup']:.1f}x faster than the original "
+            f"(target {SPEEDUP_TARGET}x)"
+        )
+    meta = result["meta"]
+    print(f"load average before {meta['loadavg_before']}, after {meta['loadavg_after']}")
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":
