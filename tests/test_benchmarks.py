@@ -1,0 +1,196 @@
+"""The benchmark scripts (``benchmarks/``): a short run of ``phases.py`` and of ``throughput.py``
+writes the documented JSON keys, and a bad option exits with status 2 and a message naming the
+option and the value, before anything is measured."""
+
+from __future__ import annotations
+
+import json
+import math
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+#: every script's ``meta`` (benchmarks/README.md)
+META_KEYS = {
+    "torch",
+    "threads",
+    "omp_num_threads",
+    "clock",
+    "device",
+    "cpu_count",
+    "date",
+    "loadavg_before",
+    "loadavg_after",
+}
+#: the options that keep a run of throughput.py to one short row
+ONE_ROW = ["--configs", "p1h", "--algorithms", "ep", "--seconds", "0.05", "--synthetic"]
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(BENCH / name), *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def check_meta(meta: dict, clock: str) -> None:
+    assert META_KEYS <= set(meta)
+    assert meta["clock"] == clock and meta["device"] == "cpu" and meta["threads"] == 1
+    assert isinstance(meta["torch"], str) and isinstance(meta["cpu_count"], int)
+    for key in ("loadavg_before", "loadavg_after"):
+        assert len(meta[key]) == 3 and all(isinstance(x, float) for x in meta[key])
+
+
+def positive(value) -> bool:
+    return isinstance(value, float) and math.isfinite(value) and value > 0
+
+
+def test_phases_writes_its_keys(tmp_path: Path) -> None:
+    out = tmp_path / "phases.json"
+    run_script(
+        "phases.py", "--out", str(out), "--nets", "p1h", "--seconds", "0.05", "--threads", "1"
+    )
+    report = json.loads(out.read_text())
+    assert set(report) == {"p1h", "meta"}
+    row = report["p1h"]
+    for key in ("two_phase", "symmetric_batched", "symmetric_sequential"):
+        assert positive(row[key]), key
+    assert row["batched_vs_two_phase"] == pytest.approx(row["symmetric_batched"] / row["two_phase"])
+    assert row["sequential_vs_batched"] == pytest.approx(
+        row["symmetric_sequential"] / row["symmetric_batched"]
+    )
+    check_meta(report["meta"], "wall")
+
+
+def test_throughput_writes_its_keys(tmp_path: Path) -> None:
+    """One eager P-1h EP row on random inputs: the row, the shipped variant's key and ``meta``
+    (the first step on the wall clock whatever ``--clock``)."""
+    out = tmp_path / "t.json"
+    run_script(
+        "throughput.py",
+        "--out",
+        str(out),
+        *ONE_ROW,
+        "--variants",
+        "eager",
+        "--threads",
+        "1",
+        "--clock",
+        "cpu",
+    )
+    report = json.loads(out.read_text())
+    assert set(report) == {"p1h/ep/eager", "p1h/ep", "meta"}
+    row = report["p1h/ep/eager"]
+    assert positive(row["samples_per_s"]) and positive(row["step_ms"])
+    assert positive(row["first_step_s"]) and row["data"] == "synthetic"
+    assert row["samples_per_s"] == pytest.approx(20 / (row["step_ms"] / 1e3))
+    assert report["p1h/ep"] == row | {"variant": "eager"}  # P-1h ships eager
+    check_meta(report["meta"], "cpu")
+    assert report["meta"]["first_step_clock"] == "wall"
+    assert report["meta"]["seconds"] == 0.05
+
+
+BAD_OPTIONS = [
+    ("throughput.py", [*ONE_ROW, "--variants", "eager", "--threads", "0"], "--threads: 0"),
+    ("throughput.py", [*ONE_ROW, "--variants", "eager", "--end-to-end", "0"], "--end-to-end: 0"),
+    ("throughput.py", [*ONE_ROW, "--variants", "typo"], "--variants: invalid choice: 'typo'"),
+    ("throughput.py", [*ONE_ROW, "--variants", "eager", "--seconds", "0"], "--seconds: 0"),
+    ("throughput.py", [*ONE_ROW, "--variants", "eager", "--device", "tpu"], "--device: 'tpu'"),
+    ("phases.py", ["--nets", "p1h", "--seconds", "0.05", "--threads", "0"], "--threads: 0"),
+    ("startup.py", ["--repeats", "0"], "--repeats: 0"),
+    ("gdu.py", ["--configs", "fig3_p1h", "--repeats", "0"], "--repeats: 0"),
+    ("ddp.py", ["--repeats", "0"], "--repeats: 0"),
+    (
+        "ddp.py",
+        ["--configs", "1p-1t", "--repeats", "1", "--batches", "12", "--warmup", "2"]
+        + ["--allreduce-iters", "0"],
+        "--allreduce-iters: 0",
+    ),
+    (
+        "drift.py",
+        ["--config", str(ROOT / "configs" / "mnist" / "p1h.yaml"), "--batches", "1"]
+        + ["--every", "0"],
+        "--every: 0",
+    ),
+    # without --out, on which sequence.py's old code stopped before measuring
+    ("sequence.py", ["--gpu-tflops", "0"], "--gpu-tflops: 0"),
+    ("sequence.py", ["--epochs", "0"], "--epochs: 0"),
+]
+
+
+@pytest.mark.parametrize(("script", "args", "named"), BAD_OPTIONS)
+def test_bad_option_exits_2_naming_it(
+    script: str,
+    args: list[str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """Run in this process (the options are checked before anything is imported lazily or
+    measured); the old code ran, ignoring the option, or failed later with a traceback."""
+    out = [] if script == "sequence.py" else ["--out", str(tmp_path / "out.json")]
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.setattr(sys, "argv", [script, *out, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"{script}: error: argument {named}" in message, message
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--repo", "{tmp}", "--config", "p1h"], "--repo: {tmp} is not a checkout"),
+        (["--config", "p9h", "--repo", "{original}"], "--config: invalid choice: 'p9h'"),
+    ],
+)
+def test_original_refuses_a_wrong_checkout_or_config(
+    args: list[str], named: str, tmp_path: Path
+) -> None:
+    """``original.py`` in a subprocess (its old code changed directory and imported the
+    checkout's modules in the running process)."""
+    checkout = tmp_path / "original"
+    checkout.mkdir()
+    for name in ("main.py", "netClasses.py", "netFunctions.py"):
+        (checkout / name).write_text("")
+    args = [a.format(tmp=tmp_path, original=checkout) for a in args]
+    cmd = [sys.executable, str(BENCH / "original.py"), *args, "--alg", "ep"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr[-3000:]
+    message = done.stderr.strip().splitlines()[-1]
+    assert f"original.py: error: argument {named.format(tmp=tmp_path)}" in message, message
+
+
+def test_gdu_says_not_measured_without_the_original(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``--original`` a speed-up target is neither passed nor failed (JSON null)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    gdu = runpy.run_path(str(BENCH / "gdu.py"))
+    assert gdu["verdict"]("speed-up", 10.0, None) == "speed-up 10 not measured"
+    assert gdu["verdict"]("seconds", 120.0, False) == "seconds 120 FAIL"
+    assert gdu["verdict"]("", None, None) == ""
+
+
+def test_sequence_evaluation_batch_is_the_same_work_for_both_rules(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The GPU estimate of a test batch comes from its own FLOPs (the free phase), the same for
+    EP and BPTT; the old code scaled it by each rule's CPU step time."""
+    from eqprop_lightning.nets import HopfieldClassifier
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    sequence = runpy.run_path(str(BENCH / "sequence.py"))
+    net = HopfieldClassifier([6], [[0, 0]], [12, 5, 2], embed_dim=8)
+    setting = dict(T=4, K=2, beta=0.1, lrs=[1e-3] * 4, batch=10)
+    (ep_step, ep_eval), (bptt_step, bptt_eval) = (
+        sequence["flops"](setting, net, rule) for rule in ("ep", "bptt")
+    )
+    assert ep_eval == bptt_eval > 0
+    assert ep_step > bptt_step > 0
