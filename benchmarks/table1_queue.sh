@@ -9,7 +9,11 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1
 for job in "$@"; do
-  IFS=: read -r row alg seed <<<"$job"
+  IFS=: read -r row alg seed extra <<<"$job"
+  if [ -z "$row" ] || [ -z "$alg" ] || ! [[ "$seed" =~ ^[0-9]+$ ]] || [ -n "$extra" ]; then
+    echo "$(date -Is) skip '$job': expected <row>:<rule>:<seed>, e.g. p1h:ep:0" >&2
+    continue
+  fi
   name="$row-$alg-s$seed"
   run="runs/table1/$name/version_0"
   args=(--config "configs/mnist/$row.yaml")
@@ -29,5 +33,6 @@ for job in "$@"; do
   fi
   echo "$(date -Is) start $name ${args[*]}"
   eqprop fit "${args[@]}"
-  echo "$(date -Is) end $name rc=$?"
+  rc=$?  # before $(date ...), which would reset it
+  echo "$(date -Is) end $name rc=$rc"
 done

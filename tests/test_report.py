@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -413,3 +414,25 @@ def test_a_nudge_inside_run_is_no_table1_ep_run(tmp_path):
     config["model"]["net"] = {"init_args": {"nudge_in_activation": True}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert find_runs([tmp_path]) == []
+
+
+def test_table1_queue_logs_each_run_s_exit_status_and_skips_a_malformed_job(tmp_path):
+    """The queue's "end" line gives the fit's exit status (it logged rc=0 for every run: the
+    $(date) substitution reset $? first), and a job without a seed is refused with a message
+    instead of running as "p1h-ep-s" with an empty seed; the jobs after it still run."""
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(REPO / "benchmarks" / "table1_queue.sh", tmp_path / "benchmarks")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "eqprop"  # fails as a diverged run would
+    fake.write_text('#!/bin/sh\necho "fit $*"\nexit 3\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "benchmarks/table1_queue.sh", "p1h:ep", "p1h:ep:0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert "skip 'p1h:ep': expected <row>:<rule>:<seed>" in done.stderr
+    ends = [line.split(" ", 1)[1] for line in done.stdout.splitlines() if " end " in line]
+    assert ends == ["end p1h-ep-s0 rc=3"]
+    assert "--seed_everything 0 " in done.stdout
