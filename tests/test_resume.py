@@ -623,6 +623,7 @@ def test_a_resume_keeps_only_the_epochs_its_checkpoint_had(
     progress = SimpleNamespace(current=SimpleNamespace(completed=batches_done))
     trainer = SimpleNamespace(
         current_epoch=current_epoch,
+        is_global_zero=True,
         num_training_batches=5,
         fit_loop=SimpleNamespace(
             epoch_loop=SimpleNamespace(batch_progress=progress), restarted_mid_epoch=mid_epoch
