@@ -7,7 +7,7 @@ config's ``T`` and ``K``) and records, per weight layer, their cosine and norm r
 weight norm, the free phase's last-step change and the batch error. This is how the
 cross-entropy P-1h failure was traced (README, "P-1h by learning rule"). A config that trains
 otherwise (``optimizer: adam``, a ``cosine_t_max`` schedule, continual EP's per-step updates) is
-refused rather than trained differently.
+refused rather than trained differently, and so are options it would not use (``--trainer.*``).
 
     python benchmarks/drift.py --config configs/mnist/p1h.yaml \\
         --config configs/overrides/p1h_cross_entropy.yaml --batches 400 --every 50 --out d.json
@@ -25,6 +25,9 @@ from torch.nn import functional as F
 
 from eqprop_lightning.learning import make_rule
 
+#: the config options drift.py uses: the net, rule and learning rates, the data, the seed
+HONOURED = ("--model.", "--data.", "--seed_everything")
+
 
 def gradients(rule, net, x, y, step: int) -> tuple[list[torch.Tensor], object]:
     estimate = rule(net, x, y, step)
@@ -40,6 +43,12 @@ def main() -> None:
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (>= 1)")
     p.add_argument("--out", type=Path, required=True)
     args, overrides = p.parse_known_args()
+    ignored = [a for a in overrides if a.startswith("--") and not a.startswith(HONOURED)]
+    if ignored:
+        p.error(
+            f"argument {ignored[0]}: drift.py builds only the model and data (it runs no Trainer); "
+            "it takes --model.*, --data.* and --seed_everything"
+        )
     torch.set_num_threads(args.threads)
     configs = [a for c in args.config for a in ("--config", c)]
     cli = eqprop_cli(*configs, *overrides)

@@ -117,6 +117,11 @@ BAD_OPTIONS = [
         + ["--every", "0"],
         "--every: 0",
     ),
+    (
+        "drift.py",
+        ["--config", str(ROOT / "configs" / "mnist" / "p1h.yaml"), "--trainer.max_epochs", "3"],
+        "--trainer.max_epochs: drift.py builds only the model and data",
+    ),
     # without --out, on which sequence.py's old code stopped before measuring
     ("sequence.py", ["--gpu-tflops", "0"], "--gpu-tflops: 0"),
     ("sequence.py", ["--epochs", "0"], "--epochs: 0"),
