@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
-from eqprop_lightning import nets
+from eqprop_lightning import EqPropModule, nets
+from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.nets import NET_FLAGS, Net
+from eqprop_lightning.nets.protocol import missing_members
 
 PACKAGE = Path(nets.__file__).resolve().parents[1]
 
@@ -65,6 +68,23 @@ def test_an_object_without_the_flags_is_not_a_net() -> None:
         def init_state(self, x): ...
 
     assert not isinstance(NoFlags(), Net)
+
+
+def test_a_module_that_is_not_a_net_is_a_config_error_naming_what_it_lacks() -> None:
+    """A user's own net (``model.net: {class_path: ...}``) that misses part of the interface
+    is named with what it lacks when the module is built (it was an AttributeError from deep
+    inside the rule's checks)."""
+    members = [*NET_FLAGS, "example_shape", "num_classes", "init_state", "static_terms", "step"]
+    members += ["primitive", "output", "synapse_groups", "synapse_labels"]
+    with pytest.raises(ConfigError) as info:
+        EqPropModule(nn.Linear(3, 2), lrs=[0.1], T=5, K=2, beta=0.5)
+    message = str(info.value)
+    assert message.startswith("model.net: Linear is not a net of eqprop_lightning: it lacks ")
+    assert message.split("it lacks ")[1].split(" (")[0].split(", ") == members
+    net = nets.PrototypicalFC([10, 8, 6])
+    assert missing_members(net) == []
+    no_primitive = SimpleNamespace(**{m: getattr(net, m) for m in members if m != "primitive"})
+    assert missing_members(no_primitive) == ["primitive"]
 
 
 # ---------------------------------------------------------------------------- import layers

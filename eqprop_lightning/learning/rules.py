@@ -14,6 +14,7 @@ from eqprop_lightning.learning.ep import EquilibriumProp, check_holomorphic
 from eqprop_lightning.learning.estimator import GradientEstimator
 from eqprop_lightning.learning.rbp import RecurrentBackprop
 from eqprop_lightning.nets import SoftmaxReadout
+from eqprop_lightning.nets.protocol import missing_members
 
 
 def make_rule(
@@ -138,6 +139,11 @@ def net_and_rule(
     ``loss: cross_entropy``, its relaxations compiled with ``compile``) and its learning rule,
     after the options' checks. The defaults are
     :class:`~eqprop_lightning.module.EqPropModule`'s (a test holds them equal)."""
+    if missing := missing_members(net):
+        raise ConfigError(
+            f"model.net: {type(net).__name__} is not a net of eqprop_lightning: it lacks "
+            f"{', '.join(missing)} (the interface eqprop_lightning.nets.Net, nets/protocol.py)"
+        )
     check_flag("symmetric", symmetric)
     nudging = nudging_option(algorithm, nudging, symmetric)
     check_loss(loss, algorithm, nudging, readout_classes)

@@ -120,3 +120,10 @@ NET_FLAGS: dict[str, type] = {
     "input_fields": str,
     "output_field": str,
 }
+
+
+def missing_members(obj: object) -> list[str]:
+    """The flags, properties and methods of :class:`Net` that ``obj`` lacks (none: it is a net)."""
+    methods = [n for n, v in vars(Net).items() if callable(v) or isinstance(v, property)]
+    members = [*NET_FLAGS, *(n for n in methods if not n.startswith("_"))]
+    return [name for name in members if not hasattr(obj, name)]
