@@ -263,6 +263,8 @@ def main() -> None:
         for repeat in range(args.repeats):  # interleaved, so that a busy spell hits all configs
             for name in args.configs:
                 runs[name].append(run_config(name, args, Path(tmp), repeat))
+                # every run so far, in case a later one fails; the report below replaces it
+                write_json(args.out, {"partial_runs": runs, "meta": meta})
     report: dict = {}
     for name, rs in runs.items():
         r = {k: v for k, v in rs[0].items() if k in ("processes", "threads_per_process")}
