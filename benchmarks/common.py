@@ -89,7 +89,8 @@ def device(text: str) -> str:
 
 
 def data_dir() -> Path:
-    """The data root the data modules read: ``$EQPROP_DATA_DIR``, else ``data/``."""
+    """The data root the data modules read in a process started in the repository root (as
+    the scripts start ``eqprop``): ``$EQPROP_DATA_DIR``, else ``<repository>/data``."""
     return Path(os.environ.get("EQPROP_DATA_DIR") or ROOT / "data")
 
 

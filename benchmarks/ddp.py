@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -215,9 +216,16 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, repeat: int) -> d
     cmd += [f"--batches={args.batches}", f"--warmup={args.warmup}"]
     cmd += [f"--allreduce-iters={args.allreduce_iters}", f"--max-seconds={args.max_seconds}"]
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    timeout = args.max_seconds + 280  # start-up, data and the all-reduce timing beside training
     for attempt in range(3):
         start = time.perf_counter()
-        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        try:
+            run = subprocess.run(
+                cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as err:
+            stderr = err.stderr.decode() if isinstance(err.stderr, bytes) else err.stderr or ""
+            sys.exit(f"{shlex.join(cmd)} did not finish in {timeout} s:\n{stderr[-3000:]}")
         wall = time.perf_counter() - start
         if result.exists():
             out = json.loads(result.read_text()) | {"wall_seconds": wall, "attempts": attempt + 1}

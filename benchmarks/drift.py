@@ -16,17 +16,22 @@ refused rather than trained differently, and so are options it would not use (``
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
-from common import eqprop_cli, positive_int
+from common import eqprop_cli, meta_start, positive_int, run_meta, write_json
 from torch.nn import functional as F
 
 from eqprop_lightning.learning import make_rule
 
 #: the config options drift.py uses: the net, rule and learning rates, the data, the seed
-HONOURED = ("--model.", "--data.", "--seed_everything")
+HONOURED = ("--model", "--data", "--seed_everything")
+
+
+def honoured(option: str) -> bool:
+    """``--model``, ``--data`` and ``--seed_everything``, alone, ``=value`` or ``.key``."""
+    name = option.split("=", 1)[0]
+    return any(name == h or name.startswith(f"{h}.") for h in HONOURED)
 
 
 def gradients(rule, net, x, y, step: int) -> tuple[list[torch.Tensor], object]:
@@ -43,11 +48,12 @@ def main() -> None:
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (>= 1)")
     p.add_argument("--out", type=Path, required=True)
     args, overrides = p.parse_known_args()
-    ignored = [a for a in overrides if a.startswith("--") and not a.startswith(HONOURED)]
+    start = meta_start()
+    ignored = [a for a in overrides if a.startswith("--") and not honoured(a)]
     if ignored:
         p.error(
             f"argument {ignored[0]}: drift.py builds only the model and data (it runs no Trainer); "
-            "it takes --model.*, --data.* and --seed_everything"
+            "it takes --model, --data (and their .keys) and --seed_everything"
         )
     torch.set_num_threads(args.threads)
     configs = [a for c in args.config for a in ("--config", c)]
@@ -98,7 +104,9 @@ def main() -> None:
         sgd.zero_grad()
         estimate.objective.backward()
         sgd.step()
-    args.out.write_text(json.dumps({"configs": args.config, "rows": rows}, indent=2) + "\n")
+    meta = run_meta(start, clock="wall", device="cpu", threads=args.threads)
+    meta |= {"batches": args.batches, "every": args.every, "overrides": overrides}
+    write_json(args.out, {"configs": args.config, "rows": rows, "meta": meta})
 
 
 if __name__ == "__main__":

@@ -46,7 +46,8 @@ TARGET = {
 def run_once(config: str, out_dir: Path) -> tuple[float, float]:
     """Wall seconds of one ``eqprop gdu`` process and the analysis seconds it reports."""
     path = ROOT / "configs" / "gdu" / f"{config}.yaml"
-    wall = wall_seconds([*EQPROP, "gdu", "--config", str(path), "--output_dir", str(out_dir)])
+    cmd = [*EQPROP, "gdu", "--config", str(path), "--output_dir", str(out_dir)]
+    wall = wall_seconds(cmd, cwd=ROOT)  # as the original's side: ./data is ROOT/data
     return wall, json.loads((out_dir / "gdu.json").read_text())["seconds"]
 
 

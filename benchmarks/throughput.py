@@ -212,6 +212,8 @@ def parse_args() -> argparse.Namespace:
             p.error(f"{option} is for the MNIST configs (p1h, eb1h, pconv), not in --configs")
     if args.clock == "cpu" and args.device == "cuda":
         p.error("--clock cpu times the process's CPU, not the GPU: use --clock wall with cuda")
+    if args.original is not None and args.device == "cuda":
+        p.error("--original times the original on the CPU: compare with --device cpu")
     return args
 
 

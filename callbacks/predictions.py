@@ -17,7 +17,7 @@ class PredictionWriter(BasePredictionWriter):
     each row's example in the dataset, "name": N strings, where each example comes from}``
     (``index`` where Lightning knows it: a ``DataLoader``; ``name`` where the dataset names its
     examples, as the text data modules do: ``aclImdb/test/neg/0_2.txt``,
-    ``snli_1.0_test.jsonl:12``). Under DDP each rank writes its share to ``<path
+    ``snli_1.0/snli_1.0_test.jsonl:12``). Under DDP each rank writes its share to ``<path
     stem>.rank<r>.pt``: examples ``r``, ``r + world size``, ... of the set, as ``index``
     says."""
 

@@ -208,14 +208,15 @@ class IMDBDataModule(TextDataModule):
     def _read_folder(self) -> dict[str, list[Review]]:
         reviews: dict[str, list[Review]] = {s: [] for s in SPLITS}
         for split in SPLITS:
-            for name, label in LABELS.items():
-                folder = self._folder() / split / name
+            for label_dir, label in LABELS.items():
+                folder = self._folder() / split / label_dir
                 for path in sorted(folder.glob("*.txt")):
                     try:
                         text = path.read_bytes().decode("utf-8", errors="replace")
                     except OSError as err:
                         raise DataError(f"Cannot read the IMDB review {path}: {err}") from err
-                    reviews[split].append((f"aclImdb/{split}/{name}/{path.name}", label, text))
+                    name = f"aclImdb/{split}/{label_dir}/{path.name}"
+                    reviews[split].append((name, label, text))
         return reviews
 
     def _read_archive(self) -> dict[str, list[Review]]:

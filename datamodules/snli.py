@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ PANDAS_NA = {
     "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
 }  # fmt: skip
 
-#: One pair: (premise, hypothesis, label, name); the name is the file and the line where its
-#: row starts, ``snli_1.0_test.jsonl:12``.
+#: One pair: (premise, hypothesis, label, name); the name is the file (under the data root) and
+#: the line where its row starts, ``snli_1.0/snli_1.0_test.jsonl:12``.
 Pair = tuple[Any, Any, int, str]
 
 
@@ -65,7 +66,7 @@ def _label(path: Path, where: str, gold: object) -> int | None:
     )
 
 
-def _read_jsonl(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
+def _read_jsonl(path: Path, max_rows: int | None, name: str) -> tuple[list[Pair], int]:
     pairs: list[Pair] = []
     rows = 0
     with open(path, "rb") as fh:
@@ -97,16 +98,38 @@ def _read_jsonl(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
                 )
             label = _label(path, where, record["gold_label"])
             if label is not None:
-                name = f"{path.name}:{lineno}"
-                pairs.append((record["sentence1"], record["sentence2"], label, name))
+                pair = (record["sentence1"], record["sentence2"], label, f"{name}:{lineno}")
+                pairs.append(pair)
     return pairs, rows
 
 
-def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
+class _RecordStart:
+    """A text file's lines for ``csv``, noting the line where the record being read starts: the
+    first line since :meth:`next_record` that is not empty (``csv.DictReader`` skips those)."""
+
+    def __init__(self, fh: Iterable[str]) -> None:
+        self._lines = enumerate(fh, 1)
+        self.line: int | None = None
+
+    def __iter__(self) -> _RecordStart:
+        return self
+
+    def __next__(self) -> str:
+        number, text = next(self._lines)
+        if self.line is None and text.rstrip("\r\n"):
+            self.line = number
+        return text
+
+    def next_record(self) -> None:
+        self.line = None
+
+
+def _read_csv(path: Path, max_rows: int | None, name: str) -> tuple[list[Pair], int]:
     pairs: list[Pair] = []
     rows = 0
     with open(path, encoding="utf-8-sig", newline="") as fh:  # skips a BOM, as pandas does
-        reader = csv.DictReader(fh)
+        lines = _RecordStart(fh)
+        reader = csv.DictReader(lines)
         start = 1  # line where the row being read starts
         try:
             missing = [f for f in FIELDS if f not in (reader.fieldnames or [])]
@@ -116,10 +139,12 @@ def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
                     f"header with {FIELDS}"
                 )
             while max_rows is None or rows < max_rows:
-                start = reader.line_num + 1
+                lines.next_record()
+                start = reader.line_num + 1  # until the record's first line is read
                 record = next(reader, None)
                 if record is None:
                     break
+                start = lines.line or start
                 rows += 1
                 where = f", line {reader.line_num}"
                 if any(record[f] is None for f in FIELDS):
@@ -133,8 +158,9 @@ def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
                         None if s in PANDAS_NA else s
                         for s in (record["sentence1"], record["sentence2"])
                     )
-                    pairs.append((s1, s2, label, f"{path.name}:{start}"))
+                    pairs.append((s1, s2, label, f"{name}:{start}"))
         except csv.Error as err:
+            start = lines.line or start
             raise DataError(
                 f"{path}, line {start}: malformed CSV ({err}) in the row starting there"
             ) from err
@@ -143,15 +169,19 @@ def _read_csv(path: Path, max_rows: int | None) -> tuple[list[Pair], int]:
     return pairs, rows
 
 
-def read_snli_file(path: Path, max_rows: int | None = None) -> tuple[list[Pair], int]:
+def read_snli_file(
+    path: Path, max_rows: int | None = None, name: str | None = None
+) -> tuple[list[Pair], int]:
     """Gold-labelled pairs among the first ``max_rows`` rows of a ``.jsonl`` or ``.csv`` file,
-    and the number of rows read.
+    and the number of rows read; each pair is named ``<name>:<line where its row starts>``
+    (``name``: the file's name unless given).
 
     Raises ``DataError`` naming the file and line for malformed rows, missing fields, gold labels
     other than the three classes and '-', and text that is not UTF-8.
     """
     try:
-        return _read_jsonl(path, max_rows) if path.suffix == ".jsonl" else _read_csv(path, max_rows)
+        read = _read_jsonl if path.suffix == ".jsonl" else _read_csv
+        return read(path, max_rows, name or path.name)
     except OSError as err:
         raise DataError(f"Cannot read the SNLI file {path}: {err}") from err
 
@@ -317,7 +347,8 @@ class SNLIDataModule(TextDataModule):
                 continue
             split = self._roles[role]
             path = self._split_file(split)
-            pairs, rows = read_snli_file(path, self._max_rows[role])
+            name = str(path.relative_to(self.data_root))  # snli_1.0/snli_1.0_test.jsonl
+            pairs, rows = read_snli_file(path, self._max_rows[role], name)
             if not rows:
                 raise DataError(f"{path}: the SNLI {split} split is empty (no rows)")
             if not pairs:

@@ -394,7 +394,7 @@ def alternate_classes(labels: Sequence[int]) -> list[int]:
 
 
 #: One split: ids ``(N, L)``, labels ``(N,)`` and each example's name (where it comes from:
-#: ``aclImdb/test/neg/0_2.txt``, ``snli_1.0_test.jsonl:12``), in the same order.
+#: ``aclImdb/test/neg/0_2.txt``, ``snli_1.0/snli_1.0_test.jsonl:12``), in the same order.
 Split = tuple[torch.Tensor, torch.Tensor, list[str]]
 
 

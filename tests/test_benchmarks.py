@@ -199,3 +199,15 @@ def test_sequence_evaluation_batch_is_the_same_work_for_both_rules(
     )
     assert ep_eval == bptt_eval > 0
     assert ep_step > bptt_step > 0
+
+
+def test_drift_takes_the_model_and_data_options_in_every_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--data MNISTDataModule`` and ``--data=file.yaml`` are the data module's options as much
+    as ``--data.batch_size``; ``--trainer...`` and look-alikes are not."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    honoured = runpy.run_path(str(BENCH / "drift.py"))["honoured"]
+    taken = ["--data", "--data=d.yaml", "--data.init_args.batch_size", "--model.T=5"]
+    assert all(honoured(a) for a in [*taken, "--seed_everything=3"])
+    assert not any(honoured(a) for a in ["--trainer.max_epochs", "--datamodule", "--models"])

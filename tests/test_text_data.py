@@ -23,6 +23,7 @@ from eqprop_lightning.datamodules import text as text_module
 from eqprop_lightning.datamodules.data_root import ENV_VAR
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
 from eqprop_lightning.datamodules.snli import SNLIDataModule, read_snli_file
+from eqprop_lightning.datamodules.text import TokenIdsDataset
 from eqprop_lightning.errors import ConfigError, DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -439,7 +440,7 @@ def test_snli_labels_and_ids(snli_root: Path, w2v_file: Path) -> None:
     for dataset, split in ((dm.train_set, "dev"), (dm.test_set, "test")):
         assert dataset.labels.tolist() == [0, 1, 2]  # '-' dropped
         assert _tokens(dm, dataset.ids) == EXPECTED_SNLI
-        assert dataset.names == [f"snli_1.0_{split}.jsonl:{line}" for line in (1, 3, 4)]
+        assert dataset.names == [f"snli_1.0/snli_1.0_{split}.jsonl:{n}" for n in (1, 3, 4)]
     ids, y = next(iter(dm.val_dataloader()))  # no val_split: evaluate the test split
     assert dm.evaluation_sets == {"test": "the SNLI test split"}
     assert ids.shape == (3, 2 * SNLI_SEQ_LEN) and y.argmax(1).tolist() == [0, 1, 2]
@@ -481,6 +482,19 @@ def test_snli_file_with_a_utf8_bom_is_read(tmp_path: Path, suffix: str) -> None:
     expected = [("A man.", "A dog.", 0, f"{name}:2" if suffix == ".csv" else f"{name}:1")]
     expected += [("A man.", "A dog.", 2, f"{name}:2")] if suffix == ".jsonl" else []
     assert read_snli_file(path) == (expected, len(expected))
+
+
+def test_snli_csv_rows_are_named_by_the_line_where_they_start(tmp_path: Path) -> None:
+    """Blank lines (skipped by csv) and a quoted line break inside a row do not shift the names:
+    each row is named by the line where it starts."""
+    path = tmp_path / "snli_1.0_test.csv"
+    path.write_text(
+        "gold_label,sentence1,sentence2\nneutral,A man.,A dog.\n\n\n"
+        'entailment,"Two\nlines.",Yes.\ncontradiction,A cat.,No cat.\n'
+    )
+    pairs, rows = read_snli_file(path, name="snli_data/snli_1.0_test.csv")
+    assert rows == 3
+    assert [p[3] for p in pairs] == [f"snli_data/snli_1.0_test.csv:{n}" for n in (2, 5, 7)]
 
 
 def test_snli_missing_train_suggests_dev(snli_root: Path, w2v_file: Path) -> None:
@@ -991,3 +1005,11 @@ def test_archive_members_may_start_with_dot_slash() -> None:
         match = imdb_module._MEMBER.match(name)
         assert match is not None and match.groups() == ("test", "neg", "3_2.txt")
     assert imdb_module._MEMBER.match("x/aclImdb/test/neg/3_2.txt") is None
+
+
+def test_token_ids_dataset_refuses_names_that_do_not_match_the_examples() -> None:
+    ids, labels = torch.zeros(3, 4, dtype=torch.int32), torch.tensor([0, 1, 0])
+    with pytest.raises(ValueError, match="3 ids, 3 labels and 2 names"):
+        TokenIdsDataset(ids, labels, ["a", "b"], num_classes=2)
+    reordered = TokenIdsDataset(ids, labels, ["a", "b", "c"], num_classes=2).reordered([2, 0, 1])
+    assert reordered.names == ["c", "a", "b"] and reordered.labels.tolist() == [0, 0, 1]
