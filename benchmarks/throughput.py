@@ -137,7 +137,7 @@ def bench(
     return dict(samples_per_s=BATCH / t, step_ms=1e3 * t, first_step_s=first, data=source)
 
 
-def end_to_end(name: str, n: int, tmp: str, device: str) -> dict:
+def end_to_end(name: str, n: int, tmp: str, device: str, epoch_batches: int) -> dict:
     """Seconds per full epoch from ``eqprop fit`` runs of ``n`` and ``2n`` batches (wall clock);
     ``full_epoch_seconds`` is None when the 2n-batch epoch was not the longer one (a busy
     machine: rerun)."""
@@ -155,7 +155,6 @@ def end_to_end(name: str, n: int, tmp: str, device: str) -> dict:
             sys.exit(f"{' '.join(cmd)} wrote no results.json under {Path(tmp) / name}")
         secs.append(json.loads(found[0].read_text())["epochs"][0]["seconds"])
     per_batch = (secs[1] - secs[0]) / n
-    epoch_batches = load(name)[1]["epoch_batches"]
     e = dict(batches=[n, 2 * n], epoch_seconds=secs, full_epoch_batches=epoch_batches)
     if per_batch <= 0:
         return e | dict(train_ms_per_batch=None, fixed_seconds=None, full_epoch_seconds=None)
@@ -241,8 +240,9 @@ def main() -> None:
         write_json(args.out, report)
 
     print(ROW.format("config/alg/variant", "samples/s", "step ms", "first step s", ""))
+    settings = {name: load(name)[1] for name in args.configs}  # the configs, read once
     for name in args.configs:
-        shipped = "compiled" if load(name)[1]["compile"] else "eager"
+        shipped = "compiled" if settings[name]["compile"] else "eager"
         for alg in args.algorithms:
             for variant in args.variants:
                 compiled = variant == "compiled"
@@ -284,7 +284,9 @@ def main() -> None:
         report["end_to_end"] = {}
         with tempfile.TemporaryDirectory() as tmp:
             for name in (c for c in args.configs if c != "imdb"):
-                e = report["end_to_end"][name] = end_to_end(name, args.e2e, tmp, args.device)
+                batches = settings[name]["epoch_batches"]
+                e = end_to_end(name, args.e2e, tmp, args.device, batches)
+                report["end_to_end"][name] = e
                 write()
                 if e["full_epoch_seconds"] is None:
                     busy.append(name)
