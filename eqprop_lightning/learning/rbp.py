@@ -26,6 +26,11 @@ from eqprop_lightning.nets import State, Static
 from eqprop_lightning.nets.protocol import Net
 
 
+def pairing(a: State, b: State) -> Tensor:
+    """``<a, b> = sum_i sum(a_i * b_i)`` over the layers of two states, a scalar."""
+    return sum((u * v).sum() for u, v in zip(a, b, strict=True))
+
+
 def adjoint(
     net: Net, s_star: State, static: Static, y: Tensor, iterations: int
 ) -> tuple[State, State]:
@@ -38,8 +43,10 @@ def adjoint(
     step = net.step(s, static)
     lam = dl_ds
     for _ in range(iterations):
-        # (dF/ds)^T lambda: one vector-Jacobian product through the step
-        vjp = torch.autograd.grad(step, s, lam, retain_graph=True, allow_unused=True)
+        # (dF/ds)^T lambda: one vector-Jacobian product through the step, as the gradient of
+        # <F(s), lambda> (the same numbers as passing lambda as grad_outputs, whose first use
+        # costs a second of imports in torch's autograd)
+        vjp = torch.autograd.grad(pairing(step, lam), s, retain_graph=True, allow_unused=True)
         lam = [g if v is None else v + g for v, g in zip(vjp, dl_ds, strict=True)]
     return lam, step
 
@@ -65,7 +72,7 @@ class RecurrentBackprop:
             before, s_star = free_phase(net, static, net.init_state(x), self.T)
         with torch.enable_grad():
             lam, transition = adjoint(net, s_star, static, y, self.K)
-            objective = sum((f * m.detach()).sum() for f, m in zip(transition, lam, strict=True))
+            objective = pairing(transition, [m.detach() for m in lam])
             # the direct term dl/dtheta at s* (a readout's weights; none for the squared error)
             objective = objective + cost(net, net.output(s_star), y)
         return Estimate(objective, net.output(s_star).detach(), last_step_change(before, s_star))
