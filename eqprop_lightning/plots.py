@@ -124,11 +124,16 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 
 
 def plot_table1_curves(
-    panels: dict[str, dict[str, list[tuple]]], published: dict[str, float], path: Path
+    panels: dict[str, dict[str, list[tuple]]],
+    published: dict[str, float],
+    path: Path,
+    planned: dict[str, int] | None = None,
 ) -> Path:
     """One panel per Table 1 row: test error (%) per epoch, EP (C0) and BPTT (C1), one thin line
     per seed ``(seed, epochs, errors, partial)``, dotted when partial; the published EP number
-    as a dashed grey line where one exists."""
+    as a dashed grey line where one exists; the epoch axis of a row in ``planned`` runs to its
+    planned epochs, so that a partial run shows how far it has to go."""
+    planned = planned or {}
     names = list(panels)
     cols = 3
     rows = -(-len(names) // cols)
@@ -141,6 +146,8 @@ def plot_table1_curves(
         if name in published:
             ax.axhline(published[name], ls="--", color="0.4", lw=0.8, label="published EP")
         ax.set_title(name, fontsize=10)
+        if name in planned:
+            ax.set_xlim(0, planned[name] + 1)
         ax.set_xlabel("epoch")
         ax.set_ylabel("test error (%)")
         log_error_axis(ax)

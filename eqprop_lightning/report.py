@@ -236,8 +236,8 @@ def variant_lines(variants: dict[str, Run]) -> list[str]:
         "",
         "The P-1h config (`configs/mnist/p1h.yaml`) with each rule override of "
         "`configs/overrides` (`benchmarks/table1_queue.sh p1h:<rule>:<seed>`), one seed; the "
-        "first EP and BPTT rows are the Table 1 runs of that seed. Final: the last epoch's "
-        "test error (*partial*: not yet at its planned epochs).",
+        "first (EP) and last (BPTT) rows are the Table 1 runs of that seed. Final: the last "
+        "epoch's test error (*partial*: not yet at its planned epochs).",
         "",
         "| rule | override | seed | epochs | final test % | last 5 test % | final train % | "
         "s / epoch |",
@@ -458,6 +458,15 @@ def curves(runs: list[Run]) -> dict[str, dict[str, list[tuple]]]:
     return panels
 
 
+def planned_epochs(runs: list[Run]) -> dict[str, int]:
+    """Per row with runs, the most epochs any of its runs plans (its config's ``max_epochs``)."""
+    planned: dict[str, int] = {}
+    for r in (r for r in runs if r.planned is not None):
+        name = ROW_NAMES[r.row]
+        planned[name] = max(planned.get(name, 0), r.planned)
+    return planned
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``eqprop report`` (its ``--help`` lists them)."""
     parser = argparse.ArgumentParser(
@@ -510,7 +519,7 @@ def report_command(args: list[str]) -> str:
     for path in (own.out, figure):  # only once both are known to be files
         path.parent.mkdir(parents=True, exist_ok=True)
     published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}
-    plot_table1_curves(curves(runs), published, figure)
+    plot_table1_curves(curves(runs), published, figure, planned_epochs(runs))
     try:
         link = figure.resolve().relative_to(own.out.resolve().parent)
     except ValueError:

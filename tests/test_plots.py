@@ -101,7 +101,7 @@ def test_table1_curves_are_one_panel_per_row_with_ep_and_bptt_per_seed(
         },
         "EB-1h": {"ep": [], "bptt": []},
     }
-    plots.plot_table1_curves(panels, {"P-1h": 2.2}, tmp_path / "table1.png")
+    plots.plot_table1_curves(panels, {"P-1h": 2.2}, tmp_path / "table1.png", {"P-1h": 10})
     (fig,) = saved
     assert len(fig.axes) == 3  # a row of 3 columns
     p1h, eb1h, spare = fig.axes
@@ -112,6 +112,7 @@ def test_table1_curves_are_one_panel_per_row_with_ep_and_bptt_per_seed(
     assert_curve(ep1, [1, 2], [6.0, 4.0], ":", "C0")
     assert_curve(bptt0, [1, 2], [7.0, 5.0], "-", "C1")
     np.testing.assert_array_equal(published.get_ydata(), [2.2, 2.2])
+    assert p1h.get_xlim() == (0, 11)  # to the 10 planned epochs: the partial seed has 8 to go
     assert published.get_linestyle() == "--" and to_rgba(published.get_color()) == to_rgba("0.4")
     assert legend_texts(p1h) == ["EP", "BPTT", "published EP"]
     assert (p1h.get_ylabel(), p1h.get_yscale()) == ("test error (%)", "log")

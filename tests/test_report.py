@@ -16,7 +16,14 @@ import yaml
 
 from eqprop_lightning.cli import main
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.report import config_seed, curves, find_runs, render, report_command
+from eqprop_lightning.report import (
+    config_seed,
+    curves,
+    find_runs,
+    planned_epochs,
+    render,
+    report_command,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -404,6 +411,14 @@ def test_epochs_without_evaluation_are_left_out_of_the_numbers(tmp_path):
     line = next(x for x in render([found], None, "r").splitlines() if "`" + str(run) in x)
     assert "| 3.00 (epoch 3) |" in line
     assert curves([found])["P-1h"]["ep"] == [(0, [1, 3], [5.0, 3.0], False)]
+
+
+def test_planned_epochs_are_per_row_the_most_any_run_plans(tmp_path):
+    """The figure's epoch axis of a row runs to the planned epochs of its longest run."""
+    write_run(tmp_path, "p1h-ep-s0", [5.0, 4.0], planned=30)
+    write_run(tmp_path, "p1h-bptt-s0", [5.0], planned=40)  # partial
+    write_run(tmp_path, "pconv-ep-s0", [2.0], planned=40)
+    assert planned_epochs(find_runs([tmp_path])) == {"P-1h": 40, "P-conv": 40}
 
 
 def test_a_nudge_inside_run_is_no_table1_ep_run(tmp_path):
