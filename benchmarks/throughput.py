@@ -1,6 +1,7 @@
 """Training throughput, eager and compiled (``compile: true``), of P-1h, EB-1h, P-conv (MNIST,
-batch 20) and the IMDB net (one Hopfield projection, 100 tokens, FC 1000-40-2, batch 20, T 50,
-K 25), with EP and BPTT.
+batch 20; by default, and any Table 1 row of ``configs/mnist`` with ``--configs``) and the IMDB
+net (one Hopfield projection, 100 tokens, FC 1000-40-2, batch 20, T 50, K 25), with EP and
+BPTT.
 
 Micro-benchmark: the net, T, K, beta and learning rates come from the config through the
 ``eqprop`` parser (``configs/mnist/{p1h,eb1h,pconv}.yaml``; the IMDB net is built here), seeded
@@ -65,7 +66,9 @@ from eqprop_lightning.learning.compiled import compile_dynamics
 from eqprop_lightning.nets import HopfieldClassifier
 
 MNIST_TRAIN = 60_000  # training images of MNIST, of which the config's val_split is held out
-CONFIGS = ("p1h", "eb1h", "pconv", "imdb")
+DEFAULT_CONFIGS = ("p1h", "eb1h", "pconv", "imdb")
+#: every Table 1 row of configs/mnist and the IMDB net
+CONFIGS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h", "imdb")
 VARIANTS = ("eager", "compiled")
 #: the IMDB net of issue 12's row: 100 tokens (--imdb-tokens), batch 20, T 50, K 25, two-phase
 #: EP with beta 0.2 and SGD (configs/imdb: 600 tokens, batch 100, three-phase EP with beta 0.1,
@@ -184,7 +187,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--seconds", type=positive_float, default=5.0, help="timing budget per row (> 0)"
     )
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS), choices=CONFIGS)
     p.add_argument("--algorithms", nargs="+", default=["ep", "bptt"], choices=["ep", "bptt"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall")

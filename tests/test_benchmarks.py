@@ -101,6 +101,9 @@ BAD_OPTIONS = [
     ("throughput.py", [*ONE_ROW, "--variants", "typo"], "--variants: invalid choice: 'typo'"),
     ("throughput.py", [*ONE_ROW, "--variants", "eager", "--seconds", "0"], "--seconds: 0"),
     ("throughput.py", [*ONE_ROW, "--variants", "eager", "--device", "tpu"], "--device: 'tpu'"),
+    # every Table 1 row is a --configs choice: the error is the later --seconds (the old code
+    # stopped at "--configs: invalid choice: 'p2h'")
+    ("throughput.py", ["--configs", "p2h", "p3h", "eb2h", "--seconds", "0"], "--seconds: 0"),
     ("phases.py", ["--nets", "p1h", "--seconds", "0.05", "--threads", "0"], "--threads: 0"),
     ("startup.py", ["--repeats", "0"], "--repeats: 0"),
     ("gdu.py", ["--configs", "fig3_p1h", "--repeats", "0"], "--repeats: 0"),
