@@ -18,7 +18,6 @@ import math
 import os
 import shutil
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch.utils.data import TensorDataset
 from eqprop_lightning.errors import DataError
 from eqprop_lightning.resources import packaged
 
-from .data_root import ENV_VAR, is_writable, resolve_data_dir, user_cache_dir
+from .data_root import ENV_VAR, is_writable, resolve_data_dir, temp_file_beside, user_cache_dir
 
 SHIPPED = "copy shipped with the package"
 
@@ -91,7 +90,7 @@ def _extract(src: Path, dst: Path) -> None:
     """Write ``src`` (gunzipping a ``.gz``) to ``dst`` atomically, so concurrent ranks are safe."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if src.suffix == ".gz" else open
-    fd, tmp_name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    fd, tmp_name = temp_file_beside(dst)
     try:
         with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
             shutil.copyfileobj(fin, fout)

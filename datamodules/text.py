@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -44,7 +43,7 @@ from tqdm.auto import tqdm
 
 from eqprop_lightning.errors import ConfigError, DataError
 
-from .data_root import is_writable, resolve_data_dir, user_cache_dir
+from .data_root import is_writable, resolve_data_dir, temp_file_beside, user_cache_dir
 from .splits import SplitsDataModule
 
 EMBED_DIM = 300
@@ -55,16 +54,17 @@ DEFAULT_W2V_NAME = "word2vec-google-news-300"
 DEFAULT_W2V_RELPATH = Path("word2vec") / "GoogleNews-vectors-negative300-subset.bin"
 #: Bump with every change to the cleaning, tokenizing or parsing, or to what the cache holds, so
 #: that old caches (keyed by the inputs, the options and this number, not the code) are not
-#: reused. 3: the examples' names.
-PIPELINE_VERSION = 3
+#: reused. 3: the examples' names; 4: IMDB words kept apart at the characters the filter
+#: removes (but ' and -) and at ? and !.
+PIPELINE_VERSION = 4
 
 _BRACKETS = re.compile(r"\[[^]]*\]")
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_PERIOD = re.compile(r"\.")
-# Both filters keep the original ``A-z`` typo: the range A..z also covers [ \ ] ^ _ and backtick.
-_IMDB_DROP = re.compile(r"[^a-zA-z0-9.!?,\s]")
+_SENTENCE_PUNCT = re.compile(r"([.?!])")  # spaced in both pipelines
+# The IMDB and SNLI filters keep the original ``A-z`` typo: A..z also covers [ \ ] ^ _ and `.
+_IMDB_SEPARATE = re.compile(r"[^a-zA-z0-9.!?,\s'-]")
+_IMDB_DROP = re.compile(r"['-]")
 _SNLI_DROP = re.compile(r"[^a-zA-z0-9.?!\s]")
-_SNLI_PUNCT = re.compile(r"([.?!])")
 _TOKENIZER = ToktokTokenizer()
 
 
@@ -83,14 +83,21 @@ def remove_brackets(text: str) -> str:
 def clean_imdb(text: str) -> str:
     """IMDB ``denoise_text`` + ``remove_special_characters``: keeps ``[a-zA-z0-9.!?,\\s]``.
 
-    The original read Keras's text, which has neither HTML nor punctuation; the Stanford files
-    have both, so two steps keep their words apart: a ``<br />`` becomes a space (the HTML
-    parser's text would glue ``movie.<br />The`` into ``movie.The``), and periods get spaces
-    around them (Toktok splits one off only at the end of the text: ``movie. The`` would keep
-    ``movie.``, out of vocabulary). Both are no-ops on Keras's text.
+    The original read Keras's text, whose words stand alone (Stanford's ``imdb.vocab``: no word
+    holds ``/``, ``;``, ``:`` or ``"``, and ``?`` is a word of its own); the Stanford files have
+    HTML and punctuation, so three steps keep their words apart as Keras's text has them: a
+    ``<br />`` becomes a space (the HTML parser's text would glue ``movie.<br />The`` into
+    ``movie.The``); a character the filter removes becomes a space (``5/10`` -> ``5 10``,
+    ``film;great`` -> ``film great``), except ``'`` and ``-``, removed as the original removes
+    them from Keras's words (``don't`` -> ``dont``, ``sci-fi`` -> ``scifi``); and ``. ? !`` get
+    spaces around them (Toktok splits one off only at the end of the text: ``movie. The`` would
+    keep ``movie.``, ``good?I`` one word, out of vocabulary). All are no-ops on Keras's text but
+    for its ``#`` (start, padding, unknown), which becomes a space instead of nothing: the same
+    tokens.
     """
-    text = _IMDB_DROP.sub("", remove_brackets(strip_html(_LINE_BREAK.sub(" ", text))))
-    return _PERIOD.sub(" . ", text)
+    text = remove_brackets(strip_html(_LINE_BREAK.sub(" ", text)))
+    text = _IMDB_DROP.sub("", _IMDB_SEPARATE.sub(" ", text))
+    return _SENTENCE_PUNCT.sub(r" \1 ", text)
 
 
 def clean_snli(text: object) -> str:
@@ -101,7 +108,7 @@ def clean_snli(text: object) -> str:
     if not isinstance(text, str):
         return " "
     text = remove_brackets(strip_html(text))
-    return _SNLI_DROP.sub("", _SNLI_PUNCT.sub(r" \1 ", text))
+    return _SNLI_DROP.sub("", _SENTENCE_PUNCT.sub(r" \1 ", text))
 
 
 def tokenize(text: str) -> list[str]:
@@ -345,7 +352,7 @@ def cache_key(payload: dict[str, Any]) -> str:
 def save_atomic(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file next to ``path``, then ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = temp_file_beside(path)
     os.close(fd)
     try:
         torch.save(obj, tmp_name)
@@ -453,8 +460,11 @@ class TextDataModule(SplitsDataModule):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self._embeddings_spec = embeddings
-        self._keep_oov = bool(keep_oov)
+        if not isinstance(keep_oov, bool):
+            raise ConfigError(f"keep_oov must be true or false, got {keep_oov!r}")
+        self._keep_oov = keep_oov
         self._seed = seed
+        self._limits: dict[str, int | None] = {}  # the subclass's limit_* per split
         self._cache_dir_arg = cache_dir
         self._data: dict[str, Any] | None = None
         self._dim_hint: int | None = None
@@ -540,10 +550,15 @@ class TextDataModule(SplitsDataModule):
             "kind": self.kind,
             "sources": self._sources(),
             "embeddings": embeddings_fingerprint(kind, value),
-            "options": {**self._options(), "keep_oov": self._keep_oov, "seed": self._seed},
+            "options": {**self._options(), "keep_oov": self._keep_oov, "seed": self._data_seed()},
         }
         cache_dir = resolve_cache_dir(self._cache_dir_arg, self.data_root)
         return cache_dir / f"{self.kind}-{cache_key(payload)}.pt"
+
+    def _data_seed(self) -> int | None:
+        """The seed where it changes what is cached (the ``limit_*`` subsets), else ``None``:
+        another seed then reuses the cache (a validation split is drawn in ``setup``)."""
+        return self._seed if any(v is not None for v in self._limits.values()) else None
 
     def _build_data(self) -> dict[str, Any]:
         kind, value = self._embeddings_source()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import stat
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from nltk.tokenize import ToktokTokenizer
 from eqprop_lightning.callbacks import PredictionWriter
 from eqprop_lightning.datamodules import imdb as imdb_module
 from eqprop_lightning.datamodules import text as text_module
-from eqprop_lightning.datamodules.data_root import ENV_VAR
+from eqprop_lightning.datamodules.data_root import ENV_VAR, temp_file_beside
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
 from eqprop_lightning.datamodules.snli import SNLIDataModule, read_snli_file
 from eqprop_lightning.datamodules.text import TokenIdsDataset
@@ -169,7 +170,7 @@ def _imdb(root: Path, w2v: Path, **kwargs) -> IMDBDataModule:
 
 
 def test_cleaning_and_tokenizing_by_hand() -> None:
-    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "a b  its 510, ok?!"
+    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "a b  its 5 10, ok ?  ! "
     assert text_module.clean_imdb("x_y^z`w\\v") == "x_y^z`w\\v"  # the A-z typo keeps these
     assert text_module.clean_snli("Hi, there.Yes!") == "Hi there . Yes ! "
     assert text_module.clean_snli(float("nan")) == " "
@@ -190,6 +191,26 @@ def test_imdb_line_breaks_separate_words() -> None:
         "plot",
         "x",
     ]
+
+
+def test_imdb_removed_characters_and_question_marks_separate_words() -> None:
+    """Where Keras's text, the original's source, has two words (Stanford's ``imdb.vocab`` has
+    no word with ``/ ; : "`` and ``?`` only alone), the Stanford text gave one, out of
+    vocabulary: the filter removed the character between them (``5/10`` -> ``510``) and Toktok
+    splits a ``?`` off only at the end of the text (``good?i``). ``'`` and ``-`` are removed
+    inside words, as the original removes them from Keras's words."""
+    tokens = text_module.tokenize(text_module.clean_imdb('Is it good?I think; 5/10 "sci-fi"'))
+    assert tokens == ["is", "it", "good", "?", "i", "think", "5", "10", "scifi"]
+    assert text_module.tokenize(text_module.clean_imdb("Did you like it?? No:")) == [
+        "did",
+        "you",
+        "like",
+        "it",
+        "?",
+        "?",
+        "no",
+    ]
+    assert text_module.tokenize(text_module.clean_imdb("don't # stop")) == ["dont", "stop"]
 
 
 def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
@@ -985,18 +1006,55 @@ def test_folder_fingerprint_sees_a_same_size_rewrite(tmp_path: Path) -> None:
     assert text_module.folder_fingerprint([tmp_path]) != before
 
 
-def test_cache_key_holds_the_seed_and_the_pipeline_version(
+def test_cache_key_holds_the_seed_of_limits_and_the_pipeline_version(
     imdb_root: Path, w2v_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The seed picks the reviews kept by ``limits``; a new pipeline version rebuilds."""
     dm, other_seed = (
-        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seed=seed)
+        IMDBDataModule(
+            data_dir=str(imdb_root), embeddings=str(w2v_file), seed=seed, limit_test_examples=2
+        )
         for seed in (0, 1)
     )
     paths = {dm.cache_path(), other_seed.cache_path()}
     monkeypatch.setattr(text_module, "PIPELINE_VERSION", text_module.PIPELINE_VERSION + 1)
     paths.add(dm.cache_path())
     assert len(paths) == 3
+
+
+def test_without_limits_every_seed_reuses_one_cache(
+    imdb_root: Path, w2v_file: Path, tmp_path: Path
+) -> None:
+    """Without ``limit_*`` the seed changes nothing cached (the validation split is drawn in
+    ``setup``): the old key held it, and each seed rebuilt and stored the same data."""
+    paths = {
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seed=s).cache_path()
+        for s in (0, 1)
+    }
+    assert len(paths) == 1
+
+
+def test_caches_and_extracted_files_are_readable_as_a_plain_open_makes_them(
+    tmp_path: Path,
+) -> None:
+    """``mkstemp`` creates ``0o600``: a cache in a shared data folder was its writer's alone."""
+    target = tmp_path / "x.pt"
+    umask = os.umask(0o022)
+    try:
+        text_module.save_atomic({"a": 1}, target)
+        fd, name = temp_file_beside(tmp_path / "y")
+        os.close(fd)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert stat.S_IMODE(Path(name).stat().st_mode) == 0o644
+
+
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_keep_oov_must_be_a_bool(value: object, imdb_root: Path, w2v_file: Path) -> None:
+    """``bool("false")`` is true: the Python API kept the OOV tokens it was told to drop."""
+    with pytest.raises(ConfigError, match=f"keep_oov must be true or false, got {value!r}"):
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), keep_oov=value)
 
 
 def test_archive_members_may_start_with_dot_slash() -> None:
