@@ -171,14 +171,23 @@ class IMDBDataModule(TextDataModule):
         return not self._folder().is_dir() and not self._archive().is_file()
 
     def _not_found(self, reason: str) -> FileNotFoundError:
-        looked = "\n".join(f"  {d}/*.txt" for d in self._label_dirs())
+        """What is missing, the paths that ``source`` reads, and how to point at them."""
+        folders = "\n".join(f"  {d}/*.txt" for d in self._label_dirs())
+        stanford = f"{folders}\nor the archive\n  {self._archive()}"
+        keras = "Keras's files\n" + "\n".join(f"  {p}" for p in self._keras_files())
+        looked, holding = {
+            "stanford": (stanford, f"aclImdb/ or {ARCHIVE_NAME}"),
+            "keras": (keras, f"{NPZ_NAME} and {WORD_INDEX_NAME}"),
+        }.get(
+            self._source, (f"{stanford}\nor {keras}", f"aclImdb/, {ARCHIVE_NAME} or Keras's files")
+        )
         return FileNotFoundError(
             f"IMDB data not found ({reason}). Data root {str(self.data_root)!r} (from the "
-            f"{self._root_origin}, resolved to {self.data_root.resolve()}); looked for\n{looked}\n"
-            f"or the archive\n  {self._archive()}\n"
-            f"or Keras's files\n  {self._keras_files()[0]}\n  {self._keras_files()[1]}\n"
-            f"Point at a directory containing aclImdb/ or {ARCHIVE_NAME} with --data.data_dir "
-            f"/path/to/root or the {ENV_VAR} environment variable."
+            f"{self._root_origin}, resolved to {self.data_root.resolve()}); with "
+            f"source={self._source!r} looked for\n{looked}\n"
+            f"Point at a directory containing {holding} with --data.data_dir /path/to/root or "
+            f"the {ENV_VAR} environment variable, or choose another --data.source "
+            f"({', '.join(SOURCES)})."
         )
 
     def _sources(self) -> dict[str, Any]:

@@ -169,7 +169,8 @@ def word2vec_is_binary(path: str) -> bool:
     try:
         with open_word2vec(path) as fh:
             dim = int(fh.readline(256).split()[1])
-            fields = fh.readline(1 << 16).decode("utf-8").split()
+            # a word that is not UTF-8 leaves its numbers readable: still the text format
+            fields = fh.readline(1 << 16).decode("utf-8", errors="replace").split()
         return len(fields) != dim + 1 or not all(map(_is_number, fields[1:]))
     except (OSError, EOFError, zlib.error, ValueError, IndexError, UnicodeDecodeError):
         return True
@@ -665,10 +666,13 @@ class TextDataModule(SplitsDataModule):
         raise NotImplementedError
 
     def _subset_note(self, role: str, limit: int | None) -> str:
-        """``" (N, a class-balanced subset)"`` for a set cut to ``limit`` examples: N once the
-        data is loaded (fewer than ``limit`` where the split has fewer), else ``limit``."""
+        """``" (N, a class-balanced subset)"`` for a set cut to ``limit`` examples (N = limit
+        until the data is loaded), or ``" (all N: the limit L is above the split's size)"``
+        where the split has fewer than ``limit``."""
         if limit is None:
             return ""
         dataset = self.test_set if role == "test" else self.val_set
         count = len(dataset) if dataset is not None else limit
+        if count < limit:
+            return f" (all {count}: the limit {limit} is above the split's size)"
         return f" ({count}, a class-balanced subset)"

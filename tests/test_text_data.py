@@ -213,6 +213,14 @@ def test_imdb_removed_characters_and_question_marks_separate_words() -> None:
     assert text_module.tokenize(text_module.clean_imdb("don't # stop")) == ["dont", "stop"]
 
 
+def test_a_text_word2vec_file_with_a_non_utf8_word_is_still_text(tmp_path: Path) -> None:
+    """Its numbers tell the format; the old check decoded the line strictly and called the
+    file binary, whose reader's error then named the wrong format."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"2 3\n\xe9t\xe9 0.1 0.2 0.3\nfilm 0.4 0.5 0.6\n")
+    assert text_module.word2vec_is_binary(str(path)) is False
+
+
 def test_imdb_pipeline_exact_ids(imdb_root: Path, w2v_file: Path) -> None:
     dm = _imdb(imdb_root, w2v_file)
     assert dm.num_classes == 2 and dm.seq_len == SEQ_LEN and dm.embed_dim == 300
@@ -309,9 +317,11 @@ def test_imdb_limits_and_val_split(imdb_root: Path, w2v_file: Path) -> None:
             assert subset.labels[i] == ("/pos/" in name)
             assert tokens[i] == all_tokens[full.names.index(name)]
     assert dm.evaluation_sets["test"] == "the IMDB test reviews (2, a class-balanced subset)"
-    # a limit above the split's size: the set says how many it holds (3 test reviews)
+    # a limit above the split's size: the whole split, not a subset (3 test reviews)
     more = _imdb(imdb_root, w2v_file, limit_test_examples=2000)
-    assert more.evaluation_sets["test"] == "the IMDB test reviews (3, a class-balanced subset)"
+    assert more.evaluation_sets["test"] == (
+        "the IMDB test reviews (all 3: the limit 2000 is above the split's size)"
+    )
     base = dm.train_set.dataset
     assert sorted(base.labels.tolist()) == [0, 1]
     assert len(dm.train_set) == 1 and len(dm.val_set) == 1
@@ -658,6 +668,28 @@ def test_imdb_missing_data_lists_paths(tmp_path: Path, w2v_file: Path) -> None:
     keras = IMDBDataModule(data_dir=str(tmp_path), embeddings=str(w2v_file), source="keras")
     with pytest.raises(FileNotFoundError, match=r"IMDB data not found \(missing Keras files: "):
         keras.prepare_data()
+
+
+@pytest.mark.parametrize(
+    ("source", "listed", "not_listed"),
+    [
+        ("keras", ["imdb.npz", "imdb_word_index.json"], ["aclImdb/train/pos", "aclImdb_v1"]),
+        ("stanford", ["aclImdb/train/pos", "aclImdb_v1.tar.gz"], ["imdb.npz"]),
+    ],
+)
+def test_imdb_missing_data_lists_only_what_the_source_reads(
+    source: str, listed: list[str], not_listed: list[str], tmp_path: Path, w2v_file: Path
+) -> None:
+    """The old message listed every source's paths and advice for the Stanford ones whatever
+    ``source`` was asked for, and never named ``--data.source``."""
+    dm = IMDBDataModule(data_dir=str(tmp_path), embeddings=str(w2v_file), source=source)
+    with pytest.raises(FileNotFoundError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert f"with source='{source}' looked for" in message
+    assert "--data.source (auto, stanford, keras)" in message
+    assert all(p in message for p in listed)
+    assert not any(p in message for p in not_listed)
 
 
 def test_imdb_truncated_archive_names_file(imdb_tar_root: Path, w2v_file: Path) -> None:
