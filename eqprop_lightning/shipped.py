@@ -203,8 +203,6 @@ def add(
     return entry
 
 
-#: what only resuming a run reads: the optimizer's moments (Adam: twice the weights' size) and
-#: the schedule
 #: what only resuming reads: the optimizer and schedule, the loops' progress, the random states
 #: and the callbacks' (the run's checkpoint paths among them)
 TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", RNG_KEY, "callbacks")
