@@ -321,13 +321,12 @@ class SNLIDataModule(TextDataModule):
                 " The SNLI train split is missing but dev exists: train on it with "
                 "--data.train_split dev (and test on test)."
             )
-        return_error = FileNotFoundError(
+        raise FileNotFoundError(
             f"SNLI {split} split not found. Data root {str(self.data_root)!r} (from the "
             f"{self._root_origin}, resolved to {self.data_root.resolve()}); looked for\n{looked}\n"
             f"Point at a directory containing snli_1.0/ with --data.data_dir /path/to/root or "
             f"the {ENV_VAR} environment variable.{hint}"
         )
-        raise return_error
 
     def _sources(self) -> dict[str, Any]:
         return {role: file_fingerprint(self._split_file(s)) for role, s in self._roles.items()}
