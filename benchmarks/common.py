@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the installed ``eqprop`` command's entry point (``eqprop_lightning.commands:main``), which
 #: imports Lightning only for the commands that need it
 EQPROP = [sys.executable, "-m", "eqprop_lightning.commands"]
+#: the Table 1 configs, ``configs/mnist/<name>.yaml``
+MNIST_CONFIGS = sorted(path.stem for path in (ROOT / "configs" / "mnist").glob("*.yaml"))
 #: the training batch of ``throughput.py``, ``floor.py`` and ``original.py``
 BATCH = 20
 MNIST_FILES = (

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from common import (
     BATCH,
+    MNIST_CONFIGS,
     MNIST_FILES,
     ROOT,
     clock,
@@ -41,11 +42,11 @@ from common import (
 )
 
 #: the MNIST configs whose header holds the original's command
-CONFIGS = sorted(
-    path.stem
-    for path in (ROOT / "configs" / "mnist").glob("*.yaml")
-    if "# Original:" in path.read_text()
-)
+CONFIGS = [
+    name
+    for name in MNIST_CONFIGS
+    if "# Original:" in (ROOT / "configs" / "mnist" / f"{name}.yaml").read_text()
+]
 
 
 def original_command(config: Path) -> list[str]:

@@ -1,5 +1,5 @@
 """Training throughput, eager and compiled (``compile: true``), of P-1h, EB-1h, P-conv (MNIST,
-batch 20; by default, and any Table 1 row of ``configs/mnist`` with ``--configs``) and the IMDB
+batch 20; by default, and any config of ``configs/mnist`` with ``--configs``) and the IMDB
 net (one Hopfield projection, 100 tokens, FC 1000-40-2, batch 20, T 50, K 25), with EP and
 BPTT.
 
@@ -47,6 +47,7 @@ import torch
 from common import (
     BATCH,
     EQPROP,
+    MNIST_CONFIGS,
     ROOT,
     add_original_argument,
     clock,
@@ -67,8 +68,7 @@ from eqprop_lightning.nets import HopfieldClassifier
 
 MNIST_TRAIN = 60_000  # training images of MNIST, of which the config's val_split is held out
 DEFAULT_CONFIGS = ("p1h", "eb1h", "pconv", "imdb")
-#: every Table 1 row of configs/mnist and the IMDB net
-CONFIGS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h", "imdb")
+CONFIGS = (*MNIST_CONFIGS, "imdb")
 VARIANTS = ("eager", "compiled")
 #: the IMDB net of issue 12's row: 100 tokens (--imdb-tokens), batch 20, T 50, K 25, two-phase
 #: EP with beta 0.2 and SGD (configs/imdb: 600 tokens, batch 100, three-phase EP with beta 0.1,

@@ -41,7 +41,7 @@ from nltk.tokenize import ToktokTokenizer
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.errors import ConfigError, DataError, check_flag
 
 from .data_root import is_writable, resolve_data_dir, temp_file_beside, user_cache_dir
 from .splits import SplitsDataModule
@@ -172,7 +172,7 @@ def word2vec_is_binary(path: str) -> bool:
             # a word that is not UTF-8 leaves its numbers readable: still the text format
             fields = fh.readline(1 << 16).decode("utf-8", errors="replace").split()
         return len(fields) != dim + 1 or not all(map(_is_number, fields[1:]))
-    except (OSError, EOFError, zlib.error, ValueError, IndexError, UnicodeDecodeError):
+    except (OSError, EOFError, zlib.error, ValueError, IndexError):
         return True
 
 
@@ -461,8 +461,7 @@ class TextDataModule(SplitsDataModule):
             raise ConfigError(f"seed must be an integer, got {seed!r}")
         self.data_root, self._root_origin = resolve_data_dir(data_dir)
         self._embeddings_spec = embeddings
-        if not isinstance(keep_oov, bool):
-            raise ConfigError(f"keep_oov must be true or false, got {keep_oov!r}")
+        check_flag("keep_oov", keep_oov)
         self._keep_oov = keep_oov
         self._seed = seed
         self._limits: dict[str, int | None] = {}  # the subclass's limit_* per split

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import stat
 import tarfile
 from pathlib import Path
@@ -1085,7 +1086,7 @@ def test_caches_and_extracted_files_are_readable_as_a_plain_open_makes_them(
 @pytest.mark.parametrize("value", ["false", 0, None])
 def test_keep_oov_must_be_a_bool(value: object, imdb_root: Path, w2v_file: Path) -> None:
     """``bool("false")`` is true: the Python API kept the OOV tokens it was told to drop."""
-    with pytest.raises(ConfigError, match=f"keep_oov must be true or false, got {value!r}"):
+    with pytest.raises(ConfigError, match=re.escape(f"keep_oov={value!r} must be true or false")):
         IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), keep_oov=value)
 
 
