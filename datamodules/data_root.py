@@ -23,6 +23,19 @@ def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
     return Path(DEFAULT_DATA_DIR), "default"
 
 
+def data_not_found(
+    what: str, root: Path, origin: str, looked: str, holding: str, also: str = "", hint: str = ""
+) -> FileNotFoundError:
+    """The error for data missing under a data root: ``what`` is missing, the root (where it
+    came from, resolved), the paths ``looked`` for, and how to point at a directory ``holding``
+    the files (``also``: another way out; ``hint``: a last sentence)."""
+    return FileNotFoundError(
+        f"{what}. Data root {str(root)!r} (from the {origin}, resolved to {root.resolve()}); "
+        f"{looked}\nPoint at a directory containing {holding} with --data.data_dir /path/to/root "
+        f"or the {ENV_VAR} environment variable{also}.{hint}"
+    )
+
+
 def user_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/eqprop_lightning`` (default ``~/.cache/eqprop_lightning``)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "eqprop_lightning"

@@ -28,7 +28,7 @@ from torch.utils.data import Subset
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_nonneg_int, check_positive_int
-from .data_root import ENV_VAR
+from .data_root import data_not_found
 from .keras_imdb import NPZ_NAME, WORD_INDEX_NAME, read_keras_imdb
 from .text import (
     Split,
@@ -181,13 +181,13 @@ class IMDBDataModule(TextDataModule):
         }.get(
             self._source, (f"{stanford}\nor {keras}", f"aclImdb/, {ARCHIVE_NAME} or Keras's files")
         )
-        return FileNotFoundError(
-            f"IMDB data not found ({reason}). Data root {str(self.data_root)!r} (from the "
-            f"{self._root_origin}, resolved to {self.data_root.resolve()}); with "
-            f"source={self._source!r} looked for\n{looked}\n"
-            f"Point at a directory containing {holding} with --data.data_dir /path/to/root or "
-            f"the {ENV_VAR} environment variable, or choose another --data.source "
-            f"({', '.join(SOURCES)})."
+        return data_not_found(
+            f"IMDB data not found ({reason})",
+            self.data_root,
+            self._root_origin,
+            f"with source={self._source!r} looked for\n{looked}",
+            holding,
+            also=f", or choose another --data.source ({', '.join(SOURCES)})",
         )
 
     def _sources(self) -> dict[str, Any]:

@@ -30,7 +30,13 @@ from torch.utils.data import TensorDataset
 from eqprop_lightning.errors import DataError
 from eqprop_lightning.resources import packaged
 
-from .data_root import ENV_VAR, is_writable, resolve_data_dir, temp_file_beside, user_cache_dir
+from .data_root import (
+    data_not_found,
+    is_writable,
+    resolve_data_dir,
+    temp_file_beside,
+    user_cache_dir,
+)
 
 SHIPPED = "copy shipped with the package"
 
@@ -267,12 +273,12 @@ class MNISTFiles:
     def not_found_error(self, missing: list[str], reason: str) -> FileNotFoundError:
         raw_dir = _raw_dir(self.data_root)
         looked = "\n".join(f"  {raw_dir / n}\n  {raw_dir / n}.gz" for n in missing)
-        return FileNotFoundError(
-            f"MNIST data not found ({reason}). Data root {str(self.data_root)!r} "
-            f"(from the {self.root_origin}, resolved to {self.data_root.resolve()}); "
-            f"looked for (either form of each file):\n{looked}\n"
-            f"Point at a directory containing MNIST/raw/ with --data.data_dir /path/to/root "
-            f"or the {ENV_VAR} environment variable."
+        return data_not_found(
+            f"MNIST data not found ({reason})",
+            self.data_root,
+            self.root_origin,
+            f"looked for (either form of each file):\n{looked}",
+            "MNIST/raw/",
         )
 
     def check(self, verify_checksums: bool) -> dict[str, IdxFile]:

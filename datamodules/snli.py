@@ -25,7 +25,7 @@ import torch
 from eqprop_lightning.errors import ConfigError, DataError
 
 from .checks import check_positive_int
-from .data_root import ENV_VAR
+from .data_root import data_not_found
 from .text import (
     Split,
     TextDataModule,
@@ -321,11 +321,13 @@ class SNLIDataModule(TextDataModule):
                 " The SNLI train split is missing but dev exists: train on it with "
                 "--data.train_split dev (and test on test)."
             )
-        raise FileNotFoundError(
-            f"SNLI {split} split not found. Data root {str(self.data_root)!r} (from the "
-            f"{self._root_origin}, resolved to {self.data_root.resolve()}); looked for\n{looked}\n"
-            f"Point at a directory containing snli_1.0/ with --data.data_dir /path/to/root or "
-            f"the {ENV_VAR} environment variable.{hint}"
+        raise data_not_found(
+            f"SNLI {split} split not found",
+            self.data_root,
+            self._root_origin,
+            f"looked for\n{looked}",
+            "snli_1.0/",
+            hint=hint,
         )
 
     def _sources(self) -> dict[str, Any]:

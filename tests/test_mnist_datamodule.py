@@ -19,8 +19,8 @@ from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule, data_root, mnist_files
-from eqprop_lightning.datamodules.data_root import is_writable
-from eqprop_lightning.datamodules.mnist_files import ENV_VAR, MNIST_MD5
+from eqprop_lightning.datamodules.data_root import ENV_VAR, is_writable
+from eqprop_lightning.datamodules.mnist_files import MNIST_MD5
 from eqprop_lightning.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
