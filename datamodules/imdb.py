@@ -190,7 +190,9 @@ class IMDBDataModule(TextDataModule):
             also=f", or choose another --data.source ({', '.join(SOURCES)})",
         )
 
-    def _sources(self) -> dict[str, Any]:
+    def _source_kind(self) -> str:
+        """The source read: ``keras``, ``folder`` or ``archive``; ``FileNotFoundError`` naming
+        what is missing when its files are not all there."""
         if self._use_keras():
             missing = [str(p) for p in self._keras_files() if not p.is_file()]
             if missing and self._source == "auto":
@@ -199,15 +201,23 @@ class IMDBDataModule(TextDataModule):
                 )
             if missing:
                 raise self._not_found("missing Keras files: " + ", ".join(missing))
-            return {"keras": [file_fingerprint(p) for p in self._keras_files()]}
+            return "keras"
         if self._use_folder():
             missing = [d for d in self._label_dirs() if not d.is_dir()]
             if missing:
                 raise self._not_found("missing folders: " + ", ".join(map(str, missing)))
-            return {"folder": folder_fingerprint(self._label_dirs())}
+            return "folder"
         if self._archive().is_file():
-            return {"archive": file_fingerprint(self._archive())}
+            return "archive"
         raise self._not_found("neither the folder nor the archive exists")
+
+    def _sources(self) -> dict[str, Any]:
+        kind = self._source_kind()
+        if kind == "keras":
+            return {kind: [file_fingerprint(p) for p in self._keras_files()]}
+        if kind == "folder":
+            return {kind: folder_fingerprint(self._label_dirs())}
+        return {kind: file_fingerprint(self._archive())}
 
     def _options(self) -> dict[str, Any]:
         sides = {"padding": self._padding, "truncating": self._truncating}
@@ -256,9 +266,10 @@ class IMDBDataModule(TextDataModule):
 
     def _build(self, vocab: VocabularyBuilder) -> dict[str, Split]:
         """Each split's ids, labels and names (:data:`Review`)."""
-        if self._use_keras():
+        kind = self._source_kind()
+        if kind == "keras":
             source, reviews = self.data_root / NPZ_NAME, read_keras_imdb(self.data_root)
-        elif self._use_folder():
+        elif kind == "folder":
             source, reviews = self._folder(), self._read_folder()
         else:
             source, reviews = self._archive(), self._read_archive()
