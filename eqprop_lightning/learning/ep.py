@@ -74,11 +74,11 @@ def _primitive(net: Net, static: Static, s: State, previous: State | None) -> Te
 
 
 class _NudgedPrimitives(nn.Module):
-    """``<Phi(x, s_k) - beta_k l(s_k)>`` for each nudge ``beta_k`` (the nudged phase's total
-    primitive; ``l`` depends on the parameters through a readout only): the phases start from
-    ``s*`` and relax ``K`` steps as one batch of ``n B`` examples (one nudge per example), so that
-    each step reads the weights once. A module, so that holomorphic EP can call it with complex
-    weights."""
+    """``<Phi(x, s_k) - beta_scale beta_k l(s_k)>`` for each nudge ``beta_k`` (the nudged
+    phase's total primitive; ``l`` depends on the parameters through a readout only): the phases
+    start from ``s*`` and relax ``K`` steps as one batch of ``n B`` examples (one nudge per
+    example), so that each step reads the weights once. A module, so that holomorphic EP can call
+    it with complex weights."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -142,7 +142,7 @@ class EquilibriumProp:
     ``points`` complex nudges; the equations are in :mod:`eqprop_lightning.learning.nudging`).
     The surrogate is
 
-        L_EP = -Re [ c_0 <Phi(s*)> + sum_k c_k <Phi(s_beta_k) - beta_k l(s_beta_k)> ] / beta_scale,
+        L_EP = -Re [ c_0 <Phi(s*)> + sum_k c_k <Phi(s_k) - beta_scale beta_k l(s_k)> ] / beta_scale,
 
     the states held fixed, whose parameter gradient is ``-Delta_theta`` (the cost ``l`` has
     parameters only with a softmax readout, whose weights it trains). The nudged phases run as

@@ -3,10 +3,10 @@
 A net holds the parameters ``theta`` and defines the dynamics ``s_{t+1} = F(x, s_t, theta)``
 (plus ``beta (y - s_0)``-style nudging in the output's update) and the primitive ``Phi(x, s)``,
 from which EP's update ``dPhi/dtheta`` follows. How ``F`` derives from ``Phi`` is the net's own:
-``s + dt (-dE/ds)`` with ``Phi = -dt E`` for the energy-based nets (the exact gradient flow with
-``output_rho_prime``; the toy net), ``rho(dPhi/ds)`` for the prototypical ones (fully connected,
-conv, Hopfield projections), whose fixed points are therefore not stationary points of ``Phi``;
-each class's docstring states its equations.
+``s + dt (-dE/ds) = dPhi/ds`` with ``Phi = 1/2 |s|^2 - dt E`` for the energy-based nets (the
+exact gradient flow with ``output_rho_prime``; the toy net), ``rho(dPhi/ds)`` for the
+prototypical ones (fully connected, conv, Hopfield projections), whose fixed points are
+therefore not stationary points of ``Phi``; each class's docstring states its equations.
 """
 
 from __future__ import annotations
