@@ -79,27 +79,47 @@ def load(kind: str):
     return net, fixture, names, onehot
 
 
-@needs_reference
-@pytest.mark.parametrize("kind", ["imdb", "snli"])
-def test_states_and_symmetric_ep_estimate_match_the_original(kind):
+def symmetric_ep(kind: str, dtype: torch.dtype = torch.float32):
+    """The fixture's batch through our net in ``dtype``: the free, +beta and -beta states and the
+    symmetric EP gradient of each of the fixture's parameters (by its key)."""
     net, fixture, names, y = load(kind)
-    x, beta = fixture["x"][0], fixture["betas"][1]
+    net = net.to(dtype)
+    x, y, beta = fixture["x"][0].to(dtype), y[0].to(dtype), fixture["betas"][1]
     static = net.static_terms(x)
     with torch.no_grad():
         _, s_free = free_phase(net, static, net.init_state(x), fixture["T1"])
-        _, s_pos = nudged_phase(net, static, s_free, fixture["T2"], beta, y[0])
-        _, s_neg = nudged_phase(net, static, s_free, fixture["T2"], -beta, y[0])
-    for ours, theirs in (
-        (s_free, fixture["free_neurons"]),
-        (s_pos, fixture["nudged_neurons"]),
-        (s_neg, fixture["negative_nudged_neurons"]),
+        _, s_pos = nudged_phase(net, static, s_free, fixture["T2"], beta, y)
+        _, s_neg = nudged_phase(net, static, s_free, fixture["T2"], -beta, y)
+    ep_surrogate(net, static, s_neg, s_pos, -beta, beta).backward()
+    params = dict(net.named_parameters())
+    grads = {key: params[names[key]].grad for key in fixture["ep3_grads"]}
+    return fixture, (s_free, s_pos, s_neg), grads
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+@needs_reference
+@pytest.mark.parametrize("kind", ["imdb", "snli"])
+def test_states_and_symmetric_ep_estimate_match_the_original(kind):
+    fixture, states, grads = symmetric_ep(kind)
+    for ours, theirs in zip(
+        states,
+        (fixture["free_neurons"], fixture["nudged_neurons"], fixture["negative_nudged_neurons"]),
+        strict=True,
     ):
         for a, b in zip(ours, theirs, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    ep_surrogate(net, static, s_neg, s_pos, -beta, beta).backward()
-    params = dict(net.named_parameters())
-    for key, grad in fixture["ep3_grads"].items():
-        torch.testing.assert_close(params[names[key]].grad, grad, rtol=1e-4, atol=1e-6)
+    # The projections' gradients (below 1e-6 here: the atol alone would pass any of that size)
+    # are a difference of two nearly equal primitives over 2 beta, rounded in float32: ours
+    # differs from ours in float64 by up to 10 % (IMDB) and 0.3 % (SNLI). Each gradient must be
+    # as close to the original's (relative norm) as 3x that rounding, at least 1e-4.
+    _, _, exact = symmetric_ep(kind, torch.float64)
+    for key, theirs in fixture["ep3_grads"].items():
+        torch.testing.assert_close(grads[key], theirs, rtol=1e-4, atol=1e-6)
+        rounding = relative_error(grads[key], exact[key])
+        assert relative_error(grads[key], theirs) <= max(3 * rounding, 1e-4), key
 
 
 @needs_reference
