@@ -186,22 +186,67 @@ def test_gdu_says_not_measured_without_the_original(monkeypatch: pytest.MonkeyPa
     assert gdu["verdict"]("", None, None) == ""
 
 
-def test_sequence_evaluation_batch_is_the_same_work_for_both_rules(
+def test_sequence_flops_are_the_counted_flops_of_a_step_and_an_evaluation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The GPU estimate of a test batch comes from its own FLOPs (the free phase), the same for
-    EP and BPTT; the old code scaled it by each rule's CPU step time."""
+    """``flops`` counts on batches of 2 and 4 and extrapolates to ``setting["batch"]``; every
+    matrix product is linear in the batch (no intercept), so the estimate must equal, exactly,
+    ``FlopCounterMode``'s count of a step and of an evaluation run here at the full batch, built
+    from the rules directly (three-phase EP, truncated BPTT, the free phase) rather than with
+    ``sequence.py``'s helpers. The evaluation batch (the same for both rules) and the EP step are
+    also composed from counts of single pieces at one example: ``eval = static + T step`` and
+    ``ep = 2 static + (T + 2 K) step + 4 primitive`` (the free phase at ``B``, both nudged
+    phases as one batch of ``2 B``, the primitive at ``2 B`` and its backward, which for each
+    product ``W h`` with ``h`` a fixed state costs the forward again, as does the input term's
+    ``P``). The old check (``ep_step > bptt_step``) passed with the extrapolation's ``/ 2``
+    dropped."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT, free_phase
     from eqprop_lightning.nets import HopfieldClassifier
+
+    def counted(fn) -> int:
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
 
     monkeypatch.syspath_prepend(str(BENCH))
     sequence = runpy.run_path(str(BENCH / "sequence.py"))
     net = HopfieldClassifier([6], [[0, 0]], [12, 5, 2], embed_dim=8)
-    setting = dict(T=4, K=2, beta=0.1, lrs=[1e-3] * 4, batch=10)
-    (ep_step, ep_eval), (bptt_step, bptt_eval) = (
-        sequence["flops"](setting, net, rule) for rule in ("ep", "bptt")
-    )
-    assert ep_eval == bptt_eval > 0
-    assert ep_step > bptt_step > 0
+    T, K, beta, B = 4, 2, 0.1, 10  # B: neither of the counted batches
+    setting = dict(T=T, K=K, beta=beta, lrs=[1e-3] * 4, batch=B)
+    g = torch.Generator().manual_seed(0)  # the values do not change the count
+    x = torch.randn(B, *net.example_shape, generator=g)
+    y = torch.nn.functional.one_hot(torch.randint(2, (B,), generator=g), 2).float()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def train_step(rule) -> None:
+        estimate = rule(net, x, y)
+        opt.zero_grad()
+        estimate.objective.backward()
+        opt.step()
+
+    def evaluate(x: torch.Tensor) -> None:
+        with torch.no_grad():
+            free_phase(net, net.static_terms(x), net.init_state(x), T)
+
+    rules = dict(ep=EquilibriumProp(T, K, beta, nudging="symmetric"), bptt=TruncatedBPTT(T, K))
+    step = {name: counted(lambda rule=rule: train_step(rule)) for name, rule in rules.items()}
+    evaluation = counted(lambda: evaluate(x))
+    for name in rules:
+        assert sequence["flops"](setting, net, name) == (step[name], evaluation), name
+
+    one = x[:1]
+    with torch.no_grad():
+        static = net.static_terms(one)
+        s = free_phase(net, static, net.init_state(one), T)[1]
+        per_static = counted(lambda: net.static_terms(one))
+        per_step = counted(lambda: net.step(s, static))
+        per_primitive = counted(lambda: net.primitive(s, static))
+    assert evaluation == B * (per_static + T * per_step) > 0
+    assert step["ep"] == B * (2 * per_static + (T + 2 * K) * per_step + 4 * per_primitive)
+    assert evaluation < step["bptt"] < step["ep"]  # BPTT: the free phase and its backward
 
 
 def test_drift_takes_the_model_and_data_options_in_every_form(

@@ -14,6 +14,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from eqprop_lightning import plots
+from eqprop_lightning.analysis import gdu_figures
+from eqprop_lightning.learning.gdu import GDUResult
 
 matplotlib.use("Agg")  # as plots does: no display
 
@@ -176,6 +178,31 @@ def test_gdu_synapse_figure_is_a_panel_per_weight_of_bptt_and_ep_curves() -> Non
     assert sorted(assert_pairs(w1x, nT["W1x"].flatten(1), dT["W1x"].flatten(1), 6)) == [*range(6)]
     assert w01.get_title() == "$W_{01}$: BPTT (solid), EP (dashed)"
     assert w1x.get_title() == "$W_{1x}$: BPTT (solid), EP (dashed)"
+
+
+def test_gdu_figures_draw_the_instantaneous_weight_updates() -> None:
+    """The GDU figures of a result whose cumulative ``NT``/``DT`` are the running sums of
+    distinct per-step updates: the synapse panels draw those updates (``nT[t] = NT[t] -
+    NT[t-1]``, ``nT[0] = NT[0]``; exact in float64 on integers), not the cumulative curves, and
+    the neuron panels ``nS``/``dS``."""
+    K = 3
+    nT = {"W01": distinct(K, 2, 3), "W1x": distinct(K, 2, 2, offset=100.0)}
+    dT = {k: v + 0.5 for k, v in nT.items()}
+    nS, dS = [distinct(K, 2)], [distinct(K, 2, offset=0.25)]
+    result = GDUResult(
+        nS=nS,
+        dS=dS,
+        NT={k: v.cumsum(0) for k, v in nT.items()},
+        DT={k: v.cumsum(0) for k, v in dT.items()},
+    )
+    rmse = {"neurons": {"s0": {"mean": 0.1, "std": 0.0}}, "weights": {}}
+    figures = gdu_figures(result, rmse)
+    assert list(figures) == ["gdu_neurons", "gdu_synapses", "gdu_rmse"]
+    for ax, k in zip(figures["gdu_synapses"].axes, ("W01", "W1x"), strict=True):
+        n, d = nT[k].flatten(1), dT[k].flatten(1)
+        assert sorted(assert_pairs(ax, n, d, n.shape[1])) == [*range(n.shape[1])]
+    (ax,) = figures["gdu_neurons"].axes
+    assert assert_pairs(ax, nS[0], dS[0], 2) == [0, 1]
 
 
 def test_rmse_bars_are_the_means_with_the_stds_as_error_bars() -> None:

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from eqprop_lightning.callbacks import GDUCallback
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import EquilibriumProp, TruncatedBPTT
-from eqprop_lightning.learning.gdu import estimate_errors
+from eqprop_lightning.learning.gdu import estimate_errors, gdu, rmse_table
 from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
 
@@ -37,13 +37,22 @@ def batches(n: int = 2) -> list[tuple[torch.Tensor, torch.Tensor]]:
     ]
 
 
-def fit(module: EqPropModule, epochs: int = 1, callbacks=(), logger=False) -> L.Trainer:
+def sparse_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`batches` with input feature 0 zero in every example: W1x's column 0 then has zero
+    BPTT and EP updates, which the sign agreement's total counts (as "both zero")."""
+    out = batches()
+    for x, _ in out:
+        x[:, 0] = 0.0
+    return out
+
+
+def fit(module: EqPropModule, epochs: int = 1, callbacks=(), logger=False, data=None) -> L.Trainer:
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=logger, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
         callbacks=list(callbacks),
     )  # fmt: skip
-    trainer.fit(module, DataLoader(batches(), batch_size=None))
+    trainer.fit(module, DataLoader(batches() if data is None else data, batch_size=None))
     return trainer
 
 
@@ -198,15 +207,41 @@ class Recorder(Logger):
         pass
 
 
+def expected_gdu_scalars(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The callback's ``gdu/rmse/*`` and ``gdu/sign_agreement/*`` for a model of :func:`model`
+    (T = 6, K = 2) with beta = 0.5 (positive nudge), computed here from the GDU trajectories:
+    the mean over components of the relative RMSE, and the percentage of entries of the last
+    step's NT and DT with the same sign, both zero (sign 0) included."""
+    with torch.enable_grad():
+        result = gdu(net, x, y, 6, 2, 0.5)
+    table = rmse_table(result)
+    expected = {f"gdu/rmse/{k}": v["mean"] for group in table.values() for k, v in group.items()}
+    for k in result.NT:
+        n, d = result.NT[k][-1], result.DT[k][-1]
+        agree = torch.sign(n) == torch.sign(d)
+        expected[f"gdu/sign_agreement/{k}"] = 100 * agree.double().mean().item()
+    # the zero input feature: W1x's column 0 is zero in both, so total != same sign there
+    assert ((result.NT["W1x"][-1] == 0) & (result.DT["W1x"][-1] == 0)).any()
+    return expected
+
+
 @pytest.mark.parametrize("nudging", ["positive", "random_sign"])
-def test_gdu_callback_logs_the_rules_error_against_bptt_and_rbp(nudging) -> None:
+def test_gdu_callback_logs_the_analysis_of_the_final_weights(nudging) -> None:
+    """The logged RMSE means, sign agreements (total) and the rule's errors against BPTT and RBP
+    are those computed here on the final weights and the first batch (the last analysis). The
+    same float32 computation on both sides: rel=1e-6 leaves room for rounding only (float32's
+    is 6e-8), while logging the RMSE's std, the same-sign share alone (8 of W1x's 96 entries
+    are both zero) or another batch's numbers is off by far more."""
     module, recorder = model(beta=0.5, nudging=nudging), Recorder()
-    fit(module, callbacks=[GDUCallback(every_n_steps=1, figures=False)], logger=recorder)
-    # the last analysis ran on the final weights and the first batch
-    x, y = batches()[0]
+    callback = GDUCallback(every_n_steps=1, figures=False)
+    fit(module, callbacks=[callback], logger=recorder, data=sparse_batches())
+    x, y = sparse_batches()[0]
+    logged = recorder.metrics[2]
+    scalars = expected_gdu_scalars(module.net, x, y)
+    per_step = {k: v for k, v in logged.items() if k.startswith(("gdu/rmse/", "gdu/sign_"))}
+    assert per_step == pytest.approx(scalars, rel=1e-6)  # the same keys, s0, s1, W01 and W1x
     with torch.enable_grad():
         expected = estimate_errors(module.net, x, y, module.rule)
-    logged = recorder.metrics[2]
     for reference in ("bptt", "rbp"):
         for weight in ("W01", "W1x"):
             value = logged[f"gdu/estimate_error/{reference}/{weight}"]
@@ -264,19 +299,48 @@ def test_gdu_callback_beta_overrides_the_models(monkeypatch) -> None:
     assert seen == [(6, 2, 0.05, False)] * 2
 
 
-def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path) -> None:
+def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path, monkeypatch) -> None:
     """figures=False: the GDU scalars go to TensorBoard and its figures do not; figures=True:
-    the three figures too."""
+    the three figures too. The scalars are the values computed here (stored as float32: rel
+    1e-6), and the synapse figure draws the instantaneous updates nT[t] = NT[t] - NT[t-1] and
+    dT (nT[0] = NT[0]), not the cumulative NT and DT."""
+    import eqprop_lightning.analysis as analysis
 
+    drawn = []
+    real = analysis.gdu_synapse_figure
+
+    def recording(nT, dT, *args, **kwargs):
+        drawn.append((nT, dT))
+        return real(nT, dT, *args, **kwargs)
+
+    monkeypatch.setattr(analysis, "gdu_synapse_figure", recording)
+    x, y = sparse_batches()[0]
     for figures in (False, True):
-        logger = TensorBoardLogger(tmp_path, name=f"figures_{figures}")
-        fit(model(beta=0.5), callbacks=[GDUCallback(1, figures=figures)], logger=logger)
+        logger, module = TensorBoardLogger(tmp_path, name=f"figures_{figures}"), model(beta=0.5)
+        fit(
+            module,
+            callbacks=[GDUCallback(1, figures=figures)],
+            logger=logger,
+            data=sparse_batches(),
+        )
         events = EventAccumulator(logger.log_dir)
         events.Reload()
-        assert "gdu/rmse/s0" in events.Tags()["scalars"]
+        scalars = expected_gdu_scalars(module.net, x, y)
+        assert set(scalars) <= set(events.Tags()["scalars"])
+        for tag, value in scalars.items():
+            assert [e.step for e in events.Scalars(tag)] == [1, 2]
+            assert events.Scalars(tag)[-1].value == pytest.approx(value, rel=1e-6), tag
         images = {tag for tag in events.Tags()["images"] if tag.startswith("gdu/")}
         expected = {"gdu/gdu_neurons", "gdu/gdu_synapses", "gdu/gdu_rmse"} if figures else set()
         assert images == expected, figures
+    assert len(drawn) == 2  # steps 1 and 2 with figures=True; the last on the final weights
+    with torch.enable_grad():
+        result = gdu(module.net, x, y, 6, 2, 0.5)
+    for got, cumulative in zip(drawn[-1], (result.NT, result.DT), strict=True):
+        assert list(got) == ["W01", "W1x"]
+        for k, c in cumulative.items():
+            steps = torch.stack([c[0], c[1] - c[0]])  # K = 2: NT[0], then NT[1] - NT[0]
+            torch.testing.assert_close(got[k], steps, rtol=1e-6, atol=0)
 
 
 def test_continual_ep_takes_plain_sgd() -> None:
