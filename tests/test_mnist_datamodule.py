@@ -83,14 +83,16 @@ def test_onehot_targets_match_labels(fake_mnist: Path) -> None:
     assert torch.equal(y.argmax(dim=1), labels)
 
 
+@pytest.mark.parametrize("flatten", [False, True])
 @pytest.mark.parametrize("train", [True, False])
-def test_matches_torchvision_to_tensor(fake_mnist: Path, train: bool) -> None:
-    dm = _fake_dm(fake_mnist, flatten=False)
+def test_matches_torchvision_to_tensor(fake_mnist: Path, train: bool, flatten: bool) -> None:
+    """Each image is torchvision's ``ToTensor`` of it, flattened row by row with ``flatten``."""
+    dm = _fake_dm(fake_mnist, flatten=flatten)
     images = (dm.train_set if train else dm.test_set).tensors[0]
     reference = MNIST(str(fake_mnist), train=train, transform=ToTensor())
     for i in (0, 1, 17, len(reference) - 1):
         img, _ = reference[i]
-        assert torch.equal(images[i], img)
+        assert torch.equal(images[i], img.flatten() if flatten else img)
 
 
 def test_loaders_samplers_and_batching(fake_mnist: Path) -> None:
