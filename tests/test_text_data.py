@@ -862,12 +862,33 @@ def test_real_data_if_present(tmp_path: Path) -> None:
     assert (lengths > 20).float().mean() > 0.95
     x, y = imdb.on_after_batch_transfer(next(iter(imdb.train_dataloader())), 0)
     assert x.shape == (20, 600, 300) and y.shape == (20, 2)
+    # The review begins '"Don't bother to watch this film" would be better advice, if you like
+    # Marilyn Monroe in her other roles.': the ids are its words, lower-cased, apostrophes and
+    # punctuation removed, those outside the word2vec subset (to, marilyn, monroe) dropped.
+    words = ["<pad>", *imdb.vocabulary]
+    assert imdb.train_set.names[0] == "aclImdb/train/neg/10226_3.txt"  # the seeded subset
+    assert [words[i] for i in imdb.train_set.ids[0, :15].tolist()] == (
+        "dont bother watch this film would be better advice if you like in her other".split()
+    )
 
     snli = SNLIDataModule(data_dir=str(root), train_split="dev", cache_dir=cache)
     snli.setup("fit")
     assert len(snli.train_set) == 9842 and len(snli.test_set) == 9824
     assert snli.train_set.ids.shape == (9842, 50)
     assert ((snli.train_set.ids != 0).sum(1) > 0).float().mean() > 0.99
+    # dev line 1: "Two women are embracing while holding to go packages ." / "The sisters are
+    # hugging goodbye while holding to go packages after just eating lunch ."; 'to' and '.' are
+    # not in the word2vec subset; each sentence is padded after its words to 25 ids.
+    words = ["<pad>", *snli.vocabulary]
+    premise, hypothesis = snli.train_set.ids[0].view(2, 25).tolist()
+    assert snli.train_set.names[0] == "snli_1.0/snli_1.0_dev.jsonl:1"
+    assert [words[i] for i in premise] == (
+        "two women are embracing while holding go packages".split() + ["<pad>"] * 17
+    )
+    assert [words[i] for i in hypothesis] == (
+        "the sisters are hugging goodbye while holding go packages after just eating lunch".split()
+        + ["<pad>"] * 12
+    )
 
 
 def test_cli_fit_and_gdu_on_text_data(
