@@ -71,8 +71,9 @@ def analyse(
 
 
 def nudges_symmetrically(symmetric: bool, rule: GradientEstimator | None) -> bool:
-    """Whether the per-step EP curves are symmetric ``(s(beta) - s(-beta)) / 2 beta``: asked
-    for (``symmetric``) or the rule's nudging (the others are compared with positive EP)."""
+    """Whether the per-step EP curves are symmetric (the ``+beta`` phase against the ``-beta``
+    one, over ``2 beta``): asked for (``symmetric``) or the rule's nudging (the others are
+    compared with positive EP)."""
     return symmetric or getattr(rule, "nudging", None) == "symmetric"
 
 

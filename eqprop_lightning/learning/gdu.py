@@ -166,7 +166,7 @@ def ep_per_step(
     (``before_free``, the state one step before it, serves the conv net's legacy pooling).
 
     Symmetric: the phases at ``+beta`` and ``-beta`` run side by side and
-    ``dS[t] = -((s+_{t+1} - s+_t) - (s-_{t+1} - s-_t)) / (2 beta)``,
+    ``dS[t] = -((s+_{t+1} - s+_t) - (s-_{t+1} - s-_t)) / (2 state_dt beta)``,
     ``DT[t] = -(dPhi/dtheta(s+_{t+1}) - dPhi/dtheta(s-_{t+1})) / (2 beta)``.
     """
     static = net.static_terms(x)

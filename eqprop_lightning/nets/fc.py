@@ -13,7 +13,8 @@ Two settings share this layout:
 * :class:`EnergyBasedFC` (EPcont): ``s <- s - dt dE/ds`` with the Hopfield energy
   ``E = 1/2 sum_i |s_i|^2 - sum_i rho(s_i) . (W_i rho(s_{i+1}) + b_i)
   - rho(s_L) . (W_L rho(x) + b_L)``,
-  i.e. ``F = dPhi_eps/ds`` for the primitive ``Phi_eps = 1/2 |s|^2 - dt E``.
+  i.e. ``F = dPhi_eps/ds`` for the primitive ``Phi_eps = 1/2 |s|^2 - dt E``, exactly with
+  ``output_rho_prime``; by default (the original) the output's update lacks ``rho'(s_0)``.
 
 In the nudged phase the output layer feels the extra force ``-beta dl/ds_0 = beta (y - s_0)`` of the
 cost ``l = 1/2 |s_0 - y|^2`` (or of a readout's cost, :mod:`eqprop_lightning.nets.readout`),
@@ -247,7 +248,8 @@ class EnergyBasedFC(LayeredFC):
         self, s: State, static: StaticTerms, beta: float = 0.0, y: Tensor | None = None
     ) -> State:
         """One synchronous update of all layers from ``s``:
-        ``s_i <- s_i + dt (-s_i + rho'(s_i) (W_i rho(s_{i+1}) + b_i + W_{i-1}^T rho(s_{i-1})))``."""
+        ``s_i <- s_i + dt (-s_i + rho'(s_i) (W_i rho(s_{i+1}) + b_i + W_{i-1}^T rho(s_{i-1})))``,
+        without ``rho'(s_0)`` for the output unless ``output_rho_prime``."""
         rho, w, b, L = self.rho, static.weights, static.biases, len(s) - 1
         r = [rho(si) for si in s]
         new = []
