@@ -50,6 +50,13 @@ class GDUCallback(L.Callback):
             )
         if beta is not None:
             check_beta(beta, "(or null: the model's)", field="gdu.beta")
+        unused = {"T": T, "K": K, "beta": beta}
+        if not every_n_steps and any(v is not None for v in unused.values()):
+            given = ", ".join(f"gdu.{k}={v!r}" for k, v in unused.items() if v is not None)
+            raise ConfigError(
+                f"{given}: the GDU check is off (gdu.every_n_steps=0); turn it on with "
+                "gdu.every_n_steps N"
+            )
         self.every_n_steps = every_n_steps
         self.T, self.K, self.beta = T, K, beta
         self.figures = figures

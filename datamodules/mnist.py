@@ -79,6 +79,11 @@ class MNISTDataModule(SplitsDataModule):
         check_nonneg_int("val_split", val_split)
         if split_seed is not None:
             check_nonneg_int("split_seed", split_seed)
+            if not val_split:
+                raise ConfigError(
+                    f"split_seed={split_seed!r} seeds the validation split, and val_split=0 "
+                    "holds none out: set val_split N or drop split_seed"
+                )
         self.save_hyperparameters()
         self.files = MNISTFiles(data_dir)
         self.data_root = self.files.data_root

@@ -246,7 +246,7 @@ def _training_batches(
     verify = data_args.get("verify_checksums", True)
     train_count = files.check(verify)["train-labels-idx1-ubyte"].count
     val_split = data_args.get("val_split", 0)
-    if val_split >= train_count:
+    if val_split >= train_count or (not val_split and data_args.get("split_seed") is not None):
         return None  # the data module's error
     flatten = data_args.get("flatten", True)
     train = files.load(("train",), flatten, thorough=False, verify_checksums=verify)["train"]

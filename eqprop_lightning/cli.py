@@ -29,10 +29,11 @@ from eqprop_lightning.callbacks import (
     ResultsWriter,
 )
 from eqprop_lightning.config_files import cli_parser
+from eqprop_lightning.datamodules.checks import check_positive_int
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.io import write_json_atomic
 from eqprop_lightning.module import EqPropModule, evaluation_sets
-from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir
+from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir, run_root
 from eqprop_lightning.validation import (
     BPTT_UNUSED,
     LIGHTNING_CKPT_NAMES,
@@ -40,6 +41,7 @@ from eqprop_lightning.validation import (
     check_checkpoint_fits,
     check_net_fits_data,
     check_same_data,
+    check_same_evaluation,
     check_same_hparams,
     check_same_seed,
     check_training_state,
@@ -137,6 +139,8 @@ class EqPropCLI(LightningCLI):
             return
         if subcommand == "fit":
             self._resume_in_run_directory()
+        elif config.ckpt_path in LIGHTNING_CKPT_NAMES:
+            config.ckpt_path = str(_checkpoint_to_evaluate(config, subcommand))
         ckpt_path = config.ckpt_path
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
@@ -145,6 +149,9 @@ class EqPropCLI(LightningCLI):
             check_same_hparams(ckpt_path, saved, config.model.as_dict())
             check_same_data(ckpt_path, saved, config.data.as_dict())
             check_same_seed(ckpt_path, config.get("seed_everything"))
+        else:
+            model = config.model.as_dict()
+            check_same_evaluation(ckpt_path, read_checkpoint(ckpt_path), model, subcommand)
 
     def _resume_in_run_directory(self) -> None:
         """``fit --ckpt_path PATH|last`` continues in the checkpoint's run directory, so that its
@@ -188,7 +195,13 @@ class EqPropCLI(LightningCLI):
         """The one place LightningCLI joins the trainer's arguments and the callbacks: the best
         checkpoint is kept only where there is a validation set to choose it on, no checkpoint
         callback with ``enable_checkpointing: false``, and checkpoints are written atomically
-        whatever ``plugins`` holds (unless it brings its own ``CheckpointIO``)."""
+        whatever ``plugins`` holds (unless it brings its own ``CheckpointIO``). An epoch period
+        of 0, which Lightning takes and divides by at the first epoch's end, is refused."""
+        check_positive_int(
+            "trainer.check_val_every_n_epoch",
+            config.get("check_val_every_n_epoch"),
+            allow_none=True,
+        )
         if config.get("enable_checkpointing") is False:
             callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)]
         elif self.datamodule is not None and "val" not in evaluation_sets(self.datamodule):
@@ -222,6 +235,12 @@ class EqPropCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, GDUCallback):
                 callback.check_against(self.model.hparams)
+            if isinstance(callback, PredictionWriter) and callback.path:
+                if self.subcommand != "predict":
+                    raise ConfigError(
+                        f"predictions.path={callback.path!r}: {self.subcommand} writes no "
+                        "predictions (eqprop predict does)"
+                    )
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_fits(ckpt_path, self.model)
@@ -253,6 +272,23 @@ class EqPropCLI(LightningCLI):
                     best = f"{best} (epoch {epoch} of results.json)"
                 lines.append(f"best checkpoint by {ckpt.monitor}: {best or None}")
         rank_zero_info("\n".join(lines))
+
+
+def _checkpoint_to_evaluate(config, command: str) -> Path:
+    """``--ckpt_path last|best|hpc|registry`` of validate, test or predict, which run in a process
+    of their own: Lightning's ``last`` would look in the new run's directory, find nothing and
+    evaluate the untrained net, and the others name checkpoints of a fit in the same process.
+    ``last`` is the newest ``last.ckpt`` of the logger's runs, as for ``fit``; the others are
+    refused (``ConfigError``)."""
+    name = config.ckpt_path
+    root = run_root(config.trainer.as_dict()) if name == "last" else None
+    if root is None:
+        also = "" if name == "last" else " or 'last' (the newest last.ckpt of this config's runs)"
+        raise ConfigError(
+            f"ckpt_path={name!r}: {command} runs apart from the training that wrote it; give the "
+            f"checkpoint's file (<run>/checkpoints/last.ckpt or epochNNN.ckpt){also}"
+        )
+    return newest_last_checkpoint(root, config.model)
 
 
 def _save_under_root_dir(trainer) -> None:

@@ -162,6 +162,30 @@ def check_same_hparams(
         )
 
 
+#: model settings that decide what ``validate``, ``test`` and ``predict`` compute: the free phase
+#: (``T``), the readout and the net; the others (the rule, ``K``, ``beta``, the learning rates)
+#: only train, and the same checkpoint may be evaluated with the EP or the BPTT config
+EVALUATION_SETTINGS = frozenset({"T", "loss", "readout_classes", "net"})
+
+
+def check_same_evaluation(ckpt_path: str | Path, checkpoint: dict, model: dict, command: str):
+    """``command`` (validate, test, predict) evaluates ``ckpt_path`` with the settings it was
+    trained with (Lightning's CLI puts them over the config's): ``ConfigError`` naming each of
+    :data:`EVALUATION_SETTINGS` where the config's ``model`` differs, instead of ignoring it."""
+
+    def evaluated(settings: dict) -> dict:
+        flat = _flat(_settings(settings))
+        return {k: v for k, v in flat.items() if k.split(".")[0] in EVALUATION_SETTINGS}
+
+    differ = _differences(evaluated(checkpoint.get("hyper_parameters")), evaluated(model), "model.")
+    if differ:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} was trained with other settings than this config "
+            f"({'; '.join(differ)}), and {command} evaluates it with its own: give the config it "
+            f"was trained with"
+        )
+
+
 def check_same_net(ckpt_path: str | Path, checkpoint: dict, net: dict) -> None:
     """The net recorded in ``checkpoint`` (``class_path`` and ``init_args``; a checkpoint of a
     module built in code records none) is the config's ``net``, else ``ConfigError`` naming each

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,6 +307,84 @@ def test_evaluate_checkpoint(
     last_epoch = json.loads(fit_results.read_text())["epochs"][-1]
     assert last_epoch["test_error"] == pytest.approx(expected, abs=1e-3)
     # evaluation writes no results.json
+    assert results_files(in_tmp) == []
+
+
+def test_evaluating_last_takes_the_newest_run_checkpoint(
+    fitted_p1h: Path, fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``test --ckpt_path last`` evaluates the newest ``last.ckpt`` of the config's runs, as
+    ``fit`` resumes it; Lightning's own ``last`` looked in the new run's directory, found
+    nothing and tested the untrained net."""
+    shutil.copytree(fitted_p1h / "runs", in_tmp / "runs")
+    seen: dict = {}
+    original = L.Trainer.test
+
+    @functools.wraps(original)  # keeps the signature the CLI builds the subcommand from
+    def recording(self: L.Trainer, *args, **kwargs):
+        seen["ckpt_path"] = kwargs.get("ckpt_path")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "test", recording)
+    main(["test", "--config", config("p1h"), *shrink(fake_mnist), "--ckpt_path", "last"])
+    expected = in_tmp / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"
+    assert Path(seen["ckpt_path"]).resolve() == expected.resolve()
+
+
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        ("test", ["--ckpt_path", "best"], "ckpt_path='best': test runs apart from the training"),
+        ("predict", ["--ckpt_path", "hpc"], "ckpt_path='hpc': predict runs apart from the"),
+        ("test", ["--model.T", "7"], f"model.T: {SMALL_T} there, 7 here), and test evaluates"),
+        ("validate", ["--model.loss", "cross_entropy"], "model.loss: 'mse' there, 'cross_ent"),
+        ("test", ["--model.net.init_args.activation", "tanh"], "activation: 'sigm' there"),
+    ],
+)
+def test_evaluation_refuses_settings_it_would_not_use(
+    command: str,
+    options: list[str],
+    message: str,
+    fitted_p1h: Path,
+    fake_mnist: Path,
+    in_tmp: Path,
+    capsys,
+) -> None:
+    """validate/test/predict evaluate a checkpoint with the free phase, readout and net it was
+    trained with (Lightning's CLI puts its hyperparameters over the config's): another ``T``,
+    loss or activation is refused instead of ignored, as are the checkpoint names that only a
+    fit in the same process can resolve."""
+    ckpt = fitted_p1h / "runs" / "p1h" / "version_0" / "checkpoints" / "last.ckpt"
+    args = [*shrink(fake_mnist), "--ckpt_path", str(ckpt), *options]  # the last --ckpt_path wins
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--config", config("p1h"), *args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ["--trainer.check_val_every_n_epoch", "0"],
+            "trainer.check_val_every_n_epoch must be a positive integer",
+        ),
+        (
+            ["--predictions.path", "p.pt"],
+            "predictions.path='p.pt': fit writes no predictions",
+        ),
+    ],
+)
+def test_fit_refuses_options_it_would_not_use(
+    options: list[str], message: str, fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """An evaluation period of 0 (Lightning divided by it at the first epoch's end, after the
+    epoch's training, and lost it) and a predictions file (fit writes none) are refused before
+    training."""
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", config("p1h"), *shrink(fake_mnist), *options])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
     assert results_files(in_tmp) == []
 
 

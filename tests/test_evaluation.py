@@ -85,6 +85,12 @@ def test_val_split_out_of_range_is_a_config_error(fake_mnist: Path, bad: int) ->
         datamodule(fake_mnist, val_split=bad)
 
 
+def test_split_seed_without_a_split_is_a_config_error(fake_mnist: Path) -> None:
+    """A seed for a split that holds nothing out would be ignored: refused."""
+    with pytest.raises(ConfigError, match="split_seed=3 seeds the validation split"):
+        datamodule(fake_mnist, split_seed=3)
+
+
 # ------------------------------------------------------------------ fit with and without split
 
 

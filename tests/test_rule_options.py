@@ -254,6 +254,13 @@ def test_gdu_callback_beta_must_be_positive(beta) -> None:
         GDUCallback(every_n_steps=1, beta=beta)
 
 
+def test_gdu_callback_settings_while_it_is_off_are_a_config_error() -> None:
+    """gdu.beta (or T, K) with every_n_steps 0 would be ignored: refused."""
+    GDUCallback(every_n_steps=0)  # off, nothing given
+    with pytest.raises(ConfigError, match=r"gdu.beta=0.5: the GDU check is off"):
+        GDUCallback(every_n_steps=0, beta=0.5)
+
+
 def test_gdu_callback_on_a_cross_entropy_model_compares_the_nets_weights_step_by_step() -> None:
     torch.manual_seed(0)
     ce = EqPropModule(
