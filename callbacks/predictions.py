@@ -9,6 +9,8 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from eqprop_lightning.errors import ConfigError
+
 
 class PredictionWriter(BasePredictionWriter):
     """Writes the ``predict_step`` results of all batches, concatenated in the order of the data
@@ -25,12 +27,35 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
         self.path = path
 
-    def write_on_epoch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices
-    ) -> None:
+    def _file(self, trainer: L.Trainer) -> Path:
+        """The file this rank writes."""
         path = Path(self.path) if self.path else Path(trainer.log_dir) / "predictions.pt"
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        return path
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Before predicting: ``ConfigError`` if the file cannot be written, being a directory
+        or under a regular file (rather than failing after the whole set is predicted)."""
+        super().setup(trainer, pl_module, stage)
+        if stage != "predict":
+            return
+        path = self._file(trainer)
+        given = f"--predictions.path {self.path}" if self.path else f"predictions file {path}"
+        if self.path and path != Path(self.path):  # under DDP
+            given += f": rank {trainer.global_rank}'s file {path}"
+        if path.is_dir():
+            raise ConfigError(
+                f"{given} is a directory: give the file to write, such as {path / 'predictions.pt'}"
+            )
+        folder = next((p for p in path.parents if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            raise ConfigError(f"{given}: {folder} is a file, not a directory; give a file to write")
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices
+    ) -> None:
+        path = self._file(trainer)
         if predictions and isinstance(predictions[0], list):  # several loaders: the first
             predictions = predictions[0]
         merged = {key: torch.cat([b[key] for b in predictions]) for key in predictions[0]}

@@ -269,6 +269,8 @@ def find_runs(dirs: list[Path]) -> list[Run]:
     for d in dirs:
         if not d.exists():
             raise ConfigError(f"--runs {d}: no such directory")
+        if not d.is_dir():
+            raise ConfigError(f"--runs {d} is a file: give a directory holding run directories")
         found = {p.parent for name in ("results.json", "config.yaml") for p in d.rglob(name)}
         for path in sorted(found):
             run = read_run(path)
@@ -506,7 +508,14 @@ def report_command(args: list[str]) -> str:
     dirs = own.runs
     if dirs == list(DEFAULT_RUNS):
         dirs = [d for d in DEFAULT_RUNS if d.exists()]
-    runs = find_runs(dirs)
+    runs, variants = find_runs(dirs), find_variants(dirs)
+    if not runs and not variants:  # a report of no runs would replace the committed one
+        where = ", ".join(str(d) for d in dirs or DEFAULT_RUNS)
+        raise ConfigError(
+            f"no run directories under {where}{'' if dirs else ' (none of them exists)'}: "
+            f"looked for <row>-<ep|bptt>-s<seed>[/version_N] (row one of {', '.join(ROWS)}) or "
+            "p1h-<rule>-s<seed> holding results.json and config.yaml; give --runs DIR"
+        )
     figure = own.figure or own.out.with_name("reproduction.png")
     for option, path, example in (
         ("--out", own.out, "REPRODUCTION.md"),
@@ -525,7 +534,7 @@ def report_command(args: list[str]) -> str:
     except ValueError:
         link = figure.resolve()
     command = "eqprop report " + " ".join(args) if args else "eqprop report"
-    text = render(runs, link, command.strip(), find_variants(dirs))
+    text = render(runs, link, command.strip(), variants)
     own.out.write_text(text)
     print(f"{len(runs)} runs; report written to {own.out}, figure to {figure}")
     return text

@@ -519,6 +519,45 @@ def test_prediction_writer_concatenates_the_batches_in_order(tmp_path: Path) -> 
     assert by_rank["name"] == [f"review {i}" for i in (1, 3, 5, 7, 9, 11)]
 
 
+@pytest.mark.parametrize("target", ["directory", "under_a_file"])
+def test_predictions_path_that_cannot_be_written_is_refused_before_predicting(
+    target: str, fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """--predictions.path naming a directory, or a file under a regular file, failed with a
+    traceback only after predicting the whole set; now one line, before the first batch."""
+    notes = in_tmp / "notes.txt"
+    notes.write_text("keep me\n")
+    out = {"directory": in_tmp, "under_a_file": notes / "x.pt"}[target]
+    said = {
+        "directory": f"--predictions.path {out} is a directory: give the file to write",
+        "under_a_file": f"--predictions.path {out}: {notes} is a file, not a directory",
+    }[target]
+    args = ["predict", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    args += ["--predictions.path", str(out), "--trainer.logger", "false"]
+    with pytest.warns(UserWarning, match="no --ckpt_path"):
+        line = _error_line(args, capsys)
+    assert line.startswith("eqprop: error: ") and said in line
+    assert notes.read_text() == "keep me\n" and not list(in_tmp.rglob("*.pt"))
+
+
+def test_prediction_writer_checks_its_path_when_set_up_for_predict(tmp_path: Path) -> None:
+    """The default path (the run directory's predictions.pt) and a DDP rank's are checked too;
+    other stages (fit, test) write no predictions and are not refused."""
+    run = tmp_path / "version_0"
+    (run / "predictions.pt").mkdir(parents=True)
+    trainer = SimpleNamespace(world_size=1, global_rank=0, log_dir=str(run))
+    module = SimpleNamespace(predict_step=lambda batch, batch_idx: None)
+    writer = PredictionWriter()
+    writer.setup(trainer, module, "fit")
+    with pytest.raises(ConfigError, match=r"predictions\.pt is a directory: give"):
+        writer.setup(trainer, module, "predict")
+    (tmp_path / "p.rank1.pt").mkdir()
+    ddp = SimpleNamespace(world_size=2, global_rank=1, log_dir=str(run))
+    with pytest.raises(ConfigError, match=r"p\.rank1\.pt is a directory"):
+        PredictionWriter(str(tmp_path / "p.pt")).setup(ddp, module, "predict")
+    PredictionWriter(str(tmp_path / "new" / "p.pt")).setup(trainer, module, "predict")  # fine
+
+
 def test_compare_without_a_logger_is_a_config_error(fake_mnist: Path, in_tmp: Path, capsys):
     """compare writes both legs into a directory beside the logger's runs: without a logger it
     died with "'NoneType' object has no attribute 'save_dir'"."""

@@ -219,6 +219,36 @@ def test_missing_runs_directory_is_a_config_error(tmp_path, capsys):
     assert "nope: no such directory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("runs", ["empty", "file", "other", "defaults"])
+def test_no_runs_is_a_one_line_error_and_nothing_is_written(runs, tmp_path, capsys, monkeypatch):
+    """--runs naming an empty directory, a file, or a directory of no Table 1 runs (or no default
+    directory existing) refused: a report of 0 runs would replace the committed one."""
+    monkeypatch.chdir(tmp_path)
+    out, figure = tmp_path / "R.md", tmp_path / "R.png"
+    given = tmp_path / "given"
+    if runs == "file":
+        given.write_text("notes\n")
+    else:
+        given.mkdir()
+    if runs == "other":  # a run directory, but of no Table 1 row
+        (given / "mine" / "version_0").mkdir(parents=True)
+        (given / "mine" / "version_0" / "results.json").write_text('{"epochs": []}')
+    where = "checkpoints/table1, runs/table1" if runs == "defaults" else str(given)
+    expected = {
+        "file": f"--runs {given} is a file: give a directory",
+        "defaults": f"no run directories under {where} (none of them exists)",
+    }.get(runs, f"no run directories under {where}: ")
+    args = [] if runs == "defaults" else ["--runs", str(given)]
+    with pytest.raises(SystemExit) as stop:
+        main(["report", *args, "--out", str(out), "--figure", str(figure)])
+    assert stop.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("eqprop: error: ") and expected in line
+    if runs != "file":
+        assert "<row>-<ep|bptt>-s<seed>" in line and "results.json" in line
+    assert not out.exists() and not figure.exists()
+
+
 def test_rerun_seed_follows_config_includes(tmp_path):
     (tmp_path / "base.yaml").write_text("seed_everything: 3\nmodel: {}\n")
     (tmp_path / "row.yaml").write_text("config: base.yaml\nmodel.T: 5\n")
