@@ -268,10 +268,13 @@ def _stopped(err: BaseException, command: str) -> str | None:
     return None
 
 
-def _fail(message: str, status: int) -> None:
+def _fail(message: str, status: int, prog: str = "eqprop") -> None:
+    """Print ``prog: error: message`` on one line (jsonargparse nests its messages over several
+    indented lines) and exit with ``status``; ``EQPROP_DEBUG=1`` prints the traceback first."""
     if os.environ.get(DEBUG_VAR, "") not in ("", "0"):
         traceback.print_exc()
-    print(f"eqprop: error: {message}", file=sys.stderr)
+    message = " ".join(line.strip() for line in message.splitlines())
+    print(f"{prog}: error: {message}", file=sys.stderr)
     sys.exit(status)
 
 
@@ -298,8 +301,7 @@ def main(args: list[str] | None = None) -> None:
         cause = _user_error(err)
         if cause is None:
             raise
-        # jsonargparse nests its messages over several indented lines
-        _fail(" ".join(line.strip() for line in str(cause).splitlines()), 2)
+        _fail(str(cause), 2)
 
 
 if __name__ == "__main__":

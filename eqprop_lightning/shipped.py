@@ -10,7 +10,8 @@ slow. A checkpoint is evaluated exactly as ``eqprop test --config C --ckpt_path 
 same CLI, with the logger off), so the number checked is the number that command prints.
 
 Copy a run's checkpoint without the optimizer's state (``eqprop test`` does not read it), then
-append an entry (it evaluates the checkpoint)::
+append an entry (it checks every argument, then evaluates the checkpoint; ``--config`` is a file or
+a packaged config's name, as for ``eqprop --config``)::
 
     python -m eqprop_lightning.shipped slim --checkpoint runs/.../last.ckpt \\
         --out checkpoints/shipped/p1h-ep-s0.ckpt [--half]
@@ -24,13 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
+from eqprop_lightning.commands import _fail, _user_error
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.resources import resolve_config
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
+from eqprop_lightning.validation import check_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "checkpoints" / "index.json"
@@ -165,39 +169,59 @@ def loader_shape(config: Path) -> tuple[int, int]:
     return len(loader.dataset), loader.batch_size
 
 
+def read_checkpoint_file(checkpoint: Path, mmap: bool = False) -> dict:
+    """The Lightning checkpoint ``--checkpoint`` (loaded with ``weights_only``), else
+    ``ConfigError``: no such file, not a PyTorch checkpoint, or no ``state_dict`` in it."""
+    check_checkpoint_file(checkpoint, "--checkpoint")
+    given = f"--checkpoint={str(checkpoint)!r}"
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as err:  # torch's messages run over many lines: keep the first
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise ConfigError(f"{given} cannot be read as a checkpoint: {reason}") from err
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise ConfigError(f"{given} is not a Lightning checkpoint (it holds no state_dict)")
+    return saved
+
+
 def add(
     checkpoint: Path,
-    config: Path,
+    config: Path | str,
     epochs: int,
     seed: int,
     subset: int | None = None,
     index: Path = INDEX,
 ) -> Entry:
-    """Evaluate ``checkpoint`` (the full test set, and ``subset`` if given) and append its entry
-    to ``index``; the algorithm is read from the checkpoint's hyperparameters."""
+    """Evaluate ``checkpoint`` (on the first ``subset`` examples if given, and on the full test
+    set) and append its entry to ``index``; the algorithm is read from the checkpoint's
+    hyperparameters. ``config`` is a file or a packaged config's name (``mnist/p1h``), as for
+    ``eqprop --config``. Every argument is checked before the evaluation (minutes on big nets)."""
+    if index.is_dir():
+        raise ConfigError(f"--index {index} is a directory: give the index's JSON file")
     index_dir, repo = index.parent.resolve(), index.parent.resolve().parent
-    checkpoint, config = checkpoint.resolve(), config.resolve()
-    for path, base in ((checkpoint, index_dir), (config, repo)):
+    config = Path(resolve_config(str(config))).resolve()
+    saved = read_checkpoint_file(checkpoint, mmap=True)
+    checkpoint = checkpoint.resolve()
+    for flag, path, base in (("--checkpoint", checkpoint, index_dir), ("--config", config, repo)):
         if not path.is_relative_to(base):
-            raise ConfigError(f"{path} must lie under {base}")
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    algorithm = saved.get("hyper_parameters", {}).get("algorithm")
+            raise ConfigError(f"{flag} {path} must lie under {base} (the index records it there)")
     raw = dict(
         checkpoint=str(checkpoint.relative_to(index_dir)),
         config=str(config.relative_to(repo)),
-        test_error=round(evaluate_error(config, checkpoint), 4),
+        test_error=0.0,  # placeholders until the evaluation, so that the rest is checked first
         epochs=epochs,
         seed=seed,
-        algorithm=algorithm,
+        algorithm=(saved.get("hyper_parameters") or {}).get("algorithm"),
     )
     if subset is not None:
-        raw |= dict(
-            subset=subset, subset_error=round(evaluate_error(config, checkpoint, subset), 4)
-        )
-    entries = load_index(index)
+        raw |= dict(subset=subset, subset_error=0.0)
     entry = check_entry(raw, f"new entry for {checkpoint}", index_dir)
+    entries = load_index(index)
     if any(e.checkpoint == entry.checkpoint for e in entries):
         raise ConfigError(f"{index} already has an entry for {entry.checkpoint}")
+    if subset is not None:  # first: it checks the subset against the test loader
+        entry = replace(entry, subset_error=round(evaluate_error(config, checkpoint, subset), 4))
+    entry = replace(entry, test_error=round(evaluate_error(config, checkpoint), 4))
     index.parent.mkdir(parents=True, exist_ok=True)
     index.write_text(json.dumps([e.to_json() for e in [*entries, entry]], indent=2) + "\n")
     return entry
@@ -214,8 +238,20 @@ def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
 
     ``half`` also stores the float32 weights as float16 (half the size again; loading casts them
     back to float32). That rounds each weight to 11 significant bits, so the copy is a slightly
-    different model: evaluate the copy (``add`` does), not the run it came from."""
-    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    different model: evaluate the copy (``add`` does), not the run it came from.
+
+    ``out`` may not be ``checkpoint`` itself: the run could no longer resume."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory: give the slim copy's file name")
+    folder = next(p for p in out.absolute().parents if p.exists())
+    if not folder.is_dir():
+        raise ConfigError(f"--out {out} lies in {folder}, a file: give a path in a directory")
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+        raise ConfigError(
+            f"--out {out} is the --checkpoint itself: the copy would replace the run's training "
+            "state (the run could no longer resume); give another file"
+        )
+    saved = read_checkpoint_file(checkpoint)
     for key in TRAINING_STATE:
         saved.pop(key, None)
     if half:
@@ -236,7 +272,9 @@ def main(args: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("add", help="evaluate a checkpoint and append its entry to the index")
     p.add_argument("--checkpoint", type=Path, required=True, help="a file under checkpoints/")
-    p.add_argument("--config", type=Path, required=True, help="the config it was trained with")
+    p.add_argument(
+        "--config", required=True, help="its config: a file, or a packaged name (mnist/p1h)"
+    )
     p.add_argument("--epochs", type=int, required=True, help="epochs it was trained for")
     p.add_argument("--seed", type=int, required=True, help="the run's seed_everything")
     p.add_argument("--subset", type=int, default=None, help="also record the error on the first N")
@@ -246,11 +284,17 @@ def main(args: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, required=True, help="where the slim copy goes")
     p.add_argument("--half", action="store_true", help="store the float32 weights as float16")
     own = parser.parse_args(args)
-    if own.command == "slim":
-        print(slim(own.checkpoint, own.out, own.half))
-        return
-    entry = add(own.checkpoint, own.config, own.epochs, own.seed, own.subset, own.index)
-    print(json.dumps(entry.to_json()))
+    try:
+        if own.command == "slim":
+            print(slim(own.checkpoint, own.out, own.half))
+        else:
+            entry = add(own.checkpoint, own.config, own.epochs, own.seed, own.subset, own.index)
+            print(json.dumps(entry.to_json()))
+    except Exception as err:  # a bad argument: one line, as `eqprop` reports it
+        cause = _user_error(err)
+        if cause is None:
+            raise
+        _fail(str(cause), 2, parser.prog)
 
 
 if __name__ == "__main__":

@@ -40,22 +40,24 @@ def check_net_fits(
         )
 
 
-def check_checkpoint_file(ckpt_path: str | Path) -> None:
+def check_checkpoint_file(ckpt_path: str | Path, name: str = "ckpt_path") -> None:
     """``ckpt_path`` exists and is a PyTorch checkpoint: a zip archive whose records all match
-    their CRC-32 (torch.load itself does not check them, and loads changed bytes as weights)."""
+    their CRC-32 (torch.load itself does not check them, and loads changed bytes as weights).
+    The ``ConfigError`` names the option as ``name`` (``--checkpoint`` for a script's flag)."""
     path = Path(ckpt_path)
+    given = f"{name}={str(ckpt_path)!r}"
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: no such file")
+        raise ConfigError(f"{given}: no such file")
     if not zipfile.is_zipfile(path):
         raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} is not a PyTorch checkpoint (not a zip archive): "
+            f"{given} is not a PyTorch checkpoint (not a zip archive): "
             "the file is truncated or corrupt"
         )
     with zipfile.ZipFile(path) as archive:
         damaged = archive.testzip()
     if damaged is not None:
         raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} is corrupt: its record {damaged!r} fails its CRC-32 "
+            f"{given} is corrupt: its record {damaged!r} fails its CRC-32 "
             "check (bytes changed since it was written); use another copy"
         )
 

@@ -285,3 +285,132 @@ def test_a_half_slim_checkpoint_halves_only_float32_tensors(tmp_path):
     assert dtypes == {"w": torch.float16, "d": torch.float64, "n": torch.int64}
     assert saved["state_dict"]["d"].item() == 1.0 / 3.0
     assert saved["state_dict"]["w"][1].item() == float(torch.tensor(2.0 / 3.0).half())
+
+
+def _refused(capsys, args: list[str]) -> str:
+    """``python -m eqprop_lightning.shipped ARGS``'s error: exit status 2 and one line on stderr
+    (no traceback) naming the problem."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        shipped.main(args)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("python -m eqprop_lightning.shipped: error: ")
+    assert err.count("\n") == 1, err
+    return err
+
+
+@pytest.fixture
+def run_ckpt(tmp_path) -> Path:
+    """A run's checkpoint with its optimizer's state (a stand-in for ``RUN/last.ckpt``)."""
+    path = tmp_path / "run" / "last.ckpt"
+    path.parent.mkdir()
+    state = {"hyper_parameters": {"algorithm": "ep"}, "state_dict": {"w": torch.ones(2)}}
+    torch.save(state | {"optimizer_states": [{"step": 1}], "epoch": 3}, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "out", "message"),
+    [
+        ("absent.ckpt", "slim.ckpt", r"--checkpoint='\S*absent.ckpt': no such file"),
+        ("notes.txt", "slim.ckpt", r"--checkpoint='\S*notes.txt' is not a PyTorch checkpoint"),
+        ("data.zip", "slim.ckpt", r"--checkpoint='\S*data.zip' cannot be read as a checkpoint"),
+        ("run/last.ckpt", "outdir", r"--out \S*outdir is a directory"),
+        ("run/last.ckpt", "notes.txt/s.ckpt", r"--out \S*s.ckpt lies in \S*notes.txt, a file"),
+        ("run/last.ckpt", "run/last.ckpt", r"--out \S*last.ckpt is the --checkpoint itself"),
+        ("run/last.ckpt", "run/../run/last.ckpt", r"--out \S*last.ckpt is the --checkpoint"),
+        ("run/last.ckpt", "link.ckpt", r"--out \S*link.ckpt is the --checkpoint itself"),
+    ],
+)
+def test_slim_refuses_bad_input_in_one_line_and_keeps_the_run(
+    run_ckpt, tmp_path, capsys, checkpoint, out, message
+):
+    """A missing or non-checkpoint file, a directory as --out, or --out the checkpoint itself
+    (slimming in place would drop the state the run resumes from) exit with one line."""
+    import zipfile
+
+    (tmp_path / "notes.txt").write_text("hello\n")
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as archive:
+        archive.writestr("x.txt", "not a checkpoint")
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "link.ckpt").symlink_to(run_ckpt)
+    before = run_ckpt.read_bytes()
+    args = ["slim", "--checkpoint", str(tmp_path / checkpoint), "--out", str(tmp_path / out)]
+    assert re.search(message, _refused(capsys, args))
+    assert run_ckpt.read_bytes() == before
+    assert "optimizer_states" in torch.load(run_ckpt, weights_only=True)  # still resumable
+    assert not (tmp_path / "slim.ckpt").exists() and list((tmp_path / "outdir").iterdir()) == []
+
+
+@pytest.fixture
+def add_repo(tmp_path, monkeypatch) -> Path:
+    """A repository with ``checkpoints/c.ckpt`` (algorithm ep), ``configs/mnist/p1h.yaml`` as its
+    packaged config ``mnist/p1h``, and an evaluation that fails the test if it runs."""
+    (tmp_path / "configs" / "mnist").mkdir(parents=True)
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "configs" / "mnist" / "p1h.yaml").write_text("{}\n")
+    state = {"hyper_parameters": {"algorithm": "ep"}, "state_dict": {}}
+    torch.save(state, tmp_path / "checkpoints" / "c.ckpt")
+    monkeypatch.setattr("eqprop_lightning.resources._PACKAGE", tmp_path / "package")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before the arguments were checked")
+
+    monkeypatch.setattr(shipped, "evaluate_error", no_evaluation)
+    return tmp_path
+
+
+def _add_args(repo: Path, **change: str) -> list[str]:
+    options = {
+        "checkpoint": str(repo / "checkpoints" / "c.ckpt"),
+        "config": str(repo / "configs" / "mnist" / "p1h.yaml"),
+        "epochs": "3",
+        "seed": "0",
+        "index": str(repo / "checkpoints" / "index.json"),
+    } | change
+    return ["add", *(arg for k, v in options.items() for arg in (f"--{k}", v))]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"epochs": "-1"}, "epochs=-1 must be >= 1"),
+        ({"subset": "0"}, "subset=0 must be a positive number"),
+        ({"checkpoint": "absent.ckpt"}, r"--checkpoint='\S*absent.ckpt': no such file"),
+        ({"config": "mnist/p9h"}, r"--config 'mnist/p9h': no such file.*closest: mnist/p1h"),
+        ({"index": "."}, r"--index \S* is a directory"),
+    ],
+)
+def test_add_checks_every_argument_before_evaluating(add_repo, capsys, change, message):
+    """Each bad value exits with one line naming it, before any (minutes-long) evaluation."""
+    if change.get("checkpoint") == "absent.ckpt":
+        change["checkpoint"] = str(add_repo / "checkpoints" / "absent.ckpt")
+    if change.get("index") == ".":
+        change["index"] = str(add_repo / "checkpoints")
+    assert re.search(message, _refused(capsys, _add_args(add_repo, **change)))
+    assert not (add_repo / "checkpoints" / "index.json").exists()
+
+
+def test_add_refuses_an_indexed_checkpoint_before_evaluating(add_repo, capsys, monkeypatch):
+    monkeypatch.setattr(shipped, "evaluate_error", lambda config, ckpt, subset=None: 12.5)
+    shipped.main(_add_args(add_repo))
+    index = (add_repo / "checkpoints" / "index.json").read_text()
+
+    def no_evaluation(*args, **kwargs):
+        raise AssertionError("evaluated before the arguments were checked")
+
+    monkeypatch.setattr(shipped, "evaluate_error", no_evaluation)
+    assert "already has an entry for c.ckpt" in _refused(capsys, _add_args(add_repo))
+    assert (add_repo / "checkpoints" / "index.json").read_text() == index
+
+
+def test_add_takes_a_packaged_config_name_as_eqprop_does(add_repo, capsys, monkeypatch):
+    """``--config mnist/p1h`` is the packaged configs/mnist/p1h.yaml, as for ``eqprop fit``."""
+    monkeypatch.setattr(shipped, "evaluate_error", lambda config, ckpt, subset=None: 12.5)
+    shipped.main(_add_args(add_repo, config="mnist/p1h"))
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["config"] == "configs/mnist/p1h.yaml"
+    assert load_index(add_repo / "checkpoints" / "index.json")[0].config == printed["config"]
