@@ -18,6 +18,7 @@ import importlib
 import inspect
 import itertools
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from eqprop_lightning.datamodules.mnist_files import MNISTFiles, hold_out
 from eqprop_lightning.datamodules.sampling import make_loader
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import GradientEstimator, net_and_rule
-from eqprop_lightning.run_dirs import next_dir, run_root
+from eqprop_lightning.run_dirs import TENSORBOARD, next_dir, run_root
 from eqprop_lightning.validation import (
     check_checkpoint_file,
     check_checkpoint_fits,
@@ -77,6 +78,27 @@ TRAINER_OPTIONS = {
 }
 #: the TensorBoard logger arguments that place a run
 LOGGER_OPTIONS = {"save_dir", "name", "version"}
+#: the trainer options that ``gdu`` and ``recipe`` read, on the command line: those that place
+#: their outputs (``<save_dir or default_root_dir>/<name>/gdu_<n>``, or ``default_root_dir/gdu_<n>``
+#: without a logger); :func:`check_trainer_overrides` refuses the others
+PLACING_OPTIONS = (
+    "--trainer.default_root_dir",
+    "--trainer.logger.init_args.save_dir",
+    "--trainer.logger.init_args.name",
+    "--trainer.logger false",
+)
+#: what the refusal of another trainer option says they read
+READ = "of the trainer's options they read only those placing their outputs: " + ", ".join(
+    PLACING_OPTIONS
+)
+#: the dotted keys of those options
+PLACING_KEYS = {opt.removeprefix("--") for opt in PLACING_OPTIONS[:-1]}
+#: the names of the TensorBoard logger, which the configs use (naming it changes nothing)
+TENSORBOARD_NAMES = (
+    TENSORBOARD,
+    "lightning.pytorch.loggers.tensorboard.TensorBoardLogger",
+    "TensorBoardLogger",
+)
 #: MNISTDataModule's arguments (tests/test_analysis_commands.py holds them to its signature)
 MNIST_OPTIONS = {
     "data_dir",
@@ -190,9 +212,13 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
         return None
     model, seed = config["model"], config["seed_everything"]
     net_cfg, data_args = _subclass(model["net"]), _subclass(config["data"])["init_args"]
-    root = run_root(config.get("trainer", {}))
+    trainer = dict(config.get("trainer", {}))
+    if isinstance(trainer.get("logger"), dict):  # --trainer.logger.name: its init_args' name
+        trainer["logger"] = _subclass(trainer["logger"])
+    root = run_root(trainer)
     if root is None or data_args.get("num_workers") or set(data_args) - MNIST_OPTIONS:
         return None
+    check_trainer_overrides(args)  # every trainer option here is one of TRAINER_OPTIONS
     files = MNISTFiles(data_args.get("data_dir"))
     if files.missing():
         return None  # the data module downloads them, or says where it looked
@@ -212,6 +238,61 @@ def analysis_inputs(args: list[str], n_batches: int) -> AnalysisInputs | None:
     settings = RULE_DEFAULTS | options
     T, K, beta, symmetric = (settings[k] for k in ("T", "K", "beta", "symmetric"))
     return AnalysisInputs(net, rule, T, K, beta, symmetric, batches, root, net_cfg)
+
+
+def _overrides(args: list[str]) -> list[tuple[str, Any]]:
+    """The dotted keys and values of the ``--key value`` (or ``--key=value``) arguments after
+    the configs, mappings flattened (``--trainer '{max_epochs: 3}'`` is ``trainer.max_epochs``)
+    and a logger's ``save_dir``/``name`` read as its ``init_args``' (jsonargparse's shorthand)."""
+    found: list[tuple[str, Any]] = []
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                add(f"{key}.{k}", v)
+            return
+        parts = key.split(".")
+        if parts[:2] == ["trainer", "logger"] and len(parts) > 2:
+            if parts[2] not in ("class_path", "init_args", "dict_kwargs"):
+                parts.insert(2, "init_args")
+        found.append((".".join(parts), value))
+
+    rest = iter(args)
+    for arg in rest:
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            value = next(rest, None)
+        if key in ("config", "c"):
+            continue
+        try:
+            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+        except yaml.YAMLError:
+            parsed = value
+        add(key.rstrip("+"), parsed)
+    return found
+
+
+def _places_outputs(key: str, value: Any) -> bool:
+    """Whether the trainer option ``key`` set to ``value`` is one of :data:`PLACING_OPTIONS`
+    (or names the TensorBoard logger, which the configs use)."""
+    is_flag = value is None or isinstance(value, bool)  # --trainer.logger false: no logger
+    if key in PLACING_KEYS or (key == "trainer.logger" and is_flag):
+        return True
+    return key in ("trainer.logger", "trainer.logger.class_path") and value in TENSORBOARD_NAMES
+
+
+def check_trainer_overrides(args: list[str], skip: Collection[str] = ()) -> None:
+    """``eqprop gdu`` and ``recipe`` run no trainer: a ``--trainer.*`` option of the command line
+    that does not place their outputs (:data:`PLACING_OPTIONS`) is a ``ConfigError`` (it would
+    be ignored), but those whose ``trainer.<option>`` is in ``skip`` (refused or accepted with
+    their own reason). The configs' trainer options are training's, and stay."""
+    for key, value in _overrides(args):
+        parts = key.split(".")
+        if parts[0] != "trainer" or ".".join(parts[:2]) in skip or _places_outputs(key, value):
+            continue
+        raise ConfigError(f"{key}={value!r} is not used by eqprop gdu and eqprop recipe: {READ}")
 
 
 def _readable(config: dict) -> bool:

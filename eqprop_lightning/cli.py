@@ -20,7 +20,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from eqprop_lightning.analysis_commands import AnalysisInputs
+from eqprop_lightning import analysis_commands
+from eqprop_lightning.analysis_commands import AnalysisInputs, check_trainer_overrides
 from eqprop_lightning.callbacks import (
     AtomicCheckpointIO,
     GDUCallback,
@@ -360,6 +361,7 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     does not read."""
     parser = cli_parser()
     check_analysis_options(parser.parse_args(args), parser.get_defaults())
+    check_trainer_overrides(args, skip=NOT_ANALYSED)
     cli = EqPropCLI(args=args, run=False)
     model, datamodule, logger = cli.model, cli.datamodule, cli.trainer.logger
     check_net_fits_data(model.net, datamodule)
@@ -373,7 +375,15 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
         datamodule.on_after_batch_transfer(b, 0) for b in itertools.islice(loader, n_batches)
     ]
     hp = model.hparams
-    root = Path(logger.save_dir) / logger.name
+    if logger is None:  # trainer.logger=false: where fit writes its run
+        root = Path(cli.trainer.default_root_dir)
+    elif logger.save_dir is None:
+        raise ConfigError(
+            f"trainer.logger={type(logger).__name__} has no save_dir: the analyses write under "
+            "<save_dir>/<name>; set --trainer.logger.init_args.save_dir"
+        )
+    else:
+        root = Path(logger.save_dir) / (logger.name or "")
     net_config = cli.config.model.net.as_dict()
     return AnalysisInputs(
         model.net, model.rule, hp.T, hp.K, hp.beta, hp.symmetric, batches, root, net_config
@@ -387,6 +397,8 @@ NOT_ANALYSED = {
     "trainer.devices": "they run in one process on the CPU",
     "trainer.num_nodes": "they run in one process on the CPU",
     "trainer.strategy": "they run in one process on the CPU",
+    # refused in the configs too: Lightning then replaces the logger, which places the outputs
+    "trainer.fast_dev_run": f"they run no training or evaluation loop; {analysis_commands.READ}",
     "gdu": "--gdu.* set the GDU callback of fit; the analyses take T, K and beta from the model "
     "(--model.T, --model.K, --model.beta)",
 }
@@ -402,7 +414,9 @@ ANALYSED_AS_GIVEN = {
 
 def check_analysis_options(config, defaults) -> None:
     """``eqprop gdu`` and ``recipe`` analyse the config's seeded net on the CPU: each option of
-    :data:`NOT_ANALYSED` set away from its default is a ``ConfigError`` (it would be ignored)."""
+    :data:`NOT_ANALYSED` set away from its default is a ``ConfigError`` (it would be ignored),
+    in the configs too; the trainer's other options are refused on the command line by
+    :func:`~eqprop_lightning.analysis_commands.check_trainer_overrides`."""
     for key, why in NOT_ANALYSED.items():
         if config.get(key) not in (defaults.get(key), *ANALYSED_AS_GIVEN.get(key, ())):
             given = config.get(key)

@@ -64,10 +64,12 @@ def top_parser() -> argparse.ArgumentParser:
 
 ANALYSIS_OVERRIDES = (
     "The options of `eqprop fit` that build the net, the rule and the data (--model.*, --data.*, "
-    "--seed_everything) and place the run (--trainer.default_root_dir, --trainer.logger.*) are "
-    "accepted too and override the config: `eqprop fit --config X --help` lists them. The "
-    "analysis is of the config's net as seeded, or of --ckpt_path's weights, on the CPU; "
-    "--trainer.precision, --trainer.accelerator, --trainer.devices and --gdu.* are refused."
+    "--seed_everything) are accepted too and override the config: `eqprop fit --config X --help` "
+    "lists them. Of the trainer's options only those placing the outputs are: "
+    "--trainer.default_root_dir, --trainer.logger.init_args.save_dir and .name, and "
+    "--trainer.logger false (into default_root_dir itself); the others, and --gdu.*, are "
+    "refused. The analysis is of the config's net as seeded, or of --ckpt_path's weights, on the "
+    "CPU."
 )
 
 

@@ -402,3 +402,66 @@ def test_recipe_md_is_the_table_of_recipe_json(in_tmp, tmp_path):
     ]
     header = ["| weight | same sign % | both zero % | total % |", "|---|---|---|---|"]
     assert (out / "recipe.md").read_text() == "\n".join([*header, *rows]) + "\n"
+
+
+#: the analyses' refusal of a trainer option
+UNUSED_TRAINER = "is not used by eqprop gdu and eqprop recipe: "
+#: and the trainer options they read, named
+READ = "of the trainer's options they read only those placing their outputs: "
+#: an option the configs' reader does not know, which sends the analysis through the Lightning CLI
+VIA_CLI = ["--trainer.accelerator", "cpu"]
+
+
+@pytest.mark.parametrize(
+    ("option", "shown"),
+    [
+        (["--trainer.max_epochs", "3"], "trainer.max_epochs=3"),
+        (["--trainer.limit_train_batches", "1"], "trainer.limit_train_batches=1"),
+        (["--trainer.fast_dev_run", "true"], "trainer.fast_dev_run=True"),
+        (["--trainer.max_steps=2"], "trainer.max_steps=2"),
+        (["--trainer", "{max_epochs: 3}"], "trainer.max_epochs=3"),
+        (["--trainer.logger.init_args.version", "3"], "trainer.logger.init_args.version=3"),
+    ],
+    ids=["max_epochs", "limit_train_batches", "fast_dev_run", "max_steps", "mapping", "version"],
+)
+@pytest.mark.parametrize("via", ["reader", "cli"])
+@pytest.mark.parametrize("command", ["gdu", "recipe"])
+def test_trainer_options_the_analyses_do_not_read_are_refused(
+    command, via, option, shown, in_tmp, tmp_path, capsys
+):
+    """``--trainer.max_epochs 3`` and ``--trainer.limit_train_batches 1`` ran and exited 0,
+    ``--trainer.fast_dev_run true`` ended in a TypeError traceback: the analyses read only the
+    trainer options that place their outputs, and refuse the others in one line, naming those
+    (through the configs' reader and the Lightning CLI alike)."""
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    extra = VIA_CLI if via == "cli" else []
+    with pytest.raises(SystemExit) as exc:
+        main([command, *config, *extra, *option, "--output_dir", "out"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [err.splitlines()[0]] and "Traceback" not in err
+    assert err.startswith(f"eqprop: error: {shown} {UNUSED_TRAINER}")
+    read = ["--trainer.default_root_dir", "--trainer.logger.init_args.save_dir"]
+    read += ["--trainer.logger.init_args.name", "--trainer.logger false"]
+    assert f"{READ}{', '.join(read)}\n" in err
+    assert not Path("out").exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("placement", "run_root"),
+    [
+        (["--trainer.default_root_dir", "root"], "root/fig3_p1h"),
+        (["--trainer.logger.init_args.save_dir", "logs", "--trainer.logger.name", "n"], "logs/n"),
+        (["--trainer.logger", "false", "--trainer.default_root_dir", "root"], "root"),
+    ],
+    ids=["default_root_dir", "logger", "no-logger"],
+)
+@pytest.mark.parametrize("via", ["reader", "cli"])
+def test_trainer_options_that_place_the_outputs_are_read(via, placement, run_root, in_tmp):
+    """The trainer options that the analyses read place ``gdu_<n>``; without a logger (which
+    ended in an AttributeError traceback) it goes into ``default_root_dir`` itself, as ``fit``
+    writes its run there."""
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    extra = VIA_CLI if via == "cli" else []
+    main(["gdu", *config, *extra, *placement])
+    assert [str(p) for p in Path().rglob("gdu.json")] == [f"{run_root}/gdu_0/gdu.json"]
