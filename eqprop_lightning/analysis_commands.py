@@ -178,19 +178,31 @@ def _read_file(path: Path, tree: dict) -> None:
             _set(tree, key, value)
 
 
-def read_configs(args: list[str]) -> dict | None:
-    """The values of ``--config FILE`` and ``--a.b VALUE`` (or ``--a.b=VALUE``) in order, or
-    ``None`` for any other argument."""
-    tree: dict = {}
+def _options(args: list[str]) -> list[tuple[str, str]] | None:
+    """The ``(key, value)`` of each ``--key value`` (or ``--key=value``) in ``args``, in order, or
+    ``None`` for any other argument (or a value missing at the end)."""
+    pairs = []
     rest = iter(args)
     for arg in rest:
         if not arg.startswith("--"):
             return None
-        key, _, value = arg[2:].partition("=")
-        if not _:
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
             value = next(rest, None)
             if value is None:
                 return None
+        pairs.append((key, value))
+    return pairs
+
+
+def read_configs(args: list[str]) -> dict | None:
+    """The values of ``--config FILE`` and ``--a.b VALUE`` (or ``--a.b=VALUE``) in order, or
+    ``None`` for any other argument."""
+    tree: dict = {}
+    options = _options(args)
+    if options is None:
+        return None
+    for key, value in options:
         if key in ("config", "c"):
             path = Path(value)
             if not path.is_file():
@@ -257,17 +269,11 @@ def _overrides(args: list[str]) -> list[tuple[str, Any]]:
                 parts.insert(2, "init_args")
         found.append((".".join(parts), value))
 
-    rest = iter(args)
-    for arg in rest:
-        if not arg.startswith("--"):
-            continue
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            value = next(rest, None)
+    for key, value in _options(args) or []:  # else the parser names the odd argument
         if key in ("config", "c"):
             continue
         try:
-            parsed = yaml.safe_load(value) if isinstance(value, str) else value
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             parsed = value
         add(key.rstrip("+"), parsed)

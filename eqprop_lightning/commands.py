@@ -220,7 +220,7 @@ COMMANDS: dict[str, Callable[[list[str]], None]] = {
 }
 
 
-def _user_error(err: BaseException | None) -> BaseException | None:
+def user_error(err: BaseException | None) -> BaseException | None:
     """The invalid-config or missing-data error in ``err``'s chain (jsonargparse wraps the errors
     raised while instantiating optional arguments), else ``None``."""
     user_errors: tuple[type[BaseException], ...] = (
@@ -270,7 +270,7 @@ def _stopped(err: BaseException, command: str) -> str | None:
     return None
 
 
-def _fail(message: str, status: int, prog: str = "eqprop") -> None:
+def fail(message: str, status: int, prog: str = "eqprop") -> None:
     """Print ``prog: error: message`` on one line (jsonargparse nests its messages over several
     indented lines) and exit with ``status``; ``EQPROP_DEBUG=1`` prints the traceback first."""
     if os.environ.get(DEBUG_VAR, "") not in ("", "0"):
@@ -299,11 +299,11 @@ def main(args: list[str] | None = None) -> None:
         if isinstance(err, SystemExit) and message is None:
             raise
         if message is not None:
-            _fail(message, 1)
-        cause = _user_error(err)
+            fail(message, 1)
+        cause = user_error(err)
         if cause is None:
             raise
-        _fail(str(cause), 2)
+        fail(str(cause), 2)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from eqprop_lightning.commands import _fail, _user_error
+from eqprop_lightning.commands import fail, user_error
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.resources import resolve_config
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
@@ -291,10 +291,10 @@ def main(args: list[str] | None = None) -> None:
             entry = add(own.checkpoint, own.config, own.epochs, own.seed, own.subset, own.index)
             print(json.dumps(entry.to_json()))
     except Exception as err:  # a bad argument: one line, as `eqprop` reports it
-        cause = _user_error(err)
+        cause = user_error(err)
         if cause is None:
             raise
-        _fail(str(cause), 2, parser.prog)
+        fail(str(cause), 2, parser.prog)
 
 
 if __name__ == "__main__":
