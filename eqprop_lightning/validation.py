@@ -46,6 +46,8 @@ def check_checkpoint_file(ckpt_path: str | Path, name: str = "ckpt_path") -> Non
     The ``ConfigError`` names the option as ``name`` (``--checkpoint`` for a script's flag)."""
     path = Path(ckpt_path)
     given = f"{name}={str(ckpt_path)!r}"
+    if path.is_dir():
+        raise ConfigError(f"{given} is a directory: give the checkpoint file in it")
     if not path.is_file():
         raise ConfigError(f"{given}: no such file")
     if not zipfile.is_zipfile(path):

@@ -123,6 +123,8 @@ CASES = [
     # checkpoints
     ("ckpt-missing", "p1h", lambda data, tmp: ["--ckpt_path", str(tmp / "nope.ckpt")],
      ["nope.ckpt", "no such file"]),
+    ("ckpt-directory", "p1h", lambda data, tmp: ["--ckpt_path", str(tmp)],
+     ["is a directory: give the checkpoint file in it"]),
     ("ckpt-corrupt", "p1h", lambda data, tmp: ["--ckpt_path", str(_corrupt(tmp))],
      ["broken.ckpt", "not a PyTorch checkpoint", "truncated or corrupt"]),
     ("ckpt-bit-flips", "p1h", lambda data, tmp: ["--ckpt_path", _flipped(tmp)],
