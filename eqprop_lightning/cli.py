@@ -322,6 +322,12 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     both rules' epochs (on rank 0; ``{}`` on the other ranks of a DDP run)."""
     from eqprop_lightning.plots import plot_error_curves
 
+    given = [a for a in args if a.split("=")[0] == "--model.algorithm"]
+    if given:
+        raise ConfigError(
+            f"{given[0]}: compare trains both rules itself (EP with the config's beta, then "
+            "BPTT); drop --model.algorithm"
+        )
     # BPTT takes none of EP's options (its nudge and nudging scheme)
     bptt = ["--model.beta=null", "--model.symmetric=false", "--model.nudging=null"]
     rule_args = {"ep": [], "bptt": [*bptt, "--model.holomorphic_points=null"]}

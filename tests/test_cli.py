@@ -391,6 +391,17 @@ def test_fit_refuses_options_it_would_not_use(
 # ---------------------------------------------------------------------------------- compare
 
 
+def test_compare_refuses_an_algorithm(fake_mnist: Path, in_tmp: Path, capsys) -> None:
+    """compare chooses the rule of each leg: a given --model.algorithm (it said that beta=None
+    must be > 0 for EP) is refused before anything runs."""
+    args = ["--config", config("p1h"), *shrink(fake_mnist), "--model.algorithm", "bptt"]
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", *args, "--model.beta", "null"])
+    assert exc.value.code == 2
+    assert "--model.algorithm: compare trains both rules itself" in capsys.readouterr().err
+    assert results_files(in_tmp) == []
+
+
 def test_compare_trains_ep_and_bptt_from_identical_weights(
     fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
