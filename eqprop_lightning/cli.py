@@ -37,6 +37,7 @@ from eqprop_lightning.module import EqPropModule, evaluation_sets
 from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir, run_root
 from eqprop_lightning.validation import (
     BPTT_UNUSED,
+    EXECUTION_ONLY,
     LIGHTNING_CKPT_NAMES,
     check_checkpoint_file,
     check_checkpoint_fits,
@@ -145,6 +146,8 @@ class EqPropCLI(LightningCLI):
         ckpt_path = config.ckpt_path
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
+        # Lightning puts the checkpoint's hyperparameters over the config's: these stay as given
+        self._execution_only = {k: config.model.get(k) for k in EXECUTION_ONLY}
         if subcommand == "fit":
             saved = read_checkpoint(ckpt_path)
             check_same_hparams(ckpt_path, saved, config.model.as_dict())
@@ -173,10 +176,13 @@ class EqPropCLI(LightningCLI):
             rank_zero_info(f"resuming {ckpt} in {run_dir}")
 
     def before_instantiate_classes(self) -> None:
-        """``--ckpt_path`` of a checkpoint written before BPTT took no ``beta``: Lightning put
-        its hyperparameters (``algorithm: bptt`` with the config's ``beta`` and ``symmetric``,
-        which BPTT never used) into the config; they are dropped here, saying so."""
+        """After Lightning put a ``--ckpt_path``'s hyperparameters over the config: the
+        config's execution-only settings (``compile``) are restored, and a checkpoint written
+        before BPTT took no ``beta`` (``algorithm: bptt`` with the config's ``beta`` and
+        ``symmetric``, which BPTT never used) has them dropped, saying so."""
         config = self.config.get(str(self.subcommand), self.config)
+        for key, value in getattr(self, "_execution_only", {}).items():
+            setattr(config.model, key, value)  # over the checkpoint's (``compile``)
         ckpt_path = config.get("ckpt_path")
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
@@ -327,6 +333,11 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
         raise ConfigError(
             f"{given[0]}: compare trains both rules itself (EP with the config's beta, then "
             "BPTT); drop --model.algorithm"
+        )
+    if cli_parser().parse_args(args).model.get("beta") is None:
+        raise ConfigError(
+            "model.beta=None: compare trains EP with the config's beta and BPTT from the same "
+            "weights; give an EP config (without the bptt or rbp override) or --model.beta B"
         )
     # BPTT takes none of EP's options (its nudge and nudging scheme)
     bptt = ["--model.beta=null", "--model.symmetric=false", "--model.nudging=null"]

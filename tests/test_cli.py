@@ -391,15 +391,48 @@ def test_fit_refuses_options_it_would_not_use(
 # ---------------------------------------------------------------------------------- compare
 
 
-def test_compare_refuses_an_algorithm(fake_mnist: Path, in_tmp: Path, capsys) -> None:
-    """compare chooses the rule of each leg: a given --model.algorithm (it said that beta=None
-    must be > 0 for EP) is refused before anything runs."""
-    args = ["--config", config("p1h"), *shrink(fake_mnist), "--model.algorithm", "bptt"]
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--model.algorithm", "ep"], "--model.algorithm: compare trains both rules itself"),
+        (["--config", "configs/overrides/bptt.yaml"], "model.beta=None: compare trains EP"),
+    ],
+)
+def test_compare_refuses_an_algorithm_and_a_bptt_config(
+    options: list[str], message: str, fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """compare chooses the rule of each leg: a given --model.algorithm (overridden) and a config
+    without EP's beta (it said that beta=None must be > 0 for EP) are refused before anything
+    runs."""
+    options = [str(REPO_ROOT / o) if o.endswith(".yaml") else o for o in options]
     with pytest.raises(SystemExit) as exc:
-        main(["compare", *args, "--model.beta", "null"])
+        main(["compare", "--config", config("p1h"), *shrink(fake_mnist), *options])
     assert exc.value.code == 2
-    assert "--model.algorithm: compare trains both rules itself" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert results_files(in_tmp) == []
+
+
+def test_evaluation_runs_as_the_config_says_not_as_the_checkpoint_did(
+    fitted_p1h: Path, fake_mnist: Path, in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``compile`` only decides how the relaxations run: a checkpoint trained compiled is
+    evaluated eagerly with ``--model.compile false`` (Lightning put the checkpoint's ``true``
+    over it, and the shipped-model check compiled the EB-2h nets)."""
+    saved = torch.load(fitted_p1h / "runs/p1h/version_0/checkpoints/last.ckpt", weights_only=True)
+    saved["hyper_parameters"]["compile"] = True
+    torch.save(saved, in_tmp / "compiled.ckpt")
+    seen: dict = {}
+    original = L.Trainer.test
+
+    @functools.wraps(original)  # keeps the signature the CLI builds the subcommand from
+    def recording(self: L.Trainer, *args, **kwargs):
+        seen["compile"] = kwargs["model"].hparams.compile
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "test", recording)
+    args = [*shrink(fake_mnist), "--ckpt_path", str(in_tmp / "compiled.ckpt")]  # compile false
+    main(["test", "--config", config("p1h"), *args])
+    assert seen["compile"] is False
 
 
 def test_compare_trains_ep_and_bptt_from_identical_weights(
