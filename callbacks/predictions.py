@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.io import check_file_to_write
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -44,13 +44,7 @@ class PredictionWriter(BasePredictionWriter):
         given = f"--predictions.path {self.path}" if self.path else f"predictions file {path}"
         if self.path and path != Path(self.path):  # under DDP
             given += f": rank {trainer.global_rank}'s file {path}"
-        if path.is_dir():
-            raise ConfigError(
-                f"{given} is a directory: give the file to write, such as {path / 'predictions.pt'}"
-            )
-        folder = next((p for p in path.parents if p.exists()), None)
-        if folder is not None and not folder.is_dir():
-            raise ConfigError(f"{given}: {folder} is a file, not a directory; give a file to write")
+        check_file_to_write(path, given, "predictions.pt")
 
     def write_on_epoch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, predictions, batch_indices

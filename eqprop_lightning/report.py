@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.io import check_file_to_write
 from eqprop_lightning.resources import packaged
 
 ROWS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h")
@@ -521,10 +522,7 @@ def report_command(args: list[str]) -> str:
         ("--out", own.out, "REPRODUCTION.md"),
         ("--figure", figure, "reproduction.png"),
     ):
-        if path.is_dir():
-            raise ConfigError(
-                f"{option} {path} is a directory: give the file to write, such as {path / example}"
-            )
+        check_file_to_write(path, f"{option} {path}", example)
     for path in (own.out, figure):  # only once both are known to be files
         path.parent.mkdir(parents=True, exist_ok=True)
     published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}

@@ -32,6 +32,7 @@ import torch
 
 from eqprop_lightning.commands import fail, user_error
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.io import check_file_to_write
 from eqprop_lightning.resources import resolve_config
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.validation import check_checkpoint_file
@@ -241,11 +242,7 @@ def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
     different model: evaluate the copy (``add`` does), not the run it came from.
 
     ``out`` may not be ``checkpoint`` itself: the run could no longer resume."""
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory: give the slim copy's file name")
-    folder = next(p for p in out.absolute().parents if p.exists())
-    if not folder.is_dir():
-        raise ConfigError(f"--out {out} lies in {folder}, a file: give a path in a directory")
+    check_file_to_write(out, f"--out {out}", "slim.ckpt")
     if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
         raise ConfigError(
             f"--out {out} is the --checkpoint itself: the copy would replace the run's training "

@@ -317,7 +317,7 @@ def run_ckpt(tmp_path) -> Path:
         ("notes.txt", "slim.ckpt", r"--checkpoint='\S*notes.txt' is not a PyTorch checkpoint"),
         ("data.zip", "slim.ckpt", r"--checkpoint='\S*data.zip' cannot be read as a checkpoint"),
         ("run/last.ckpt", "outdir", r"--out \S*outdir is a directory"),
-        ("run/last.ckpt", "notes.txt/s.ckpt", r"--out \S*s.ckpt lies in \S*notes.txt, a file"),
+        ("run/last.ckpt", "notes.txt/s.ckpt", r"--out \S*s.ckpt: \S*notes.txt is a file"),
         ("run/last.ckpt", "run/last.ckpt", r"--out \S*last.ckpt is the --checkpoint itself"),
         ("run/last.ckpt", "run/../run/last.ckpt", r"--out \S*last.ckpt is the --checkpoint"),
         ("run/last.ckpt", "link.ckpt", r"--out \S*link.ckpt is the --checkpoint itself"),
