@@ -77,7 +77,11 @@ def _analysis_parser(
     name: str, description: str, epilog: str = ANALYSIS_OVERRIDES
 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=f"eqprop {name}", description=description, epilog=epilog, allow_abbrev=False
+        prog=f"eqprop {name}",
+        description=description,
+        epilog=epilog,
+        allow_abbrev=False,
+        exit_on_error=False,  # a bad value is one `eqprop: error:` line, as the others
     )
     parser.add_argument("--config", "-c", action="append", required=True, help=CONFIG_HELP)
     return parser

@@ -123,6 +123,15 @@ def test_unknown_config_name_lists_close_ones(in_tmp: Path, capsys) -> None:
 # ------------------------------------------------------------------------ EQPROP_DEBUG
 
 
+def test_a_value_of_the_wrong_type_is_one_line(in_tmp: Path, capsys) -> None:
+    """argparse printed its usage block and ``eqprop recipe: error: ...`` instead."""
+    with pytest.raises(SystemExit) as exc:
+        main(["recipe", "--config", "gdu/fig3_p1h", "--batches", "2.5"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "eqprop: error: argument --batches: invalid int value: '2.5'\n"
+
+
 @pytest.mark.parametrize("debug", ["", "1"])
 def test_debug_shows_the_traceback(
     debug: str, in_tmp: Path, monkeypatch: pytest.MonkeyPatch, capsys
