@@ -20,8 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from eqprop_lightning import analysis_commands
-from eqprop_lightning.analysis_commands import AnalysisInputs, check_trainer_overrides
+from eqprop_lightning.analysis_commands import READ, AnalysisInputs, check_trainer_overrides
 from eqprop_lightning.callbacks import (
     AtomicCheckpointIO,
     GDUCallback,
@@ -415,7 +414,7 @@ NOT_ANALYSED = {
     "trainer.num_nodes": "they run in one process on the CPU",
     "trainer.strategy": "they run in one process on the CPU",
     # refused in the configs too: Lightning then replaces the logger, which places the outputs
-    "trainer.fast_dev_run": f"they run no training or evaluation loop; {analysis_commands.READ}",
+    "trainer.fast_dev_run": f"they run no training or evaluation loop; {READ}",
     "gdu": "--gdu.* set the GDU callback of fit; the analyses take T, K and beta from the model "
     "(--model.T, --model.K, --model.beta)",
 }

@@ -35,7 +35,7 @@ from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.io import check_file_to_write
 from eqprop_lightning.resources import resolve_config
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
-from eqprop_lightning.validation import check_checkpoint_file
+from eqprop_lightning.validation import check_checkpoint_file, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 INDEX = ROOT / "checkpoints" / "index.json"
@@ -176,7 +176,7 @@ def read_checkpoint_file(checkpoint: Path, mmap: bool = False) -> dict:
     check_checkpoint_file(checkpoint, "--checkpoint")
     given = f"--checkpoint={str(checkpoint)!r}"
     try:
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=mmap)
+        saved = read_checkpoint(checkpoint, mmap)
     except Exception as err:  # torch's messages run over many lines: keep the first
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise ConfigError(f"{given} cannot be read as a checkpoint: {reason}") from err
@@ -197,8 +197,7 @@ def add(
     set) and append its entry to ``index``; the algorithm is read from the checkpoint's
     hyperparameters. ``config`` is a file or a packaged config's name (``mnist/p1h``), as for
     ``eqprop --config``. Every argument is checked before the evaluation (minutes on big nets)."""
-    if index.is_dir():
-        raise ConfigError(f"--index {index} is a directory: give the index's JSON file")
+    check_file_to_write(index, f"--index {index}", "index.json")
     index_dir, repo = index.parent.resolve(), index.parent.resolve().parent
     config = Path(resolve_config(str(config))).resolve()
     saved = read_checkpoint_file(checkpoint, mmap=True)

@@ -64,10 +64,10 @@ def check_checkpoint_file(ckpt_path: str | Path, name: str = "ckpt_path") -> Non
         )
 
 
-def read_checkpoint(ckpt_path: str | Path) -> dict:
-    """A checkpoint loaded with ``weights_only``, memory-mapped: its tensors are not read until
-    used, so reading its settings costs no more than its header."""
-    return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+def read_checkpoint(ckpt_path: str | Path, mmap: bool = True) -> dict:
+    """A checkpoint loaded with ``weights_only``, memory-mapped unless ``mmap`` is false: its
+    tensors are not read until used, so reading its settings costs no more than its header."""
+    return torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
 def check_checkpoint_fits(ckpt_path: str | Path, model: nn.Module, prefix: str = "") -> dict:
@@ -172,7 +172,9 @@ def check_same_hparams(
 EVALUATION_SETTINGS = frozenset({"T", "loss", "readout_classes", "net"})
 
 
-def check_same_evaluation(ckpt_path: str | Path, checkpoint: dict, model: dict, command: str):
+def check_same_evaluation(
+    ckpt_path: str | Path, checkpoint: dict, model: dict, command: str
+) -> None:
     """``command`` (validate, test, predict) evaluates ``ckpt_path`` with the settings it was
     trained with (Lightning's CLI puts them over the config's): ``ConfigError`` naming each of
     :data:`EVALUATION_SETTINGS` where the config's ``model`` differs, instead of ignoring it."""
