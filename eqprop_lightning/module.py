@@ -4,6 +4,7 @@ recurrent backpropagation."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import lightning as L
@@ -96,7 +97,8 @@ class EqPropModule(L.LightningModule):
             code is not stored among the hyperparameters (a pickled module would not load with
             ``weights_only=True``): load such a checkpoint with
             ``EqPropModule.load_from_checkpoint(path, net=<the same net>)``. The CLI stores the
-            net's ``class_path`` and ``init_args`` instead, and needs no ``net``.
+            net's ``class_path`` and ``init_args`` instead, and needs no ``net`` (but a module
+            loaded from it holds a built net, like one built in code: what it saves needs one).
         algorithm: ``ep``, ``cep`` (continual EP: an optimizer step at each of the ``K`` nudged
             steps, so that ``global_step`` counts ``K`` per batch), ``bptt`` or ``rbp``
             (recurrent backpropagation, the implicit gradient at the free fixed point).
@@ -155,7 +157,9 @@ class EqPropModule(L.LightningModule):
         readout_classes: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        with warnings.catch_warnings():  # its advice, to ignore a module, is followed below
+            warnings.filterwarnings("ignore", "Attribute 'net' is an instance of `nn.Module`")
+            self.save_hyperparameters()
         if isinstance(self.hparams.get("net"), nn.Module):  # built in code, not by the CLI
             drop_module_hparam(self, "net")
         self.automatic_optimization = False

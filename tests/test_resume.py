@@ -539,6 +539,22 @@ def test_a_module_built_in_code_saves_a_checkpoint_that_loads_weights_only(fake_
     assert_same_weights(model.state_dict(), loaded.state_dict())
 
 
+def test_a_net_given_as_a_module_draws_no_advice_to_ignore_it():
+    """Lightning warned on every module built in code, and on every load_from_checkpoint of a
+    CLI checkpoint, to ``ignore=['net']`` in save_hyperparameters: advice the module already
+    follows (it drops the net from its hyperparameters, keeping the CLI's description)."""
+    import warnings
+
+    from eqprop_lightning.module import EqPropModule
+    from eqprop_lightning.nets import PrototypicalFC
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = EqPropModule(PrototypicalFC([10, 16, 784]), [0.1, 0.05], T=5, K=2, beta=0.5)
+    assert "net" not in model.hparams
+    assert [str(w.message) for w in caught if "nn.Module" in str(w.message)] == []
+
+
 def test_a_module_used_from_code_checks_its_data(fake_mnist, tmp_path):
     """Outside the CLI, a net that does not fit the data module, or class-index targets, gave a
     torch shape error deep in the relaxation, or (indices broadcast against the output) none."""
