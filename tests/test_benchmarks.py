@@ -67,6 +67,22 @@ def test_phases_writes_its_keys(tmp_path: Path) -> None:
     check_meta(report["meta"], "wall")
 
 
+def test_holomorphic_writes_its_keys(tmp_path: Path) -> None:
+    """Both nets' rows (the script first checks that its holomorphic variants give one
+    estimate) and ``meta``."""
+    out = tmp_path / "holomorphic.json"
+    run_script("holomorphic.py", "--out", str(out), "--seconds", "0.05", "--threads", "1")
+    report = json.loads(out.read_text())
+    assert set(report) == {"p1h", "eb_tanh", "meta"}
+    for row in (report["p1h"], report["eb_tanh"]):
+        for key in ("two_phase", "holomorphic", "torch_functions", "static_in_complex"):
+            assert positive(row[key]), key
+        assert row["static_in_complex_vs_holomorphic"] == pytest.approx(
+            row["static_in_complex"] / row["holomorphic"]
+        )
+    check_meta(report["meta"], "wall")
+
+
 def test_throughput_writes_its_keys(tmp_path: Path) -> None:
     """One eager P-1h EP row on random inputs: the row, the shipped variant's key and ``meta``
     (the first step on the wall clock whatever ``--clock``)."""
@@ -105,6 +121,7 @@ BAD_OPTIONS = [
     # stopped at "--configs: invalid choice: 'p2h'")
     ("throughput.py", ["--configs", "p2h", "p3h", "eb2h", "--seconds", "0"], "--seconds: 0"),
     ("phases.py", ["--nets", "p1h", "--seconds", "0.05", "--threads", "0"], "--threads: 0"),
+    ("holomorphic.py", ["--seconds", "0", "--threads", "1"], "--seconds: 0"),
     ("startup.py", ["--repeats", "0"], "--repeats: 0"),
     ("gdu.py", ["--configs", "fig3_p1h", "--repeats", "0"], "--repeats: 0"),
     ("ddp.py", ["--repeats", "0"], "--repeats: 0"),

@@ -27,6 +27,56 @@ def test_activation_derivative_matches_autograd(name):
     torch.testing.assert_close(rho.derivative(z.detach(), rho(z).detach()), auto)
 
 
+HOLOMORPHIC = ["sigm", "sigmoid", "tanh"]
+
+
+def complex_grid(dtype):
+    """Real parts from -100 to 100 (beyond float32's exp range), imaginary parts up to 2 (past
+    tanh's pole at pi/2 and sigm's, at pi/8 after its scale 4), and points 1e-3 from the poles."""
+    a = torch.tensor([-100.0, -30, -5, -1, -0.2, -1e-3, 0, 1e-3, 0.3, 1, 4, 30, 100])
+    b = torch.tensor([-2.0, -0.4, -1e-2, 0, 1e-4, 0.05, 0.3, 1, 2])
+    z = torch.complex(a[:, None].expand(-1, len(b)), b.expand(len(a), -1)).flatten()
+    near_poles = torch.tensor([1e-3 + 1.5698j, -1e-3 + 1.5718j, 2.4e-3 - 0.3927j, 0.5 + 0.7858j])
+    return torch.cat([z, near_poles]).to(dtype)
+
+
+@pytest.mark.parametrize("name", HOLOMORPHIC)
+def test_complex_activation_is_torchs_within_rounding(name):
+    """The activations' own complex arithmetic (holomorphic EP) against torch's complex
+    functions in complex128, relative to the value: float32-rounding close in complex64, and to
+    1e-13 in complex128 (a term's sign or a swapped part is off by 1 or more)."""
+    rho = get_activation(name)
+    exact = {"tanh": torch.tanh}.get(name, torch.sigmoid)
+    scale, shift = rho.scale, rho.shift
+    for dtype, rtol in ((torch.complex64, 2e-6), (torch.complex128, 1e-13)):
+        z = complex_grid(dtype)
+        ref = exact(z.to(torch.complex128) * scale + shift)
+        error = (rho(z).to(torch.complex128) - ref).abs() / ref.abs().clamp(min=1.0)
+        assert error.max() < rtol, (dtype, z[error.argmax()], error.max())
+    real = torch.linspace(-100, 100, 2001)
+    assert torch.equal(rho(real), exact(real * scale + shift))  # real inputs: torch's own
+
+
+@pytest.mark.parametrize("name", HOLOMORPHIC)
+def test_complex_activation_gradient_is_torchs(name):
+    """The gradient with respect to a real parameter through the complex activation, as
+    holomorphic EP takes it, is the one through torch's complex function, and finite where
+    exp overflows (real parts beyond 88 in float32)."""
+    rho = get_activation(name)
+    exact = {"tanh": torch.tanh}.get(name, torch.sigmoid)
+    z = complex_grid(torch.complex128)
+    z = z[z.real.abs() < 50]  # torch's complex sigmoid gives NaN further out
+    w = torch.linspace(0.5, 1.5, len(z), dtype=torch.float64).requires_grad_(True)
+    coef = torch.exp(1j * torch.linspace(0, 6, len(z), dtype=torch.float64))
+    (ours,) = torch.autograd.grad(torch.real(coef * rho(z * w)).sum(), w)
+    (ref,) = torch.autograd.grad(torch.real(coef * exact(z * w * rho.scale + rho.shift)).sum(), w)
+    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+    far = torch.tensor([60.0 + 0.1j, -60.0 - 0.1j, 95.0 + 0.2j, 1e4 + 1j])
+    v = torch.ones(4, requires_grad=True)
+    (grad,) = torch.autograd.grad(torch.real(rho(far * v)).sum(), v)
+    assert torch.isfinite(grad).all()
+
+
 def test_sigm_is_the_papers_formula():
     z = torch.linspace(-2, 2, 41, dtype=torch.float64)
     torch.testing.assert_close(ACTIVATIONS["sigm"](z), 1 / (1 + torch.exp(-4 * (z - 0.5))))

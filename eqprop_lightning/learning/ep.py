@@ -21,6 +21,8 @@ whose parameter gradient is ``-Delta_theta``. Backpropagating it (through Lightn
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -85,24 +87,18 @@ class _NudgedPrimitives(nn.Module):
         self.net = net
 
     def forward(
-        self,
-        x: Tensor,
-        y: Tensor,
-        s_free: State,
-        K: int,
-        betas: tuple[complex, ...],
-        static: Static | None = None,
+        self, y: Tensor, s_free: State, static: Static, K: int, betas: tuple[complex, ...]
     ) -> Tensor:
-        """``static``: the free phase's static terms, repeated for the ``n`` phases (so that the
-        input terms are computed, and backpropagated, once per batch); without them (complex
-        weights) they are computed here."""
-        n, B = len(betas), x.shape[0]
+        """``static``: the free phase's static terms (complex for complex nudges), repeated
+        here for the ``n`` phases, so that the input terms are computed, and backpropagated,
+        once per batch."""
+        n, B = len(betas), y.shape[0]
         if n == 1:
             beta = betas[0]
         else:  # (n B, 1): beta_k for the k-th block of B examples
-            beta = torch.tensor(betas, dtype=s_free[0].dtype, device=x.device)
+            beta = torch.tensor(betas, dtype=s_free[0].dtype, device=y.device)
             beta = beta.repeat_interleave(B).unsqueeze(1)
-        static = self.net.static_terms(repeat_batch(x, n)) if static is None else static.repeat(n)
+        static = static.repeat(n)
         with torch.no_grad():
             start = [repeat_batch(t, n) for t in s_free]
             previous, s = nudged_phase(self.net, static, start, K, beta, repeat_batch(y, n))
@@ -110,6 +106,17 @@ class _NudgedPrimitives(nn.Module):
         nudge = self.net.beta_scale * (beta if n == 1 else beta.view(-1))
         phi = phi - nudge * output_cost(self.net, self.net.output(s), repeat_batch(y, n))
         return phi.view(n, B).mean(1)  # (n,)
+
+
+def _cast_static(static: Static, dtype: torch.dtype) -> Static:
+    """The static terms in ``dtype``, still attached to the real parameters: the input and the
+    weights are real, so the terms computed with complex weights are these, cast."""
+
+    def cast(value: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
+        return [t.to(dtype) for t in value] if isinstance(value, list) else value.to(dtype)
+
+    changes = {f.name: cast(getattr(static, f.name)) for f in dataclasses.fields(static)}
+    return dataclasses.replace(static, **changes)
 
 
 HOLOMORPHIC_ACTIVATIONS = ("tanh", "sigm", "sigmoid", "my_sigmoid")
@@ -146,9 +153,10 @@ class EquilibriumProp:
 
     the states held fixed, whose parameter gradient is ``-Delta_theta`` (the cost ``l`` has
     parameters only with a softmax readout, whose weights it trains). The nudged phases run as
-    one batched relaxation; holomorphic EP relaxes them in complex arithmetic (the weights cast
-    to the complex dtype, the gradient taken with respect to the real weights). ``random_sign``
-    draws its sign from ``(seed, step)``, ``step`` being the optimizer step.
+    one batched relaxation; holomorphic EP relaxes them in complex arithmetic (the weights and
+    the free phase's static terms cast to the complex dtype, the gradient taken with respect to
+    the real weights). ``random_sign`` draws its sign from ``(seed, step)``, ``step`` being the
+    optimizer step.
     """
 
     continual = False
@@ -187,10 +195,10 @@ class EquilibriumProp:
             check_holomorphic(net)
             dtype = (x.new_zeros(()) * 1j).dtype
             weights = {f"net.{k}": p.to(dtype) for k, p in net.named_parameters()}
-            args = (x.to(dtype), y.to(dtype), [t.to(dtype) for t in s_free])
+            args = (y.to(dtype), [t.to(dtype) for t in s_free], _cast_static(static, dtype))
             phis = functional_call(phases, weights, (*args, self.K, nudges.betas))
         else:
-            phis = phases(x, y, s_free, self.K, nudges.betas, static)
+            phis = phases(y, s_free, static, self.K, nudges.betas)
         total = sum(c * phi for c, phi in zip(nudges.coefs, phis, strict=True))
         if nudges.free_coef:
             total = total + nudges.free_coef * _primitive(net, static, s_free, before_free).mean()
