@@ -3,6 +3,7 @@ recurrent backpropagation."""
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from typing import Any, Literal
@@ -28,6 +29,11 @@ from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.rng import capture_rng_states, restore_rng_states, run_seed
 from eqprop_lightning.validation import check_net_fits_data, check_same_data, check_same_hparams
+
+try:  # Lightning's guard of load_from_checkpoint (private: a plain classmethod where it is gone)
+    from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
+except ImportError:  # pragma: no cover
+    _restricted_classmethod = classmethod
 
 Algorithm = Literal["ep", "bptt", "rbp", "cep"]
 
@@ -97,8 +103,8 @@ class EqPropModule(L.LightningModule):
             code is not stored among the hyperparameters (a pickled module would not load with
             ``weights_only=True``): load such a checkpoint with
             ``EqPropModule.load_from_checkpoint(path, net=<the same net>)``. The CLI stores the
-            net's ``class_path`` and ``init_args`` instead, and needs no ``net`` (but a module
-            loaded from it holds a built net, like one built in code: what it saves needs one).
+            net's ``class_path`` and ``init_args`` instead, and needs no ``net`` (nor do the
+            checkpoints of a module loaded from it without one).
         algorithm: ``ep``, ``cep`` (continual EP: an optimizer step at each of the ``K`` nudged
             steps, so that ``global_step`` counts ``K`` per batch), ``bptt`` or ``rbp``
             (recurrent backpropagation, the implicit gradient at the free fixed point).
@@ -359,12 +365,30 @@ class EqPropModule(L.LightningModule):
         names = {n for n, m in self.named_children() if any(m is mean for mean in means)}
         return [key for key in state if key.split(".", 1)[0] in names]
 
+    @_restricted_classmethod  # as Lightning's: a TypeError when called on an instance
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
+        """Lightning's; without a ``net`` argument, a CLI checkpoint's description of its net
+        (``class_path``, ``init_args``) stays among the hyperparameters (Lightning builds the
+        net, and :meth:`__init__` drops a built one), so that what the module saves loads
+        without ``net`` too."""
+        model = super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        described = model.__dict__.pop("_described_net", {})
+        if "net" not in kwargs:
+            model._hparams.update(described)
+            model._hparams_initial.update(copy.deepcopy(described))
+        return model
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the checkpoint's random states for :meth:`on_train_start`. A fit that resumes it
-        from code (``Trainer.fit(model, data, ckpt_path=...)``) must give the model and data
-        module it was trained with: Lightning would go on with the ones given (the CLI checks
-        its config before anything is built)."""
+        """Keep the checkpoint's random states for :meth:`on_train_start`, and its net's
+        description for :meth:`load_from_checkpoint`. A fit that resumes it from code
+        (``Trainer.fit(model, data, ckpt_path=...)``) must give the model and data module it was
+        trained with: Lightning would go on with the ones given (the CLI checks its config
+        before anything is built)."""
         self._resumed_rng_states = checkpoint.get(RNG_KEY)
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+        loading = self._trainer is None  # load_from_checkpoint, not a Trainer's restore
+        if loading and isinstance(hparams.get("net"), dict) and "net" not in self.hparams:
+            self._described_net = {k: hparams[k] for k in ("net", "_instantiator") if k in hparams}
         if self._trainer is None or self.trainer.state.fn != "fit":
             return
         if self.trainer.global_rank > 0:  # the sums of every rank are rank 0's to resume

@@ -539,6 +539,37 @@ def test_a_module_built_in_code_saves_a_checkpoint_that_loads_weights_only(fake_
     assert_same_weights(model.state_dict(), loaded.state_dict())
 
 
+def test_a_loaded_cli_checkpoint_saves_one_that_loads_without_a_net(fake_mnist, tmp_path):
+    """load_from_checkpoint built the CLI checkpoint's net and dropped its description, so that
+    a checkpoint saved by the loaded module (fine-tuned in code) needed ``net=`` to load. Given
+    a ``net``, the description is not kept (it might not be that net's)."""
+    from eqprop_lightning.datamodules import MNISTDataModule
+    from eqprop_lightning.module import EqPropModule
+    from eqprop_lightning.nets import PrototypicalFC
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints/shipped/p1h-ep-s0.ckpt"
+    model = EqPropModule.load_from_checkpoint(shipped, weights_only=True)
+    described = torch.load(shipped, weights_only=True)["hyper_parameters"]["net"]
+    assert model.hparams["net"] == described
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model, datamodule=MNISTDataModule(str(fake_mnist), verify_checksums=False))
+    path = tmp_path / "fine-tuned.ckpt"
+    trainer.save_checkpoint(path)
+    again = EqPropModule.load_from_checkpoint(path, weights_only=True)
+    assert again.hparams["net"] == described and isinstance(again.net, PrototypicalFC)
+    assert_same_weights(model.state_dict(), again.state_dict())
+    given = EqPropModule.load_from_checkpoint(
+        shipped, net=PrototypicalFC([10, 512, 784], dt=0.5), weights_only=True
+    )
+    assert "net" not in given.hparams
+    with pytest.raises(TypeError, match="cannot be called on an instance"):
+        model.load_from_checkpoint(shipped)  # Lightning's guard, kept
+
+
 def test_a_net_given_as_a_module_draws_no_advice_to_ignore_it():
     """Lightning warned on every module built in code, and on every load_from_checkpoint of a
     CLI checkpoint, to ``ignore=['net']`` in save_hyperparameters: advice the module already
