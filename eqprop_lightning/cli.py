@@ -333,10 +333,17 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
             f"{given[0]}: compare trains both rules itself (EP with the config's beta, then "
             "BPTT); drop --model.algorithm"
         )
-    if cli_parser().parse_args(args).model.get("beta") is None:
+    model = cli_parser().parse_args(args).model
+    if model.get("beta") is None:
         raise ConfigError(
             "model.beta=None: compare trains EP with the config's beta and BPTT from the same "
             "weights; give an EP config (without the bptt or rbp override) or --model.beta B"
+        )
+    if model.get("algorithm", "ep") != "ep":  # a config's rule would be replaced by EP
+        raise ConfigError(
+            f"model.algorithm={model.get('algorithm')!r} in the config: compare trains EP "
+            "(algorithm ep, with the config's nudging) and BPTT; give an EP config (without "
+            "the cep override)"
         )
     # BPTT takes none of EP's options (its nudge and nudging scheme)
     bptt = ["--model.beta=null", "--model.symmetric=false", "--model.nudging=null"]

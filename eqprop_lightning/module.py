@@ -28,7 +28,12 @@ from eqprop_lightning.learning import (
 from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.rng import capture_rng_states, restore_rng_states, run_seed
-from eqprop_lightning.validation import check_net_fits_data, check_same_data, check_same_hparams
+from eqprop_lightning.validation import (
+    check_net_fits_data,
+    check_same_data,
+    check_same_hparams,
+    check_same_weights,
+)
 
 try:  # Lightning's guard of load_from_checkpoint (private: a plain classmethod where it is gone)
     from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
@@ -397,6 +402,7 @@ class EqPropModule(L.LightningModule):
                 state[key] = torch.zeros_like(state[key])
         ckpt_path = self.trainer.ckpt_path
         check_same_hparams(ckpt_path, checkpoint, dict(self.hparams), here="this module")
+        check_same_weights(ckpt_path, checkpoint["state_dict"], self.state_dict())
         if (data := self.trainer.datamodule) is not None:
             given = {"init_args": dict(data.hparams)}
             check_same_data(ckpt_path, checkpoint, given, here="this data module")

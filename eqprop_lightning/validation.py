@@ -166,6 +166,26 @@ def check_same_hparams(
         )
 
 
+def check_same_weights(
+    ckpt_path: str | Path, saved: dict, ours: dict, here: str = "this module"
+) -> None:
+    """The checkpoint's state dict ``saved`` has the tensor names and shapes of ``here``'s
+    ``ours``: a net built in code is not among the hyperparameters, so that only its weights
+    tell another net (Lightning raised torch's size-mismatch error after a resume began)."""
+    differ = [f"{k}: missing there" for k in ours if k not in saved]
+    differ += [f"{k}: not in {here}" for k in saved if k not in ours]
+    differ += [
+        f"{k}: {tuple(saved[k].shape)} there, {tuple(v.shape)} here"
+        for k, v in ours.items()
+        if k in saved and saved[k].shape != v.shape
+    ]
+    if differ:
+        raise ConfigError(
+            f"ckpt_path={str(ckpt_path)!r} holds another net than {here} "
+            f"({'; '.join(differ[:4])}): resume with the net it was trained with"
+        )
+
+
 #: model settings that decide what ``validate``, ``test`` and ``predict`` compute: the free phase
 #: (``T``), the readout and the net; the others (the rule, ``K``, ``beta``, the learning rates)
 #: only train, and the same checkpoint may be evaluated with the EP or the BPTT config

@@ -396,14 +396,16 @@ def test_fit_refuses_options_it_would_not_use(
     [
         (["--model.algorithm", "ep"], "--model.algorithm: compare trains both rules itself"),
         (["--config", "configs/overrides/bptt.yaml"], "model.beta=None: compare trains EP"),
+        (["--config", "configs/overrides/cep.yaml"], "model.algorithm='cep' in the config"),
     ],
 )
 def test_compare_refuses_an_algorithm_and_a_bptt_config(
     options: list[str], message: str, fake_mnist: Path, in_tmp: Path, capsys
 ) -> None:
-    """compare chooses the rule of each leg: a given --model.algorithm (overridden) and a config
-    without EP's beta (it said that beta=None must be > 0 for EP) are refused before anything
-    runs."""
+    """compare chooses the rule of each leg: a given --model.algorithm (overridden), a config
+    without EP's beta (it said that beta=None must be > 0 for EP) and a config of another rule
+    with a beta (continual EP: it trained plain EP under the name ep) are refused before
+    anything runs."""
     options = [str(REPO_ROOT / o) if o.endswith(".yaml") else o for o in options]
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--config", config("p1h"), *shrink(fake_mnist), *options])

@@ -13,6 +13,7 @@ from torch import nn
 
 from eqprop_lightning import EqPropModule, nets
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import EquilibriumProp, make_rule
 from eqprop_lightning.nets import NET_FLAGS, Net
 from eqprop_lightning.nets.protocol import missing_members
 
@@ -43,7 +44,8 @@ def net_classes() -> set[str]:
 
 
 def test_every_net_class_has_an_example() -> None:
-    assert net_classes() == {name.split("-")[0] for name in EXAMPLES}
+    """Every exported net class has one; a net of one's own may be added too (README)."""
+    assert net_classes() <= {name.split("-")[0] for name in EXAMPLES}
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
@@ -85,6 +87,28 @@ def test_a_module_that_is_not_a_net_is_a_config_error_naming_what_it_lacks() -> 
     assert missing_members(net) == []
     no_primitive = SimpleNamespace(**{m: getattr(net, m) for m in members if m != "primitive"})
     assert missing_members(no_primitive) == ["primitive"]
+
+
+def test_static_terms_without_repeat_are_a_config_error_naming_the_net() -> None:
+    """A net of one's own whose ``static_terms`` returns a plain tensor is told what EP needs
+    (it was torch's "Number of dimensions of repeat dims" from inside the nudged phases)."""
+
+    class TensorStatic(nets.EnergyBasedFC):
+        def static_terms(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    net = TensorStatic([3, 4, 5])
+    x, y = torch.rand(2, 5), torch.eye(3)[:2]
+    with pytest.raises(ConfigError, match=r"TensorStatic.static_terms returned a Tensor, not a"):
+        EquilibriumProp(5, 2, 0.5)(net, x, y)
+
+
+def test_holomorphic_refusal_of_a_net_of_ones_own_does_not_blame_pooling() -> None:
+    with pytest.raises(ConfigError) as info:
+        make_rule("ep", 10, 5, 0.1, "holomorphic", net=nn.Linear(2, 2))
+    message = str(info.value)
+    assert "(LayeredFC, ToyEnergyBased)" in message and "not Linear" in message
+    assert "pooling" not in message
 
 
 # ---------------------------------------------------------------------------- import layers

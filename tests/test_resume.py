@@ -616,7 +616,8 @@ def test_a_module_used_from_code_checks_its_data(fake_mnist, tmp_path):
 
 def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
     """``Trainer.fit(model, data, ckpt_path=...)`` with another beta, or another batch size, went
-    on silently with the ones given (only the CLI compared them with the checkpoint's)."""
+    on silently with the ones given (only the CLI compared them with the checkpoint's); a net
+    of other shapes is named too."""
     import lightning as L
 
     from eqprop_lightning.datamodules import MNISTDataModule
@@ -624,8 +625,9 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
     from eqprop_lightning.module import EqPropModule
     from eqprop_lightning.nets import PrototypicalFC
 
-    def fit(beta: float, batch_size: int, ckpt_path: Path | None = None) -> None:
-        model = EqPropModule(PrototypicalFC([10, 16, 784]), (0.1, 0.05), T=5, K=2, beta=beta)
+    def fit(beta: float, batch_size: int, ckpt_path: Path | None = None, hidden=16) -> None:
+        net = PrototypicalFC([10, hidden, 784])
+        model = EqPropModule(net, (0.1, 0.05), T=5, K=2, beta=beta)
         data = MNISTDataModule(str(fake_mnist), batch_size=batch_size, verify_checksums=False)
         trainer = L.Trainer(
             max_epochs=2 if ckpt_path else 1, limit_train_batches=2, limit_val_batches=0,
@@ -642,6 +644,10 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
         fit(beta=0.2, batch_size=10, ckpt_path=ckpt)
     with pytest.raises(ConfigError, match=r"data.init_args.batch_size: 10 there, 20 here"):
         fit(beta=0.5, batch_size=20, ckpt_path=ckpt)
+    # a net built in code is not a hyperparameter: its weights' shapes are compared (it was
+    # torch's multi-line size-mismatch RuntimeError)
+    with pytest.raises(ConfigError, match=r"net.weights.0.weight: \(10, 16\) there, \(10, 8\)"):
+        fit(beta=0.5, batch_size=10, ckpt_path=ckpt, hidden=8)
     fit(beta=0.5, batch_size=10, ckpt_path=ckpt)  # the same settings resume (lrs as a tuple)
 
 

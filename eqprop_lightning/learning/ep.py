@@ -119,6 +119,17 @@ def _cast_static(static: Static, dtype: torch.dtype) -> Static:
     return dataclasses.replace(static, **changes)
 
 
+def check_static(net: Net, static: object) -> None:
+    """``net.static_terms`` returns a :class:`Static`, whose ``repeat(n)`` gives the terms of the
+    batched nudged phases (a tensor's own ``repeat`` failed deep inside with a shape error)."""
+    if isinstance(static, Tensor) or not callable(getattr(static, "repeat", None)):
+        raise ConfigError(
+            f"model.net: {type(net).__name__}.static_terms returned a {type(static).__name__}, "
+            "not a Static: return an object with repeat(n), the terms of n copies of the batch "
+            "(e.g. a dataclass, as StaticTerms; nets/protocol.py)"
+        )
+
+
 HOLOMORPHIC_ACTIVATIONS = ("tanh", "sigm", "sigmoid", "my_sigmoid")
 
 
@@ -128,8 +139,9 @@ def check_holomorphic(net: Net) -> None:
     alternatives = "use nudging: symmetric or random_sign"
     if not isinstance(net, (LayeredFC, ToyEnergyBased)):
         raise ConfigError(
-            f"nudging: holomorphic needs a fully connected or toy net; {type(net).__name__}'s "
-            f"pooling/attention is not holomorphic in the state: {alternatives}"
+            f"nudging: holomorphic needs a fully connected or toy net (LayeredFC, "
+            f"ToyEnergyBased), whose dynamics are known to be holomorphic in the state, not "
+            f"{type(net).__name__}: {alternatives}"
         )
     if net.clamp:
         raise ConfigError(
@@ -187,6 +199,7 @@ class EquilibriumProp:
 
     def __call__(self, net: Net, x: Tensor, y: Tensor, step: int = 0) -> Estimate:
         static = net.static_terms(x)
+        check_static(net, static)
         nudges = self.nudges(step)
         with torch.no_grad():
             before_free, s_free = free_phase(net, static, net.init_state(x), self.T)

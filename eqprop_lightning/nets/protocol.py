@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from eqprop_lightning.nets.nudge import Target
+
 #: The state of every layer of a batch, one tensor per layer (output first for the layered nets).
 State = list[Tensor]
 
@@ -81,9 +83,15 @@ class Net(Protocol):
         ...
 
     def step(
-        self, s: State, static: Static, beta: float | Tensor = 0.0, y: Tensor | None = None
+        self, s: State, static: Static, beta: float | Tensor = 0.0, y: Target | None = None
     ) -> State:
-        """One synchronous update ``s <- F(x, s, theta)``, nudged towards ``y`` by ``beta``."""
+        """One synchronous update ``s <- F(x, s, theta)``, the output layer's nudged by the
+        force ``-dl/ds_out`` times ``beta_scale beta`` where ``beta`` nudges
+        (``nets.nudge.is_nudged``). ``beta`` is a number (0: free, and ``y`` may be None) or a
+        ``(B, 1)`` tensor, one nudge per example (the batched nudged phases); ``y`` is the
+        target tensor or, under a softmax readout (``loss: cross_entropy``), a function
+        ``s_out -> -dl/ds_out``: take the force from ``nets.nudge.nudge_force(y, s_out)``
+        rather than ``y - s_out``."""
         ...
 
     def primitive(self, s: State, static: Static, *previous: State) -> Tensor:
