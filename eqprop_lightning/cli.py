@@ -385,7 +385,8 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     parser = cli_parser()
     check_analysis_options(parser.parse_args(args), parser.get_defaults())
     check_trainer_overrides(args, skip=NOT_ANALYSED)
-    cli = EqPropCLI(args=args, run=False)
+    # the analyses write no checkpoint (nor say which they would keep)
+    cli = EqPropCLI(args=[*args, "--trainer.enable_checkpointing=false"], run=False)
     model, datamodule, logger = cli.model, cli.datamodule, cli.trainer.logger
     check_net_fits_data(model.net, datamodule)
     datamodule.prepare_data()

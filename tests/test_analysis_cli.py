@@ -1,6 +1,7 @@
 """`eqprop gdu`, `eqprop recipe` and the GDU callback on tiny nets and fake MNIST."""
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -445,6 +446,17 @@ def test_trainer_options_the_analyses_do_not_read_are_refused(
     read += ["--trainer.logger.init_args.name", "--trainer.logger false"]
     assert f"{READ}{', '.join(read)}\n" in err
     assert not Path("out").exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_analysis_through_the_lightning_cli_says_nothing_of_checkpoints(in_tmp, caplog):
+    """Through the Lightning CLI (a config the reader does not know), gdu said "no validation
+    set: no best checkpoint by val/error, only last.ckpt", which is fit's to say: the analyses
+    write no checkpoint."""
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp, *VIA_CLI]
+    caplog.set_level(logging.INFO)
+    main(["gdu", *config, "--output_dir", "out"])
+    assert Path("out/gdu.json").is_file()
+    assert "checkpoint" not in caplog.text
 
 
 @pytest.mark.parametrize(
