@@ -342,8 +342,7 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     if model.get("algorithm", "ep") != "ep":  # a config's rule would be replaced by EP
         raise ConfigError(
             f"model.algorithm={model.get('algorithm')!r} in the config: compare trains EP "
-            "(algorithm ep, with the config's nudging) and BPTT; give an EP config (without "
-            "the cep override)"
+            "(algorithm ep, with the config's nudging) and BPTT; give an EP config"
         )
     # BPTT takes none of EP's options (its nudge and nudging scheme)
     bptt = ["--model.beta=null", "--model.symmetric=false", "--model.nudging=null"]

@@ -402,7 +402,9 @@ class EqPropModule(L.LightningModule):
                 state[key] = torch.zeros_like(state[key])
         ckpt_path = self.trainer.ckpt_path
         check_same_hparams(ckpt_path, checkpoint, dict(self.hparams), here="this module")
-        check_same_weights(ckpt_path, checkpoint["state_dict"], self.state_dict())
+        state = self.state_dict()  # the running means: older checkpoints lack them (they load)
+        means = frozenset(self._running_sum_keys(state))
+        check_same_weights(ckpt_path, checkpoint["state_dict"], state, exempt=means)
         if (data := self.trainer.datamodule) is not None:
             given = {"init_args": dict(data.hparams)}
             check_same_data(ckpt_path, checkpoint, given, here="this data module")

@@ -167,13 +167,18 @@ def check_same_hparams(
 
 
 def check_same_weights(
-    ckpt_path: str | Path, saved: dict, ours: dict, here: str = "this module"
+    ckpt_path: str | Path,
+    saved: dict,
+    ours: dict,
+    here: str = "this module",
+    exempt: frozenset[str] = frozenset(),
 ) -> None:
     """The checkpoint's state dict ``saved`` has the tensor names and shapes of ``here``'s
-    ``ours``: a net built in code is not among the hyperparameters, so that only its weights
-    tell another net (Lightning raised torch's size-mismatch error after a resume began)."""
-    differ = [f"{k}: missing there" for k in ours if k not in saved]
-    differ += [f"{k}: not in {here}" for k in saved if k not in ours]
+    ``ours`` (but ``exempt``, which either may lack): a net built in code is not among the
+    hyperparameters, so that only its weights tell another net (Lightning raised torch's
+    size-mismatch error after a resume began)."""
+    differ = [f"{k}: missing there" for k in ours if k not in saved and k not in exempt]
+    differ += [f"{k}: not in {here}" for k in saved if k not in ours and k not in exempt]
     differ += [
         f"{k}: {tuple(saved[k].shape)} there, {tuple(v.shape)} here"
         for k, v in ours.items()

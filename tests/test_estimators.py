@@ -2,6 +2,7 @@
 against independent computations: the implicit-function gradient, BPTT, the sequential phases,
 EP's total update."""
 
+import dataclasses
 import math
 import re
 
@@ -19,12 +20,13 @@ from eqprop_lightning.learning import (
     free_phase,
     make_rule,
 )
-from eqprop_lightning.learning.ep import _NudgedPrimitives
+from eqprop_lightning.learning.ep import _cast_static, _NudgedPrimitives
 from eqprop_lightning.learning.gdu import estimate_errors
 from eqprop_lightning.learning.nudging import random_sign
 from eqprop_lightning.learning.phases import relax_with_previous
 from eqprop_lightning.module import EqPropModule
-from eqprop_lightning.nets import ConvPrototypical, EnergyBasedFC, PrototypicalFC
+from eqprop_lightning.nets import ConvPrototypical, EnergyBasedFC, PrototypicalFC, ToyEnergyBased
+from eqprop_lightning.nets.fc import StaticTerms
 
 T = 200  # free steps of the gradient-flow net below: converged to about 1e-15
 
@@ -150,6 +152,91 @@ def test_holomorphic_ep_in_float32_is_its_float64_estimate_to_rounding(make, tol
         single = flat_grad(net, rule, x, y).double()
         double = flat_grad(net.double(), rule, x.double(), y.double())
         assert relative_error(single, double) < tolerance, seed
+
+
+class _StaticFromComplexWeights(torch.nn.Module):
+    """The nudged phases with the static terms computed from the complex weights (the code
+    before the free phase's were cast)."""
+
+    def __init__(self, net) -> None:
+        super().__init__()
+        self.phases = _NudgedPrimitives(net)
+
+    def forward(self, x, y, s_free, K, betas):
+        return self.phases(y, s_free, self.phases.net.static_terms(x), K, betas)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: PrototypicalFC([3, 8, 6], "sigm"),  # drive, weights, biases folded: a W, a b + c
+        lambda: EnergyBasedFC([3, 8, 6], "tanh", clamp=False),
+        lambda: ToyEnergyBased([3, 8, 6], "sigmoid"),
+    ],
+    ids=["prototypical_sigm", "energy_based_tanh", "toy"],
+)
+def test_holomorphic_ep_casts_the_static_terms_computed_from_complex_weights(batch, make):
+    """The free phase's static terms cast to complex give the gradient of the terms computed
+    from the complex weights (in the nudged phases), to rounding."""
+    x, y = batch
+    torch.manual_seed(0)
+    net = make().double()
+    rule = EquilibriumProp(30, 10, 0.3, "holomorphic", 4)
+    ours = flat_grad(net, rule, x, y)
+    nudges = rule.nudges()
+    with torch.no_grad():
+        _, s_free = free_phase(net, net.static_terms(x), net.init_state(x), rule.T)
+    weights = {f"phases.net.{k}": p.to(torch.complex128) for k, p in net.named_parameters()}
+    args = (
+        x.to(torch.complex128),
+        y.to(torch.complex128),
+        [t.to(torch.complex128) for t in s_free],
+    )
+    phis = torch.func.functional_call(
+        _StaticFromComplexWeights(net), weights, (*args, rule.K, nudges.betas)
+    )
+    net.zero_grad()
+    (
+        -torch.real(sum(c * phi for c, phi in zip(nudges.coefs, phis, strict=True)))
+        / net.beta_scale
+    ).backward()
+    reference = torch.cat([p.grad.flatten() for p in net.parameters()])
+    assert relative_error(ours, reference) < 1e-12
+
+
+@dataclasses.dataclass
+class _TermsWithIndex(StaticTerms):
+    index: torch.Tensor | None = None
+
+
+def test_cast_static_terms_keep_their_fields_kinds():
+    """Tuples stay tuples, None and integer tensors stay, and a term that is another (drive is
+    input_term) stays so (else the batched phases repeat it twice)."""
+    net = EnergyBasedFC([3, 8, 6], "tanh", clamp=False)
+    s = net.static_terms(torch.rand(4, 6))
+    for index in (None, torch.arange(4)):
+        terms = _TermsWithIndex(s.input_term, s.drive, tuple(s.weights), tuple(s.biases), index)
+        cast = _cast_static(terms, torch.complex64)
+        assert cast.drive is cast.input_term and cast.input_term.dtype == torch.complex64
+        assert type(cast.weights) is tuple and cast.weights[0].dtype == torch.complex64
+        assert cast.index is index
+
+
+def test_holomorphic_ep_of_a_net_with_tuple_static_terms_is_the_nets(batch):
+    """A LayeredFC of one's own (holomorphic EP admits it) whose static terms hold tuples."""
+
+    class TupleTerms(EnergyBasedFC):
+        def static_terms(self, x):
+            s = super().static_terms(x)
+            return StaticTerms(s.input_term, s.drive, tuple(s.weights), tuple(s.biases))
+
+    x, y = batch
+    rule = EquilibriumProp(30, 10, 0.3, "holomorphic", 4)
+    torch.manual_seed(0)
+    ours = flat_grad(TupleTerms([3, 8, 6], "tanh", clamp=False).double(), rule, x, y)
+    torch.manual_seed(0)
+    plain = flat_grad(EnergyBasedFC([3, 8, 6], "tanh", clamp=False).double(), rule, x, y)
+    assert relative_error(ours, plain) < 1e-12
 
 
 def test_holomorphic_ep_with_two_points_is_symmetric_ep(batch):

@@ -651,6 +651,34 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
     fit(beta=0.5, batch_size=10, ckpt_path=ckpt)  # the same settings resume (lrs as a tuple)
 
 
+def test_a_checkpoint_without_the_running_means_still_resumes(fake_mnist, tmp_path):
+    """Checkpoints written before the epoch's running means were stored (mid-epoch resume) lack
+    their entries; torchmetrics loads them without, so they resumed. The weights' check compares
+    the net's entries, not the running means."""
+    from eqprop_lightning.datamodules import MNISTDataModule
+    from eqprop_lightning.nets import PrototypicalFC
+
+    def fit(ckpt_path: Path | None = None) -> L.Trainer:
+        model = EqPropModule(PrototypicalFC([10, 16, 784]), [0.1, 0.05], T=5, K=2, beta=0.5)
+        trainer = L.Trainer(
+            max_epochs=2 if ckpt_path else 1, limit_train_batches=2, limit_val_batches=0,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, default_root_dir=tmp_path,
+        )  # fmt: skip
+        data = MNISTDataModule(str(fake_mnist), batch_size=10, verify_checksums=False)
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+        return trainer
+
+    fit().save_checkpoint(tmp_path / "run.ckpt")
+    checkpoint = torch.load(tmp_path / "run.ckpt", weights_only=True)
+    means = [k for k in checkpoint["state_dict"] if not k.startswith("net.")]
+    assert means  # train_error.mean_value, ...: what an older checkpoint lacks
+    for key in means:
+        del checkpoint["state_dict"][key]
+    torch.save(checkpoint, tmp_path / "older.ckpt")
+    assert fit(tmp_path / "older.ckpt").current_epoch == 2
+
+
 @pytest.mark.parametrize(
     ("current_epoch", "batches_done", "mid_epoch", "kept"),
     [

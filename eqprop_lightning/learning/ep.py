@@ -110,13 +110,27 @@ class _NudgedPrimitives(nn.Module):
 
 def _cast_static(static: Static, dtype: torch.dtype) -> Static:
     """The static terms in ``dtype``, still attached to the real parameters: the input and the
-    weights are real, so the terms computed with complex weights are these, cast."""
+    weights are real, so the terms computed with complex weights are these, cast. Floating
+    tensors are cast (also in lists and tuples), once each, so that a term that is another
+    (``drive is input_term``) stays so; other fields (None, numbers, index tensors) are kept."""
+    if not dataclasses.is_dataclass(static):
+        raise ConfigError(
+            f"nudging: holomorphic casts the static terms field by field: "
+            f"{type(static).__name__} is not a dataclass (nets/protocol.py's Static)"
+        )
+    cast: dict[int, Tensor] = {}
 
-    def cast(value: Tensor | list[Tensor]) -> Tensor | list[Tensor]:
-        return [t.to(dtype) for t in value] if isinstance(value, list) else value.to(dtype)
+    def to(value: object) -> object:
+        if type(value) in (list, tuple):
+            return type(value)(to(v) for v in value)
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            return value
+        if id(value) not in cast:
+            cast[id(value)] = value.to(dtype)
+        return cast[id(value)]
 
-    changes = {f.name: cast(getattr(static, f.name)) for f in dataclasses.fields(static)}
-    return dataclasses.replace(static, **changes)
+    fields = dataclasses.fields(static)
+    return dataclasses.replace(static, **{f.name: to(getattr(static, f.name)) for f in fields})
 
 
 def check_static(net: Net, static: object) -> None:

@@ -41,8 +41,8 @@ class Activation:
         return factor if self.derivative_scale == 1.0 else self.derivative_scale * factor
 
 
-#: beyond it the complex terms below are under float64's resolution of tanh's value (sinh(40)^2 >
-#: 1e34); the clamp keeps exp finite (its backward would be NaN where it overflows)
+#: beyond it the complex terms below are below 1e-34 in absolute value (sinh(40)^2 > 1e34), under
+#: float64's resolution of tanh's value; the clamp keeps exp finite (its backward would be NaN)
 _SINH_ARG_MAX = 40.0
 
 
@@ -70,8 +70,8 @@ def _tanh(z: Tensor) -> Tensor:
 def _sigmoid(z: Tensor) -> Tensor:
     """The logistic function; for complex ``z = a + ib``, from ``sigmoid(z) = (1 + tanh(z/2))/2``:
     ``sigmoid(a) + tanh(a/2) u/2 + i v/2`` with ``(u, v)`` the terms of ``tanh(a/2 + ib/2)``
-    (real arithmetic, several times faster on a CPU than torch's complex ``sigmoid``, which
-    returns NaN for real parts beyond -88)."""
+    (real arithmetic, several times faster on a CPU than torch's complex ``sigmoid``, which in
+    complex64 returns NaN for some real parts below -88)."""
     if not z.is_complex():
         return torch.sigmoid(z)
     half_a = 0.5 * z.real
