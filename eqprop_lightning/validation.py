@@ -185,9 +185,10 @@ def check_same_weights(
         if k in saved and saved[k].shape != v.shape
     ]
     if differ:
+        more = f"; and {len(differ) - 4} more" if len(differ) > 4 else ""
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} holds another net than {here} "
-            f"({'; '.join(differ[:4])}): resume with the net it was trained with"
+            f"({'; '.join(differ[:4])}{more}): resume with the net it was trained with"
         )
 
 

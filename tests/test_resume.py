@@ -651,6 +651,15 @@ def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):
     fit(beta=0.5, batch_size=10, ckpt_path=ckpt)  # the same settings resume (lrs as a tuple)
 
 
+def test_the_weights_check_names_four_differences_and_counts_the_others():
+    from eqprop_lightning.errors import ConfigError
+    from eqprop_lightning.validation import check_same_weights
+
+    saved = {f"w{i}": torch.zeros(2) for i in range(7)}
+    with pytest.raises(ConfigError, match=r"w3: \(2,\) there, \(3,\) here; and 3 more\)"):
+        check_same_weights("x.ckpt", saved, {f"w{i}": torch.zeros(3) for i in range(7)})
+
+
 def test_a_checkpoint_without_the_running_means_still_resumes(fake_mnist, tmp_path):
     """Checkpoints written before the epoch's running means were stored (mid-epoch resume) lack
     their entries; torchmetrics loads them without, so they resumed. The weights' check compares
