@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -384,8 +385,17 @@ def analysis_inputs_from_cli(args: list[str], n_batches: int) -> AnalysisInputs:
     parser = cli_parser()
     check_analysis_options(parser.parse_args(args), parser.get_defaults())
     check_trainer_overrides(args, skip=NOT_ANALYSED)
-    # the analyses write no checkpoint (nor say which they would keep)
-    cli = EqPropCLI(args=[*args, "--trainer.enable_checkpointing=false"], run=False)
+    # the analyses write no checkpoint (nor say which they would keep), and run no Trainer: its
+    # start-up lines (seed, accelerators, batch limits) are not theirs to print
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        cli = EqPropCLI(args=[*args, "--trainer.enable_checkpointing=false"], run=False)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
     model, datamodule, logger = cli.model, cli.datamodule, cli.trainer.logger
     check_net_fits_data(model.net, datamodule)
     datamodule.prepare_data()

@@ -451,12 +451,13 @@ def test_trainer_options_the_analyses_do_not_read_are_refused(
 def test_an_analysis_through_the_lightning_cli_says_nothing_of_checkpoints(in_tmp, caplog):
     """Through the Lightning CLI (a config the reader does not know), gdu said "no validation
     set: no best checkpoint by val/error, only last.ckpt", which is fit's to say: the analyses
-    write no checkpoint."""
+    write no checkpoint; nor do they print the Trainer's start-up lines (they run none)."""
     config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp, *VIA_CLI]
     caplog.set_level(logging.INFO)
     main(["gdu", *config, "--output_dir", "out"])
     assert Path("out/gdu.json").is_file()
     assert "checkpoint" not in caplog.text
+    assert "GPU available" not in caplog.text and "Seed set" not in caplog.text
 
 
 @pytest.mark.parametrize(
