@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import math
 import os
+import platform
 import shlex
 import statistics
 import subprocess
@@ -195,6 +196,28 @@ def run_meta(start: dict, *, clock: str, device: str, threads: int | None, **ext
 def write_json(path: Path, report: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# --- the in-process step timers (phases.py, holomorphic.py) ---
+
+
+def step_parser(doc: str) -> argparse.ArgumentParser:
+    """``--out``, ``--seconds`` (per variant) and ``--threads``; the description is ``doc``'s
+    first paragraph."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--seconds", type=positive_float, default=5.0, help="timing budget per variant (> 0)"
+    )
+    parser.add_argument("--threads", type=positive_int, help="torch threads (>= 1)")
+    return parser
+
+
+def write_step_report(args: argparse.Namespace, start: dict, results: dict, threads: int) -> None:
+    """``results`` and their ``meta`` (wall clock, CPU, ``threads``, ``seconds``, the machine)
+    written to ``args.out``."""
+    meta = run_meta(start, clock="wall", device="cpu", threads=threads, seconds=args.seconds)
+    write_json(args.out, {**results, "meta": meta | {"machine": platform.machine()}})
 
 
 # --- subprocesses ---

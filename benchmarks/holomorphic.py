@@ -14,13 +14,10 @@ writes the numbers as JSON (``<net>``: ms per variant and ``static_in_complex_vs
 
 from __future__ import annotations
 
-import argparse
-import platform
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
-from common import median_time, meta_start, positive_float, positive_int, run_meta, write_json
+from common import median_time, meta_start, step_parser, write_step_report
 from torch import nn
 from torch.func import functional_call
 
@@ -118,12 +115,7 @@ def check_same_estimates(net, variants: dict) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--seconds", type=positive_float, default=5.0, help="timing budget per variant (> 0)"
-    )
-    parser.add_argument("--threads", type=positive_int, help="torch threads (>= 1)")
+    parser = step_parser(__doc__)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,10 +126,7 @@ def main() -> None:
         row = {v: 1e3 * median_time(step, args.seconds) for v, step in variants.items()}
         row["static_in_complex_vs_holomorphic"] = row["static_in_complex"] / row["holomorphic"]
         results[name] = row
-    threads = torch.get_num_threads()
-    results["meta"] = run_meta(start, clock="wall", device="cpu", threads=threads)
-    results["meta"] |= dict(seconds=args.seconds, machine=platform.machine())
-    write_json(args.out, results)
+    write_step_report(args, start, results, torch.get_num_threads())
     print(
         "| net | "
         + " | ".join(f"{v} ms" for v in VARIANTS)

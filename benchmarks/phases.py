@@ -11,12 +11,8 @@ writes the numbers as JSON (``<net>``: ms per variant and the two ratios; ``meta
 
 from __future__ import annotations
 
-import argparse
-import platform
-from pathlib import Path
-
 import torch
-from common import median_time, meta_start, positive_float, positive_int, run_meta, write_json
+from common import median_time, meta_start, step_parser, write_step_report
 
 from eqprop_lightning.learning import EquilibriumProp, ep_surrogate
 from eqprop_lightning.learning.phases import relax_with_previous
@@ -62,12 +58,7 @@ def steps(net, x, y, T: int, K: int, beta: float) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument(
-        "--seconds", type=positive_float, default=5.0, help="timing budget per variant (> 0)"
-    )
-    parser.add_argument("--threads", type=positive_int, help="torch threads (>= 1)")
+    parser = step_parser(__doc__)
     parser.add_argument("--nets", nargs="+", choices=["p1h", "imdb"], default=["p1h", "imdb"])
     args = parser.parse_args()
     if args.threads:
@@ -82,10 +73,7 @@ def main() -> None:
         row["batched_vs_two_phase"] = row["symmetric_batched"] / row["two_phase"]
         row["sequential_vs_batched"] = row["symmetric_sequential"] / row["symmetric_batched"]
         results[name] = row
-    threads = torch.get_num_threads()
-    results["meta"] = run_meta(start, clock="wall", device="cpu", threads=threads)
-    results["meta"] |= dict(seconds=args.seconds, machine=platform.machine())
-    write_json(args.out, results)
+    write_step_report(args, start, results, torch.get_num_threads())
     print(
         "| net | two-phase ms | symmetric batched ms | symmetric sequential ms | "
         "batched / two-phase | sequential / batched |"
