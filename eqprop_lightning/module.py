@@ -390,11 +390,13 @@ class EqPropModule(L.LightningModule):
         trained with: Lightning would go on with the ones given (the CLI checks its config
         before anything is built)."""
         self._resumed_rng_states = checkpoint.get(RNG_KEY)
-        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
-        loading = self._trainer is None  # load_from_checkpoint, not a Trainer's restore
-        if loading and isinstance(hparams.get("net"), dict) and "net" not in self.hparams:
-            self._described_net = {k: hparams[k] for k in ("net", "_instantiator") if k in hparams}
-        if self._trainer is None or self.trainer.state.fn != "fit":
+        if self._trainer is None:  # load_from_checkpoint, not a Trainer's restore
+            hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY) or {}
+            if isinstance(hparams.get("net"), dict) and "net" not in self.hparams:
+                keys = ("net", "_instantiator")
+                self._described_net = {k: hparams[k] for k in keys if k in hparams}
+            return
+        if self.trainer.state.fn != "fit":
             return
         if self.trainer.global_rank > 0:  # the sums of every rank are rank 0's to resume
             state = checkpoint["state_dict"]
