@@ -266,13 +266,29 @@ def main() -> None:
         parser.error(f"--warmup {args.warmup} must be smaller than --batches {args.batches}")
     meta = meta_start()
     start = time.perf_counter()
+
+    def run_settings() -> dict:
+        return run_meta(
+            meta,
+            clock="wall",
+            device="cpu",
+            threads=None,  # per configuration: threads_per_process
+            lightning=L.__version__,
+            data_dir=str(data_dir()),
+            config=str(CONFIG.relative_to(ROOT)),
+            repeats=args.repeats,
+            batches_per_process=args.batches,
+            warmup_batches=args.warmup,
+            total_seconds=time.perf_counter() - start,
+        )
+
     runs: dict[str, list[dict]] = {name: [] for name in args.configs}
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):  # interleaved, so that a busy spell hits all configs
             for name in args.configs:
                 runs[name].append(run_config(name, args, Path(tmp), repeat))
                 # every run so far, in case a later one fails; the report below replaces it
-                write_json(args.out, {"partial_runs": runs, "meta": meta})
+                write_json(args.out, {"partial_runs": runs, "meta": run_settings()})
     report: dict = {}
     for name, rs in runs.items():
         r = {k: v for k, v in rs[0].items() if k in ("processes", "threads_per_process")}
@@ -283,6 +299,8 @@ def main() -> None:
         r["samples_per_s_runs"] = [x["samples_per_s"] for x in rs]
         r["other_cpu_fraction_runs"] = [x["other_cpu_fraction"] for x in rs]
         r["wall_seconds_runs"] = [x["wall_seconds"] for x in rs]
+        r["rank_seconds_runs"] = [x["rank_seconds"] for x in rs]
+        r["rank_cpu_seconds_runs"] = [x["rank_cpu_seconds"] for x in rs]
         r["attempts"] = [x["attempts"] for x in rs]
         r["stopped_at_max_time"] = [x["stopped_at_max_time"] for x in rs]
         if rs[0]["allreduce"]:
@@ -321,19 +339,7 @@ def main() -> None:
         f"({args.warmup} untimed); all-reduce: mean of {args.allreduce_iters} back-to-back "
         f"calls on gloo; load average at start {meta['loadavg_before'][0]:.2f}"
     )
-    report["meta"] = run_meta(
-        meta,
-        clock="wall",
-        device="cpu",
-        threads=None,  # per configuration: threads_per_process
-        lightning=L.__version__,
-        data_dir=str(data_dir()),
-        config=str(CONFIG.relative_to(ROOT)),
-        repeats=args.repeats,
-        batches_per_process=args.batches,
-        warmup_batches=args.warmup,
-        total_seconds=time.perf_counter() - start,
-    )
+    report["meta"] = run_settings()
     write_json(args.out, report)
     print(f"written {args.out}")
 

@@ -211,7 +211,8 @@ def parse_args() -> argparse.Namespace:
         p.error(f"--imdb-tokens {args.imdb_tokens} is for the imdb config, not in --configs")
     for option, value in (("--end-to-end", args.e2e), ("--original", args.original)):
         if value is not None and not mnist:
-            p.error(f"{option} is for the MNIST configs (p1h, eb1h, pconv), not in --configs")
+            names = ", ".join(MNIST_CONFIGS)
+            p.error(f"{option} is for the MNIST configs ({names}), not in --configs")
     if args.clock == "cpu" and args.device == "cuda":
         p.error("--clock cpu times the process's CPU, not the GPU: use --clock wall with cuda")
     if args.original is not None and args.device == "cuda":
