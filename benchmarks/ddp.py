@@ -268,6 +268,7 @@ def main() -> None:
     start = time.perf_counter()
 
     def run_settings() -> dict:
+        """``meta`` as of now: the partial file's and the report's."""
         return run_meta(
             meta,
             clock="wall",
