@@ -112,7 +112,9 @@ class EqPropModule(L.LightningModule):
             checkpoints of a module loaded from it without one).
         algorithm: ``ep``, ``cep`` (continual EP: an optimizer step at each of the ``K`` nudged
             steps, so that ``global_step`` counts ``K`` per batch), ``bptt`` or ``rbp``
-            (recurrent backpropagation, the implicit gradient at the free fixed point).
+            (recurrent backpropagation, the implicit gradient at the free fixed point), or the
+            import path of a rule of your own, ``package.module.Class``, built as
+            ``Class(T=T, K=K, beta=beta)`` (:func:`~eqprop_lightning.learning.rules.user_rule`).
         T: free-phase steps.
         K: nudged-phase steps (EP), tracked steps (BPTT) or adjoint iterations (RBP).
         beta: nudging strength; required by EP and continual EP, None for BPTT and RBP.
@@ -152,7 +154,7 @@ class EqPropModule(L.LightningModule):
         self,
         net: nn.Module,
         lrs: list[float],
-        algorithm: Algorithm = "ep",
+        algorithm: Algorithm | str = "ep",
         T: int = 40,
         K: int = 15,
         beta: float | None = None,

@@ -4,6 +4,8 @@ build from a config without Lightning (:func:`net_and_rule`)."""
 
 from __future__ import annotations
 
+import pkgutil
+
 from torch import nn
 
 from eqprop_lightning.errors import ConfigError, check_flag
@@ -15,6 +17,8 @@ from eqprop_lightning.learning.estimator import GradientEstimator
 from eqprop_lightning.learning.rbp import RecurrentBackprop
 from eqprop_lightning.nets import SoftmaxReadout
 from eqprop_lightning.nets.protocol import missing_members
+
+RULES = ("ep", "cep", "bptt", "rbp")
 
 
 def make_rule(
@@ -28,29 +32,66 @@ def make_rule(
     net: nn.Module | None = None,
 ) -> GradientEstimator:
     """The learning rule named by ``algorithm``: ``ep`` (with the ``nudging`` scheme, default
-    ``positive``; ``seed`` seeds random-sign nudging), ``cep`` (continual EP), ``bptt`` or
-    ``rbp``. With ``net``, a scheme the net cannot run (holomorphic nudges of a clamped net) is
-    rejected here."""
+    ``positive``; ``seed`` seeds random-sign nudging), ``cep`` (continual EP), ``bptt``, ``rbp``,
+    or the import path of a rule of your own (:func:`user_rule`). With ``net``, a scheme the net
+    cannot run (holomorphic nudges of a clamped net) is rejected here."""
     if algorithm == "ep":
         rule = EquilibriumProp(T, K, beta, nudging or "positive", holomorphic_points, seed)
         if net is not None and rule.nudging == "holomorphic":
             check_holomorphic(net)
         return rule
-    if algorithm not in ("bptt", "rbp", "cep"):
+    if algorithm not in RULES and "." not in algorithm:
         raise ConfigError(
-            f"algorithm={algorithm!r} is not supported; choose 'ep', 'cep', 'bptt' or 'rbp'"
+            f"algorithm={algorithm!r} is not supported; choose one of {list(RULES)} or give the "
+            "import path of a rule of your own (package.module.Class)"
         )
     for name, value in (("nudging", nudging), ("holomorphic_points", holomorphic_points)):
         if value is not None and not (algorithm == "cep" and value == "positive"):
             raise ConfigError(f"{name}={value!r} applies to algorithm 'ep' only, not {algorithm!r}")
     if algorithm == "cep":
         return ContinualEP(T, K, beta)
+    if algorithm not in RULES:
+        return user_rule(algorithm, T, K, beta)
     if beta is not None:  # bptt, rbp: no nudge
         raise ConfigError(
             f"beta={beta} does not apply to algorithm {algorithm!r} (it has no nudge): "
             "set model.beta null"
         )
     return RecurrentBackprop(T, K) if algorithm == "rbp" else TruncatedBPTT(T, K)
+
+
+def user_rule(path: str, T: int, K: int, beta: float | None) -> GradientEstimator:
+    """A rule of your own: the class at ``path`` (``package.module.Class``, imported as a
+    config's ``class_path`` is), built as ``Class(T=T, K=K, beta=beta)`` from the model's
+    settings; its instance implements :class:`GradientEstimator` with these ``T`` and ``K``."""
+    try:
+        cls = pkgutil.resolve_name(path)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"algorithm={path!r} is not one of {list(RULES)} and does not import as a class "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    try:
+        rule = cls(T=T, K=K, beta=beta)
+    except TypeError as error:
+        raise ConfigError(
+            f"algorithm={path!r}: {path}(T={T}, K={K}, beta={beta}) failed ({error}); a rule of "
+            "your own is built from model.T, model.K and model.beta"
+        ) from None
+    members = GradientEstimator.__annotations__  # T, K, continual; and a call
+    missing = [name for name in members if not hasattr(rule, name)]
+    missing += [] if callable(rule) else ["__call__"]
+    if missing:
+        raise ConfigError(
+            f"algorithm={path!r} is not a learning rule: it lacks {', '.join(missing)} (the "
+            "interface eqprop_lightning.learning.GradientEstimator, learning/estimator.py)"
+        )
+    if (rule.T, rule.K) != (T, K):
+        raise ConfigError(
+            f"algorithm={path!r} built with T={T}, K={K} has T={rule.T}, K={rule.K}: a rule "
+            "keeps the model's T and K (the guard and the GDU callback read them there)"
+        )
+    return rule
 
 
 def real_nudges(rule: GradientEstimator, step: int) -> tuple[tuple[float, ...], bool]:

@@ -1,0 +1,96 @@
+"""A learning rule of the user's own, outside the package: ``algorithm: package.module.Class``
+(``learning.rules.user_rule``), from Python and from the CLI."""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from eqprop_lightning.cli import main
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning.rules import RULES
+from eqprop_lightning.module import Algorithm, EqPropModule
+from eqprop_lightning.nets import PrototypicalFC
+from tests.plugin_rules import HalfNudgeEP, RecordingBPTT
+from tests.test_cli import config, shrink
+
+SIZES = [10, 8, 12]
+
+
+def trained(algorithm: str, beta: float | None) -> EqPropModule:
+    """A small net trained for one epoch of two batches with ``algorithm``."""
+    torch.manual_seed(0)
+    model = EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=beta)
+    gen = torch.Generator().manual_seed(1)
+    data = [
+        (torch.rand(4, SIZES[-1], generator=gen), F.one_hot(torch.arange(4) + i, 10).float())
+        for i in range(2)
+    ]
+    trainer = L.Trainer(
+        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(data, batch_size=None))
+    return model
+
+
+def test_the_builtin_names_are_the_modules_choices() -> None:
+    assert set(typing.get_args(Algorithm)) == set(RULES)
+
+
+def test_a_rule_built_on_ours_trains_as_it_is_written() -> None:
+    """HalfNudgeEP at beta 0.4 is EP at beta 0.2, to the bit, and not EP at 0.4."""
+    ours = trained("tests.plugin_rules.HalfNudgeEP", beta=0.4)
+    assert isinstance(ours.rule, HalfNudgeEP) and ours.rule.beta == 0.2
+    same = trained("ep", beta=0.2).state_dict()
+    other = trained("ep", beta=0.4).state_dict()
+    for name, weight in ours.state_dict().items():
+        assert torch.equal(weight, same[name]), name
+    assert any(not torch.equal(w, other[n]) for n, w in ours.state_dict().items())
+
+
+def test_a_rule_from_scratch_is_called_at_each_step() -> None:
+    ours = trained("tests.plugin_rules.RecordingBPTT", beta=None)
+    assert isinstance(ours.rule, RecordingBPTT) and ours.rule.steps == [0, 1]
+    bptt = trained("bptt", beta=None).state_dict()
+    for name, weight in ours.state_dict().items():
+        assert torch.equal(weight, bptt[name]), name
+
+
+@pytest.mark.parametrize(
+    "algorithm, options, match",
+    [
+        ("contrastive", {}, r"algorithm='contrastive' is not supported; choose one of \['ep'"),
+        ("tests.plugin_rules.Nope", {}, "does not import as a class.*AttributeError"),
+        ("nosuchpackage.Rule", {}, "does not import as a class.*ModuleNotFoundError"),
+        ("tests.plugin_rules.NotARule", {}, "not a learning rule: it lacks K, continual, __call"),
+        ("tests.plugin_rules.OwnT", {}, "built with T=6, K=2 has T=12, K=2"),
+        ("tests.plugin_rules.NoBeta", {}, r"NoBeta\(T=6, K=2, beta=None\) failed .*'beta'"),
+        ("tests.plugin_rules.HalfNudgeEP", {"nudging": "symmetric"}, "applies to algorithm 'ep'"),
+    ],
+)
+def test_a_rule_that_cannot_be_built_is_named(algorithm: str, options: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, **options)
+
+
+def test_the_cli_trains_with_it_and_its_checkpoint_loads_it(
+    fake_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["eqprop"])
+    path = "tests.plugin_rules.HalfNudgeEP"
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, 1), "--model.algorithm", path])
+    run_dir = tmp_path / "runs" / "p1h" / "version_0"
+    assert json.loads((run_dir / "results.json").read_text())["algorithm"] == path
+    model = EqPropModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert isinstance(model.rule, HalfNudgeEP)
+    assert model.rule.beta == model.hparams.beta / 2
