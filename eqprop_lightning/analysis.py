@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from eqprop_lightning.io import write_json_atomic
-from eqprop_lightning.learning import GradientEstimator
+from eqprop_lightning.learning import EquilibriumProp, GradientEstimator
 from eqprop_lightning.learning.gdu import (
     GDUResult,
     estimate_errors,
@@ -133,9 +133,8 @@ def summary_metrics(summary: dict) -> dict[str, float]:
 
 
 def rule_name(rule: GradientEstimator) -> str:
-    """``ep/<nudging>`` for EP, else the rule's class name."""
-    nudging = getattr(rule, "nudging", None)
-    return f"ep/{nudging}" if nudging else type(rule).__name__
+    """``ep/<nudging>`` for EP, else the rule's class name (also for a subclass of EP's)."""
+    return f"ep/{rule.nudging}" if type(rule) is EquilibriumProp else type(rule).__name__
 
 
 def rmse_report(summary: dict) -> str:

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from eqprop_lightning.analysis import rule_name
 from eqprop_lightning.cli import main
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import EquilibriumProp
 from eqprop_lightning.learning.rules import RULES
 from eqprop_lightning.module import Algorithm, EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
@@ -63,6 +65,13 @@ def test_a_rule_from_scratch_is_called_at_each_step() -> None:
     bptt = trained("bptt", beta=None).state_dict()
     for name, weight in ours.state_dict().items():
         assert torch.equal(weight, bptt[name]), name
+
+
+def test_the_gdu_analysis_names_it_by_its_class() -> None:
+    """Its estimate's error against BPTT is reported under its own name, not EP's."""
+    assert rule_name(EquilibriumProp(6, 2, 0.4)) == "ep/positive"
+    assert rule_name(HalfNudgeEP(6, 2, 0.4)) == "HalfNudgeEP"
+    assert rule_name(RecordingBPTT(6, 2, None)) == "RecordingBPTT"
 
 
 @pytest.mark.parametrize(
