@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from eqprop_lightning.analysis import rule_name
+from eqprop_lightning.callbacks import GDUCallback
 from eqprop_lightning.cli import main
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import EquilibriumProp
@@ -23,11 +24,12 @@ from eqprop_lightning.module import Algorithm, EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
 from tests.plugin_rules import HalfNudgeEP, RecordingBPTT
 from tests.test_cli import config, shrink
+from tests.test_rule_options import Recorder
 
 SIZES = [10, 8, 12]
 
 
-def trained(algorithm: str, beta: float | None) -> EqPropModule:
+def trained(algorithm: str, beta: float | None, callbacks=(), logger=False) -> EqPropModule:
     """A small net trained for one epoch of two batches with ``algorithm``."""
     torch.manual_seed(0)
     model = EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=beta)
@@ -37,8 +39,9 @@ def trained(algorithm: str, beta: float | None) -> EqPropModule:
         for i in range(2)
     ]
     trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        max_epochs=1, accelerator="cpu", logger=logger, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        callbacks=list(callbacks),
     )  # fmt: skip
     trainer.fit(model, DataLoader(data, batch_size=None))
     return model
@@ -65,6 +68,19 @@ def test_a_rule_from_scratch_is_called_at_each_step() -> None:
     bptt = trained("bptt", beta=None).state_dict()
     for name, weight in ours.state_dict().items():
         assert torch.equal(weight, bptt[name]), name
+
+
+def test_the_gdu_callback_measures_it_against_bptt() -> None:
+    """RecordingBPTT is BPTT: the callback finds its estimate's error 0 at every step."""
+    recorder = Recorder()
+    gdu = GDUCallback(every_n_steps=1, beta=0.1, figures=False)
+    trained("tests.plugin_rules.RecordingBPTT", None, [gdu], recorder)
+    errors = {
+        step: {k: v for k, v in logged.items() if k.startswith("gdu/estimate_error/bptt/")}
+        for step, logged in recorder.metrics.items()
+    }
+    zero = {"gdu/estimate_error/bptt/W01": 0.0, "gdu/estimate_error/bptt/W1x": 0.0}
+    assert errors == {1: zero, 2: zero}
 
 
 def test_the_gdu_analysis_names_it_by_its_class() -> None:
