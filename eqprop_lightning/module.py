@@ -114,7 +114,8 @@ class EqPropModule(L.LightningModule):
             steps, so that ``global_step`` counts ``K`` per batch), ``bptt`` or ``rbp``
             (recurrent backpropagation, the implicit gradient at the free fixed point), or the
             import path of a rule of your own, ``package.module.Class``, built as
-            ``Class(T=T, K=K, beta=beta)`` (:func:`~eqprop_lightning.learning.rules.user_rule`).
+            ``Class(T=T, K=K, beta=beta, **rule_args)``
+            (:func:`~eqprop_lightning.learning.rules.user_rule`).
         T: free-phase steps.
         K: nudged-phase steps (EP), tracked steps (BPTT) or adjoint iterations (RBP).
         beta: nudging strength; required by EP and continual EP, None for BPTT and RBP.
@@ -148,6 +149,8 @@ class EqPropModule(L.LightningModule):
         compile: run the relaxations' step through ``torch.compile`` (inductor on CPU, CUDA
             graphs on CUDA; eager with a warning where compilation fails), see
             :mod:`eqprop_lightning.learning.compiled`.
+        rule_args: the options of a rule of your own (``algorithm: package.module.Class``)
+            other than ``T``, ``K`` and ``beta``, e.g. ``{"scale": 0.5}``; None for ours.
     """
 
     def __init__(
@@ -168,6 +171,7 @@ class EqPropModule(L.LightningModule):
         compile: bool = False,
         loss: Literal["mse", "cross_entropy"] = "mse",
         readout_classes: int | None = None,
+        rule_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         with warnings.catch_warnings():  # its advice, to ignore a module, is followed below
@@ -188,6 +192,7 @@ class EqPropModule(L.LightningModule):
             compile,
             loss,
             readout_classes,
+            rule_args,
             seed=run_seed() or 0,  # the run's seed_everything
         )
         net = self.net

@@ -9,11 +9,12 @@ from eqprop_lightning.learning import EquilibriumProp, Estimate, TruncatedBPTT
 from eqprop_lightning.nets import Net
 
 
-class HalfNudgeEP(EquilibriumProp):
-    """EP nudged with half the model's ``beta``: a rule built on one of ours."""
+class ScaledNudgeEP(EquilibriumProp):
+    """EP nudged with ``scale`` times the model's ``beta``: a rule built on one of ours, with an
+    option of its own (``model.rule_args``)."""
 
-    def __init__(self, T: int, K: int, beta: float) -> None:
-        super().__init__(T, K, beta / 2)
+    def __init__(self, T: int, K: int, beta: float, scale: float = 0.5) -> None:
+        super().__init__(T, K, scale * beta)
 
 
 class RecordingBPTT:

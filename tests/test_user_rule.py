@@ -22,17 +22,21 @@ from eqprop_lightning.learning import EquilibriumProp
 from eqprop_lightning.learning.rules import RULES
 from eqprop_lightning.module import Algorithm, EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
-from tests.plugin_rules import HalfNudgeEP, RecordingBPTT
+from tests.plugin_rules import RecordingBPTT, ScaledNudgeEP
 from tests.test_cli import config, shrink
 from tests.test_rule_options import Recorder
 
 SIZES = [10, 8, 12]
 
 
-def trained(algorithm: str, beta: float | None, callbacks=(), logger=False) -> EqPropModule:
+def trained(
+    algorithm: str, beta: float | None, callbacks=(), logger=False, **options
+) -> EqPropModule:
     """A small net trained for one epoch of two batches with ``algorithm``."""
     torch.manual_seed(0)
-    model = EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=beta)
+    model = EqPropModule(
+        PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=beta, **options
+    )
     gen = torch.Generator().manual_seed(1)
     data = [
         (torch.rand(4, SIZES[-1], generator=gen), F.one_hot(torch.arange(4) + i, 10).float())
@@ -52,13 +56,16 @@ def test_the_builtin_names_are_the_modules_choices() -> None:
 
 
 def test_a_rule_built_on_ours_trains_as_it_is_written() -> None:
-    """HalfNudgeEP at beta 0.4 is EP at beta 0.2, to the bit, and not EP at 0.4."""
-    ours = trained("tests.plugin_rules.HalfNudgeEP", beta=0.4)
-    assert isinstance(ours.rule, HalfNudgeEP) and ours.rule.beta == 0.2
-    same = trained("ep", beta=0.2).state_dict()
+    """ScaledNudgeEP at beta 0.4 is EP at beta 0.2 (its default scale 0.5) and at 0.1 with
+    rule_args {"scale": 0.25}, to the bit, and not EP at 0.4."""
+    path = "tests.plugin_rules.ScaledNudgeEP"
+    for rule_args, beta in ((None, 0.2), ({"scale": 0.25}, 0.1)):
+        ours = trained(path, beta=0.4, rule_args=rule_args)
+        assert isinstance(ours.rule, ScaledNudgeEP) and ours.rule.beta == beta
+        same = trained("ep", beta=beta).state_dict()
+        for name, weight in ours.state_dict().items():
+            assert torch.equal(weight, same[name]), name
     other = trained("ep", beta=0.4).state_dict()
-    for name, weight in ours.state_dict().items():
-        assert torch.equal(weight, same[name]), name
     assert any(not torch.equal(w, other[n]) for n, w in ours.state_dict().items())
 
 
@@ -86,7 +93,7 @@ def test_the_gdu_callback_measures_it_against_bptt() -> None:
 def test_the_gdu_analysis_names_it_by_its_class() -> None:
     """Its estimate's error against BPTT is reported under its own name, not EP's."""
     assert rule_name(EquilibriumProp(6, 2, 0.4)) == "ep/positive"
-    assert rule_name(HalfNudgeEP(6, 2, 0.4)) == "HalfNudgeEP"
+    assert rule_name(ScaledNudgeEP(6, 2, 0.4)) == "ScaledNudgeEP"
     assert rule_name(RecordingBPTT(6, 2, None)) == "RecordingBPTT"
 
 
@@ -98,13 +105,20 @@ def test_the_gdu_analysis_names_it_by_its_class() -> None:
         ("nosuchpackage.Rule", {}, "does not import as a class.*ModuleNotFoundError"),
         ("tests.plugin_rules.NotARule", {}, "not a learning rule: it lacks K, continual, __call"),
         ("tests.plugin_rules.OwnT", {}, "built with T=6, K=2 has T=12, K=2"),
-        ("tests.plugin_rules.NoBeta", {}, r"NoBeta\(T=6, K=2, beta=None\) failed .*'beta'"),
-        ("tests.plugin_rules.HalfNudgeEP", {"nudging": "symmetric"}, "applies to algorithm 'ep'"),
+        ("tests.plugin_rules.NoBeta", {}, r"NoBeta\(T=6, K=2, beta=0.1\) failed .*'beta'"),
+        ("tests.plugin_rules.ScaledNudgeEP", {"nudging": "symmetric"}, "applies to algorithm 'ep'"),
+        ("ep", {"rule_args": {"scale": 2}}, "rule_args={'scale': 2} applies to a rule of your"),
+        ("tests.plugin_rules.ScaledNudgeEP", {"rule_args": {"K": 3}}, "without T, K or beta"),
+        (
+            "tests.plugin_rules.ScaledNudgeEP",
+            {"rule_args": {"shift": 1}},
+            r"ScaledNudgeEP\(T=6, K=2, beta=0.1, shift=1\) failed .*'shift'",
+        ),
     ],
 )
 def test_a_rule_that_cannot_be_built_is_named(algorithm: str, options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, **options)
+        EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=0.1, **options)
 
 
 def test_the_cli_trains_with_it_and_its_checkpoint_loads_it(
@@ -112,10 +126,12 @@ def test_the_cli_trains_with_it_and_its_checkpoint_loads_it(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["eqprop"])
-    path = "tests.plugin_rules.HalfNudgeEP"
-    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, 1), "--model.algorithm", path])
+    path = "tests.plugin_rules.ScaledNudgeEP"
+    ours = ["--model.algorithm", path, "--model.rule_args", '{"scale": 0.25}']
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, 1), *ours])
     run_dir = tmp_path / "runs" / "p1h" / "version_0"
     assert json.loads((run_dir / "results.json").read_text())["algorithm"] == path
     model = EqPropModule.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
-    assert isinstance(model.rule, HalfNudgeEP)
-    assert model.rule.beta == model.hparams.beta / 2
+    assert isinstance(model.rule, ScaledNudgeEP)
+    assert model.hparams.rule_args == {"scale": 0.25}
+    assert model.rule.beta == model.hparams.beta * 0.25

@@ -5,6 +5,7 @@ build from a config without Lightning (:func:`net_and_rule`)."""
 from __future__ import annotations
 
 import pkgutil
+from typing import Any
 
 from torch import nn
 
@@ -30,11 +31,17 @@ def make_rule(
     holomorphic_points: int | None = None,
     seed: int = 0,
     net: nn.Module | None = None,
+    rule_args: dict[str, Any] | None = None,
 ) -> GradientEstimator:
     """The learning rule named by ``algorithm``: ``ep`` (with the ``nudging`` scheme, default
     ``positive``; ``seed`` seeds random-sign nudging), ``cep`` (continual EP), ``bptt``, ``rbp``,
-    or the import path of a rule of your own (:func:`user_rule`). With ``net``, a scheme the net
-    cannot run (holomorphic nudges of a clamped net) is rejected here."""
+    or the import path of a rule of your own, with its ``rule_args`` (:func:`user_rule`). With
+    ``net``, a scheme the net cannot run (holomorphic nudges of a clamped net) is rejected here."""
+    if rule_args is not None and algorithm in RULES:
+        raise ConfigError(
+            f"rule_args={rule_args!r} applies to a rule of your own (model.algorithm "
+            f"package.module.Class), not {algorithm!r}: set model.rule_args null"
+        )
     if algorithm == "ep":
         rule = EquilibriumProp(T, K, beta, nudging or "positive", holomorphic_points, seed)
         if net is not None and rule.nudging == "holomorphic":
@@ -51,7 +58,7 @@ def make_rule(
     if algorithm == "cep":
         return ContinualEP(T, K, beta)
     if algorithm not in RULES:
-        return user_rule(algorithm, T, K, beta)
+        return user_rule(algorithm, T, K, beta, rule_args or {})
     if beta is not None:  # bptt, rbp: no nudge
         raise ConfigError(
             f"beta={beta} does not apply to algorithm {algorithm!r} (it has no nudge): "
@@ -60,10 +67,18 @@ def make_rule(
     return RecurrentBackprop(T, K) if algorithm == "rbp" else TruncatedBPTT(T, K)
 
 
-def user_rule(path: str, T: int, K: int, beta: float | None) -> GradientEstimator:
+def user_rule(
+    path: str, T: int, K: int, beta: float | None, rule_args: dict[str, Any]
+) -> GradientEstimator:
     """A rule of your own: the class at ``path`` (``package.module.Class``, imported as a
-    config's ``class_path`` is), built as ``Class(T=T, K=K, beta=beta)`` from the model's
-    settings; its instance implements :class:`GradientEstimator` with these ``T`` and ``K``."""
+    config's ``class_path`` is), built as ``Class(T=T, K=K, beta=beta, **rule_args)`` from the
+    model's settings; its instance implements :class:`GradientEstimator` with these ``T`` and
+    ``K``."""
+    if not isinstance(rule_args, dict) or {"T", "K", "beta"} & set(rule_args):
+        raise ConfigError(
+            f"rule_args={rule_args!r} must be a mapping of the rule's own options, without T, "
+            "K or beta (they are model.T, model.K and model.beta)"
+        )
     try:
         cls = pkgutil.resolve_name(path)
     except (ImportError, AttributeError, ValueError) as error:
@@ -71,12 +86,13 @@ def user_rule(path: str, T: int, K: int, beta: float | None) -> GradientEstimato
             f"algorithm={path!r} is not one of {list(RULES)} and does not import as a class "
             f"({type(error).__name__}: {error})"
         ) from None
+    options = "".join(f", {k}={v!r}" for k, v in rule_args.items())
     try:
-        rule = cls(T=T, K=K, beta=beta)
+        rule = cls(T=T, K=K, beta=beta, **rule_args)
     except TypeError as error:
         raise ConfigError(
-            f"algorithm={path!r}: {path}(T={T}, K={K}, beta={beta}) failed ({error}); a rule of "
-            "your own is built from model.T, model.K and model.beta"
+            f"algorithm={path!r}: {path}(T={T}, K={K}, beta={beta}{options}) failed ({error}); "
+            "a rule of your own is built from model.T, model.K, model.beta and model.rule_args"
         ) from None
     members = GradientEstimator.__annotations__  # T, K, continual; and a call
     missing = [name for name in members if not hasattr(rule, name)]
@@ -174,6 +190,7 @@ def net_and_rule(
     compile: bool = False,
     loss: str = "mse",
     readout_classes: int | None = None,
+    rule_args: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> tuple[nn.Module, GradientEstimator]:
     """The net as it is trained (inside a softmax readout of ``readout_classes`` logits for
@@ -191,5 +208,7 @@ def net_and_rule(
     check_flag("compile", compile)
     net = SoftmaxReadout(net, readout_classes) if loss == "cross_entropy" else net
     compile_dynamics(net, compile)
-    rule = make_rule(algorithm, T, K, beta, nudging, holomorphic_points, seed=seed, net=net)
+    rule = make_rule(
+        algorithm, T, K, beta, nudging, holomorphic_points, seed, net, rule_args=rule_args
+    )
     return net, rule
