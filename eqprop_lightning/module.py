@@ -40,8 +40,6 @@ try:  # Lightning's guard of load_from_checkpoint (private: a plain classmethod 
 except ImportError:  # pragma: no cover
     _restricted_classmethod = classmethod
 
-Algorithm = Literal["ep", "bptt", "rbp", "cep"]
-
 #: the cosine schedule's default final learning rate
 ETA_MIN = 1e-5
 
@@ -157,7 +155,7 @@ class EqPropModule(L.LightningModule):
         self,
         net: nn.Module,
         lrs: list[float],
-        algorithm: Algorithm | str = "ep",
+        algorithm: str = "ep",
         T: int = 40,
         K: int = 15,
         beta: float | None = None,
@@ -207,10 +205,11 @@ class EqPropModule(L.LightningModule):
             raise ConfigError(f"lrs={lrs} must all be finite and > 0")
         if optimizer not in ("sgd", "adam"):
             raise ConfigError(f"optimizer={optimizer!r} is not supported; choose 'sgd' or 'adam'")
-        if optimizer == "adam" and algorithm == "cep":
+        if optimizer == "adam" and self.rule.continual:
             raise ConfigError(
-                "optimizer='adam' with algorithm 'cep': continual EP's K per-step updates add up "
-                "to EP's update only under plain SGD (Adam rescales each of them); use 'sgd'"
+                f"optimizer='adam' with algorithm {algorithm!r}: continual EP's K per-step "
+                "updates add up to EP's update only under plain SGD (Adam rescales each of "
+                "them); use 'sgd'"
             )
         if cosine_t_max is not None and cosine_t_max < 1:
             raise ConfigError(f"cosine_t_max={cosine_t_max} must be a positive number of epochs")

@@ -150,14 +150,18 @@ def check_same_hparams(
     """Resuming ``ckpt_path`` (loaded as ``checkpoint``) with the ``model`` settings of ``here``:
     they must be the checkpoint's, else ``ConfigError`` naming each field that differs (Lightning
     would silently continue with the ones given, or the CLI with the checkpoint's)."""
-    saved = _flat(_settings(checkpoint.get("hyper_parameters")))
-    given = _flat(_settings(model))
+    saved, given = _settings(checkpoint.get("hyper_parameters")), _settings(model)
+    # a user rule's options, compared whole: None (older checkpoints have no key) is {}
+    rule_args = [h.pop("rule_args", None) or {} for h in (saved, given)]
+    saved, given = _flat(saved), _flat(given)
     if saved.get("algorithm") == given.get("algorithm") == "bptt":
         # checkpoints written before BPTT took no beta hold the config's unused beta/symmetric
         for unused in BPTT_UNUSED:
             saved.pop(unused, None)
             given.pop(unused, None)
     differ = _differences(saved, given, "model.", EXECUTION_ONLY)
+    if rule_args[0] != rule_args[1]:
+        differ.append(f"model.rule_args: {rule_args[0]!r} there, {rule_args[1]!r} here")
     if differ:
         fields = "; ".join(differ)
         raise ConfigError(

@@ -49,3 +49,11 @@ class OwnT(RecordingBPTT):
 
 class NoBeta(TruncatedBPTT):
     """Takes no ``beta``."""
+
+
+class Broken(RecordingBPTT):
+    """A bug of its own in ``__init__``."""
+
+    def __init__(self, T: int, K: int, beta: float | None) -> None:
+        super().__init__(T, K, beta)
+        len(T)  # TypeError: the class's, not the config's

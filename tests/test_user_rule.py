@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import sys
-import typing
 from pathlib import Path
 
 import lightning as L
@@ -19,9 +18,9 @@ from eqprop_lightning.callbacks import GDUCallback
 from eqprop_lightning.cli import main
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import EquilibriumProp
-from eqprop_lightning.learning.rules import RULES
-from eqprop_lightning.module import Algorithm, EqPropModule
+from eqprop_lightning.module import EqPropModule
 from eqprop_lightning.nets import PrototypicalFC
+from eqprop_lightning.validation import check_same_hparams
 from tests.plugin_rules import RecordingBPTT, ScaledNudgeEP
 from tests.test_cli import config, shrink
 from tests.test_rule_options import Recorder
@@ -49,10 +48,6 @@ def trained(
     )  # fmt: skip
     trainer.fit(model, DataLoader(data, batch_size=None))
     return model
-
-
-def test_the_builtin_names_are_the_modules_choices() -> None:
-    assert set(typing.get_args(Algorithm)) == set(RULES)
 
 
 def test_a_rule_built_on_ours_trains_as_it_is_written() -> None:
@@ -105,20 +100,63 @@ def test_the_gdu_analysis_names_it_by_its_class() -> None:
         ("nosuchpackage.Rule", {}, "does not import as a class.*ModuleNotFoundError"),
         ("tests.plugin_rules.NotARule", {}, "not a learning rule: it lacks K, continual, __call"),
         ("tests.plugin_rules.OwnT", {}, "built with T=6, K=2 has T=12, K=2"),
-        ("tests.plugin_rules.NoBeta", {}, r"NoBeta\(T=6, K=2, beta=0.1\) failed .*'beta'"),
+        ("tests.plugin_rules.NoBeta", {}, r"NoBeta\(T=6, K=2, beta=0.1\) does not match .*'beta'"),
+        ("tests.plugin_rules", {}, "'tests.plugin_rules' is a module, not a class"),
+        ("tests.test_user_rule.trained", {}, "is a function, not a class"),
         ("tests.plugin_rules.ScaledNudgeEP", {"nudging": "symmetric"}, "applies to algorithm 'ep'"),
         ("ep", {"rule_args": {"scale": 2}}, "rule_args={'scale': 2} applies to a rule of your"),
         ("tests.plugin_rules.ScaledNudgeEP", {"rule_args": {"K": 3}}, "without T, K or beta"),
         (
             "tests.plugin_rules.ScaledNudgeEP",
             {"rule_args": {"shift": 1}},
-            r"ScaledNudgeEP\(T=6, K=2, beta=0.1, shift=1\) failed .*'shift'",
+            r"ScaledNudgeEP\(T=6, K=2, beta=0.1, shift=1\) does not match .*'shift'",
         ),
     ],
 )
 def test_a_rule_that_cannot_be_built_is_named(algorithm: str, options: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=0.1, **options)
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"optimizer": "adam"}, "optimizer='adam' with algorithm 'eqprop_lightning.learning.Co"),
+        ({"loss": "cross_entropy"}, "loss=cross_entropy is not implemented for continual EP"),
+    ],
+)
+def test_a_continual_rule_is_checked_as_continual_ep(options: dict, match: str) -> None:
+    """The checks of continual EP go by the rule's ``continual``, not by the name 'cep'."""
+    with pytest.raises(ConfigError, match=match):
+        EqPropModule(
+            PrototypicalFC(SIZES), [0.1, 0.2], "eqprop_lightning.learning.ContinualEP",
+            T=6, K=2, beta=0.1, **options,
+        )  # fmt: skip
+
+
+def test_an_error_inside_the_rules_init_is_the_rules() -> None:
+    """A TypeError raised inside __init__ propagates with its traceback, not as a config
+    error about the arguments."""
+    with pytest.raises(TypeError, match="has no len"):
+        EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], "tests.plugin_rules.Broken", T=6, K=2)
+
+
+def test_empty_rule_args_are_none() -> None:
+    """``rule_args: {}`` (YAML's empty mapping) is accepted with our rules, as None is."""
+    assert EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], beta=0.1, rule_args={}).rule.beta == 0.1
+
+
+def test_a_resume_with_other_rule_args_is_refused() -> None:
+    """rule_args are compared whole: added, removed or changed, they are named."""
+    path = "tests.plugin_rules.ScaledNudgeEP"
+    saved = {"algorithm": path, "T": 6, "K": 2, "beta": 0.4, "rule_args": {"scale": 0.25}}
+    checkpoint = {"hyper_parameters": saved}
+    check_same_hparams("a.ckpt", checkpoint, dict(saved))
+    check_same_hparams("a.ckpt", {"hyper_parameters": {**saved, "rule_args": None}}, {
+        **saved, "rule_args": {}})  # fmt: skip
+    for given in (None, {"scale": 0.5}, {"scale": 0.25, "shift": 1}):
+        with pytest.raises(ConfigError, match=r"model.rule_args: \{'scale': 0.25\} there"):
+            check_same_hparams("a.ckpt", checkpoint, {**saved, "rule_args": given})
 
 
 def test_the_cli_trains_with_it_and_its_checkpoint_loads_it(

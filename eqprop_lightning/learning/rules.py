@@ -4,6 +4,7 @@ build from a config without Lightning (:func:`net_and_rule`)."""
 
 from __future__ import annotations
 
+import inspect
 import pkgutil
 from typing import Any
 
@@ -37,7 +38,7 @@ def make_rule(
     ``positive``; ``seed`` seeds random-sign nudging), ``cep`` (continual EP), ``bptt``, ``rbp``,
     or the import path of a rule of your own, with its ``rule_args`` (:func:`user_rule`). With
     ``net``, a scheme the net cannot run (holomorphic nudges of a clamped net) is rejected here."""
-    if rule_args is not None and algorithm in RULES:
+    if rule_args and algorithm in RULES:
         raise ConfigError(
             f"rule_args={rule_args!r} applies to a rule of your own (model.algorithm "
             f"package.module.Class), not {algorithm!r}: set model.rule_args null"
@@ -70,10 +71,10 @@ def make_rule(
 def user_rule(
     path: str, T: int, K: int, beta: float | None, rule_args: dict[str, Any]
 ) -> GradientEstimator:
-    """A rule of your own: the class at ``path`` (``package.module.Class``, imported as a
-    config's ``class_path`` is), built as ``Class(T=T, K=K, beta=beta, **rule_args)`` from the
+    """A rule of your own: the class at ``path`` (``package.module.Class``, imported by
+    :func:`pkgutil.resolve_name`), built as ``Class(T=T, K=K, beta=beta, **rule_args)`` from the
     model's settings; its instance implements :class:`GradientEstimator` with these ``T`` and
-    ``K``."""
+    ``K``. Errors raised inside the class's ``__init__`` are the class's, and propagate."""
     if not isinstance(rule_args, dict) or {"T", "K", "beta"} & set(rule_args):
         raise ConfigError(
             f"rule_args={rule_args!r} must be a mapping of the rule's own options, without T, "
@@ -86,14 +87,18 @@ def user_rule(
             f"algorithm={path!r} is not one of {list(RULES)} and does not import as a class "
             f"({type(error).__name__}: {error})"
         ) from None
-    options = "".join(f", {k}={v!r}" for k, v in rule_args.items())
+    if not inspect.isclass(cls):
+        raise ConfigError(f"algorithm={path!r} is a {type(cls).__name__}, not a class")
     try:
-        rule = cls(T=T, K=K, beta=beta, **rule_args)
+        inspect.signature(cls).bind(T=T, K=K, beta=beta, **rule_args)
     except TypeError as error:
+        options = "".join(f", {k}={v!r}" for k, v in rule_args.items())
         raise ConfigError(
-            f"algorithm={path!r}: {path}(T={T}, K={K}, beta={beta}{options}) failed ({error}); "
-            "a rule of your own is built from model.T, model.K, model.beta and model.rule_args"
+            f"algorithm={path!r}: {path}(T={T}, K={K}, beta={beta}{options}) does not match "
+            f"its signature ({error}); a rule of your own is built from model.T, model.K, "
+            "model.beta and model.rule_args"
         ) from None
+    rule = cls(T=T, K=K, beta=beta, **rule_args)
     members = GradientEstimator.__annotations__  # T, K, continual; and a call
     missing = [name for name in members if not hasattr(rule, name)]
     missing += [] if callable(rule) else ["__call__"]
@@ -143,11 +148,10 @@ def nudging_option(algorithm: str, nudging: str | None, symmetric: bool) -> str 
 LOSSES = ("mse", "cross_entropy")
 
 
-def check_loss(
-    loss: str, algorithm: str, nudging: str | None, readout_classes: int | None = None
-) -> None:
-    """``mse`` for every rule; ``cross_entropy`` for EP (real nudges), BPTT and RBP, with
-    ``readout_classes`` (a positive number of logits, or None: as many as output units)."""
+def check_loss(loss: str, nudging: str | None, readout_classes: int | None = None) -> None:
+    """``mse`` for every rule; ``cross_entropy`` for EP (real nudges), BPTT, RBP and any rule
+    that is not continual (:func:`net_and_rule` checks that), with ``readout_classes`` (a
+    positive number of logits, or None: as many as output units)."""
     if loss not in LOSSES:
         raise ConfigError(f"loss={loss!r} is not supported; choose one of {list(LOSSES)}")
     if loss == "mse":
@@ -165,11 +169,6 @@ def check_loss(
         raise ConfigError(
             f"readout_classes={readout_classes!r} must be an integer >= 2 (the readout's logits) "
             "or null (as many as the net's output units)"
-        )
-    if algorithm == "cep":
-        raise ConfigError(
-            "loss=cross_entropy is not implemented for continual EP (its per-step update has no "
-            "readout term): use loss mse, or algorithm ep, bptt or rbp"
         )
     if nudging == "holomorphic":
         raise ConfigError(
@@ -204,11 +203,17 @@ def net_and_rule(
         )
     check_flag("symmetric", symmetric)
     nudging = nudging_option(algorithm, nudging, symmetric)
-    check_loss(loss, algorithm, nudging, readout_classes)
+    check_loss(loss, nudging, readout_classes)
     check_flag("compile", compile)
     net = SoftmaxReadout(net, readout_classes) if loss == "cross_entropy" else net
     compile_dynamics(net, compile)
     rule = make_rule(
         algorithm, T, K, beta, nudging, holomorphic_points, seed, net, rule_args=rule_args
     )
+    if loss == "cross_entropy" and rule.continual:
+        raise ConfigError(
+            f"loss=cross_entropy is not implemented for continual EP (algorithm {algorithm!r} is "
+            "continual: its per-step update has no readout term): use loss mse, or a rule that "
+            "is not continual (ep, bptt, rbp)"
+        )
     return net, rule
