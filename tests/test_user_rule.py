@@ -7,11 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from eqprop_lightning.analysis import rule_name
 from eqprop_lightning.callbacks import GDUCallback
@@ -23,31 +20,15 @@ from eqprop_lightning.nets import PrototypicalFC
 from eqprop_lightning.validation import check_same_hparams
 from tests.plugin_rules import RecordingBPTT, ScaledNudgeEP
 from tests.test_cli import config, shrink
-from tests.test_rule_options import Recorder
-
-SIZES = [10, 8, 12]
+from tests.test_rule_options import SIZES, Recorder, fit, model
 
 
-def trained(
-    algorithm: str, beta: float | None, callbacks=(), logger=False, **options
-) -> EqPropModule:
-    """A small net trained for one epoch of two batches with ``algorithm``."""
-    torch.manual_seed(0)
-    model = EqPropModule(
-        PrototypicalFC(SIZES), [0.1, 0.2], algorithm, T=6, K=2, beta=beta, **options
-    )
-    gen = torch.Generator().manual_seed(1)
-    data = [
-        (torch.rand(4, SIZES[-1], generator=gen), F.one_hot(torch.arange(4) + i, 10).float())
-        for i in range(2)
-    ]
-    trainer = L.Trainer(
-        max_epochs=1, accelerator="cpu", logger=logger, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        callbacks=list(callbacks),
-    )  # fmt: skip
-    trainer.fit(model, DataLoader(data, batch_size=None))
-    return model
+def trained(algorithm: str, beta: float | None, callbacks=(), logger=False, **options):
+    """A small net trained for one epoch of two batches with ``algorithm`` (the helpers of
+    ``test_rule_options``)."""
+    module = model(algorithm=algorithm, beta=beta, **options)
+    fit(module, callbacks=callbacks, logger=logger)
+    return module
 
 
 def test_a_rule_built_on_ours_trains_as_it_is_written() -> None:
