@@ -126,8 +126,14 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_checkpoint(trainer, self.format_checkpoint_name({}))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._cut_short:
-            super().on_train_epoch_end(trainer, pl_module)
+        """Every epoch's end is saved: Lightning saves at the evaluation's end where there is
+        one, and leaves an end without one (``check_val_every_n_epoch > 1``, evaluations inside
+        the epoch only) in no checkpoint; this saves it."""
+        if self._cut_short:
+            return
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):  # no save at this step yet
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_sigterm()

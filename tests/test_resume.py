@@ -286,14 +286,14 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     assert torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
-@pytest.mark.parametrize(("again", "saved_step"), [(False, 5 + 2), (True, 4)])
+@pytest.mark.parametrize(("again", "saved_step"), [(False, 5 + 2), (True, 5)])
 def test_a_stop_during_a_mid_epoch_evaluation_waits_for_its_end(
     fake_mnist, tmp_path, monkeypatch, caplog, again, saved_step
 ):
     """With an evaluation every 2 training batches (none at the epoch's end), a first SIGTERM
     during epoch 1's first evaluation stops after it, inside the epoch, and saves there; a
-    second one stops inside the evaluation and keeps epoch 0's last evaluation checkpoint
-    (after its 4th batch). Either resumes to the uninterrupted run's weights."""
+    second one stops inside the evaluation and keeps epoch 0's checkpoint (at its end, after its
+    5th batch). Either resumes to the uninterrupted run's weights."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
     args = [
@@ -811,3 +811,20 @@ def test_an_epoch_saved_at_its_evaluation_keeps_its_results_entry(
 
     assert numbers(resumed) == numbers(straight)
     assert [e["test_error"] is None for e in straight] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    "evaluation",
+    [["--trainer.check_val_every_n_epoch", "2"], ["--trainer.val_check_interval", "2"]],
+)
+def test_every_epoch_end_is_saved_without_an_evaluation_there(
+    fake_mnist, tmp_path, monkeypatch, evaluation
+):
+    """An epoch whose end has no evaluation (every second epoch evaluated, or evaluations every
+    2 of its 5 batches) is saved at its end too: after 3 epochs, last.ckpt holds the third, all
+    15 steps."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    main([*small_fit(fake_mnist), "--trainer.max_epochs", "3", *evaluation])
+    saved = torch.load(tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (2, 15)
