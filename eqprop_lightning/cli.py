@@ -45,11 +45,11 @@ from eqprop_lightning.validation import (
     check_same_data,
     check_same_evaluation,
     check_same_hparams,
-    check_same_seed,
     check_training_state,
     checkpoint_hparams,
     newest_last_checkpoint,
     read_checkpoint,
+    resume_seed,
 )
 
 EXTRA_COMMANDS = (
@@ -152,7 +152,10 @@ class EqPropCLI(LightningCLI):
             saved = read_checkpoint(ckpt_path)
             check_same_hparams(ckpt_path, saved, config.model.as_dict())
             check_same_data(ckpt_path, saved, config.data.as_dict())
-            check_same_seed(ckpt_path, config.get("seed_everything"))
+            seed = resume_seed(ckpt_path, saved, config.get("seed_everything"))
+            if seed != config.get("seed_everything"):
+                rank_zero_info(f"resuming with the run's seed_everything={seed}")
+                config.seed_everything = seed
         else:
             model = config.model.as_dict()
             check_same_evaluation(ckpt_path, read_checkpoint(ckpt_path), model, subcommand)

@@ -27,7 +27,7 @@ from eqprop_lightning.learning import (
 )
 from eqprop_lightning.learning.phases import free_phase
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
-from eqprop_lightning.rng import capture_rng_states, restore_rng_states, run_seed
+from eqprop_lightning.rng import SEED_KEY, capture_rng_states, restore_rng_states, run_seed
 from eqprop_lightning.validation import (
     check_net_fits_data,
     check_same_data,
@@ -356,15 +356,16 @@ class EqPropModule(L.LightningModule):
         """Never write non-finite weights, so that the last checkpoint is a good one (an update
         at the end of an epoch is checked here, the others by the next batch's :meth:`guard`);
         store the torch, Python and NumPy random states, so that whatever draws from them while
-        training draws in a resumed run as in an uninterrupted one (the training order and the
-        random signs have generators of their own). Under DDP, where every rank saves (rank 0
-        writes), the epoch's running means are stored summed over the ranks."""
+        training draws in a resumed run as in an uninterrupted one, and the run's seed, from
+        which the training order and the random signs are drawn. Under DDP, where every rank
+        saves (rank 0 writes), the epoch's running means are stored summed over the ranks."""
         if (label := first_nonfinite_weight(self.net)) is not None:
             raise DivergenceError(
                 f"training diverged at epoch {self.current_epoch + 1} (global step "
                 f"{self.global_step}): weight {label} is not finite; not saved"
             )
         checkpoint[RNG_KEY] = capture_rng_states()
+        checkpoint[SEED_KEY] = run_seed()
         if self.trainer.world_size > 1:
             state = checkpoint["state_dict"]
             for key in self._running_sum_keys(state):

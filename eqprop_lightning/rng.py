@@ -1,8 +1,9 @@
 """The run's seed, and the torch, Python and NumPy random states as checkpoints store them for
 an exact resume.
 
-They are kept as tensors and tuples, so that checkpoints still load with
-``torch.load(weights_only=True)``; checkpoints hold them under ``checkpoint["rng_states"]``.
+Checkpoints keep the seed under ``checkpoint["seed_everything"]`` and the random states under
+``checkpoint["rng_states"]``, as tensors and tuples, so that they still load with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import torch
 
 #: The checkpoint key of the random states (older checkpoints use the same).
 CHECKPOINT_KEY = "rng_states"
+#: The checkpoint key of the run's seed (checkpoints written before 2026-12-07 have none).
+SEED_KEY = "seed_everything"
 
 
 def run_seed() -> int | None:

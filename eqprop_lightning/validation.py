@@ -12,6 +12,7 @@ import yaml
 from torch import nn
 
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.rng import SEED_KEY
 
 #: Names that Lightning resolves itself instead of a checkpoint path.
 LIGHTNING_CKPT_NAMES = ("best", "last", "hpc", "registry")
@@ -282,20 +283,26 @@ def newest_last_checkpoint(run_root: Path, model) -> Path:
     return ours[-1]
 
 
-def check_same_seed(ckpt_path: str | Path, seed: object) -> None:
-    """Resuming ``ckpt_path`` with ``seed_everything`` ``seed``: a run directory's checkpoint
-    (``<run>/checkpoints/``) must resume with the seed in the run's ``config.yaml``, else
-    ``ConfigError`` (the run would go on under the other seed and record it as its own)."""
+def resume_seed(ckpt_path: str | Path, saved: dict, seed: object) -> object:
+    """The ``seed_everything`` to resume ``ckpt_path`` with: the run's own (the checkpoint's
+    ``"seed_everything"``, else ``<run>/config.yaml``'s for checkpoints written before it was
+    stored) where ``seed`` draws one (true or null); ``ConfigError`` for another integer or
+    false, under which the run would go on with another training order, split and random signs,
+    and record that seed as its own."""
+    started = _integer(saved.get(SEED_KEY))
     run_config = Path(ckpt_path).parent.parent / "config.yaml"
-    if _integer(seed) is None or not run_config.is_file():
-        return
-    started = _integer((yaml.safe_load(run_config.read_text()) or {}).get("seed_everything"))
-    if started is not None and started != seed:
-        raise ConfigError(
-            f"ckpt_path={str(ckpt_path)!r} belongs to a run started with seed_everything="
-            f"{started} ({run_config}), and this command has {seed}: resume it with "
-            f"--seed_everything {started}, or start a new run"
-        )
+    if started is None and run_config.is_file():
+        started = _integer((yaml.safe_load(run_config.read_text()) or {}).get("seed_everything"))
+    if started is None or seed == started and _integer(seed) is not None:
+        return seed
+    if seed is True or seed is None:
+        return started
+    source = "the checkpoint" if _integer(saved.get(SEED_KEY)) is not None else run_config
+    raise ConfigError(
+        f"ckpt_path={str(ckpt_path)!r} belongs to a run started with seed_everything="
+        f"{started} ({source}), and this command has {seed}: resume it with "
+        f"--seed_everything {started}, or start a new run"
+    )
 
 
 def _integer(value: object) -> int | None:

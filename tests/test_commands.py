@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import lightning.pytorch as pl
 import pytest
 import torch
+import yaml
 from lightning.pytorch.utilities import rank_zero_only
 
 from eqprop_lightning.callbacks import PredictionWriter
@@ -24,8 +25,8 @@ from eqprop_lightning.resources import config_names, packaged
 from eqprop_lightning.validation import (
     check_same_data,
     check_same_hparams,
-    check_same_seed,
     newest_last_checkpoint,
+    resume_seed,
 )
 from tests.test_cli import config, shrink
 
@@ -297,7 +298,7 @@ def test_resuming_with_another_seed_is_refused(fake_mnist: Path, in_tmp: Path, c
     line = _error_line([*resume, "--seed_everything", "3"], capsys)
     assert line == (
         "eqprop: error: ckpt_path='runs/p1h/version_0/checkpoints/last.ckpt' belongs to a run "
-        "started with seed_everything=0 (runs/p1h/version_0/config.yaml), and this command has 3: "
+        "started with seed_everything=0 (the checkpoint), and this command has 3: "
         "resume it with --seed_everything 0, or start a new run"
     )
     assert (run / "results.json").read_bytes() == before
@@ -461,16 +462,47 @@ def test_data_settings_check_lets_a_run_resume_with_its_data_elsewhere(
         check_same_data("run.ckpt", ckpt, other)
 
 
-def test_seed_check_compares_integer_seeds_only(tmp_path: Path) -> None:
-    """``--seed_everything true`` (draw a seed) or null gives no seed to compare with the
-    run's config.yaml; an integer seed must be the run's."""
-
-    (tmp_path / "config.yaml").write_text("seed_everything: 0\n")
+def test_a_resume_keeps_the_runs_seed(tmp_path: Path) -> None:
+    """Where ``seed_everything`` would draw a seed (true, null), a resume takes the run's own:
+    the checkpoint's, else (checkpoints written before it was stored) its run's config.yaml's;
+    another integer, or false (no seeding), is refused, naming where the run's seed was read."""
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    for seed in (True, None, 0):
-        check_same_seed(ckpt, seed)
-    with pytest.raises(ConfigError, match="started with seed_everything=0"):
-        check_same_seed(ckpt, 3)
+    assert [resume_seed(ckpt, {}, seed) for seed in (True, None, 3, False)] == [
+        True,
+        None,
+        3,
+        False,
+    ]  # fmt: skip  (no seed of the run's anywhere: nothing to keep)
+    (tmp_path / "config.yaml").write_text("seed_everything: 0\n")
+    assert [resume_seed(ckpt, {}, seed) for seed in (True, None, 0)] == [0, 0, 0]
+    for seed in (3, False):
+        with pytest.raises(ConfigError, match=rf"seed_everything=0 \({tmp_path}/config.yaml\)"):
+            resume_seed(ckpt, {}, seed)
+    saved = {"seed_everything": 5}  # the checkpoint's seed is the run's, over config.yaml's
+    assert [resume_seed(ckpt, saved, seed) for seed in (True, None, 5)] == [5, 5, 5]
+    with pytest.raises(ConfigError, match=r"seed_everything=5 \(the checkpoint\).* has 0"):
+        resume_seed(ckpt, saved, 0)
+
+
+def test_resuming_a_run_whose_seed_was_drawn_keeps_it(
+    fake_mnist: Path, in_tmp: Path, monkeypatch, caplog
+) -> None:
+    """``--seed_everything true`` takes the seed of ``PL_GLOBAL_SEED`` (else 0); resuming with it
+    where that variable differs (another shell) goes on with the run's seed (its training order
+    and split), not the variable's, and says so."""
+    args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    main([*args, "--seed_everything", "true"])
+    run = in_tmp / "runs" / "p1h" / "version_0"
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["seed_everything"] == json.loads((run / "results.json").read_text())["seed"] == 7
+    monkeypatch.setenv("PL_GLOBAL_SEED", "3")
+    resume = ["--trainer.max_epochs", "2", "--ckpt_path", "last", "--seed_everything", "true"]
+    with caplog.at_level("INFO"):
+        main([*args, *resume])
+    assert "resuming with the run's seed_everything=7" in caplog.text
+    assert json.loads((run / "results.json").read_text())["seed"] == 7
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == 7
 
 
 def test_ckpt_path_last_is_the_newest_checkpoint_of_the_algorithm(tmp_path: Path) -> None:
