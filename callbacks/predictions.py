@@ -29,7 +29,8 @@ class PredictionWriter(BasePredictionWriter):
 
     def _file(self, trainer: L.Trainer) -> Path:
         """The file this rank writes."""
-        path = Path(self.path) if self.path else Path(trainer.log_dir) / "predictions.pt"
+        run_dir = trainer.log_dir or trainer.default_root_dir  # no logger: fast_dev_run, false
+        path = Path(self.path) if self.path else Path(run_dir) / "predictions.pt"
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         return path

@@ -36,12 +36,13 @@ class ResultsWriter(L.Callback):
     resume. A resumed run keeps the epochs it already has; one resumed at an epoch's end (its
     checkpoint written at the evaluation's end, as with ``check_val_every_n_epoch > 1``) keeps
     that epoch's entry, or writes it from the checkpoint's evaluation and running means.
+    ``fast_dev_run`` writes no file.
     """
 
     def __init__(self, filename: str = "results.json") -> None:
         self.filename = filename
         self.epochs: list[dict[str, Any]] = []
-        self.path = Path(filename)
+        self.path: Path | None = None  # <run dir>/<filename>; None under fast_dev_run
         self._start: float | None = None  # perf_counter() at the start of the epoch in progress
         self._resumed_seconds = 0.0  # of the epoch in progress, before the stop that saved it
         self._evaluation: dict[str, float] = {}
@@ -49,13 +50,16 @@ class ResultsWriter(L.Callback):
         self._ending: int | None = None  # the epoch a run resumed at its end ends again
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # on every rank: under DDP, trainer.log_dir is a broadcast from rank 0
-        self.path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
+        # on every rank: under DDP, trainer.log_dir is a broadcast from rank 0; fast_dev_run
+        # writes no run files (Lightning's loggers, configs and checkpoints neither)
+        run_dir = None if trainer.fast_dev_run else trainer.log_dir or trainer.default_root_dir
+        self.path = None if run_dir is None else Path(run_dir) / self.filename
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # the data is checked and the run directory written (config.yaml) by now
-        rank_zero_info(f"run directory: {self.path.parent}")
+        if self.path is not None:
+            rank_zero_info(f"run directory: {self.path.parent}")
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after Lightning restored the loops: a resumed run's current_epoch is the epoch to run
@@ -70,7 +74,7 @@ class ResultsWriter(L.Callback):
         self._ending = trainer.current_epoch + 1 if at_end else None
         if not trainer.is_global_zero:
             return
-        if trainer.current_epoch > 0 and path.exists():
+        if path is not None and trainer.current_epoch > 0 and path.exists():
             previous = json.loads(path.read_text())["epochs"]
             kept = self._ending or trainer.current_epoch
             self.epochs = [e for e in previous if e["epoch"] <= kept]
@@ -113,7 +117,7 @@ class ResultsWriter(L.Callback):
         if done < trainer.num_training_batches:
             rank_zero_info(
                 f"epoch {epoch} stopped after {done} of {trainer.num_training_batches} batches: "
-                f"no entry in {self.path.name} (resuming the run completes the epoch)"
+                f"no entry in {self.filename} (resuming the run completes the epoch)"
             )
             return
         metrics = trainer.callback_metrics
@@ -142,6 +146,8 @@ class ResultsWriter(L.Callback):
         entry["seconds"] = round(time.perf_counter() - self._start, 3)
         self._start = None
         self.epochs.append(entry)
+        if self.path is None:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "algorithm": pl_module.hparams.get("algorithm"),

@@ -137,10 +137,12 @@ class EqPropCLI(LightningCLI):
         _save_under_root_dir(config.trainer)
         if not config.get("ckpt_path"):
             if subcommand == "fit":
-                _refuse_to_overwrite_a_run(config.trainer)
+                _refuse_to_overwrite_a_run(config.trainer, config.results.filename)
             return
         if subcommand == "fit":
             self._resume_in_run_directory()
+            if config.ckpt_path in LIGHTNING_CKPT_NAMES:
+                config.ckpt_path = str(_checkpoint_to_resume(config))
         elif config.ckpt_path in LIGHTNING_CKPT_NAMES:
             config.ckpt_path = str(_checkpoint_to_evaluate(config, subcommand))
         ckpt_path = config.ckpt_path
@@ -265,9 +267,10 @@ class EqPropCLI(LightningCLI):
     before_fit = before_validate = before_test = before_predict = _check_run
 
     def after_fit(self) -> None:
-        run_dir = self.trainer.log_dir or self.trainer.default_root_dir  # fast_dev_run: no logger
-        results = Path(run_dir) / "results.json"
-        if not results.exists():  # e.g. resumed from a checkpoint already at max_epochs
+        results = _results_file(self.trainer)
+        if self.trainer.fast_dev_run:
+            results = "none written (fast_dev_run)"
+        elif not results.exists():  # e.g. resumed from a checkpoint already at max_epochs
             results = f"none written (no epoch completed; max_epochs={self.trainer.max_epochs})"
         lines = [f"results: {results}"]
         for ckpt in self.trainer.checkpoint_callbacks:
@@ -282,6 +285,32 @@ class EqPropCLI(LightningCLI):
                     best = f"{best} (epoch {epoch} of results.json)"
                 lines.append(f"best checkpoint by {ckpt.monitor}: {best or None}")
         rank_zero_info("\n".join(lines))
+
+
+def _results_file(trainer: L.Trainer) -> Path:
+    """The run's results file, as its :class:`ResultsWriter` names it (``--results.filename``)."""
+    writer = next(c for c in trainer.callbacks if isinstance(c, ResultsWriter))
+    return writer.path or Path(trainer.default_root_dir) / writer.filename
+
+
+def _checkpoint_to_resume(config) -> Path:
+    """``fit --ckpt_path last|best|hpc|registry`` that the logger's runs did not resolve:
+    ``last`` is ``<default_root_dir>/checkpoints/last.ckpt``, where a run without a logger
+    writes it; the others name checkpoints of a fit in the same process (``ConfigError``)."""
+    name = config.ckpt_path
+    if name != "last":
+        raise ConfigError(
+            f"ckpt_path={name!r} names a checkpoint of a fit in the same process: fit resumes "
+            "a checkpoint's file, or 'last' (the newest last.ckpt of this config's runs)"
+        )
+    root = config.trainer.get("default_root_dir") or TRAINER_DEFAULTS["default_root_dir"]
+    last = Path(root) / "checkpoints" / "last.ckpt"
+    if config.trainer.get("logger") or not last.is_file():
+        raise ConfigError(
+            f"ckpt_path='last': no {last}, where a run without a logger writes it, and no "
+            "logger's runs to look in; give the checkpoint's file"
+        )
+    return last
 
 
 def _checkpoint_to_evaluate(config, command: str) -> Path:
@@ -309,13 +338,13 @@ def _save_under_root_dir(trainer) -> None:
         init.save_dir = str(trainer.default_root_dir)
 
 
-def _refuse_to_overwrite_a_run(trainer) -> None:
+def _refuse_to_overwrite_a_run(trainer, results_filename: str) -> None:
     """Without a logger, every run writes into ``default_root_dir`` itself: a new run there
-    would overwrite an earlier one's ``results.json`` and ``last.ckpt``."""
+    would overwrite an earlier one's results (``results.json``) and ``last.ckpt``."""
     if trainer.get("logger") or trainer.get("fast_dev_run"):  # a new version_<n>; no files
         return
     root = Path(trainer.get("default_root_dir") or TRAINER_DEFAULTS["default_root_dir"])
-    for earlier in (root / "results.json", root / "checkpoints" / "last.ckpt"):
+    for earlier in (root / results_filename, root / "checkpoints" / "last.ckpt"):
         if earlier.exists():
             raise ConfigError(
                 f"trainer.logger=false writes the run into {root}, which holds {earlier} of an "
@@ -370,7 +399,7 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
         rank_zero_info(f"{alg}: run directory {cli.trainer.log_dir}")
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         if cli.trainer.is_global_zero:  # under DDP only rank 0 writes results.json
-            results[alg] = json.loads((root / alg / "results.json").read_text())["epochs"]
+            results[alg] = json.loads(_results_file(cli.trainer).read_text())["epochs"]
     if results:
         write_json_atomic(root / "compare.json", results)
         table = comparison_table(results)

@@ -194,6 +194,70 @@ def test_without_a_logger_a_new_run_does_not_overwrite_an_earlier_one(
     assert [e["epoch"] for e in json.loads(results.read_text())["epochs"]] == [1, 2]
 
 
+def test_fast_dev_run_writes_no_results(fake_mnist: Path, in_tmp: Path) -> None:
+    """``fast_dev_run`` writes no run files (Lightning: no config, checkpoint or logger): without
+    a logger it trained into default_root_dir and replaced the results.json of the run there."""
+    root = in_tmp / "flat"
+    args = [*shrink(fake_mnist, epochs=2), "--trainer.logger", "false"]
+    args += ["--trainer.default_root_dir", str(root)]
+    main(["fit", "--config", config("p1h"), *args])
+    before = (root / "results.json").read_bytes()
+    main(["fit", "--config", config("p1h"), *args, "--trainer.fast_dev_run", "true"])
+    assert (root / "results.json").read_bytes() == before
+
+
+def test_predict_with_fast_dev_run_writes_under_default_root_dir(
+    fake_mnist: Path, in_tmp: Path
+) -> None:
+    """Without a logger (``fast_dev_run`` has none) predictions go to
+    ``<default_root_dir>/predictions.pt``; before, ``predict`` failed on a None log_dir."""
+    args = [*shrink(fake_mnist, epochs=1), "--trainer.default_root_dir", str(in_tmp / "root")]
+    main(["predict", "--config", config("p1h"), *args, "--trainer.fast_dev_run", "true"])
+    saved = torch.load(in_tmp / "root" / "predictions.pt", weights_only=True)
+    assert len(saved["prediction"]) == len(saved["output"]) == len(saved["index"]) > 0
+
+
+def test_results_filename_is_the_file_every_command_reads(
+    fake_mnist: Path, in_tmp: Path, capsys, caplog
+) -> None:
+    """``--results.filename r.json``: fit names it at its end, and a new logger-less run over
+    it is refused (before, fit said none was written and the overwrite went unchecked)."""
+    root = in_tmp / "flat"
+    args = [*shrink(fake_mnist, epochs=1), "--trainer.logger", "false"]
+    args += ["--trainer.default_root_dir", str(root), "--results.filename", "r.json"]
+    with caplog.at_level("INFO"):
+        main(["fit", "--config", config("p1h"), *args])
+    assert f"results: {root / 'r.json'}" in caplog.text
+    (root / "checkpoints" / "last.ckpt").unlink()  # results alone are an earlier run's
+    line = _error_line(["fit", "--config", config("p1h"), *args], capsys)
+    assert f"which holds {root / 'r.json'} of an earlier run" in line
+
+
+def test_fit_resumes_last_without_a_logger_and_refuses_the_other_names(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """``fit --ckpt_path last`` with ``trainer.logger false`` is the run's
+    ``<default_root_dir>/checkpoints/last.ckpt`` (where such a run writes it), and is refused
+    naming it where there is none; ``best``, ``hpc`` and ``registry`` (checkpoints of a fit in
+    the same process) are refused. Before, each ended in "No such file or directory: 'last'"."""
+    root = in_tmp / "flat"
+    args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    args += ["--trainer.logger", "false", "--trainer.default_root_dir", str(root)]
+    last = root / "checkpoints" / "last.ckpt"
+    assert _error_line([*args, "--ckpt_path", "last"], capsys) == (
+        f"eqprop: error: ckpt_path='last': no {last}, where a run without a logger writes it, "
+        "and no logger's runs to look in; give the checkpoint's file"
+    )
+    assert _error_line([*args, "--ckpt_path", "best"], capsys) == (
+        "eqprop: error: ckpt_path='best' names a checkpoint of a fit in the same process: fit "
+        "resumes a checkpoint's file, or 'last' (the newest last.ckpt of this config's runs)"
+    )
+    main(args)
+    main([*args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    epochs = json.loads((root / "results.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+
+
 def test_explicit_save_dir_wins_over_default_root_dir(fake_mnist: Path, in_tmp: Path) -> None:
     args = [*shrink(fake_mnist, epochs=1), "--trainer.default_root_dir", str(in_tmp / "root")]
     args += ["--trainer.logger.init_args.save_dir", str(in_tmp / "logs")]
