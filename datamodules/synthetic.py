@@ -73,3 +73,7 @@ class ToyDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test set, in order (``eqprop predict``)."""
+        return self.val_dataloader()

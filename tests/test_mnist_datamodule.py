@@ -408,6 +408,15 @@ def test_toy_example_shape_and_num_classes_match_a_batch() -> None:
     assert shape == tuple(x[0].shape) and classes == y.shape[1]
 
 
+def test_toy_predicts_its_test_examples_in_order() -> None:
+    """``eqprop predict`` on the toy model's config: the test examples, in order (before, the
+    data module had no predict loader and Lightning refused)."""
+    dm = ToyDataModule(n_in=3, n_out=4, n_train=10, n_test=6)
+    dm.setup("predict")
+    x = torch.cat([batch[0] for batch in dm.predict_dataloader()])
+    assert torch.equal(x, dm.test_set.tensors[0])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
