@@ -79,7 +79,8 @@ class IMDBDataModule(TextDataModule):
         limit_test_examples: Seeded class-balanced subset of the test reviews.
         keep_oov: Keep out-of-vocabulary tokens as zero vectors instead of dropping them.
         num_workers: DataLoader worker processes.
-        seed: Seed of the validation split and of the ``limit_*`` subsets.
+        seed: Seed of the validation split and of the ``limit_*`` subsets (another than 0
+            without either is refused).
         cache_dir: Cache folder (default ``<root>/cache`` if writable, else the user cache).
     """
 
@@ -121,6 +122,13 @@ class IMDBDataModule(TextDataModule):
         self._seq_len = seq_len
         self._val_size = val_size
         self._limits = {"train": limit_train_examples, "test": limit_test_examples}
+        self._check_seed_draws(
+            {
+                "val_size": val_size,
+                "limit_train_examples": limit_train_examples,
+                "limit_test_examples": limit_test_examples,
+            }
+        )
         check_side("padding", padding)
         check_side("truncating", truncating)
         if source not in SOURCES:

@@ -221,7 +221,7 @@ class SNLIDataModule(TextDataModule):
         limit_test_examples: Seeded class-balanced subset of the validation and test pairs.
         keep_oov: Keep out-of-vocabulary tokens as zero vectors instead of dropping them.
         num_workers: DataLoader worker processes.
-        seed: Seed of the ``limit_*`` subsets.
+        seed: Seed of the ``limit_*`` subsets (another than 0 without them is refused).
         cache_dir: Cache folder (default ``<root>/cache`` if writable, else the user cache).
     """
 
@@ -281,6 +281,12 @@ class SNLIDataModule(TextDataModule):
             "val": limit_test_examples,
             "test": limit_test_examples,
         }
+        self._check_seed_draws(
+            {
+                "limit_train_examples": limit_train_examples,
+                "limit_test_examples": limit_test_examples,
+            }
+        )
 
     @property
     def num_classes(self) -> int:

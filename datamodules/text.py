@@ -555,6 +555,15 @@ class TextDataModule(SplitsDataModule):
         cache_dir = resolve_cache_dir(self._cache_dir_arg, self.data_root)
         return cache_dir / f"{self.kind}-{cache_key(payload)}.pt"
 
+    def _check_seed_draws(self, options: dict[str, object]) -> None:
+        """``seed`` draws only what ``options`` take (a validation split, the ``limit_*``
+        subsets): another seed than the default 0 with none of them set is a ``ConfigError``."""
+        if self._seed != 0 and not any(options.values()):
+            raise ConfigError(
+                f"seed={self._seed} draws what {', '.join(options)} take, and none is set: it "
+                "would change nothing; set one of them, or drop seed"
+            )
+
     def _data_seed(self) -> int | None:
         """The seed where it changes what is cached (the ``limit_*`` subsets), else ``None``:
         another seed then reuses the cache (a validation split is drawn in ``setup``)."""

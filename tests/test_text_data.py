@@ -1081,11 +1081,29 @@ def test_without_limits_every_seed_reuses_one_cache(
 ) -> None:
     """Without ``limit_*`` the seed changes nothing cached (the validation split is drawn in
     ``setup``): the old key held it, and each seed rebuilt and stored the same data."""
-    paths = {
-        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seed=s).cache_path()
-        for s in (0, 1)
-    }
+    paths = {_imdb(imdb_root, w2v_file, val_size=3, seed=s).cache_path() for s in (0, 1)}
     assert len(paths) == 1
+
+
+def test_a_seed_with_nothing_to_draw_is_refused(
+    imdb_root: Path, snli_root: Path, w2v_file: Path
+) -> None:
+    """``data.seed`` draws the validation split and the ``limit_*`` subsets; another seed than
+    the default 0 with none of them would change nothing (MNIST's ``split_seed`` without a split
+    is refused too); with one, it is taken."""
+    with pytest.raises(ConfigError) as err:
+        _imdb(imdb_root, w2v_file, seed=5)
+    assert str(err.value) == (
+        "seed=5 draws what val_size, limit_train_examples, limit_test_examples take, and none "
+        "is set: it would change nothing; set one of them, or drop seed"
+    )
+    with pytest.raises(ConfigError, match="^seed=5 draws what limit_train_examples, limit_"):
+        SNLIDataModule(data_dir=str(snli_root), embeddings=str(w2v_file), seed=5)
+    for taken in ({"val_size": 3}, {"limit_test_examples": 2}, {"seed": 0}):
+        _imdb(imdb_root, w2v_file, **{"seed": 5, **taken})
+    SNLIDataModule(
+        data_dir=str(snli_root), embeddings=str(w2v_file), seed=5, limit_train_examples=4
+    )
 
 
 def test_caches_and_extracted_files_are_readable_as_a_plain_open_makes_them(
