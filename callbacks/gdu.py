@@ -11,6 +11,9 @@ from eqprop_lightning.analysis import analyse, gdu_figures, summary_metrics
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning.estimator import check_beta
 
+#: The commands (and Lightning stages) that train, during which the check runs.
+TRAINING_COMMANDS = ("fit", "compare")
+
 
 class GDUCallback(L.Callback):
     """Every ``every_n_steps`` optimizer steps (0, the default, turns it off; with continual EP,
@@ -33,7 +36,8 @@ class GDUCallback(L.Callback):
             train, so other values are a ``ConfigError``.
         beta: the EP nudge of the analysis; default the model's ``beta`` (required when the
             model trains with BPTT, which has none).
-        figures: also log the neuron, synapse and RMSE figures (TensorBoard loggers only).
+        figures: also log the neuron, synapse and RMSE figures (a TensorBoard logger is then
+            required).
     """
 
     def __init__(
@@ -50,7 +54,7 @@ class GDUCallback(L.Callback):
             )
         if beta is not None:
             check_beta(beta, "(or null: the model's)", field="gdu.beta")
-        unused = {"T": T, "K": K, "beta": beta}
+        unused = {"T": T, "K": K, "beta": beta, "figures": None if figures else figures}
         if not every_n_steps and any(v is not None for v in unused.values()):
             given = ", ".join(f"gdu.{k}={v!r}" for k, v in unused.items() if v is not None)
             raise ConfigError(
@@ -64,13 +68,22 @@ class GDUCallback(L.Callback):
         self._step_before = 0  # global step at the start of the batch in progress
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        self.check_against(pl_module.hparams)
+        self.check_against(pl_module.hparams, trainer, stage)
 
-    def check_against(self, hp) -> None:
-        """The analysis' settings against the model's hyperparameters ``hp`` (``ConfigError``);
-        the CLI calls it before anything is written."""
+    def check_against(self, hp, trainer: L.Trainer, command: str) -> None:
+        """The analysis' settings against the model's hyperparameters ``hp``, the trainer's
+        loggers and the command (or Lightning stage) that runs: ``ConfigError`` for a check
+        that would do nothing (outside training, without a logger, figures without TensorBoard;
+        ``fast_dev_run``, whose logger logs nothing, is a smoke test and may). The CLI calls it
+        before anything is written."""
         if not self.every_n_steps:
             return
+        given = f"gdu.every_n_steps={self.every_n_steps}"
+        if command not in TRAINING_COMMANDS:
+            raise ConfigError(
+                f"{given}: {command} trains nothing, and the GDU check runs while training "
+                f"({', '.join(TRAINING_COMMANDS)})"
+            )
         for name in ("T", "K"):
             value = getattr(self, name)
             if value is not None and value != hp[name]:
@@ -82,6 +95,19 @@ class GDUCallback(L.Callback):
             raise ConfigError(
                 f"gdu.beta=None and model.beta=None (algorithm {hp.get('algorithm')!r}): the "
                 "GDU check nudges as EP does; set gdu.beta"
+            )
+        if trainer.fast_dev_run:
+            return
+        loggers = trainer.loggers
+        if not loggers:
+            raise ConfigError(
+                f"{given} and trainer.logger=false: the GDU check logs to the logger; keep one"
+            )
+        if self.figures and not any(isinstance(lg, TensorBoardLogger) for lg in loggers):
+            names = ", ".join(type(lg).__name__ for lg in loggers)
+            raise ConfigError(
+                f"gdu.figures=True: only a TensorBoard logger takes figures, and the loggers are "
+                f"{names}; set gdu.figures false, or log to TensorBoard"
             )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:

@@ -244,15 +244,7 @@ class EqPropCLI(LightningCLI):
     def _check_run(self) -> None:
         """Before any data is read: the net against the data, and the checkpoint to load."""
         check_net_fits_data(self.model.net, self.datamodule)
-        for callback in self.trainer.callbacks:
-            if isinstance(callback, GDUCallback):
-                callback.check_against(self.model.hparams)
-            if isinstance(callback, PredictionWriter) and callback.path:
-                if self.subcommand != "predict":
-                    raise ConfigError(
-                        f"predictions.path={callback.path!r}: {self.subcommand} writes no "
-                        "predictions (eqprop predict does)"
-                    )
+        _check_callbacks(self.trainer, self.model.hparams, self.subcommand)
         ckpt_path = self.config[self.subcommand].get("ckpt_path")
         if ckpt_path and ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_fits(ckpt_path, self.model)
@@ -285,6 +277,19 @@ class EqPropCLI(LightningCLI):
                     best = f"{best} (epoch {epoch} of results.json)"
                 lines.append(f"best checkpoint by {ckpt.monitor}: {best or None}")
         rank_zero_info("\n".join(lines))
+
+
+def _check_callbacks(trainer: L.Trainer, hparams, command: str) -> None:
+    """Options of the GDU check and the predictions file that ``command`` would not use
+    (``ConfigError``)."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, GDUCallback):
+            callback.check_against(hparams, trainer, command)
+        if isinstance(callback, PredictionWriter) and callback.path and command != "predict":
+            raise ConfigError(
+                f"predictions.path={callback.path!r}: {command} writes no predictions (eqprop "
+                "predict does)"
+            )
 
 
 def _results_file(trainer: L.Trainer) -> Path:
@@ -390,6 +395,8 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
             "trainer.logger=false: compare writes its two runs (ep/, bptt/) under the logger's "
             "directory; keep the config's TensorBoardLogger"
         )
+    for cli in clis.values():
+        _check_callbacks(cli.trainer, cli.model.hparams, "compare")
     clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
     root = next_dir(Path(logger.save_dir) / logger.name, "compare")
     results = {}

@@ -122,6 +122,13 @@ CASES = [
     ("val_split", "p1h", ["--data.val_split", "200"],
      ["val_split=200", "smaller than the 200 training images"]),
     ("gdu-every", "p1h", ["--gdu.every_n_steps", "-1"], ["gdu.every_n_steps=-1", ">= 0"]),
+    ("gdu-no-logger", "p1h", ["--gdu.every_n_steps", "1", "--trainer.logger", "false"],
+     ["gdu.every_n_steps=1", "trainer.logger=false", "logs to the logger"]),
+    ("gdu-figures-off", "p1h", ["--gdu.figures", "false"],
+     ["gdu.figures=False", "the GDU check is off"]),
+    ("gdu-figures-csv", "p1h", ["--gdu.every_n_steps", "1", "--trainer.logger",
+     "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", "csv"],
+     ["gdu.figures=True", "TensorBoard", "CSVLogger", "gdu.figures false"]),
     ("devices", "p1h", ["--trainer.devices", "0"], ["devices", "not a valid input"]),
     # checkpoints
     ("ckpt-missing", "p1h", lambda data, tmp: ["--ckpt_path", str(tmp / "nope.ckpt")],

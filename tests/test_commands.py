@@ -258,6 +258,28 @@ def test_fit_resumes_last_without_a_logger_and_refuses_the_other_names(
     assert [e["epoch"] for e in epochs] == [1, 2]
 
 
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_the_gdu_check_outside_fit_is_refused(
+    fake_mnist: Path, in_tmp: Path, capsys, command: str
+) -> None:
+    """The GDU check runs while training: evaluating commands did nothing with it."""
+    args = [command, "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    assert _error_line([*args, "--gdu.every_n_steps", "2"], capsys) == (
+        f"eqprop: error: gdu.every_n_steps=2: {command} trains nothing, and the GDU check runs "
+        "while training (fit, compare)"
+    )
+
+
+def test_compare_refuses_a_predictions_path(fake_mnist: Path, in_tmp: Path, capsys) -> None:
+    """compare trains: its predictions.path was taken and nothing written."""
+    args = ["compare", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    assert _error_line([*args, "--predictions.path", "p.pt"], capsys) == (
+        "eqprop: error: predictions.path='p.pt': compare writes no predictions (eqprop "
+        "predict does)"
+    )
+    assert not (in_tmp / "runs").exists()
+
+
 def test_explicit_save_dir_wins_over_default_root_dir(fake_mnist: Path, in_tmp: Path) -> None:
     args = [*shrink(fake_mnist, epochs=1), "--trainer.default_root_dir", str(in_tmp / "root")]
     args += ["--trainer.logger.init_args.save_dir", str(in_tmp / "logs")]

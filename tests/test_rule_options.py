@@ -46,7 +46,10 @@ def sparse_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
     return out
 
 
-def fit(module: EqPropModule, epochs: int = 1, callbacks=(), logger=False, data=None) -> L.Trainer:
+def fit(module: EqPropModule, epochs: int = 1, callbacks=(), logger=None, data=None) -> L.Trainer:
+    """Train on :func:`batches` (or ``data``), logging to a :class:`Recorder` unless a
+    ``logger`` is given (the GDU check needs one)."""
+    logger = Recorder() if logger is None else logger
     trainer = L.Trainer(
         max_epochs=epochs, accelerator="cpu", logger=logger, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
