@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
-from eqprop_lightning.io import check_file_to_write
+from eqprop_lightning.io import check_file_to_write, write_atomic
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -62,5 +62,5 @@ class PredictionWriter(BasePredictionWriter):
             if (names := getattr(dataset, "names", None)) is not None:
                 merged["name"] = [names[i] for i in merged["index"].tolist()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(merged, path)
+        write_atomic(path, lambda name: torch.save(merged, name))
         rank_zero_info(f"predictions of {len(merged['prediction'])} examples: {path}")

@@ -52,15 +52,3 @@ def is_writable(directory: Path) -> bool:
             return True
     except OSError:
         return False
-
-
-def temp_file_beside(path: Path) -> tuple[int, str]:
-    """``(fd, name)`` of a new temporary file in ``path``'s folder, for an atomic
-    ``os.replace`` onto ``path``, with the permissions a plain ``open`` would give it
-    (``0o666`` less the umask; ``mkstemp``'s ``0o600`` would keep a shared data or cache folder's
-    files from its other users)."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.fchmod(fd, 0o666 & ~umask)
-    return fd, name

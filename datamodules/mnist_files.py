@@ -15,7 +15,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
-import os
 import shutil
 import struct
 import zlib
@@ -28,13 +27,13 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from eqprop_lightning.errors import DataError
+from eqprop_lightning.io import write_atomic
 from eqprop_lightning.resources import packaged
 
 from .data_root import (
     data_not_found,
     is_writable,
     resolve_data_dir,
-    temp_file_beside,
     user_cache_dir,
 )
 
@@ -96,17 +95,15 @@ def _extract(src: Path, dst: Path) -> None:
     """Write ``src`` (gunzipping a ``.gz``) to ``dst`` atomically, so concurrent ranks are safe."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     opener = gzip.open if src.suffix == ".gz" else open
-    fd, tmp_name = temp_file_beside(dst)
-    try:
-        with opener(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+
+    def copy(name: str) -> None:
+        with opener(src, "rb") as fin, open(name, "wb") as fout:
             shutil.copyfileobj(fin, fout)
-        os.replace(tmp_name, dst)
+
+    try:
+        write_atomic(dst, copy)
     except (EOFError, zlib.error, gzip.BadGzipFile) as err:
-        Path(tmp_name).unlink(missing_ok=True)
         raise _bad_gzip(src, err) from err
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 def _bad_gzip(path: Path, err: BaseException) -> DataError:

@@ -42,8 +42,9 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from eqprop_lightning.errors import ConfigError, DataError, check_flag
+from eqprop_lightning.io import write_atomic
 
-from .data_root import is_writable, resolve_data_dir, temp_file_beside, user_cache_dir
+from .data_root import is_writable, resolve_data_dir, user_cache_dir
 from .splits import SplitsDataModule
 
 EMBED_DIM = 300
@@ -351,16 +352,9 @@ def cache_key(payload: dict[str, Any]) -> str:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file next to ``path``, then ``os.replace``."""
+    """``torch.save`` of ``obj`` to ``path`` (its folder made), atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = temp_file_beside(path)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp_name)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomic(path, lambda name: torch.save(obj, name))
 
 
 def _by_class(labels: Sequence[int]) -> list[list[int]]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from eqprop_lightning.io import write_json_atomic
+from eqprop_lightning.io import write_atomic, write_json_atomic, write_text_atomic
 from eqprop_lightning.learning import EquilibriumProp, GradientEstimator
 from eqprop_lightning.learning.gdu import (
     GDUResult,
@@ -102,7 +102,7 @@ def write_gdu(analysis: tuple[GDUResult, dict], x: Tensor, y: Tensor, out_dir: P
     result, summary = analysis
     # nT and dT are the step differences of NT and DT (GDUResult.nT / .dT); not stored twice
     tensors = {"nS": result.nS, "dS": result.dS, "NT": result.NT, "DT": result.DT, "x": x, "y": y}
-    torch.save(tensors, out_dir / "gdu.pt")
+    write_atomic(out_dir / "gdu.pt", lambda name: torch.save(tensors, name))
     write_json_atomic(out_dir / "gdu.json", summary)
     from torch.utils.tensorboard import SummaryWriter
 
@@ -200,5 +200,5 @@ def write_recipe(recipe: dict, out_dir: Path, batches: int, setting: dict[str, A
     path = out_dir / "recipe.json"
     payload = {"batches": batches, "setting": setting, "sign_agreement": recipe}
     write_json_atomic(path, payload)
-    (out_dir / "recipe.md").write_text(recipe_report(recipe) + "\n")
+    write_text_atomic(out_dir / "recipe.md", recipe_report(recipe) + "\n")
     return path

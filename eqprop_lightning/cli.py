@@ -32,7 +32,7 @@ from eqprop_lightning.callbacks import (
 from eqprop_lightning.config_files import cli_parser
 from eqprop_lightning.datamodules.checks import check_positive_int
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.io import write_json_atomic
+from eqprop_lightning.io import write_json_atomic, write_text_atomic
 from eqprop_lightning.module import EqPropModule, evaluation_sets
 from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir, run_root
 from eqprop_lightning.validation import (
@@ -410,7 +410,7 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     if results:
         write_json_atomic(root / "compare.json", results)
         table = comparison_table(results)
-        (root / "compare.md").write_text(table + "\n")
+        write_text_atomic(root / "compare.md", table + "\n")
         plot_error_curves(results, root / "compare.png")
         print(table)
         print(f"comparison written to {root}")

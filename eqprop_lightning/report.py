@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from eqprop_lightning.errors import ConfigError, DataError
-from eqprop_lightning.io import check_file_to_write
+from eqprop_lightning.io import check_file_to_write, write_text_atomic
 from eqprop_lightning.resources import packaged
 
 ROWS = ("p1h", "eb1h", "p2h", "p3h", "pconv", "eb2h")
@@ -533,6 +533,6 @@ def report_command(args: list[str]) -> str:
         link = figure.resolve()
     command = "eqprop report " + " ".join(args) if args else "eqprop report"
     text = render(runs, link, command.strip(), variants)
-    own.out.write_text(text)
+    write_text_atomic(own.out, text)
     print(f"{len(runs)} runs; report written to {own.out}, figure to {figure}")
     return text

@@ -32,7 +32,7 @@ import torch
 
 from eqprop_lightning.commands import fail, user_error
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.io import check_file_to_write
+from eqprop_lightning.io import check_file_to_write, write_atomic, write_text_atomic
 from eqprop_lightning.resources import resolve_config
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
 from eqprop_lightning.validation import check_checkpoint_file, read_checkpoint
@@ -223,7 +223,7 @@ def add(
         entry = replace(entry, subset_error=round(evaluate_error(config, checkpoint, subset), 4))
     entry = replace(entry, test_error=round(evaluate_error(config, checkpoint), 4))
     index.parent.mkdir(parents=True, exist_ok=True)
-    index.write_text(json.dumps([e.to_json() for e in [*entries, entry]], indent=2) + "\n")
+    write_text_atomic(index, json.dumps([e.to_json() for e in [*entries, entry]], indent=2) + "\n")
     return entry
 
 
@@ -256,7 +256,7 @@ def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
             for name, t in saved["state_dict"].items()
         }
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(saved, out)
+    write_atomic(out, lambda name: torch.save(saved, name))
     return out
 
 

@@ -828,3 +828,35 @@ def test_every_epoch_end_is_saved_without_an_evaluation_there(
     main([*small_fit(fake_mnist), "--trainer.max_epochs", "3", *evaluation])
     saved = torch.load(tmp_path / "runs/p1h/version_0/checkpoints/last.ckpt", weights_only=True)
     assert (saved["epoch"], saved["global_step"]) == (2, 15)
+
+
+def test_an_interrupted_save_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """A slimmed checkpoint and the predictions file are written beside and renamed: a save cut
+    short (torch.save stopped after writing part of its file) leaves the previous file as it
+    was, and no temporary file (before, both wrote into the file itself)."""
+    from eqprop_lightning.callbacks import PredictionWriter
+    from eqprop_lightning.shipped import slim
+
+    ckpt = tmp_path / "run" / "last.ckpt"
+    ckpt.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.zeros(2)}, "optimizer_states": [{}]}, ckpt)
+    out, predictions = tmp_path / "slim.ckpt", tmp_path / "predictions.pt"
+    for path in (out, predictions):
+        path.write_bytes(b"previous")
+
+    def cut_short(obj, name) -> None:
+        Path(name).write_bytes(b"part of it")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", cut_short)
+    trainer = SimpleNamespace(log_dir=None, default_root_dir=str(tmp_path), world_size=1)
+    batch = {"prediction": torch.zeros(2, dtype=torch.long), "output": torch.zeros(2, 10)}
+    writes = [
+        lambda: slim(ckpt, out),
+        lambda: PredictionWriter().write_on_epoch_end(trainer, None, [batch], []),
+    ]
+    for write in writes:
+        with pytest.raises(KeyboardInterrupt):
+            write()
+    assert out.read_bytes() == predictions.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["predictions.pt", "run", "slim.ckpt"]

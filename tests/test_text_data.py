@@ -22,11 +22,12 @@ from nltk.tokenize import ToktokTokenizer
 from eqprop_lightning.callbacks import PredictionWriter
 from eqprop_lightning.datamodules import imdb as imdb_module
 from eqprop_lightning.datamodules import text as text_module
-from eqprop_lightning.datamodules.data_root import ENV_VAR, temp_file_beside
+from eqprop_lightning.datamodules.data_root import ENV_VAR
 from eqprop_lightning.datamodules.imdb import IMDBDataModule
 from eqprop_lightning.datamodules.snli import SNLIDataModule, read_snli_file
 from eqprop_lightning.datamodules.text import TokenIdsDataset
 from eqprop_lightning.errors import ConfigError, DataError
+from eqprop_lightning.io import temp_file_beside
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
