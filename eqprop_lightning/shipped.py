@@ -35,6 +35,7 @@ from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.io import check_file_to_write, write_atomic, write_text_atomic
 from eqprop_lightning.resources import resolve_config
 from eqprop_lightning.rng import CHECKPOINT_KEY as RNG_KEY
+from eqprop_lightning.rng import SEED_KEY
 from eqprop_lightning.validation import check_checkpoint_file, read_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,9 +228,9 @@ def add(
     return entry
 
 
-#: what only resuming reads: the optimizer and schedule, the loops' progress, the random states
-#: and the callbacks' (the run's checkpoint paths among them)
-TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", RNG_KEY, "callbacks")
+#: what only resuming reads: the optimizer and schedule, the loops' progress, the run's seed and
+#: random states, and the callbacks' (the run's checkpoint paths among them)
+TRAINING_STATE = ("optimizer_states", "lr_schedulers", "loops", SEED_KEY, RNG_KEY, "callbacks")
 
 
 def slim(checkpoint: Path, out: Path, half: bool = False) -> Path:
