@@ -36,8 +36,8 @@ class GDUCallback(L.Callback):
             train, so other values are a ``ConfigError``.
         beta: the EP nudge of the analysis; default the model's ``beta`` (required when the
             model trains with BPTT, which has none).
-        figures: also log the neuron, synapse and RMSE figures (a TensorBoard logger is then
-            required).
+        figures: also log the neuron, synapse and RMSE figures: null (the default) to each
+            TensorBoard logger, true requires one, false to none.
     """
 
     def __init__(
@@ -46,7 +46,7 @@ class GDUCallback(L.Callback):
         T: int | None = None,
         K: int | None = None,
         beta: float | None = None,
-        figures: bool = True,
+        figures: bool | None = None,
     ) -> None:
         if not isinstance(every_n_steps, int) or every_n_steps < 0:
             raise ConfigError(
@@ -54,7 +54,7 @@ class GDUCallback(L.Callback):
             )
         if beta is not None:
             check_beta(beta, "(or null: the model's)", field="gdu.beta")
-        unused = {"T": T, "K": K, "beta": beta, "figures": None if figures else figures}
+        unused = {"T": T, "K": K, "beta": beta}
         if not every_n_steps and any(v is not None for v in unused.values()):
             given = ", ".join(f"gdu.{k}={v!r}" for k, v in unused.items() if v is not None)
             raise ConfigError(
@@ -73,9 +73,9 @@ class GDUCallback(L.Callback):
     def check_against(self, hp, trainer: L.Trainer, command: str) -> None:
         """The analysis' settings against the model's hyperparameters ``hp``, the trainer's
         loggers and the command (or Lightning stage) that runs: ``ConfigError`` for a check
-        that would do nothing (outside training, without a logger, figures without TensorBoard;
-        ``fast_dev_run``, whose logger logs nothing, is a smoke test and may). The CLI calls it
-        before anything is written."""
+        that would do nothing (outside training, without a logger; ``figures: true`` without
+        TensorBoard; ``fast_dev_run``, whose logger logs nothing, is a smoke test and may). The
+        CLI calls it before anything is written."""
         if not self.every_n_steps:
             return
         given = f"gdu.every_n_steps={self.every_n_steps}"
@@ -103,7 +103,7 @@ class GDUCallback(L.Callback):
             raise ConfigError(
                 f"{given} and trainer.logger=false: the GDU check logs to the logger; keep one"
             )
-        if self.figures and not any(isinstance(lg, TensorBoardLogger) for lg in loggers):
+        if self.figures is True and not any(isinstance(lg, TensorBoardLogger) for lg in loggers):
             names = ", ".join(type(lg).__name__ for lg in loggers)
             raise ConfigError(
                 f"gdu.figures=True: only a TensorBoard logger takes figures, and the loggers are "
@@ -128,6 +128,6 @@ class GDUCallback(L.Callback):
         metrics = summary_metrics(summary)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
-            if self.figures and isinstance(logger, TensorBoardLogger):
+            if self.figures is not False and isinstance(logger, TensorBoardLogger):
                 for name, fig in gdu_figures(result, summary["rmse"]).items():
                     logger.experiment.add_figure(f"gdu/{name}", fig, global_step=step)

@@ -4,7 +4,6 @@ checkpoint files written atomically."""
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 from pathlib import Path
@@ -18,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from eqprop_lightning.errors import NO_CHECKPOINT_NOTE
+from eqprop_lightning.io import write_atomic
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -126,9 +126,9 @@ class LastCheckpoint(ModelCheckpoint):
             self._save_checkpoint(trainer, self.format_checkpoint_name({}))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Every epoch's end is saved: Lightning saves at the evaluation's end where there is
-        one, and leaves an end without one (``check_val_every_n_epoch > 1``, evaluations inside
-        the epoch only) in no checkpoint; this saves it."""
+        """Every epoch's end is saved: Lightning leaves an epoch end without an evaluation
+        (``check_val_every_n_epoch > 1``, evaluations inside the epoch only) in no checkpoint;
+        this saves it (an end already saved at this step is skipped)."""
         if self._cut_short:
             return
         super().on_train_epoch_end(trainer, pl_module)
@@ -184,14 +184,15 @@ class LastCheckpoint(ModelCheckpoint):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to ``<path>.tmp`` and renames it over ``<path>``, so that an
-    interruption never leaves a truncated checkpoint (local paths; remote ones as Lightning)."""
+    """Writes a local checkpoint with :func:`~eqprop_lightning.io.write_atomic`, so that an
+    interruption never leaves a truncated checkpoint (remote paths as Lightning)."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
     ) -> None:
+        save = super().save_checkpoint
         if "://" in str(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        tmp = Path(f"{path}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+            return save(checkpoint, path, storage_options)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda name: save(checkpoint, name, storage_options))

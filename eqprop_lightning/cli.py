@@ -154,8 +154,9 @@ class EqPropCLI(LightningCLI):
             saved = read_checkpoint(ckpt_path)
             check_same_hparams(ckpt_path, saved, config.model.as_dict())
             check_same_data(ckpt_path, saved, config.data.as_dict())
-            seed = resume_seed(ckpt_path, saved, config.get("seed_everything"))
-            if seed != config.get("seed_everything"):
+            given = config.get("seed_everything")
+            seed = resume_seed(ckpt_path, saved, given)
+            if seed is not given:  # the run's own, for true or null (not !=: 1 == True)
                 rank_zero_info(f"resuming with the run's seed_everything={seed}")
                 config.seed_everything = seed
         else:
@@ -260,7 +261,7 @@ class EqPropCLI(LightningCLI):
 
     def after_fit(self) -> None:
         results = _results_file(self.trainer)
-        if self.trainer.fast_dev_run:
+        if results is None:
             results = "none written (fast_dev_run)"
         elif not results.exists():  # e.g. resumed from a checkpoint already at max_epochs
             results = f"none written (no epoch completed; max_epochs={self.trainer.max_epochs})"
@@ -292,10 +293,10 @@ def _check_callbacks(trainer: L.Trainer, hparams, command: str) -> None:
             )
 
 
-def _results_file(trainer: L.Trainer) -> Path:
-    """The run's results file, as its :class:`ResultsWriter` names it (``--results.filename``)."""
-    writer = next(c for c in trainer.callbacks if isinstance(c, ResultsWriter))
-    return writer.path or Path(trainer.default_root_dir) / writer.filename
+def _results_file(trainer: L.Trainer) -> Path | None:
+    """The run's results file, as its :class:`ResultsWriter` names it (``--results.filename``);
+    None under ``fast_dev_run``, which writes none."""
+    return next(c for c in trainer.callbacks if isinstance(c, ResultsWriter)).path
 
 
 def _checkpoint_to_resume(config) -> Path:
@@ -395,14 +396,19 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
             "trainer.logger=false: compare writes its two runs (ep/, bptt/) under the logger's "
             "directory; keep the config's TensorBoardLogger"
         )
-    for cli in clis.values():
+    if clis["ep"].trainer.fast_dev_run:
+        raise ConfigError(
+            "trainer.fast_dev_run: compare reads both runs' results, which fast_dev_run does not "
+            "write; shorten the runs with --trainer.max_epochs and --trainer.limit_train_batches"
+        )
+    root = next_dir(Path(logger.save_dir) / logger.name, "compare")
+    for alg, cli in clis.items():  # (the logger writes nothing before training)
+        cli.trainer.logger = TensorBoardLogger(save_dir=str(root), name="", version=alg)
         _check_callbacks(cli.trainer, cli.model.hparams, "compare")
     clis["bptt"].model.load_state_dict(clis["ep"].model.state_dict())
-    root = next_dir(Path(logger.save_dir) / logger.name, "compare")
     results = {}
     for alg in ("bptt", "ep"):
         cli = clis[alg]
-        cli.trainer.logger = TensorBoardLogger(save_dir=str(root), name="", version=alg)
         rank_zero_info(f"{alg}: run directory {cli.trainer.log_dir}")
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         if cli.trainer.is_global_zero:  # under DDP only rank 0 writes results.json

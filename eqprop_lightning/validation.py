@@ -288,11 +288,17 @@ def resume_seed(ckpt_path: str | Path, saved: dict, seed: object) -> object:
     ``"seed_everything"``, else ``<run>/config.yaml``'s for checkpoints written before it was
     stored) where ``seed`` draws one (true or null); ``ConfigError`` for another integer or
     false, under which the run would go on with another training order, split and random signs,
-    and record that seed as its own."""
-    started = _integer(saved.get(SEED_KEY))
+    and record that seed as its own. A run started with false resumes with false (its
+    checkpoint holds ``PL_GLOBAL_SEED``'s seed where one was exported: the environment's)."""
     run_config = Path(ckpt_path).parent.parent / "config.yaml"
-    if started is None and run_config.is_file():
-        started = _integer((yaml.safe_load(run_config.read_text()) or {}).get("seed_everything"))
+    said = None
+    if run_config.is_file():
+        said = (yaml.safe_load(run_config.read_text()) or {}).get("seed_everything")
+    if seed is False and said is False:
+        return seed
+    started = _integer(saved.get(SEED_KEY))
+    if started is None:
+        started = _integer(said)
     if started is None or seed == started and _integer(seed) is not None:
         return seed
     if seed is True or seed is None:

@@ -281,7 +281,7 @@ def test_gdu_and_recipe_analyse_a_checkpoint(in_tmp, tmp_path, capsys):
          "eqprop recipe: they run in float32, or in float64 with --double"),
         (["--trainer.accelerator", "gpu"], "trainer.accelerator='gpu' is not used"),
         (["--gdu.beta", "0.5"], "gdu={'every_n_steps': 0, 'T': None, 'K': None, 'beta': 0.5, "
-         "'figures': True} is not used by eqprop gdu and eqprop recipe: --gdu.* set the GDU "
+         "'figures': None} is not used by eqprop gdu and eqprop recipe: --gdu.* set the GDU "
          "callback of fit; the analyses take T, K and beta from the model"),
     ],
 )  # fmt: skip

@@ -124,10 +124,9 @@ CASES = [
     ("gdu-every", "p1h", ["--gdu.every_n_steps", "-1"], ["gdu.every_n_steps=-1", ">= 0"]),
     ("gdu-no-logger", "p1h", ["--gdu.every_n_steps", "1", "--trainer.logger", "false"],
      ["gdu.every_n_steps=1", "trainer.logger=false", "logs to the logger"]),
-    ("gdu-figures-off", "p1h", ["--gdu.figures", "false"],
-     ["gdu.figures=False", "the GDU check is off"]),
-    ("gdu-figures-csv", "p1h", ["--gdu.every_n_steps", "1", "--trainer.logger",
-     "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", "csv"],
+    ("gdu-figures-csv", "p1h", ["--gdu.every_n_steps", "1", "--gdu.figures", "true",
+     "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+     "--trainer.logger.init_args.save_dir", "csv"],
      ["gdu.figures=True", "TensorBoard", "CSVLogger", "gdu.figures false"]),
     ("devices", "p1h", ["--trainer.devices", "0"], ["devices", "not a valid input"]),
     # checkpoints

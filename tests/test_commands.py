@@ -270,6 +270,14 @@ def test_the_gdu_check_outside_fit_is_refused(
     )
 
 
+def test_compare_refuses_fast_dev_run(fake_mnist: Path, in_tmp: Path, capsys) -> None:
+    """compare reads both runs' results, which fast_dev_run does not write."""
+    args = ["compare", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
+    line = _error_line([*args, "--trainer.fast_dev_run", "true"], capsys)
+    assert line.startswith("eqprop: error: trainer.fast_dev_run: compare reads both runs' results")
+    assert not (in_tmp / "runs").exists()
+
+
 def test_compare_refuses_a_predictions_path(fake_mnist: Path, in_tmp: Path, capsys) -> None:
     """compare trains: its predictions.path was taken and nothing written."""
     args = ["compare", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
@@ -553,12 +561,9 @@ def test_a_resume_keeps_the_runs_seed(tmp_path: Path) -> None:
     the checkpoint's, else (checkpoints written before it was stored) its run's config.yaml's;
     another integer, or false (no seeding), is refused, naming where the run's seed was read."""
     ckpt = tmp_path / "checkpoints" / "last.ckpt"
-    assert [resume_seed(ckpt, {}, seed) for seed in (True, None, 3, False)] == [
-        True,
-        None,
-        3,
-        False,
-    ]  # fmt: skip  (no seed of the run's anywhere: nothing to keep)
+    # no seed of the run's anywhere: nothing to keep
+    seeds = [True, None, 3, False]
+    assert [resume_seed(ckpt, {}, seed) for seed in seeds] == seeds
     (tmp_path / "config.yaml").write_text("seed_everything: 0\n")
     assert [resume_seed(ckpt, {}, seed) for seed in (True, None, 0)] == [0, 0, 0]
     for seed in (3, False):
@@ -568,6 +573,9 @@ def test_a_resume_keeps_the_runs_seed(tmp_path: Path) -> None:
     assert [resume_seed(ckpt, saved, seed) for seed in (True, None, 5)] == [5, 5, 5]
     with pytest.raises(ConfigError, match=r"seed_everything=5 \(the checkpoint\).* has 0"):
         resume_seed(ckpt, saved, 0)
+    # a run that seeded nothing (false; its checkpoint holds an exported PL_GLOBAL_SEED)
+    (tmp_path / "config.yaml").write_text("seed_everything: false\n")
+    assert resume_seed(ckpt, saved, False) is False
 
 
 def test_resuming_a_run_whose_seed_was_drawn_keeps_it(
@@ -577,18 +585,18 @@ def test_resuming_a_run_whose_seed_was_drawn_keeps_it(
     where that variable differs (another shell) goes on with the run's seed (its training order
     and split), not the variable's, and says so."""
     args = ["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1)]
-    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")  # 1 == True: the resume must still take it
     main([*args, "--seed_everything", "true"])
     run = in_tmp / "runs" / "p1h" / "version_0"
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert saved["seed_everything"] == json.loads((run / "results.json").read_text())["seed"] == 7
+    assert saved["seed_everything"] == json.loads((run / "results.json").read_text())["seed"] == 1
     monkeypatch.setenv("PL_GLOBAL_SEED", "3")
     resume = ["--trainer.max_epochs", "2", "--ckpt_path", "last", "--seed_everything", "true"]
     with caplog.at_level("INFO"):
         main([*args, *resume])
-    assert "resuming with the run's seed_everything=7" in caplog.text
-    assert json.loads((run / "results.json").read_text())["seed"] == 7
-    assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == 7
+    assert "resuming with the run's seed_everything=1" in caplog.text
+    assert json.loads((run / "results.json").read_text())["seed"] == 1
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == 1
 
 
 def test_ckpt_path_last_is_the_newest_checkpoint_of_the_algorithm(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """An interrupted run resumed with `--ckpt_path last` ends exactly as an uninterrupted one."""
 
 import json
+import os
 import random
 import signal as signal_
 import warnings
@@ -763,21 +764,23 @@ def test_a_resume_restores_the_checkpoints_random_states(tmp_path, monkeypatch):
 
 
 def test_atomic_checkpoint_io_renames_a_local_temporary_file_only(tmp_path, monkeypatch):
-    """A local checkpoint is written to ``<path>.tmp`` then renamed over ``<path>``; a remote
-    path (``memory://``) is left to Lightning, with no rename."""
-    renames, real_replace = [], resume.os.replace
+    """A local checkpoint is written to a temporary file beside it, then renamed over it; a
+    remote path (``memory://``) is left to Lightning, with no rename."""
+    renames, real_replace = [], os.replace
 
     def replace(src, dst):
-        renames.append((str(src), str(dst), Path(src).is_file()))
+        renames.append((Path(src).parent, Path(src).name, str(dst), Path(src).is_file()))
         real_replace(src, dst)
 
-    monkeypatch.setattr(resume.os, "replace", replace)
+    monkeypatch.setattr(os, "replace", replace)
     io = resume.AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"epoch": 3}, path)
-    assert renames == [(f"{path}.tmp", str(path), True)]
+    ((folder, name, target, was_written),) = renames
+    assert (folder, target, was_written) == (tmp_path, str(path), True)
+    assert name.startswith(".last.ckpt.") and name.endswith(".tmp")
     assert torch.load(path, weights_only=True) == {"epoch": 3}
-    assert not Path(f"{path}.tmp").exists()
+    assert list(tmp_path.iterdir()) == [path]
     io.save_checkpoint({"epoch": 4}, "memory://eqprop-audit/last.ckpt")
     assert len(renames) == 1
 

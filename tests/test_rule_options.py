@@ -310,10 +310,10 @@ def test_gdu_callback_beta_overrides_the_models(monkeypatch) -> None:
 
 
 def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path, monkeypatch) -> None:
-    """figures=False: the GDU scalars go to TensorBoard and its figures do not; figures=True:
-    the three figures too. The scalars are the values computed here (stored as float32: rel
-    1e-6), and the synapse figure draws the instantaneous updates nT[t] = NT[t] - NT[t-1] and
-    dT (nT[0] = NT[0]), not the cumulative NT and DT."""
+    """figures=False: the GDU scalars go to TensorBoard and its figures do not; figures=None
+    (the default) or True: the three figures too. The scalars are the values computed here
+    (stored as float32: rel 1e-6), and the synapse figure draws the instantaneous updates
+    nT[t] = NT[t] - NT[t-1] and dT (nT[0] = NT[0]), not the cumulative NT and DT."""
     import eqprop_lightning.analysis as analysis
 
     drawn = []
@@ -325,7 +325,7 @@ def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path, monkeypatch) ->
 
     monkeypatch.setattr(analysis, "gdu_synapse_figure", recording)
     x, y = sparse_batches()[0]
-    for figures in (False, True):
+    for figures in (False, None, True):  # None, the default: to the TensorBoard logger
         logger, module = TensorBoardLogger(tmp_path, name=f"figures_{figures}"), model(beta=0.5)
         fit(
             module,
@@ -341,9 +341,10 @@ def test_gdu_callback_logs_its_figures_only_when_asked(tmp_path, monkeypatch) ->
             assert [e.step for e in events.Scalars(tag)] == [1, 2]
             assert events.Scalars(tag)[-1].value == pytest.approx(value, rel=1e-6), tag
         images = {tag for tag in events.Tags()["images"] if tag.startswith("gdu/")}
-        expected = {"gdu/gdu_neurons", "gdu/gdu_synapses", "gdu/gdu_rmse"} if figures else set()
+        figure_tags = {"gdu/gdu_neurons", "gdu/gdu_synapses", "gdu/gdu_rmse"}
+        expected = set() if figures is False else figure_tags
         assert images == expected, figures
-    assert len(drawn) == 2  # steps 1 and 2 with figures=True; the last on the final weights
+    assert len(drawn) == 4  # steps 1 and 2 with figures None and True; the last: final weights
     with torch.enable_grad():
         result = gdu(module.net, x, y, 6, 2, 0.5)
     for got, cumulative in zip(drawn[-1], (result.NT, result.DT), strict=True):
