@@ -52,8 +52,9 @@ class ResultsWriter(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # on every rank: under DDP, trainer.log_dir is a broadcast from rank 0; fast_dev_run
         # writes no run files (Lightning's loggers, configs and checkpoints neither)
-        run_dir = None if trainer.fast_dev_run else trainer.log_dir or trainer.default_root_dir
-        self.path = None if run_dir is None else Path(run_dir) / self.filename
+        self.path = None
+        if not trainer.fast_dev_run:
+            self.path = Path(trainer.log_dir or trainer.default_root_dir) / self.filename
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

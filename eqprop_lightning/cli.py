@@ -299,6 +299,12 @@ def _results_file(trainer: L.Trainer) -> Path | None:
     return next(c for c in trainer.callbacks if isinstance(c, ResultsWriter)).path
 
 
+def _logger_less_last(trainer) -> Path:
+    """``<default_root_dir>/checkpoints/last.ckpt``: where a run without a logger writes it."""
+    root = trainer.get("default_root_dir") or TRAINER_DEFAULTS["default_root_dir"]
+    return Path(root) / "checkpoints" / "last.ckpt"
+
+
 def _checkpoint_to_resume(config) -> Path:
     """``fit --ckpt_path last|best|hpc|registry`` that the logger's runs did not resolve:
     ``last`` is ``<default_root_dir>/checkpoints/last.ckpt``, where a run without a logger
@@ -309,8 +315,7 @@ def _checkpoint_to_resume(config) -> Path:
             f"ckpt_path={name!r} names a checkpoint of a fit in the same process: fit resumes "
             "a checkpoint's file, or 'last' (the newest last.ckpt of this config's runs)"
         )
-    root = config.trainer.get("default_root_dir") or TRAINER_DEFAULTS["default_root_dir"]
-    last = Path(root) / "checkpoints" / "last.ckpt"
+    last = _logger_less_last(config.trainer)
     if config.trainer.get("logger") or not last.is_file():
         raise ConfigError(
             f"ckpt_path='last': no {last}, where a run without a logger writes it, and no "
@@ -349,12 +354,13 @@ def _refuse_to_overwrite_a_run(trainer, results_filename: str) -> None:
     would overwrite an earlier one's results (``results.json``) and ``last.ckpt``."""
     if trainer.get("logger") or trainer.get("fast_dev_run"):  # a new version_<n>; no files
         return
-    root = Path(trainer.get("default_root_dir") or TRAINER_DEFAULTS["default_root_dir"])
-    for earlier in (root / results_filename, root / "checkpoints" / "last.ckpt"):
+    last = _logger_less_last(trainer)
+    root = last.parent.parent
+    for earlier in (root / results_filename, last):
         if earlier.exists():
             raise ConfigError(
                 f"trainer.logger=false writes the run into {root}, which holds {earlier} of an "
-                f"earlier run: resume it with --ckpt_path {root / 'checkpoints' / 'last.ckpt'}, "
+                f"earlier run: resume it with --ckpt_path {last}, "
                 "or give another --trainer.default_root_dir, or keep the logger (a new "
                 "version_<n> per run)"
             )
