@@ -16,12 +16,14 @@ refused rather than trained differently, and so are options it would not use (``
 from __future__ import annotations
 
 import argparse
+from argparse import ArgumentError
 from pathlib import Path
 
 import torch
 from common import eqprop_cli, meta_start, positive_int, run_meta, write_json
 from torch.nn import functional as F
 
+from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.learning import make_rule
 
 #: the config options drift.py uses: the net, rule and learning rates, the data, the seed
@@ -57,7 +59,10 @@ def main() -> None:
         )
     torch.set_num_threads(args.threads)
     configs = [a for c in args.config for a in ("--config", c)]
-    cli = eqprop_cli(*configs, *overrides)
+    try:
+        cli = eqprop_cli(*configs, *overrides)
+    except (ArgumentError, ConfigError) as err:  # a missing config, a bad value
+        p.error(str(err))
     model, data = cli.model, cli.datamodule
     hp = model.hparams
     if hp.optimizer != "sgd":

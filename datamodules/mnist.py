@@ -51,7 +51,8 @@ class MNISTDataModule(SplitsDataModule):
     held-out validation images then the test set with ``val_split``, else the test set.
 
     Args:
-        data_dir: Root holding ``MNIST/raw``; defaults to ``$EQPROP_DATA_DIR`` or ``./data``.
+        data_dir: Root holding ``MNIST/raw``; defaults to ``$EQPROP_DATA_DIR``, else
+            ``./data``, else the copy shipped with the package.
         batch_size: Training batch size.
         test_batch_size: Batch size of the validation and test loaders.
         flatten: Serve images as 784-vectors (fully connected nets) instead of ``(1, 28, 28)``.

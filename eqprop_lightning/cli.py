@@ -375,8 +375,8 @@ def compare(args: list[str]) -> dict[str, list[dict]]:
     given = [a for a in args if a.split("=")[0] == "--model.algorithm"]
     if given:
         raise ConfigError(
-            f"{given[0]}: compare trains both rules itself (EP with the config's beta, then "
-            "BPTT); drop --model.algorithm"
+            f"{given[0]}: compare trains both rules itself (BPTT, then EP with the "
+            "config's beta); drop --model.algorithm"
         )
     model = cli_parser().parse_args(args).model
     if model.get("beta") is None:

@@ -171,6 +171,34 @@ def test_bad_option_exits_2_naming_it(
 
 
 @pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "/nonexistent.yaml"], "File does not exist: '/nonexistent.yaml'"),
+        (
+            ["--config", str(ROOT / "configs" / "mnist" / "p1h.yaml"), "--model.T", "0"],
+            "T=0 must be a positive integer",
+        ),
+    ],
+)
+def test_drift_exits_2_on_a_bad_config_or_value(
+    args: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """The model and data are built from the options before anything is measured; the old code
+    stopped there with a traceback (exit status 1)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    monkeypatch.setattr(sys, "argv", ["drift.py", "--out", str(tmp_path / "out.json"), *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(BENCH / "drift.py"), run_name="__main__")
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.parametrize(
     ("args", "named"),
     [
         (["--repo", "{tmp}", "--config", "p1h"], "--repo: {tmp} is not a checkout"),
