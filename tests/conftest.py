@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import signal
 import struct
 from pathlib import Path
@@ -77,3 +78,21 @@ def _ctrl_c_as_in_a_terminal():
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cache_in_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """The data modules' cache (MNIST copies, tokenised IMDB/SNLI) goes to the session's tmp
+    dir, not ``~/.cache``: no test reads what an earlier session or older code left there."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_global_seed():
+    """``seed_everything`` (every ``eqprop`` command) exports ``PL_GLOBAL_SEED`` and
+    ``PL_SEED_WORKERS`` for the rest of the process; drop them after each test."""
+    yield
+    for name in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        os.environ.pop(name, None)

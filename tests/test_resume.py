@@ -45,10 +45,26 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         torch.testing.assert_close(b[key], value, rtol=0, atol=0, msg=key)
 
 
-def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        [],  # plain SGD: no optimizer state to lose
+        # Adam's moments and the cosine schedule's epoch count (the IMDB/SNLI settings)
+        [
+            "--model.optimizer",
+            "adam",
+            "--model.lrs",
+            "[0.001, 0.0005]",
+            "--model.cosine_t_max",
+            "2",
+        ],
+    ],
+    ids=["sgd", "adam-cosine"],
+)
+def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch, optimizer):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["eqprop"])
-    args = small_fit(fake_mnist)
+    args = [*small_fit(fake_mnist), *optimizer]
     main([*args, "--trainer.max_epochs", "3", "--trainer.logger.init_args.version", "straight"])
     main([*args, "--trainer.max_epochs", "1", "--trainer.logger.init_args.version", "cut"])
     main([*args, "--trainer.max_epochs", "3", "--ckpt_path", "last"])  # picks runs/p1h/cut
@@ -61,6 +77,20 @@ def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch):
     assert [e["epoch"] for e in resumed] == [1, 2, 3]
     assert [e["test_error"] for e in resumed] == [e["test_error"] for e in straight]
     assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    saved = [torch.load(runs / v / "checkpoints" / "last.ckpt") for v in ("straight", "cut")]
+    assert bool(saved[0]["optimizer_states"][0]["state"]) == bool(optimizer)  # Adam's moments
+    assert saved[0]["lr_schedulers"] == saved[1]["lr_schedulers"]
+    assert_same_optimizer_state(*(s["optimizer_states"][0] for s in saved))
+
+
+def assert_same_optimizer_state(a: dict, b: dict) -> None:
+    """Same per-parameter buffers (Adam's moments, bitwise) and the same learning rates."""
+    assert [g["lr"] for g in a["param_groups"]] == [g["lr"] for g in b["param_groups"]]
+    assert a["state"].keys() == b["state"].keys()
+    for index, buffers in a["state"].items():
+        assert buffers.keys() == b["state"][index].keys()
+        for name, value in buffers.items():
+            torch.testing.assert_close(b["state"][index][name], value, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("stop", ["max_steps", "max_time"])
