@@ -304,3 +304,21 @@ def test_drift_takes_the_model_and_data_options_in_every_form(
     taken = ["--data", "--data=d.yaml", "--data.init_args.batch_size", "--model.T=5"]
     assert all(honoured(a) for a in [*taken, "--seed_everything=3"])
     assert not any(honoured(a) for a in ["--trainer.max_epochs", "--datamodule", "--models"])
+
+
+def test_median_time_is_the_median_window_after_the_warm_up(monkeypatch) -> None:
+    """On a scripted clock: the 3 warm-up calls (100 s each) do not count, each of the 5 windows
+    of ``seconds / 5`` = 0.5 s times its calls, and the slow window (one 4 s call) is outvoted;
+    a mean over the windows would give 1.0 s, a mean including the warm-up far more."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    from common import median_time
+
+    durations = iter([100.0] * 3 + [0.25, 0.25] * 2 + [4.0] + [0.25, 0.25] * 2)
+    now = 0.0
+
+    def call() -> None:
+        nonlocal now
+        now += next(durations)
+
+    assert median_time(call, 2.5, lambda: now) == 0.25
+    assert next(durations, None) is None  # every scripted call made, none more

@@ -28,6 +28,8 @@ from eqprop_lightning.validation import (
     newest_last_checkpoint,
     resume_seed,
 )
+from tests.conftest import FAKE_TEST_SIZE
+from tests.reference import free_steps_by_hand
 from tests.test_cli import config, shrink
 
 
@@ -214,7 +216,10 @@ def test_predict_with_fast_dev_run_writes_under_default_root_dir(
     args = [*shrink(fake_mnist, epochs=1), "--trainer.default_root_dir", str(in_tmp / "root")]
     main(["predict", "--config", config("p1h"), *args, "--trainer.fast_dev_run", "true"])
     saved = torch.load(in_tmp / "root" / "predictions.pt", weights_only=True)
-    assert len(saved["prediction"]) == len(saved["output"]) == len(saved["index"]) > 0
+    # fast_dev_run predicts one batch: the whole fake test set, in order
+    assert saved["index"].tolist() == list(range(FAKE_TEST_SIZE))
+    assert saved["output"].shape == (FAKE_TEST_SIZE, 10)
+    assert torch.equal(saved["prediction"], saved["output"].argmax(1))
 
 
 def test_results_filename_is_the_file_every_command_reads(
@@ -307,14 +312,14 @@ def test_predict_writes_classes_and_output_states(fake_mnist: Path, in_tmp: Path
         + ["--ckpt_path", str(ckpt), "--predictions.path", str(out)]
     )
     written = torch.load(out, weights_only=True)
-    # the checkpoint's net on the whole test set, in order, computed here independently
+    # the checkpoint's net on the whole test set, in order: T free steps stepped by hand
     from eqprop_lightning.module import EqPropModule
 
     model = EqPropModule.load_from_checkpoint(ckpt, weights_only=True)
     dm = MNISTDataModule(data_dir=str(fake_mnist), verify_checksums=False)
     dm.setup("predict")
     x, _ = dm.test_set.tensors
-    expected = model(x)
+    expected = free_steps_by_hand(model.net, x, model.hparams.T)[1][0]  # s_0(T): (B, 10)
     assert written["output"].shape == (len(x), 10)
     torch.testing.assert_close(written["output"], expected)
     assert torch.equal(written["prediction"], expected.argmax(1))

@@ -14,13 +14,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 from torchvision.datasets import MNIST
 from torchvision.transforms import ToTensor
 
 from eqprop_lightning.datamodules import MNISTDataModule, ToyDataModule, data_root, mnist_files
 from eqprop_lightning.datamodules.data_root import ENV_VAR, is_writable
 from eqprop_lightning.datamodules.mnist_files import MNIST_MD5
+from eqprop_lightning.datamodules.sampling import EpochShuffle
 from eqprop_lightning.errors import DataError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +99,8 @@ def test_matches_torchvision_to_tensor(fake_mnist: Path, train: bool, flatten: b
 def test_loaders_samplers_and_batching(fake_mnist: Path) -> None:
     dm = _fake_dm(fake_mnist, batch_size=7, test_batch_size=30)
     train = dm.train_dataloader()
-    assert isinstance(train.sampler, RandomSampler) and train.batch_size == 7
+    # the resumable order (tests/test_sampling.py), not a RandomSampler on the global RNG
+    assert isinstance(train.sampler, EpochShuffle) and train.batch_size == 7
     for loader in (dm.val_dataloader(), dm.test_dataloader()):
         assert isinstance(loader.sampler, SequentialSampler)
         assert not loader.drop_last
