@@ -20,6 +20,7 @@ from gensim.models import KeyedVectors
 from nltk.tokenize import ToktokTokenizer
 
 from eqprop_lightning.callbacks import PredictionWriter
+from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import imdb as imdb_module
 from eqprop_lightning.datamodules import text as text_module
 from eqprop_lightning.datamodules.data_root import ENV_VAR
@@ -28,6 +29,7 @@ from eqprop_lightning.datamodules.snli import SNLIDataModule, read_snli_file
 from eqprop_lightning.datamodules.text import TokenIdsDataset
 from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.io import temp_file_beside
+from tests.test_resume import assert_same_optimizer_state, assert_same_weights, last_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -1144,3 +1146,55 @@ def test_token_ids_dataset_refuses_names_that_do_not_match_the_examples() -> Non
         TokenIdsDataset(ids, labels, ["a", "b"], num_classes=2)
     reordered = TokenIdsDataset(ids, labels, ["a", "b", "c"], num_classes=2).reordered([2, 0, 1])
     assert reordered.names == ["c", "a", "b"] and reordered.labels.tolist() == [0, 0, 1]
+
+
+TEXT_FIT = {  # the small configs, shrunk to the tiny fixtures (3 SNLI pairs, 4 IMDB reviews)
+    "imdb": [
+        "--config", str(REPO_ROOT / "configs" / "imdb" / "small.yaml"),
+        "--data.init_args.limit_train_examples", "null",
+        "--data.init_args.limit_test_examples", "null",
+        "--data.init_args.seq_len", "8", "--model.net.init_args.segments", "[8]",
+        "--model.net.init_args.fc_layers", "[6, 5, 2]",
+        "--model.lrs", "[0.01, 0.005, 0.005, 0.005]",
+    ],
+    "snli": [
+        "--config", str(REPO_ROOT / "configs" / "snli" / "small.yaml"),
+        "--data.init_args.seq_len", "4", "--model.net.init_args.segments", "[4, 4]",
+        "--model.net.init_args.fc_layers", "[6, 3]",
+    ],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset", ["imdb", "snli"])
+def test_a_sequence_run_resumed_inside_an_epoch_equals_the_uninterrupted_one(
+    imdb_root, snli_root, w2v_file, tmp_path, monkeypatch, dataset
+):
+    """Three-phase EP on the Hopfield nets with Adam and the cosine schedule, the text data
+    modules' order and embeddings: stopped at step 3 (inside epoch 2 of 2 batches), resumed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["eqprop"])
+    root = {"imdb": imdb_root, "snli": snli_root}[dataset]
+    args = [
+        *TEXT_FIT[dataset],
+        "--data.init_args.data_dir", str(root), "--data.init_args.embeddings", str(w2v_file),
+        "--data.init_args.batch_size", "2", "--data.init_args.cache_dir", str(tmp_path / "cache"),
+        "--model.T", "6", "--model.K", "3", "--model.cosine_t_max", "2",
+        "--trainer.max_epochs", "3", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", "runs",
+    ]  # fmt: skip
+    main(["fit", *args, "--trainer.logger.init_args.version", "straight"])
+    main(["fit", *args, "--trainer.max_steps", "3", "--trainer.logger.init_args.version", "cut"])
+    runs = next((tmp_path / "runs").iterdir())
+    saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (saved["epoch"], saved["global_step"]) == (1, 3)
+    main(["fit", *args, "--ckpt_path", "last"])  # picks the newest run: cut
+
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["epoch"] for e in resumed] == [1, 2, 3]
+    for key in ("train_error", "train_loss", "test_error"):
+        assert [e[key] for e in resumed] == [e[key] for e in straight], key
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    saved = [torch.load(runs / v / "checkpoints" / "last.ckpt") for v in ("straight", "cut")]
+    assert_same_optimizer_state(*(s["optimizer_states"][0] for s in saved))
