@@ -275,6 +275,14 @@ def test_random_sign_depends_on_the_seed_and_step_only():
     assert first != [random_sign(8, step) for step in range(64)]
 
 
+def test_random_sign_streams_of_different_seeds_differ():
+    """Every seed its own stream: the old draw seeded torch with ``seed * 2**31 + step``, whose
+    low 32 bits (all that torch's CPU generator keeps) are those of ``(seed % 2) * 2**31 +
+    step``, so seeds 0, 2, 4, ... shared one stream and 1, 3, ... another."""
+    streams = {tuple(random_sign(seed, step) for step in range(64)) for seed in range(16)}
+    assert len(streams) == 16
+
+
 def small_nets():
     torch.manual_seed(3)
     conv = ConvPrototypical([2, 2, 1], [3], kernel_size=3, padding=True, input_size=8)

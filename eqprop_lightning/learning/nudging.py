@@ -35,7 +35,7 @@ import cmath
 import math
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from eqprop_lightning.errors import ConfigError
 
@@ -74,9 +74,9 @@ def holomorphic(beta: float, points: int) -> Nudges:
 
 def random_sign(seed: int, step: int) -> int:
     """The sign ``sigma = +-1`` of batch ``step``: a function of ``(seed, step)`` only, so that
-    DDP ranks agree and a resumed run draws the same signs."""
-    generator = torch.Generator().manual_seed((seed % 2**32) * 2**31 + step)
-    return 1 if torch.randint(0, 2, (), generator=generator).item() else -1
+    DDP ranks agree and a resumed run draws the same signs. numpy's ``SeedSequence`` mixes both
+    numbers into the generator's state (torch's CPU generator keeps 32 bits of a seed only)."""
+    return 1 if np.random.default_rng([seed % 2**32, step]).integers(2) else -1
 
 
 def check_nudging(nudging: str, points: int | None) -> int | None:
