@@ -49,14 +49,20 @@ def error_percent(output: Tensor, y: Tensor) -> Tensor:
     return (output.argmax(1) != y.argmax(1)).float() * 100.0
 
 
-def check_targets(y: Tensor, classes: int) -> None:
+def check_targets(y: Tensor, classes: int, dtype: torch.dtype | None = None) -> None:
     """The targets are one-hot floats ``(B, classes)`` (class indices would broadcast against
-    the output state in the cost, silently, when B is 1 or ``classes``)."""
+    the output state in the cost, silently, when B is 1 or ``classes``), of the net's ``dtype``
+    where given (training: the nudge would promote the state to the targets' dtype)."""
     if y.ndim != 2 or y.shape[1] != classes or not y.is_floating_point():
         raise DataError(
             f"targets of shape {tuple(y.shape)} and dtype {y.dtype}: the net takes one-hot float "
             f"targets of shape (batch, {classes}) (torch.nn.functional.one_hot(labels, "
             f"{classes}).float() for class indices)"
+        )
+    if dtype is not None and y.dtype != dtype:
+        raise DataError(
+            f"targets of dtype {y.dtype} for a net of {dtype}: give targets of the net's dtype "
+            f"(y.to({dtype}))"
         )
 
 
@@ -276,7 +282,7 @@ class EqPropModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        check_targets(y, self.net.num_classes)
+        check_targets(y, self.net.num_classes, next(self.net.parameters()).dtype)
         if batch_idx == 0:  # a new epoch (a run resumed mid-epoch keeps its running means)
             for metric in self.train_metrics.values():
                 metric.reset()

@@ -6,6 +6,12 @@ failure; the comparisons that run inductor (about 3 minutes here with a cold com
 marked slow and deselected by default: ``python -m pytest -m slow`` runs them.
 """
 
+import copy
+import gc
+import pickle
+import warnings
+import weakref
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -124,6 +130,53 @@ def test_compiler_failure_warns_once_and_runs_eagerly(monkeypatch):
     assert calls == [1]  # not retried at every step
     assert_estimates_close(expected, got, rtol=0, atol=0)
     compile_dynamics(net, False)
+
+
+def traced_eagerly(fn, **kwargs):
+    """A stand-in for ``torch.compile`` that runs ``fn`` as it is (errors are eager's)."""
+    return fn
+
+
+def test_an_error_of_the_inputs_is_raised_and_keeps_compile_on(monkeypatch):
+    """An error that eager raises too (inputs of another dtype) is the caller's, not the
+    compiler's: the old code warned "torch.compile failed" and ran eagerly for good."""
+    net, x, y = make("prototypical")
+    monkeypatch.setattr(compiled.torch, "compile", traced_eagerly)
+    compile_dynamics(net)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "torch.compile failed" warning
+            with pytest.raises(RuntimeError, match="must have the same dtype"):
+                estimate(net, "ep", x, y.double())  # the nudge promotes the state
+        assert not compiled_relaxation(net).failed
+    finally:
+        compile_dynamics(net, False)
+
+
+def test_a_compiled_net_is_freed_with_its_last_reference(monkeypatch):
+    """The compiled relaxation lives with its net: the old module-level dict held each net
+    through its wrapper's ``net.step``, so no net given ``compile=True`` was ever freed."""
+    net, x, y = make("prototypical")
+    monkeypatch.setattr(compiled.torch, "compile", traced_eagerly)
+    compile_dynamics(net)
+    estimate(net, "ep", x, y)
+    alive = weakref.ref(net)
+    del net
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_copy_of_a_compiled_net_relaxes_eagerly_and_pickles():
+    """``copy.deepcopy`` (the GDU analysis copies its net) and pickling leave the compiled
+    functions behind."""
+    net, _, _ = make("prototypical")
+    compile_dynamics(net)
+    try:
+        for copied in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+            assert compiled_relaxation(copied) is None
+            assert compiled_relaxation(net) is not None
+    finally:
+        compile_dynamics(net, False)
 
 
 def test_one_graph_per_phase_and_batch_size_not_per_batch(counting_compile):

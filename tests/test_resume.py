@@ -643,6 +643,12 @@ def test_a_module_used_from_code_checks_its_data(fake_mnist, tmp_path):
     indices = TensorDataset(torch.rand(10, 784), torch.arange(10))  # B = classes: broadcasts
     with pytest.raises(DataError, match=r"targets of shape \(10,\) and dtype torch.int64"):
         trainer().fit(model, DataLoader(indices, batch_size=10))
+    # float64 one-hot targets (numpy's np.eye(10)[labels]) for a float32 net: the nudge promoted
+    # the output state to float64 and EP's next step failed on a dtype mismatch (BPTT trained)
+    targets = torch.eye(10, dtype=torch.float64)
+    wrong_dtype = "targets of dtype torch.float64 for a net of torch.float32"
+    with pytest.raises(DataError, match=wrong_dtype):
+        trainer().fit(model, DataLoader(TensorDataset(torch.rand(10, 784), targets), batch_size=10))
 
 
 def test_a_fit_resumed_from_code_refuses_other_settings(fake_mnist, tmp_path):

@@ -13,7 +13,6 @@ run eagerly from then on. Complex (holomorphic) relaxations always run eagerly.
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -31,17 +30,22 @@ RECOMPILE_LIMIT = 64
 #: ``(step, s, static, steps, beta, y) -> (state one step before the end, state)``
 Loop = Callable[..., tuple[State, State]]
 
-_COMPILED: weakref.WeakKeyDictionary[nn.Module, CompiledRelaxation] = weakref.WeakKeyDictionary()
+#: the net's attribute that holds its :class:`CompiledRelaxation` (freed with the net)
+ATTRIBUTE = "_compiled_relaxation"
 
 
 class CompiledRelaxation:
-    """A relaxation loop of ``net`` compiled on its first call, with an eager fallback."""
+    """A relaxation loop of ``net`` compiled on its first call, with an eager fallback. A copy
+    or a pickle of the net leaves it behind (the copy relaxes eagerly)."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
         self.step = net.step  # one bound method, so that the graphs' guards hold across calls
         self.compiled: dict[str, Loop] = {}  # by device type
         self.failed = False
+
+    def __reduce__(self):
+        return type(None), ()
 
     def _compiled_for(self, device: torch.device, loop: Loop) -> Loop:
         if device.type not in self.compiled:
@@ -86,7 +90,10 @@ class CompiledRelaxation:
                 previous, state = self._chunk(loop, state, static, n, beta, y)
                 done += n
             return previous, state
-        except Exception as err:  # noqa: BLE001 (any compiler failure: eager raises real errors)
+        except Exception as err:  # noqa: BLE001 (a compiler failure, if eager runs)
+            # from the phase's first state; an error eager raises too is the inputs', not the
+            # compiler's: it propagates and compilation stays on
+            result = loop(self.step, s, static, steps, beta, y)
             self.failed = True
             reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
             warnings.warn(
@@ -95,7 +102,7 @@ class CompiledRelaxation:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return loop(self.step, s, static, steps, beta, y)  # from the phase's first state
+            return result
 
 
 def compile_dynamics(net: nn.Module, enabled: bool = True) -> None:
@@ -104,11 +111,12 @@ def compile_dynamics(net: nn.Module, enabled: bool = True) -> None:
     if enabled:
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
-        _COMPILED.setdefault(net, CompiledRelaxation(net))
+        if compiled_relaxation(net) is None:
+            net.__dict__[ATTRIBUTE] = CompiledRelaxation(net)
     else:
-        _COMPILED.pop(net, None)
+        net.__dict__.pop(ATTRIBUTE, None)
 
 
 def compiled_relaxation(net: nn.Module) -> CompiledRelaxation | None:
     """The compiled relaxation of ``net``, or ``None`` when it relaxes eagerly."""
-    return _COMPILED.get(net)
+    return net.__dict__.get(ATTRIBUTE)
