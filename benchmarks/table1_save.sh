@@ -12,18 +12,24 @@ cd "$(dirname "$0")/.."
 if [ $# -eq 0 ]; then
   set -- $(ls runs/table1 2>/dev/null)
 fi
+copy() {  # beside the target, then renamed: an interrupted copy leaves the old file whole
+  cp "$1" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2"
+}
 for name in "$@"; do
   run="runs/table1/$name/version_0"
   if [ ! -f "$run/checkpoints/last.ckpt" ]; then
     echo "skip $name: no $run/checkpoints/last.ckpt" >&2
     continue
   fi
-  mkdir -p "checkpoints/table1/$name"
-  cp "$run/checkpoints/last.ckpt" "$run/config.yaml" "checkpoints/table1/$name/"
+  dest="checkpoints/table1/$name"
+  mkdir -p "$dest"
+  copy "$run/checkpoints/last.ckpt" "$dest/last.ckpt"
+  copy "$run/config.yaml" "$dest/config.yaml"
   if [ -f "$run/results.json" ]; then  # none before the first epoch's end
-    cp "$run/results.json" "checkpoints/table1/$name/"
+    copy "$run/results.json" "$dest/results.json"
     echo "saved $name: $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["epochs"]), "epochs")' "$run/results.json")"
   else
+    rm -f "$dest/results.json"  # an earlier run's, not this one's
     echo "saved $name: no epoch finished"
   fi
 done

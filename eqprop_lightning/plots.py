@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from eqprop_lightning.io import write_atomic
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
@@ -118,8 +120,12 @@ def save_image(image: np.ndarray, path: Path) -> Path:
 
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    """Write ``fig`` to ``path`` (the format of its suffix) atomically, then close it."""
+    path = Path(path)
+    try:
+        write_atomic(path, lambda name: fig.savefig(name, dpi=120, format=path.suffix[1:]))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -163,6 +163,44 @@ def test_default_root_dir_decides_where_runs_go(fake_mnist: Path, in_tmp: Path) 
     assert not (in_tmp / "runs").exists()
 
 
+def test_a_fresh_run_into_a_logger_version_of_an_earlier_run_is_refused(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """A fixed ``--trainer.logger.init_args.version`` (the rerun lines of REPRODUCTION.md, the
+    Table 1 queue) names one run directory: a fresh fit there overwrote the earlier run's
+    results.json and last.ckpt; resuming it goes on."""
+    args = [*shrink(fake_mnist, epochs=1), "--trainer.logger.init_args.save_dir", "logs"]
+    args += ["--trainer.logger.init_args.name", "p1h-ep-s0"]
+    args += ["--trainer.logger.init_args.version", "version_0"]
+    main(["fit", "--config", config("p1h"), *args])
+    root = Path("logs", "p1h-ep-s0", "version_0")
+    last, results = root / "checkpoints" / "last.ckpt", root / "results.json"
+    before = {path: path.read_bytes() for path in (last, results)}
+    line = _error_line(["fit", "--config", config("p1h"), *args], capsys)
+    assert line == (
+        f"eqprop: error: trainer.logger.init_args.version='version_0' writes the run into {root}, "
+        f"which holds {results} of an earlier run: resume it with --ckpt_path {last}, or give "
+        "another version (or none: a new version_<n> per run)"
+    )
+    assert {path: path.read_bytes() for path in (last, results)} == before
+    main(
+        [
+            "fit",
+            "--config",
+            config("p1h"),
+            *args,
+            "--trainer.max_epochs",
+            "2",
+            "--ckpt_path",
+            str(last),
+        ]
+    )
+    assert [e["epoch"] for e in _results(root)["epochs"]] == [1, 2]
+    # an integer version is the folder version_<n>
+    line = _error_line(["fit", "--config", config("p1h"), *args[:-1], "0"], capsys)
+    assert line.startswith("eqprop: error: trainer.logger.init_args.version=0 writes the run into")
+
+
 def test_without_a_logger_a_new_run_does_not_overwrite_an_earlier_one(
     fake_mnist: Path, in_tmp: Path, capsys
 ) -> None:

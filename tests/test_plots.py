@@ -230,3 +230,23 @@ def test_rmse_bars_are_the_means_with_the_stds_as_error_bars() -> None:
     expected = np.transpose([np.subtract(means, stds), np.add(means, stds)])
     np.testing.assert_allclose(segments[:, :, 1], expected, rtol=1e-12)
     assert (ax.get_ylabel(), ax.get_yscale()) == ("relative RMSE", "log")
+
+
+def test_an_interrupted_figure_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """The figure is written beside its path and renamed: a failing write (a full disk, a
+    Ctrl-C) left a truncated PNG where the report's figure had been."""
+    path = tmp_path / "reproduction.png"
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    plots.save_figure(fig, path)
+    before = path.read_bytes()
+
+    def fail_midway(self, name, **kwargs):
+        Path(name).write_bytes(before[:100])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", fail_midway)
+    with pytest.raises(OSError, match="No space left"):
+        plots.save_figure(Figure(), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["reproduction.png"]

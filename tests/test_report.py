@@ -400,8 +400,12 @@ def test_rerun_queue_line_runs_each_seed_s_ep_and_bptt_in_turn():
 def test_table1_save_copies_a_run_stopped_in_its_first_epoch_and_goes_on(tmp_path):
     """A run stopped inside its first epoch has last.ckpt and config.yaml but no results.json
     (the report lists it as started): the script saves it and every run after it; it stopped
-    at the missing file and left the later runs unsaved."""
+    at the missing file and left the later runs unsaved. An earlier run's results.json in the
+    saved folder goes (it stayed, beside the new run's checkpoint); no temporary file stays."""
     (tmp_path / "benchmarks").mkdir()
+    stale = tmp_path / "checkpoints" / "table1" / "a-ep-s0" / "results.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"epochs": [{"epoch": 1}, {"epoch": 2}]}')
     shutil.copy(REPO / "benchmarks" / "table1_save.sh", tmp_path / "benchmarks")
     for name, results in (("a-ep-s0", False), ("b-ep-s0", True)):
         run = tmp_path / "runs" / "table1" / name / "version_0"
