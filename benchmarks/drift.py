@@ -16,14 +16,13 @@ refused rather than trained differently, and so are options it would not use (``
 from __future__ import annotations
 
 import argparse
-from argparse import ArgumentError
 from pathlib import Path
 
 import torch
 from common import eqprop_cli, meta_start, positive_int, run_meta, write_json
 from torch.nn import functional as F
 
-from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.commands import user_error
 from eqprop_lightning.learning import make_rule
 
 #: the config options drift.py uses: the net, rule and learning rates, the data, the seed
@@ -61,8 +60,11 @@ def main() -> None:
     configs = [a for c in args.config for a in ("--config", c)]
     try:
         cli = eqprop_cli(*configs, *overrides)
-    except (ArgumentError, ConfigError) as err:  # a missing config, a bad value
-        p.error(str(err))
+    except Exception as err:  # a missing config, a bad value, missing data: one line, status 2
+        cause = user_error(err)
+        if cause is None:
+            raise
+        p.error(" ".join(str(cause).split()))
     model, data = cli.model, cli.datamodule
     hp = model.hparams
     if hp.optimizer != "sgd":

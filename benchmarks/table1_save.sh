@@ -13,7 +13,7 @@ if [ $# -eq 0 ]; then
   set -- $(ls runs/table1 2>/dev/null)
 fi
 copy() {  # beside the target, then renamed: an interrupted copy leaves the old file whole
-  cp "$1" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2"
+  cp "$1" "$2.tmp.$$" && mv -f "$2.tmp.$$" "$2" || { rm -f "$2.tmp.$$"; return 1; }
 }
 for name in "$@"; do
   run="runs/table1/$name/version_0"

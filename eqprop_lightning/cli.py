@@ -34,7 +34,13 @@ from eqprop_lightning.datamodules.checks import check_positive_int
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.io import write_json_atomic, write_text_atomic
 from eqprop_lightning.module import EqPropModule, evaluation_sets
-from eqprop_lightning.run_dirs import ROOT_DIR, TRAINER_DEFAULTS, next_dir, run_root
+from eqprop_lightning.run_dirs import (
+    ROOT_DIR,
+    TRAINER_DEFAULTS,
+    fixed_run_dir,
+    next_dir,
+    run_root,
+)
 from eqprop_lightning.validation import (
     BPTT_UNUSED,
     EXECUTION_ONLY,
@@ -349,43 +355,31 @@ def _save_under_root_dir(trainer) -> None:
         init.save_dir = str(trainer.default_root_dir)
 
 
-#: loggers that write a run into ``<save_dir>/<name>/<version>`` (its checkpoints inside)
-VERSIONED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
-
-
 def _refuse_to_overwrite_a_run(trainer, results_filename: str) -> None:
     """A fit that starts in a run directory of an earlier run would overwrite its results
     (``results.json``) and ``last.ckpt``: without a logger every run writes into
-    ``default_root_dir`` itself; a logger given a ``version`` writes into that version."""
+    ``default_root_dir`` itself; a TensorBoard logger given a ``version`` writes into it."""
     if trainer.get("fast_dev_run"):  # writes no files
         return
-    logger = trainer.get("logger")
-    init = logger.get("init_args") if hasattr(logger, "get") else None
-    if not logger:
+    if not trainer.get("logger"):
         root = _logger_less_last(trainer).parent.parent
         writes = "trainer.logger=false writes the run into"
         other = (
             "give another --trainer.default_root_dir, or keep the logger (a new version_<n> "
             "per run)"
         )
-    elif (
-        init is not None
-        and init.get("version") is not None
-        and logger.get("class_path", "").rsplit(".", 1)[-1] in VERSIONED_LOGGERS
-    ):
-        version = init.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        root = Path(init.save_dir, init.get("name") or "", folder)
-        writes = f"trainer.logger.init_args.version={version!r} writes the run into"
+    else:
+        root = fixed_run_dir(trainer.as_dict())
+        if root is None:  # a new version_<n>
+            return
+        writes = "trainer.logger.init_args.version writes the run into"
         other = "give another version (or none: a new version_<n> per run)"
-    else:  # the logger makes a new version_<n>
-        return
     last = root / "checkpoints" / "last.ckpt"
     for earlier in (root / results_filename, last):
         if earlier.exists():
+            resume = f"resume it with --ckpt_path {last}, or " if last.exists() else ""
             raise ConfigError(
-                f"{writes} {root}, which holds {earlier} of an earlier run: resume it with "
-                f"--ckpt_path {last}, or {other}"
+                f"{writes} {root}, which holds {earlier} of an earlier run: {resume}{other}"
             )
 
 

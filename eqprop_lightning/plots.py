@@ -123,7 +123,8 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Write ``fig`` to ``path`` (the format of its suffix) atomically, then close it."""
     path = Path(path)
     try:
-        write_atomic(path, lambda name: fig.savefig(name, dpi=120, format=path.suffix[1:]))
+        form = path.suffix[1:] or plt.rcParams["savefig.format"]  # the temporary name's is .tmp
+        write_atomic(path, lambda name: fig.savefig(name, dpi=120, format=form))
     finally:
         plt.close(fig)
     return path

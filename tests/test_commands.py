@@ -22,6 +22,7 @@ from eqprop_lightning.cli import main
 from eqprop_lightning.datamodules import MNISTDataModule
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.resources import config_names, packaged
+from eqprop_lightning.run_dirs import fixed_run_dir
 from eqprop_lightning.validation import (
     check_same_data,
     check_same_hparams,
@@ -178,9 +179,9 @@ def test_a_fresh_run_into_a_logger_version_of_an_earlier_run_is_refused(
     before = {path: path.read_bytes() for path in (last, results)}
     line = _error_line(["fit", "--config", config("p1h"), *args], capsys)
     assert line == (
-        f"eqprop: error: trainer.logger.init_args.version='version_0' writes the run into {root}, "
-        f"which holds {results} of an earlier run: resume it with --ckpt_path {last}, or give "
-        "another version (or none: a new version_<n> per run)"
+        f"eqprop: error: trainer.logger.init_args.version writes the run into {root}, which "
+        f"holds {results} of an earlier run: resume it with --ckpt_path {last}, or give another "
+        "version (or none: a new version_<n> per run)"
     )
     assert {path: path.read_bytes() for path in (last, results)} == before
     main(
@@ -198,7 +199,28 @@ def test_a_fresh_run_into_a_logger_version_of_an_earlier_run_is_refused(
     assert [e["epoch"] for e in _results(root)["epochs"]] == [1, 2]
     # an integer version is the folder version_<n>
     line = _error_line(["fit", "--config", config("p1h"), *args[:-1], "0"], capsys)
-    assert line.startswith("eqprop: error: trainer.logger.init_args.version=0 writes the run into")
+    assert f"writes the run into {root}, which holds {results}" in line
+    # only results.json (a run stopped before its first save): nothing to resume from
+    last.unlink()
+    line = _error_line(["fit", "--config", config("p1h"), *args], capsys)
+    assert line.endswith(
+        f"holds {results} of an earlier run: give another version (or none: a new "
+        "version_<n> per run)"
+    )
+
+
+def test_fixed_run_dir_of_a_logger_or_a_list_of_loggers() -> None:
+    """The run directory Lightning uses: the first logger's of a list; none without a version."""
+    tensorboard = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "logs", "name": "p1h", "version": 3},
+    }
+    assert fixed_run_dir({"logger": tensorboard}) == Path("logs/p1h/version_3")
+    assert fixed_run_dir({"logger": [tensorboard, {"class_path": "x.CSVLogger"}]}) == Path(
+        "logs/p1h/version_3"
+    )
+    unversioned = {**tensorboard, "init_args": {"save_dir": "logs", "name": "p1h"}}
+    assert fixed_run_dir({"logger": unversioned, "default_root_dir": "runs"}) is None
 
 
 def test_without_a_logger_a_new_run_does_not_overwrite_an_earlier_one(

@@ -4,6 +4,7 @@ union of the two ranks' batches, and both ranks end with identical weights."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,10 @@ class TwoProcessFit:
             )
             if done.returncode == 0 or "signal" not in done.stderr or attempt == 2:
                 break
+            if "--ckpt_path" not in args and "--trainer.logger.init_args.version" in args:
+                # the aborted try's files would refuse the fresh retry (an earlier run there)
+                version = args[args.index("--trainer.logger.init_args.version") + 1]
+                shutil.rmtree(self.root / "runs" / "p1h" / version, ignore_errors=True)
         assert done.returncode == 0, done.stderr[-3000:]
         return done
 

@@ -250,3 +250,12 @@ def test_an_interrupted_figure_leaves_the_previous_file_whole(tmp_path, monkeypa
         plots.save_figure(Figure(), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["reproduction.png"]
+
+
+def test_a_figure_path_without_a_suffix_is_a_png(tmp_path):
+    """matplotlib's default format, as ``fig.savefig(path)`` wrote it (the temporary file's
+    suffix would have named none: "Format '' is not supported")."""
+    fig = Figure()
+    fig.add_subplot().plot([0, 1])
+    plots.save_figure(fig, tmp_path / "curves")
+    assert (tmp_path / "curves").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -35,8 +35,9 @@ ATTRIBUTE = "_compiled_relaxation"
 
 
 class CompiledRelaxation:
-    """A relaxation loop of ``net`` compiled on its first call, with an eager fallback. A copy
-    or a pickle of the net leaves it behind (the copy relaxes eagerly)."""
+    """A relaxation loop of ``net`` compiled on its first call, with an eager fallback. It is
+    an attribute of the net, collected with it; ``copy.deepcopy`` or a pickle of the net leaves
+    it behind (the copy relaxes eagerly)."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
@@ -90,19 +91,20 @@ class CompiledRelaxation:
                 previous, state = self._chunk(loop, state, static, n, beta, y)
                 done += n
             return previous, state
-        except Exception as err:  # noqa: BLE001 (a compiler failure, if eager runs)
-            # from the phase's first state; an error eager raises too is the inputs', not the
-            # compiler's: it propagates and compilation stays on
-            result = loop(self.step, s, static, steps, beta, y)
-            self.failed = True
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            warnings.warn(
-                f"compile=True: torch.compile failed on {type(self.net).__name__}.step "
-                f"({type(err).__name__}: {reason[:200]}); the dynamics run eagerly",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            return result
+        except Exception as caught:  # noqa: BLE001 (a compiler failure, if eager runs)
+            err = caught
+        # from the phase's first state, outside the except (an eager error is not chained to
+        # the compiler's); an error eager raises too is the inputs': compilation stays on
+        result = loop(self.step, s, static, steps, beta, y)
+        self.failed = True
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        warnings.warn(
+            f"compile=True: torch.compile failed on {type(self.net).__name__}.step "
+            f"({type(err).__name__}: {reason[:200]}); the dynamics run eagerly",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return result
 
 
 def compile_dynamics(net: nn.Module, enabled: bool = True) -> None:
