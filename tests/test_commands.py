@@ -164,49 +164,50 @@ def test_default_root_dir_decides_where_runs_go(fake_mnist: Path, in_tmp: Path) 
     assert not (in_tmp / "runs").exists()
 
 
-def test_a_fresh_run_into_a_logger_version_of_an_earlier_run_is_refused(
-    fake_mnist: Path, in_tmp: Path, capsys
+@pytest.mark.parametrize(
+    ("where", "root", "writes", "other"),
+    [
+        (
+            ["--trainer.logger", "false", "--trainer.default_root_dir", "flat"],
+            Path("flat"),
+            "trainer.logger=false",
+            "give another --trainer.default_root_dir, or keep the logger (a new version_<n> per "
+            "run)",
+        ),
+        (  # the rerun lines of REPRODUCTION.md and the Table 1 queue
+            ["--trainer.logger.init_args.save_dir", "logs"]
+            + ["--trainer.logger.init_args.name", "p1h-ep-s0"]
+            + ["--trainer.logger.init_args.version", "version_0"],
+            Path("logs", "p1h-ep-s0", "version_0"),
+            "trainer.logger.init_args.version",
+            "give another version (or none: a new version_<n> per run)",
+        ),
+    ],
+    ids=["no_logger", "fixed_version"],
+)
+def test_a_fresh_run_does_not_overwrite_an_earlier_one_in_its_directory(
+    fake_mnist: Path, in_tmp: Path, capsys, where, root, writes, other
 ) -> None:
-    """A fixed ``--trainer.logger.init_args.version`` (the rerun lines of REPRODUCTION.md, the
-    Table 1 queue) names one run directory: a fresh fit there overwrote the earlier run's
-    results.json and last.ckpt; resuming it goes on."""
-    args = [*shrink(fake_mnist, epochs=1), "--trainer.logger.init_args.save_dir", "logs"]
-    args += ["--trainer.logger.init_args.name", "p1h-ep-s0"]
-    args += ["--trainer.logger.init_args.version", "version_0"]
+    """Without a logger a run writes into default_root_dir itself, with a fixed logger version
+    into that version: a second fresh run there is refused (it overwrote results.json and
+    last.ckpt; with a fixed version, only logger=false was refused); resuming it goes on."""
+    args = [*shrink(fake_mnist, epochs=1), *where]
     main(["fit", "--config", config("p1h"), *args])
-    root = Path("logs", "p1h-ep-s0", "version_0")
     last, results = root / "checkpoints" / "last.ckpt", root / "results.json"
     before = {path: path.read_bytes() for path in (last, results)}
-    line = _error_line(["fit", "--config", config("p1h"), *args], capsys)
+    line = _error_line(["fit", "--config", config("p1h"), *args, "--seed_everything", "1"], capsys)
     assert line == (
-        f"eqprop: error: trainer.logger.init_args.version writes the run into {root}, which "
-        f"holds {results} of an earlier run: resume it with --ckpt_path {last}, or give another "
-        "version (or none: a new version_<n> per run)"
+        f"eqprop: error: {writes} writes the run into {root}, which holds {results} of an "
+        f"earlier run: resume it with --ckpt_path {last}, or {other}"
     )
     assert {path: path.read_bytes() for path in (last, results)} == before
-    main(
-        [
-            "fit",
-            "--config",
-            config("p1h"),
-            *args,
-            "--trainer.max_epochs",
-            "2",
-            "--ckpt_path",
-            str(last),
-        ]
-    )
+    resume = ["--trainer.max_epochs", "2", "--ckpt_path", str(last)]
+    main(["fit", "--config", config("p1h"), *args, *resume])
     assert [e["epoch"] for e in _results(root)["epochs"]] == [1, 2]
-    # an integer version is the folder version_<n>
-    line = _error_line(["fit", "--config", config("p1h"), *args[:-1], "0"], capsys)
-    assert f"writes the run into {root}, which holds {results}" in line
     # only results.json (a run stopped before its first save): nothing to resume from
     last.unlink()
     line = _error_line(["fit", "--config", config("p1h"), *args], capsys)
-    assert line.endswith(
-        f"holds {results} of an earlier run: give another version (or none: a new "
-        "version_<n> per run)"
-    )
+    assert line.endswith(f"holds {results} of an earlier run: {other}")
 
 
 def test_fixed_run_dir_of_a_logger_or_a_list_of_loggers() -> None:
@@ -221,39 +222,6 @@ def test_fixed_run_dir_of_a_logger_or_a_list_of_loggers() -> None:
     )
     unversioned = {**tensorboard, "init_args": {"save_dir": "logs", "name": "p1h"}}
     assert fixed_run_dir({"logger": unversioned, "default_root_dir": "runs"}) is None
-
-
-def test_without_a_logger_a_new_run_does_not_overwrite_an_earlier_one(
-    fake_mnist: Path, in_tmp: Path, capsys
-) -> None:
-    """With trainer.logger false a run writes into default_root_dir itself: a second fresh run
-    there is refused (it overwrote results.json and last.ckpt); resuming it goes on."""
-    root = in_tmp / "flat"
-    args = [*shrink(fake_mnist, epochs=1), "--trainer.logger", "false"]
-    args += ["--trainer.default_root_dir", str(root)]
-    main(["fit", "--config", config("p1h"), *args])
-    last, results = root / "checkpoints" / "last.ckpt", root / "results.json"
-    before = {path: path.read_bytes() for path in (last, results)}
-    line = _error_line(["fit", "--config", config("p1h"), *args, "--seed_everything", "1"], capsys)
-    assert line == (
-        f"eqprop: error: trainer.logger=false writes the run into {root}, which holds "
-        f"{results} of an earlier run: resume it with --ckpt_path {last}, or give another "
-        "--trainer.default_root_dir, or keep the logger (a new version_<n> per run)"
-    )
-    assert {path: path.read_bytes() for path in (last, results)} == before
-    main(
-        [
-            "fit",
-            "--config",
-            config("p1h"),
-            *args,
-            "--trainer.max_epochs",
-            "2",
-            "--ckpt_path",
-            str(last),
-        ]
-    )
-    assert [e["epoch"] for e in json.loads(results.read_text())["epochs"]] == [1, 2]
 
 
 def test_fast_dev_run_writes_no_results(fake_mnist: Path, in_tmp: Path) -> None:
