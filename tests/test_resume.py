@@ -35,6 +35,18 @@ def small_fit(data_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def assert_resumed_like_straight(runs: Path, keys: tuple[str, ...]) -> None:
+    """``runs/cut`` (interrupted, then resumed) ended as ``runs/straight``: epochs 1-3, each
+    epoch's ``keys`` and the final weights."""
+    straight, resumed = (
+        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
+    )
+    assert [e["epoch"] for e in resumed] == [1, 2, 3]
+    for key in keys:
+        assert [e[key] for e in resumed] == [e[key] for e in straight], key
+    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+
+
 def last_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
@@ -71,12 +83,7 @@ def test_resume_equals_uninterrupted_run(fake_mnist, tmp_path, monkeypatch, opti
 
     runs = tmp_path / "runs" / "p1h"
     assert sorted(p.name for p in runs.iterdir()) == ["cut", "straight"]
-    straight, resumed = (
-        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
-    )
-    assert [e["epoch"] for e in resumed] == [1, 2, 3]
-    assert [e["test_error"] for e in resumed] == [e["test_error"] for e in straight]
-    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    assert_resumed_like_straight(runs, ("test_error",))
     saved = [torch.load(runs / v / "checkpoints" / "last.ckpt") for v in ("straight", "cut")]
     assert bool(saved[0]["optimizer_states"][0]["state"]) == bool(optimizer)  # Adam's moments
     assert saved[0]["lr_schedulers"] == saved[1]["lr_schedulers"]
@@ -118,13 +125,7 @@ def test_resume_after_a_max_steps_or_max_time_stop_completes_the_epoch(
     assert (saved["epoch"], saved["global_step"]) == (1, 7)  # 2 of epoch 2's 5 batches
     main([*args, "--ckpt_path", "last"])  # picks runs/p1h/cut, the newest
 
-    straight, resumed = (
-        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
-    )
-    assert [e["epoch"] for e in resumed] == [1, 2, 3]
-    assert [e["test_error"] for e in resumed] == [e["test_error"] for e in straight]
-    assert [e["train_error"] for e in resumed] == [e["train_error"] for e in straight]
-    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    assert_resumed_like_straight(runs, ("test_error", "train_error"))
 
 
 @pytest.mark.parametrize(
@@ -151,12 +152,7 @@ def test_a_max_steps_stop_at_an_epochs_end_or_without_evaluation_resumes_exactly
     saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == saved_step
     main([*args, "--ckpt_path", "last"])
-    straight, resumed = (
-        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
-    )
-    assert [e["epoch"] for e in resumed] == [1, 2, 3]
-    assert [e["train_error"] for e in resumed] == [e["train_error"] for e in straight]
-    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    assert_resumed_like_straight(runs, ("train_error",))
 
 
 def test_a_stop_inside_the_first_epoch_names_the_checkpoint_it_wrote(
@@ -307,13 +303,7 @@ def test_interrupt_then_resume_equals_uninterrupted_run(
     saved = torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == saved_step  # 5 batches per epoch
     main([*args, "--ckpt_path", "last"])
-    straight, resumed = (
-        json.loads((runs / v / "results.json").read_text())["epochs"] for v in ("straight", "cut")
-    )
-    assert [e["epoch"] for e in resumed] == [1, 2, 3]
-    for key in ("train_error", "test_error", "train_loss"):
-        assert [e[key] for e in resumed] == [e[key] for e in straight], key
-    assert_same_weights(last_weights(runs / "straight"), last_weights(runs / "cut"))
+    assert_resumed_like_straight(runs, ("train_error", "test_error", "train_loss"))
     assert torch.load(runs / "cut" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
 
