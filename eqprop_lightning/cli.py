@@ -154,6 +154,8 @@ class EqPropCLI(LightningCLI):
         ckpt_path = config.ckpt_path
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
+        if subcommand == "fit":
+            _refuse_to_overwrite_a_run(config.trainer, config.results.filename, ckpt_path)
         # Lightning puts the checkpoint's hyperparameters over the config's: these stay as given
         self._execution_only = {k: config.model.get(k) for k in EXECUTION_ONLY}
         if subcommand == "fit":
@@ -355,10 +357,12 @@ def _save_under_root_dir(trainer) -> None:
         init.save_dir = str(trainer.default_root_dir)
 
 
-def _refuse_to_overwrite_a_run(trainer, results_filename: str) -> None:
+def _refuse_to_overwrite_a_run(trainer, results_filename: str, resuming: str | None = None) -> None:
     """A fit that starts in a run directory of an earlier run would overwrite its results
-    (``results.json``) and ``last.ckpt``: without a logger every run writes into
-    ``default_root_dir`` itself; a TensorBoard logger given a ``version`` writes into it."""
+    (``results.json``) and ``last.ckpt``, and one that resumes a checkpoint from elsewhere
+    there would go on with its epochs: without a logger every run writes into
+    ``default_root_dir`` itself; a TensorBoard logger given a ``version`` writes into it. A
+    checkpoint ``resuming`` from inside that directory is its own run's."""
     if trainer.get("fast_dev_run"):  # writes no files
         return
     if not trainer.get("logger"):
@@ -374,12 +378,18 @@ def _refuse_to_overwrite_a_run(trainer, results_filename: str) -> None:
             return
         writes = "trainer.logger.init_args.version writes the run into"
         other = "give another version (or none: a new version_<n> per run)"
+    if resuming is not None and root.resolve() in Path(resuming).resolve().parents:
+        return
     last = root / "checkpoints" / "last.ckpt"
     for earlier in (root / results_filename, last):
         if earlier.exists():
-            resume = f"resume it with --ckpt_path {last}, or " if last.exists() else ""
+            run = "an earlier run"
+            if resuming is not None:
+                run += f" that --ckpt_path {resuming} does not resume"
+            resume = f"resume {'that run' if resuming else 'it'} with --ckpt_path {last}, or "
             raise ConfigError(
-                f"{writes} {root}, which holds {earlier} of an earlier run: {resume}{other}"
+                f"{writes} {root}, which holds {earlier} of {run}: "
+                f"{resume if last.exists() else ''}{other}"
             )
 
 

@@ -210,6 +210,47 @@ def test_a_fresh_run_does_not_overwrite_an_earlier_one_in_its_directory(
     assert line.endswith(f"holds {results} of an earlier run: {other}")
 
 
+def test_a_resume_does_not_merge_into_another_runs_directory(
+    fake_mnist: Path, in_tmp: Path, capsys
+) -> None:
+    """Resuming a checkpoint from outside a fixed run directory that holds another run's files
+    is refused like a fresh run there: before, the resumed run kept the other run's epochs in
+    its results.json and replaced its last.ckpt. Resuming the directory's own checkpoint (any
+    of them) goes on."""
+    fixed = ["--trainer.logger.init_args.save_dir", "logs"]
+    fixed += ["--trainer.logger.init_args.name", "p1h-ep-s0"]
+    fixed += ["--trainer.logger.init_args.version", "version_0"]
+    root = Path("logs", "p1h-ep-s0", "version_0")
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=2), *fixed])
+    elsewhere = ["--trainer.logger", "false", "--trainer.default_root_dir", "flat"]
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=1), *elsewhere])
+    before = {path: path.read_bytes() for path in root.rglob("*") if path.is_file()}
+    other = Path("flat", "checkpoints", "last.ckpt")
+    resume = [*shrink(fake_mnist, epochs=2), *fixed, "--ckpt_path", str(other)]
+    line = _error_line(["fit", "--config", config("p1h"), *resume], capsys)
+    assert line == (
+        f"eqprop: error: trainer.logger.init_args.version writes the run into {root}, which "
+        f"holds {root / 'results.json'} of an earlier run that --ckpt_path {other} does not "
+        f"resume: resume that run with --ckpt_path {root / 'checkpoints' / 'last.ckpt'}, or "
+        "give another version (or none: a new version_<n> per run)"
+    )
+    assert {path: path.read_bytes() for path in root.rglob("*") if path.is_file()} == before
+    # the other way round: the fixed version's checkpoint resumed into the logger-less root
+    last = root / "checkpoints" / "last.ckpt"
+    back = [*shrink(fake_mnist, epochs=3), *elsewhere, "--ckpt_path", str(last)]
+    assert "which holds flat/results.json of an earlier run that" in _error_line(
+        ["fit", "--config", config("p1h"), *back], capsys
+    )
+    # a checkpoint of the directory's own run (a copy of its last.ckpt there) resumes there
+    own = root / "checkpoints" / "kept.ckpt"
+    own.write_bytes(before[last])
+    main(["fit", "--config", config("p1h"), *shrink(fake_mnist, epochs=3), *fixed] + [
+        "--ckpt_path",
+        str(own),
+    ])  # fmt: skip
+    assert [e["epoch"] for e in _results(root)["epochs"]] == [1, 2, 3]
+
+
 def test_fixed_run_dir_of_a_logger_or_a_list_of_loggers() -> None:
     """The run directory Lightning uses: the first logger's of a list; none without a version."""
     tensorboard = {
