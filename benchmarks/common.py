@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -23,6 +22,8 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
+
+from eqprop_lightning.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the installed ``eqprop`` command's entry point (``eqprop_lightning.commands:main``), which
@@ -95,6 +96,19 @@ def data_dir() -> Path:
     """The data root the data modules read in a process started in the repository root (as
     the scripts start ``eqprop``): ``$EQPROP_DATA_DIR``, else ``<repository>/data``."""
     return Path(os.environ.get("EQPROP_DATA_DIR") or ROOT / "data")
+
+
+def out_file(text: str) -> Path:
+    """An argparse type: a file that can be written (not a directory, nor under a file)."""
+    from eqprop_lightning.errors import ConfigError
+    from eqprop_lightning.io import check_file_to_write
+
+    path = Path(text)
+    try:
+        check_file_to_write(path, text, "out.json")
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return path
 
 
 def original_checkout(text: str) -> Path:
@@ -194,8 +208,10 @@ def run_meta(start: dict, *, clock: str, device: str, threads: int | None, **ext
 
 
 def write_json(path: Path, report: dict) -> None:
+    """``report`` as JSON, written beside ``path`` and renamed (a write cut short leaves the
+    previous rows)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(path, report)
 
 
 # --- the in-process step timers (phases.py, holomorphic.py) ---
@@ -205,7 +221,7 @@ def step_parser(doc: str) -> argparse.ArgumentParser:
     """``--out``, ``--seconds`` (per variant) and ``--threads``; the description is ``doc``'s
     first paragraph."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=out_file, required=True)
     parser.add_argument(
         "--seconds", type=positive_float, default=5.0, help="timing budget per variant (> 0)"
     )

@@ -48,6 +48,7 @@ from common import (
     eqprop_cli,
     fail,
     meta_start,
+    out_file,
     positive_int,
     run_meta,
     write_json,
@@ -141,7 +142,7 @@ class TrainLoopTimer(L.Callback):
             "ms_per_step": 1e3 * seconds / self.timed_batches,
             "allreduce": allreduce,
         }
-        self.path.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(self.path, result)
 
 
 def time_allreduce(numel: int, iters: int) -> dict:
@@ -237,7 +238,7 @@ def run_config(name: str, args: argparse.Namespace, tmp: Path, repeat: int) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, help="JSON file to write (required)")
+    parser.add_argument("--out", type=out_file, help="JSON file to write (required)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs per config (>= 1)")
     parser.add_argument(

@@ -16,10 +16,9 @@ refused rather than trained differently, and so are options it would not use (``
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
-from common import eqprop_cli, meta_start, positive_int, run_meta, write_json
+from common import eqprop_cli, meta_start, out_file, positive_int, run_meta, write_json
 from torch.nn import functional as F
 
 from eqprop_lightning.commands import user_error
@@ -47,7 +46,7 @@ def main() -> None:
     p.add_argument("--batches", type=positive_int, default=400, help="training batches (>= 1)")
     p.add_argument("--every", type=positive_int, default=50, help="batches between rows (>= 1)")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads (>= 1)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=out_file, required=True)
     args, overrides = p.parse_known_args()
     start = meta_start()
     ignored = [a for a in overrides if a.startswith("--") and not honoured(a)]

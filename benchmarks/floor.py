@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import torch
 from common import (
@@ -32,6 +31,7 @@ from common import (
     clock,
     median_time,
     meta_start,
+    out_file,
     positive_float,
     run_meta,
     write_json,
@@ -74,7 +74,7 @@ def floor_parts(seconds: float, now) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=out_file, required=True)
     parser.add_argument(
         "--seconds", type=positive_float, default=10.0, help="timing budget per part (> 0)"
     )

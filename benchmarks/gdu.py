@@ -27,6 +27,7 @@ from common import (
     ROOT,
     add_original_argument,
     meta_start,
+    out_file,
     positive_int,
     run_meta,
     wall_seconds,
@@ -61,7 +62,7 @@ def verdict(kind: str, value: float | None, ok: bool | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--out", type=out_file, required=True, help="JSON file to write")
     parser.add_argument(
         "--configs",
         nargs="+",

@@ -45,6 +45,7 @@ from common import (
     device,
     eqprop_cli,
     meta_start,
+    out_file,
     positive_float,
     positive_int,
     run_checked,
@@ -191,7 +192,7 @@ def epoch_cost(setting: dict, step_s: float, eval_batch_s: float) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("--out", type=Path, help="JSON file to write")
+    p.add_argument("--out", type=out_file, help="JSON file to write")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     p.add_argument(

@@ -28,6 +28,7 @@ from common import (
     ROOT,
     add_original_argument,
     meta_start,
+    out_file,
     positive_int,
     run_meta,
     wall_seconds,
@@ -69,7 +70,7 @@ def row(times: list[float], target: float | None) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--out", type=out_file, required=True, help="JSON file to write")
     parser.add_argument("--repeats", type=positive_int, default=3, help="runs per command (>= 1)")
     add_original_argument(parser, "checkout of the original code: also time its command")
     args = parser.parse_args()

@@ -55,6 +55,7 @@ from common import (
     eqprop_cli,
     median_time,
     meta_start,
+    out_file,
     positive_float,
     positive_int,
     run_checked,
@@ -183,7 +184,7 @@ def inductor_cache_files() -> tuple[str, int]:
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
-    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--out", required=True, type=out_file)
     p.add_argument(
         "--seconds", type=positive_float, default=5.0, help="timing budget per row (> 0)"
     )

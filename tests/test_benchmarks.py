@@ -170,6 +170,59 @@ def test_bad_option_exits_2_naming_it(
     assert not (tmp_path / "out.json").exists()
 
 
+OUT_SCRIPTS = [
+    "throughput.py",
+    "phases.py",
+    "holomorphic.py",
+    "startup.py",
+    "gdu.py",
+    "ddp.py",
+    "drift.py",
+    "floor.py",
+    "sequence.py",
+]
+
+
+@pytest.mark.parametrize("script", OUT_SCRIPTS)
+def test_an_out_that_cannot_be_written_exits_2_before_measuring(
+    script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """``--out`` a directory, or under a file: the old code measured (tens of CPU minutes for
+    sequence.py) and then stopped on the write with a traceback."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    (tmp_path / "file").write_text("")
+    for out, named in ((tmp_path, "is a directory"), (tmp_path / "file" / "o.json", "is a file")):
+        monkeypatch.setattr(sys, "argv", [script, "--out", str(out)])
+        with pytest.raises(SystemExit) as exit_info:
+            runpy.run_path(str(BENCH / script), run_name="__main__")
+        assert exit_info.value.code == 2
+        message = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f"{script}: error: argument --out: " in message and named in message, message
+
+
+def test_a_report_cut_short_leaves_the_previous_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every script writes its JSON after each row: a write cut short (the process stopped in
+    it) keeps the rows of the previous write; the old code wrote into the file itself."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import common
+
+    out = tmp_path / "out.json"
+    common.write_json(out, {"rows": [1]})
+    write_text = Path.write_text
+
+    def cut_short(self: Path, text: str) -> None:
+        write_text(self, text[:5])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", cut_short)
+    with pytest.raises(KeyboardInterrupt):
+        common.write_json(out, {"rows": [1, 2]})
+    assert json.loads(out.read_text()) == {"rows": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
