@@ -9,7 +9,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from eqprop_lightning.analysis import analyse, gdu_figures, summary_metrics
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.learning.estimator import check_beta
+from eqprop_lightning.learning.estimator import check_beta, check_phases
 
 #: The commands (and Lightning stages) that train, during which the check runs.
 TRAINING_COMMANDS = ("fit", "compare")
@@ -91,6 +91,14 @@ class GDUCallback(L.Callback):
                     f"gdu.{name}={value} differs from model.{name}={hp[name]}: the GDU check "
                     f"analyses the dynamics that train; leave gdu.{name} unset (null)"
                 )
+        try:
+            check_phases(hp["T"], hp["K"])
+        except ConfigError:
+            raise ConfigError(
+                f"{given}: the GDU check compares the last model.K={hp['K']} steps of "
+                f"model.T={hp['T']} (K <= T), and algorithm {hp.get('algorithm')!r} runs K "
+                "steps of its own; turn the check off (gdu.every_n_steps 0)"
+            ) from None
         if self.beta is None and hp.get("beta") is None:
             raise ConfigError(
                 f"gdu.beta=None and model.beta=None (algorithm {hp.get('algorithm')!r}): the "

@@ -14,7 +14,12 @@ import torch
 from torch import Tensor
 
 from eqprop_lightning.io import write_atomic, write_json_atomic, write_text_atomic
-from eqprop_lightning.learning import EquilibriumProp, GradientEstimator
+from eqprop_lightning.learning import (
+    DivergenceError,
+    EquilibriumProp,
+    GradientEstimator,
+    locate_nonfinite,
+)
 from eqprop_lightning.learning.gdu import (
     GDUResult,
     estimate_errors,
@@ -59,6 +64,11 @@ def analyse(
     symmetric = nudges_symmetrically(symmetric, rule)
     start = time.perf_counter()
     result = gdu(net, x, y, T, K, beta, symmetric)
+    curves = [*result.nS, *result.dS, *result.NT.values(), *result.DT.values()]
+    if not all(torch.isfinite(t).all() for t in curves):
+        nudges = (beta, -beta) if symmetric else (beta,)
+        where = locate_nonfinite(net, x, y, T, K, nudges) or "its per-step curves"
+        raise DivergenceError(f"the GDU analysis is not finite: {where}")
     summary = {
         "rmse": rmse_table(result),
         "sign_agreement": sign_agreement(result.NT, result.DT),

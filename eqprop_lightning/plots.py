@@ -114,8 +114,8 @@ def render(fig: plt.Figure) -> np.ndarray:
 
 
 def save_image(image: np.ndarray, path: Path) -> Path:
-    """Write a rendered (H, W, 4) image as a PNG."""
-    plt.imsave(path, image)
+    """Write a rendered (H, W, 4) image as a PNG, atomically."""
+    write_atomic(Path(path), lambda name: plt.imsave(name, image, format="png"))
     return path
 
 

@@ -4,8 +4,9 @@ and the original's recorded GDU tensors."""
 import pytest
 import torch
 
+from eqprop_lightning.analysis import analyse
 from eqprop_lightning.errors import ConfigError
-from eqprop_lightning.learning import TruncatedBPTT
+from eqprop_lightning.learning import DivergenceError, TruncatedBPTT
 from eqprop_lightning.learning.gdu import (
     _relative,
     gdu,
@@ -133,6 +134,23 @@ def test_relative_rmse_formula():
     # component 3, where d is the larger: sqrt(9 / max(1, 10))
     expected = torch.tensor([0.5**0.5, 0.0, 1.0, 0.9**0.5])
     torch.testing.assert_close(relative_rmse(n, d), expected)
+
+
+def test_non_finite_trajectories_are_no_match():
+    """A NaN in either trajectory gives a NaN RMSE (the original's): the old ``den > 0`` test
+    read it as 0, a perfect match; and the analysis of a net with a NaN weight is refused,
+    naming it, before anything is summarised or written."""
+    nan = float("nan")
+    n, d = torch.tensor([[nan, 1.0], [1.0, 1.0]]), torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    rmse = relative_rmse(n, d)
+    assert rmse[0].isnan() and rmse[1] == 0.0
+    torch.manual_seed(0)
+    net = PrototypicalFC([10, 8, 12])
+    with torch.no_grad():
+        next(net.synapse_groups()[0].parameters())[0, 0] = nan
+    x, y = torch.rand(4, 12), torch.eye(10)[:4]
+    with pytest.raises(DivergenceError, match="the GDU analysis is not finite: weight W01"):
+        analyse(net, x, y, 6, 2, 0.1)
 
 
 def test_relative_error_is_undefined_only_against_a_zero_reference():

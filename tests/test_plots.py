@@ -252,6 +252,24 @@ def test_an_interrupted_figure_leaves_the_previous_file_whole(tmp_path, monkeypa
     assert [p.name for p in tmp_path.iterdir()] == ["reproduction.png"]
 
 
+def test_an_interrupted_gdu_image_leaves_the_previous_file_whole(tmp_path, monkeypatch):
+    """The GDU PNGs (``save_image``) are written beside and renamed too: before, a write cut
+    short left a truncated PNG."""
+    path = tmp_path / "gdu_rmse.png"
+    plots.save_image(np.zeros((4, 4, 4), dtype=np.uint8), path)
+    before = path.read_bytes()
+
+    def fail_midway(name, image, **kwargs):
+        Path(name).write_bytes(before[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots.plt, "imsave", fail_midway)
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_image(np.ones((4, 4, 4), dtype=np.uint8), path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["gdu_rmse.png"]
+
+
 def test_a_figure_path_without_a_suffix_is_a_png(tmp_path):
     """matplotlib's default format, as ``fig.savefig(path)`` wrote it (the temporary file's
     suffix would have named none: "Format '' is not supported")."""

@@ -139,6 +139,18 @@ def test_gdu_callback_with_other_phases_than_the_model_is_a_config_error(field, 
         fit(model(beta=0.5), callbacks=[callback])
 
 
+def test_gdu_callback_on_an_rbp_model_with_more_steps_of_K_than_T_is_a_config_error() -> None:
+    """RBP's K counts its adjoint iterations and may exceed T; the GDU check compares the last K
+    of the T steps. Refused when the run starts: before, it stopped at the first check, after
+    ``every_n_steps`` steps of training, naming neither model.K nor the callback."""
+    torch.manual_seed(0)
+    module = EqPropModule(PrototypicalFC(SIZES), [0.1, 0.2], T=6, K=8, algorithm="rbp")
+    callback = GDUCallback(every_n_steps=2, beta=0.1, figures=False)
+    message = "gdu.every_n_steps=2: the GDU check compares the last model.K=8 steps of model.T=6"
+    with pytest.raises(ConfigError, match=message):
+        fit(module, callbacks=[callback])
+
+
 def test_gdu_callback_on_a_bptt_model_needs_its_own_beta() -> None:
     with pytest.raises(ConfigError, match="gdu.beta=None and model.beta=None"):
         fit(model(algorithm="bptt"), callbacks=[GDUCallback(every_n_steps=1, figures=False)])

@@ -214,10 +214,10 @@ def gdu(
 
 def relative_rmse(n: Tensor, d: Tensor) -> Tensor:
     """Per component (over the time axis 0): ``sqrt(sum_t (n - d)^2 / max(sum_t n^2, sum_t d^2))``,
-    0 where both are identically 0. Shape: (K, *c) -> (*c)."""
+    0 where both are identically 0, NaN where either is not finite. Shape: (K, *c) -> (*c)."""
     num = (n - d).pow(2).sum(0)
     den = torch.maximum(n.pow(2).sum(0), d.pow(2).sum(0))
-    return torch.where(den > 0, (num / den.clamp_min(torch.finfo(den.dtype).tiny)).sqrt(), 0.0)
+    return torch.where(den == 0, 0.0, (num / den.clamp_min(torch.finfo(den.dtype).tiny)).sqrt())
 
 
 def rmse_table(result: GDUResult) -> dict[str, dict[str, dict[str, float]]]:
