@@ -178,14 +178,22 @@ def _analysis_inputs(args: list[str], n_batches: int, own: argparse.Namespace):
     return inputs.in_float64() if own.double else inputs
 
 
-def _check_output_dir(path: Path | None) -> None:
-    if path is not None and path.exists() and not path.is_dir():
-        raise ConfigError(f"--output_dir {path} is a file: give a directory (new or existing)")
+def _check_output_dir(path: Path | None, command: str) -> None:
+    """``--output_dir``: a directory, without an earlier analysis' ``<command>.json``."""
+    if path is None or not path.exists():
+        return
+    if not path.is_dir():
+        raise ConfigError(f"--output_dir {path} is a file: give a directory")
+    if (earlier := path / f"{command}.json").exists():
+        raise ConfigError(
+            f"--output_dir {path} holds {earlier} of an earlier analysis: give a new directory "
+            f"(or none: a new {command}_<n>/)"
+        )
 
 
 def run_gdu(args: list[str]) -> None:
     own, rest = _split(gdu_parser(), args)
-    _check_output_dir(own.output_dir)
+    _check_output_dir(own.output_dir, "gdu")
     from eqprop_lightning.analysis_commands import gdu_command
 
     gdu_command(_analysis_inputs(rest, 1, own), own.output_dir)
@@ -193,7 +201,7 @@ def run_gdu(args: list[str]) -> None:
 
 def run_recipe(args: list[str]) -> None:
     own, rest = _split(recipe_parser(), args)
-    _check_output_dir(own.output_dir)
+    _check_output_dir(own.output_dir, "recipe")
     if own.batches < 1:
         raise ConfigError(f"--batches={own.batches} must be a positive integer")
     from eqprop_lightning.analysis_commands import recipe_command

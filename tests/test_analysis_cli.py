@@ -166,9 +166,29 @@ def test_output_dir_that_is_a_file_is_refused(command, in_tmp, tmp_path, capsys)
     with pytest.raises(SystemExit) as stop:
         main([command, *config, "--output_dir", str(taken)])
     assert stop.value.code == 2
-    expected = f"eqprop: error: --output_dir {taken} is a file: give a directory (new or existing)"
+    expected = f"eqprop: error: --output_dir {taken} is a file: give a directory"
     assert capsys.readouterr().err.splitlines() == [expected]
     assert taken.read_text() == "a file"
+
+
+@pytest.mark.parametrize("command", ["gdu", "recipe"])
+def test_output_dir_of_an_earlier_analysis_is_refused(command, in_tmp, tmp_path, capsys):
+    """A second analysis into the same --output_dir replaced the first's files, and for gdu
+    added a second TensorBoard event file beside them (TensorBoard showed both runs' images
+    beside the latest gdu.json): refused, and the first analysis is kept whole."""
+    out = tmp_path / "out"
+    config = ["--config", str(CONFIGS / "gdu/fig3_p1h.yaml"), *SMALL, *in_tmp]
+    batches = ["--batches", "2"] if command == "recipe" else []
+    main([command, *config, *batches, "--output_dir", str(out)])
+    before = {p: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SystemExit) as stop:
+        main([command, *config, *batches, "--output_dir", str(out)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"eqprop: error: --output_dir {out} holds {out / f'{command}.json'} of an earlier "
+        f"analysis: give a new directory (or none: a new {command}_<n>/)"
+    )
+    assert {p: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_recipe_command(in_tmp, tmp_path, capsys, monkeypatch):
