@@ -200,6 +200,38 @@ def test_an_out_that_cannot_be_written_exits_2_before_measuring(
         assert f"{script}: error: argument --out: " in message and named in message, message
 
 
+def test_end_to_end_times_two_fits_after_an_untimed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The N- and 2N-batch epochs both follow a 1-batch fit that fills inductor's cache: the old
+    code timed the N-batch fit with a cold compile (about 45 s for EB-1h) and the 2N-batch one
+    with a warm cache, and the difference was the compile-time gap, not N batches."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import throughput
+
+    fits = []
+
+    def fake_fit(cmd: list, **kwargs) -> None:
+        options = dict(arg.split("=", 1) for arg in cmd if arg.startswith("--trainer."))
+        batches = int(options["--trainer.limit_train_batches"])
+        save_dir, version = (
+            options[f"--trainer.logger.init_args.{k}"] for k in ("save_dir", "version")
+        )
+        run_dir = Path(save_dir, "p1h", version)
+        run_dir.mkdir(parents=True)  # a version of its own (a fixed one is never reused)
+        seconds = 5.0 + 0.4 * batches + (45.0 if not fits else 0.0)  # the first fit compiles
+        (run_dir / "results.json").write_text(json.dumps({"epochs": [{"seconds": seconds}]}))
+        fits.append(batches)
+
+    monkeypatch.setattr(throughput, "run_checked", fake_fit)
+    for n in (10, 1):
+        fits.clear()
+        e = throughput.end_to_end("p1h", n, str(tmp_path / str(n)), "cpu", 3000)
+        assert fits == [1, n, 2 * n]
+        assert e["train_ms_per_batch"] == pytest.approx(400)
+        assert e["full_epoch_seconds"] == pytest.approx(5.0 + 3000 * 0.4)
+
+
 def test_a_report_cut_short_leaves_the_previous_file_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
