@@ -48,9 +48,17 @@ class GDUCallback(L.Callback):
         beta: float | None = None,
         figures: bool | None = None,
     ) -> None:
-        if not isinstance(every_n_steps, int) or every_n_steps < 0:
+        if (
+            not isinstance(every_n_steps, int)
+            or isinstance(every_n_steps, bool)
+            or every_n_steps < 0
+        ):
             raise ConfigError(
                 f"gdu.every_n_steps={every_n_steps!r} must be an integer >= 0 (0: off)"
+            )
+        if figures is not None and not isinstance(figures, bool):
+            raise ConfigError(
+                f"gdu.figures={figures!r} must be true, false or null (to each TensorBoard logger)"
             )
         if beta is not None:
             check_beta(beta, "(or null: the model's)", field="gdu.beta")

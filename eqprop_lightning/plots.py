@@ -84,22 +84,29 @@ def gdu_synapse_figure(nT: dict, dT: dict, synapses: int = 10, seed: int = 0) ->
 
 
 def rmse_bar_figure(rmse: dict) -> plt.Figure:
-    """Bars of the mean relative RMSE (std as error bars) per neuron layer and per weight."""
-    entries = [*rmse["neurons"].items(), *rmse["weights"].items()]
+    """Bars of the mean relative RMSE (std as error bars) per neuron layer and per weight, on a
+    log axis (linear where every mean is 0); a mean of exactly 0 is written "0"."""
+    neurons = rmse["neurons"]
+    entries = [*neurons.items(), *rmse["weights"].items()]
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(entries), 3.2))
+    # neuron layers with a superscript (s^0), weights with a subscript (W_01, P_0)
     names = [
-        f"${k[0]}_{{{k[1:]}}}$" if k[0] == "W" else f"${k[0]}^{{{k[1:]}}}$" for k, _ in entries
+        f"${k[0]}^{{{k[1:]}}}$" if k in neurons else f"${k[0]}_{{{k[1:]}}}$" for k, _ in entries
     ]
-    colours = ["C0" if k.startswith("s") else "C1" for k, _ in entries]
+    means = [v["mean"] for _, v in entries]
     ax.bar(
         names,
-        [v["mean"] for _, v in entries],
+        means,
         yerr=[v["std"] for _, v in entries],
-        color=colours,
+        color=["C0" if k in neurons else "C1" for k, _ in entries],
         capsize=3,
     )
+    for i, mean in enumerate(means):
+        if mean == 0:  # no bar on a log axis: a layer the K steps do not reach
+            ax.text(i, 0.02, "0", transform=ax.get_xaxis_transform(), ha="center")
     ax.set_ylabel("relative RMSE")
-    ax.set_yscale("log")
+    if any(mean > 0 for mean in means):
+        ax.set_yscale("log")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     return fig

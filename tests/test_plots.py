@@ -232,6 +232,28 @@ def test_rmse_bars_are_the_means_with_the_stds_as_error_bars() -> None:
     assert (ax.get_ylabel(), ax.get_yscale()) == ("relative RMSE", "log")
 
 
+def test_rmse_bars_show_a_zero_and_name_the_projection_weights():
+    """An RMSE of exactly 0 (a layer the K steps do not reach) has no bar on the log axis: it
+    is written as "0" above its place, not left blank like a missing entry; with every mean 0
+    the axis is linear (matplotlib drew a meaningless log axis). The Hopfield net's projection
+    weight P0 is a weight ($P_{0}$, orange), not a neuron layer ($P^{0}$, blue)."""
+    rmse = {
+        "neurons": {"s0": {"mean": 0.1, "std": 0.02}, "s1": {"mean": 0.0, "std": 0.0}},
+        "weights": {"P0": {"mean": 0.02, "std": 0.01}},
+    }
+    fig = plots.rmse_bar_figure(rmse)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["$s^{0}$", "$s^{1}$", "$P_{0}$"]
+    bars = ax.containers[1]
+    assert [to_rgba(b.get_facecolor()) for b in bars] == [to_rgba(c) for c in ("C0", "C0", "C1")]
+    (zero,) = ax.texts
+    assert (zero.get_text(), zero.get_position()[0]) == ("0", 1)
+    assert ax.get_yscale() == "log"
+    zeros = {group: {k: {"mean": 0.0, "std": 0.0} for k in v} for group, v in rmse.items()}
+    (ax,) = plots.rmse_bar_figure(zeros).axes
+    assert ax.get_yscale() == "linear" and [t.get_text() for t in ax.texts] == ["0"] * 3
+
+
 def test_an_interrupted_figure_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     """The figure is written beside its path and renamed: a failing write (a full disk, a
     Ctrl-C) left a truncated PNG where the report's figure had been."""

@@ -151,6 +151,20 @@ def test_gdu_callback_on_an_rbp_model_with_more_steps_of_K_than_T_is_a_config_er
         fit(module, callbacks=[callback])
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"every_n_steps": True}, "gdu.every_n_steps=True must be an integer >= 0"),
+        ({"every_n_steps": 1, "figures": "false"}, "gdu.figures='false' must be true, false"),
+    ],
+)
+def test_gdu_callback_refuses_values_of_another_type(options, message) -> None:
+    """From Python (the CLI parses the types): True was every step, and the string "false"
+    turned the figures on (only ``False`` is off)."""
+    with pytest.raises(ConfigError, match=message):
+        GDUCallback(**options)
+
+
 def test_gdu_callback_on_a_bptt_model_needs_its_own_beta() -> None:
     with pytest.raises(ConfigError, match="gdu.beta=None and model.beta=None"):
         fit(model(algorithm="bptt"), callbacks=[GDUCallback(every_n_steps=1, figures=False)])
