@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -23,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from eqprop_lightning.io import write_json_atomic
+from eqprop_lightning.io import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the installed ``eqprop`` command's entry point (``eqprop_lightning.commands:main``), which
@@ -209,9 +210,9 @@ def run_meta(start: dict, *, clock: str, device: str, threads: int | None, **ext
 
 def write_json(path: Path, report: dict) -> None:
     """``report`` as JSON, written beside ``path`` and renamed (a write cut short leaves the
-    previous rows)."""
+    previous rows); a non-finite ratio is ``Infinity`` or ``NaN``, as Python's json reads it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, report)
+    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
 # --- the in-process step timers (phases.py, holomorphic.py) ---

@@ -83,8 +83,11 @@ def main() -> None:
         write_json(args.out, result)
 
     with tempfile.TemporaryDirectory() as tmp:
-        for name, cmd in commands(Path(tmp) / "gdu").items():
-            times = [wall_seconds(cmd, cwd=ROOT) for _ in range(args.repeats)]
+        for name in commands(Path(tmp)):
+            # each repeat's gdu analysis writes into a directory of its own (eqprop gdu refuses
+            # one that holds an earlier analysis)
+            runs = [commands(Path(tmp) / f"gdu_{i}")[name] for i in range(args.repeats)]
+            times = [wall_seconds(cmd, cwd=ROOT) for cmd in runs]
             rows[name] = row(times, TARGETS.get(name))
             write()
     if args.original:

@@ -232,6 +232,47 @@ def test_end_to_end_times_two_fits_after_an_untimed_one(
         assert e["full_epoch_seconds"] == pytest.approx(5.0 + 3000 * 0.4)
 
 
+def test_startup_repeats_the_gdu_command_into_directories_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eqprop gdu`` refuses an --output_dir holding an earlier analysis: each repeat gets its
+    own (one directory for all stopped the script at the second repeat)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import startup
+
+    gdu_dirs = []
+
+    def fake_wall_seconds(cmd: list, **kwargs) -> float:
+        if "gdu" in cmd and "--output_dir" in cmd:
+            out = Path(cmd[cmd.index("--output_dir") + 1])
+            assert not out.exists()
+            out.mkdir(parents=True)
+            (out / "gdu.json").write_text("{}")
+            gdu_dirs.append(out)
+        return 1.0
+
+    monkeypatch.setattr(startup, "wall_seconds", fake_wall_seconds)
+    argv = ["startup.py", "--out", str(tmp_path / "s.json"), "--repeats", "3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    startup.main()
+    assert len(set(gdu_dirs)) == 3
+    assert json.loads((tmp_path / "s.json").read_text())["meta"]["repeats"] == 3
+
+
+def test_a_benchmark_report_keeps_non_finite_numbers(tmp_path: Path) -> None:
+    """drift.py's ``norm_ratio`` is inf where BPTT's gradient is exactly 0 (NaN where both
+    are): written as before (``Infinity``, ``NaN``, which Python's json reads back) instead of
+    a ValueError that lost the whole run at its end."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import common
+    finally:
+        sys.path.remove(str(BENCH))
+    common.write_json(tmp_path / "d.json", {"rows": [{"norm_ratio": math.inf}, {"x": math.nan}]})
+    rows = json.loads((tmp_path / "d.json").read_text())["rows"]
+    assert rows[0]["norm_ratio"] == math.inf and math.isnan(rows[1]["x"])
+
+
 def test_a_report_cut_short_leaves_the_previous_file_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
