@@ -378,9 +378,9 @@ def _refuse_to_overwrite_a_run(trainer, results_filename: str, resuming: str | N
             return
         writes = "trainer.logger.init_args.version writes the run into"
         other = "give another version (or none: a new version_<n> per run)"
-    if resuming is not None and root.resolve() in Path(resuming).resolve().parents:
-        return
     last = root / "checkpoints" / "last.ckpt"
+    if resuming is not None and _of_run(Path(resuming), root, last):
+        return
     for earlier in (root / results_filename, last):
         if earlier.exists():
             run = "an earlier run"
@@ -391,6 +391,19 @@ def _refuse_to_overwrite_a_run(trainer, results_filename: str, resuming: str | N
                 f"{writes} {root}, which holds {earlier} of {run}: "
                 f"{resume if last.exists() else ''}{other}"
             )
+
+
+def _of_run(checkpoint: Path, root: Path, last: Path) -> bool:
+    """``checkpoint`` is in the run directory ``root`` (as written, or with links followed), or
+    is its ``last`` by another path."""
+    inside = any(
+        r in c.parents
+        for r, c in (
+            (root.absolute(), checkpoint.absolute()),
+            (root.resolve(), checkpoint.resolve()),
+        )
+    )
+    return inside or (last.exists() and checkpoint.exists() and checkpoint.samefile(last))
 
 
 def compare(args: list[str]) -> dict[str, list[dict]]:

@@ -251,6 +251,30 @@ def test_a_resume_does_not_merge_into_another_runs_directory(
     assert [e["epoch"] for e in _results(root)["epochs"]] == [1, 2, 3]
 
 
+def test_a_run_whose_checkpoints_are_a_link_resumes_into_its_own_directory(tmp_path) -> None:
+    """The run directory's own checkpoint, its ``checkpoints/`` a symlink to another disk, is
+    its run's (the check followed the link and refused it)."""
+    from eqprop_lightning.cli import _refuse_to_overwrite_a_run
+
+    root = tmp_path / "logs" / "p1h" / "version_0"
+    elsewhere = tmp_path / "disk" / "checkpoints"
+    elsewhere.mkdir(parents=True)
+    root.mkdir(parents=True)
+    (root / "checkpoints").symlink_to(elsewhere)
+    (root / "results.json").write_text("{}")
+    (elsewhere / "last.ckpt").write_bytes(b"")
+    logger = {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": str(tmp_path / "logs"), "name": "p1h", "version": "version_0"},
+    }
+    trainer = SimpleNamespace(get={"logger": logger}.get, as_dict=lambda: {"logger": logger})
+    for own in (root / "checkpoints" / "last.ckpt", elsewhere / "last.ckpt"):  # one file
+        _refuse_to_overwrite_a_run(trainer, "results.json", str(own))
+    (tmp_path / "disk" / "other.ckpt").write_bytes(b"")
+    with pytest.raises(ConfigError, match="of an earlier run that --ckpt_path"):
+        _refuse_to_overwrite_a_run(trainer, "results.json", str(tmp_path / "disk" / "other.ckpt"))
+
+
 def test_fixed_run_dir_of_a_logger_or_a_list_of_loggers() -> None:
     """The run directory Lightning uses: the first logger's of a list; none without a version."""
     tensorboard = {
