@@ -5,10 +5,11 @@ from __future__ import annotations
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
 from eqprop_lightning.analysis import analyse, gdu_figures, summary_metrics
 from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.learning import DivergenceError
 from eqprop_lightning.learning.estimator import check_beta, check_phases
 
 #: The commands (and Lightning stages) that train, during which the check runs.
@@ -139,8 +140,14 @@ class GDUCallback(L.Callback):
         hp = pl_module.hparams
         beta = hp.beta if self.beta is None else self.beta
         x, y = self.batch
-        with torch.enable_grad():
-            result, summary = analyse(pl_module.net, x, y, hp.T, hp.K, beta, rule=pl_module.rule)
+        try:
+            with torch.enable_grad():
+                result, summary = analyse(
+                    pl_module.net, x, y, hp.T, hp.K, beta, rule=pl_module.rule
+                )
+        except DivergenceError as err:  # a diagnostic does not end the run
+            rank_zero_warn(f"GDU check at step {step} skipped: {err}")
+            return
         metrics = summary_metrics(summary)
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)

@@ -165,6 +165,24 @@ def test_gdu_callback_refuses_values_of_another_type(options, message) -> None:
         GDUCallback(**options)
 
 
+def test_a_gdu_check_that_diverges_is_skipped_with_a_warning(monkeypatch) -> None:
+    """A diagnostic does not end a run: where the analysis is not finite (``gdu.beta`` larger
+    than the training's) the check warns, naming where, logs nothing, and training goes on."""
+    import sys
+
+    from eqprop_lightning.learning import DivergenceError
+
+    def diverged(*args, **kwargs):
+        raise DivergenceError("the GDU analysis is not finite: state s0 is not finite")
+
+    monkeypatch.setattr(sys.modules[GDUCallback.__module__], "analyse", diverged)
+    logger = Recorder()
+    with pytest.warns(UserWarning, match="GDU check at step 1 skipped: the GDU analysis is not"):
+        trainer = fit(model(beta=0.5), callbacks=[GDUCallback(1, figures=False)], logger=logger)
+    assert trainer.global_step == 2
+    assert not [k for metrics in logger.metrics.values() for k in metrics if k.startswith("gdu")]
+
+
 def test_gdu_callback_on_a_bptt_model_needs_its_own_beta() -> None:
     with pytest.raises(ConfigError, match="gdu.beta=None and model.beta=None"):
         fit(model(algorithm="bptt"), callbacks=[GDUCallback(every_n_steps=1, figures=False)])
