@@ -304,6 +304,7 @@ def main() -> None:
         r["rank_seconds_runs"] = [x["rank_seconds"] for x in rs]
         r["rank_cpu_seconds_runs"] = [x["rank_cpu_seconds"] for x in rs]
         r["attempts"] = [x["attempts"] for x in rs]
+        r["returncodes"] = [x["returncode"] for x in rs]  # non-zero: a rank aborted at teardown
         r["stopped_at_max_time"] = [x["stopped_at_max_time"] for x in rs]
         if rs[0]["allreduce"]:
             ar = rs[0]["allreduce"]

@@ -259,6 +259,34 @@ def test_startup_repeats_the_gdu_command_into_directories_of_its_own(
     assert json.loads((tmp_path / "s.json").read_text())["meta"]["repeats"] == 3
 
 
+def test_ddp_reports_each_runs_exit_status_and_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that wrote its result and then exited non-zero (gloo aborting a rank while
+    tearing down) is kept, as documented; its exit status was dropped from the report."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import ddp
+
+    def fake_run(name: str, args, tmp: Path, repeat: int) -> dict:
+        processes, threads, batch = ddp.CONFIGS[name]
+        return {
+            "processes": processes, "threads_per_process": threads,
+            "batch_size_per_process": batch, "global_batch_size": processes * batch,
+            "samples_per_s": 100.0 + repeat, "ms_per_step": 10.0, "other_cpu_fraction": 0.0,
+            "wall_seconds": 5.0, "rank_seconds": [1.0], "rank_cpu_seconds": [1.0],
+            "stopped_at_max_time": False, "allreduce": None,
+            "attempts": 1 + repeat, "returncode": -6 if repeat else 0,
+        }  # fmt: skip
+
+    monkeypatch.setattr(ddp, "run_config", fake_run)
+    out = tmp_path / "d.json"
+    monkeypatch.setattr(sys, "argv", ["ddp.py", "--out", str(out), "--configs", "1p-1t"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--repeats", "2"])
+    ddp.main()
+    row = json.loads(out.read_text())["1p-1t"]
+    assert (row["returncodes"], row["attempts"]) == ([0, -6], [1, 2])
+
+
 def test_a_benchmark_report_keeps_non_finite_numbers(tmp_path: Path) -> None:
     """drift.py's ``norm_ratio`` is inf where BPTT's gradient is exactly 0 (NaN where both
     are): written as before (``Infinity``, ``NaN``, which Python's json reads back) instead of
