@@ -24,7 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from eqprop_lightning.io import write_text_atomic
+from eqprop_lightning.errors import ConfigError
+from eqprop_lightning.io import check_file_to_write, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the installed ``eqprop`` command's entry point (``eqprop_lightning.commands:main``), which
@@ -101,9 +102,6 @@ def data_dir() -> Path:
 
 def out_file(text: str) -> Path:
     """An argparse type: a file that can be written (not a directory, nor under a file)."""
-    from eqprop_lightning.errors import ConfigError
-    from eqprop_lightning.io import check_file_to_write
-
     path = Path(text)
     try:
         check_file_to_write(path, text, "out.json")

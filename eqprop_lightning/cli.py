@@ -154,11 +154,10 @@ class EqPropCLI(LightningCLI):
         ckpt_path = config.ckpt_path
         if ckpt_path not in LIGHTNING_CKPT_NAMES:
             check_checkpoint_file(ckpt_path)
-        if subcommand == "fit":
-            _refuse_to_overwrite_a_run(config.trainer, config.results.filename, ckpt_path)
         # Lightning puts the checkpoint's hyperparameters over the config's: these stay as given
         self._execution_only = {k: config.model.get(k) for k in EXECUTION_ONLY}
         if subcommand == "fit":
+            _refuse_to_overwrite_a_run(config.trainer, config.results.filename, ckpt_path)
             saved = read_checkpoint(ckpt_path)
             check_same_hparams(ckpt_path, saved, config.model.as_dict())
             check_same_data(ckpt_path, saved, config.data.as_dict())

@@ -71,6 +71,12 @@ def gdu_neuron_figure(nS: list, dS: list, units: int = 5, seed: int = 0) -> plt.
     return _curves_figure(panels)
 
 
+def tex_label(key: str, neuron: bool = False) -> str:
+    """A neuron layer with a superscript (``s0``: $s^{0}$), a weight with a subscript (``W01``:
+    $W_{01}$, ``P0``: $P_{0}$)."""
+    return f"${key[0]}^{{{key[1:]}}}$" if neuron else f"${key[0]}_{{{key[1:]}}}$"
+
+
 def gdu_synapse_figure(nT: dict, dT: dict, synapses: int = 10, seed: int = 0) -> plt.Figure:
     """Per weight, ``synapses`` random entries: instantaneous BPTT ``nT`` (solid) against EP
     ``dT`` (dashed) over ``t``."""
@@ -79,7 +85,7 @@ def gdu_synapse_figure(nT: dict, dT: dict, synapses: int = 10, seed: int = 0) ->
     for name, n in nT.items():
         n, d = n.flatten(1), dT[name].flatten(1)  # (K, entries)
         picks = torch.randperm(n.shape[1], generator=gen)[:synapses].tolist()
-        panels.append((f"${name[0]}_{{{name[1:]}}}$: BPTT (solid), EP (dashed)", n, d, picks))
+        panels.append((f"{tex_label(name)}: BPTT (solid), EP (dashed)", n, d, picks))
     return _curves_figure(panels)
 
 
@@ -89,10 +95,7 @@ def rmse_bar_figure(rmse: dict) -> plt.Figure:
     neurons = rmse["neurons"]
     entries = [*neurons.items(), *rmse["weights"].items()]
     fig, ax = plt.subplots(figsize=(1 + 0.8 * len(entries), 3.2))
-    # neuron layers with a superscript (s^0), weights with a subscript (W_01, P_0)
-    names = [
-        f"${k[0]}^{{{k[1:]}}}$" if k in neurons else f"${k[0]}_{{{k[1:]}}}$" for k, _ in entries
-    ]
+    names = [tex_label(k, neuron=k in neurons) for k, _ in entries]
     means = [v["mean"] for _, v in entries]
     ax.bar(
         names,
