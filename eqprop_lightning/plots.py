@@ -58,14 +58,15 @@ def _curves_figure(panels: list[tuple[str, Tensor, Tensor, list[int]]]) -> plt.F
 
 
 def gdu_neuron_figure(nS: list, dS: list, units: int = 5, seed: int = 0) -> plt.Figure:
-    """Per layer, ``units`` neurons: BPTT ``nS`` (solid) against EP ``dS`` (dashed) over ``t``
-    (output layer: its first units; other layers: units drawn at random with ``seed``)."""
+    """Per layer, ``units`` neurons: BPTT ``nS`` (solid) against EP ``dS`` (dashed) over ``t``;
+    every unit of a layer that has at most ``units``, else ``units`` drawn at random with ``seed``
+    (whichever layer is the output: the first for the layered nets, the last for the Hopfield)."""
     gen = torch.Generator().manual_seed(seed)
     panels = []
     for i, (n, d) in enumerate(zip(nS, dS, strict=True)):
         n, d = n.flatten(1), d.flatten(1)  # (K, units of layer i)
-        count = min(units, n.shape[1])
-        picks = range(count) if i == 0 else torch.randperm(n.shape[1], generator=gen)[:count]
+        size = n.shape[1]
+        picks = range(size) if size <= units else torch.randperm(size, generator=gen)[:units]
         title = f"$s^{i}$: $\\nabla^{{BPTT}}$ (solid), $-\\Delta^{{EP}}$ (dashed)"
         panels.append((title, n, d, list(picks)))
     return _curves_figure(panels)

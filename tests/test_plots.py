@@ -148,8 +148,8 @@ def distinct(K: int, *shape: int, offset: float = 0.0) -> torch.Tensor:
 
 
 def test_gdu_neuron_figure_is_a_panel_per_layer_of_bptt_and_ep_curves() -> None:
-    """The output layer's first units, ``units`` random units of the others; BPTT ``nS`` solid,
-    EP ``dS`` dashed (a different value from BPTT, so that a swap shows)."""
+    """Every unit of a layer with at most ``units``, ``units`` random ones of a larger; BPTT ``nS``
+    solid, EP ``dS`` dashed (a different value from BPTT, so that a swap shows)."""
     K = 4
     nS = [distinct(K, 3), distinct(K, 2, 4, offset=100.0)]  # output: 3 units; s1: 8 units
     dS = [t + 0.5 for t in nS]
@@ -164,6 +164,18 @@ def test_gdu_neuron_figure_is_a_panel_per_layer_of_bptt_and_ep_curves() -> None:
     assert [line.get_ydata().tolist() for line in again.lines] == [
         line.get_ydata().tolist() for line in hidden.lines
     ]  # the seed fixes the drawn units
+
+
+def test_gdu_neuron_figure_draws_every_layer_alike_wherever_the_output_is() -> None:
+    """A Hopfield net's output is its last state and its first a query layer: a layer with more
+    than ``units`` units gets a seeded random draw, whichever its place (not its first units)."""
+    K = 4
+    nS = [distinct(K, 2, 4), distinct(K, 3, offset=100.0)]  # query s0: 8 units; output s1: 3
+    dS = [t + 0.5 for t in nS]
+    query, out = plots.gdu_neuron_figure(nS, dS, units=5, seed=0).axes
+    drawn = torch.randperm(8, generator=torch.Generator().manual_seed(0))[:5].tolist()
+    assert assert_pairs(query, nS[0].flatten(1), dS[0].flatten(1), 5) == drawn
+    assert assert_pairs(out, nS[1], dS[1], 3) == [0, 1, 2]
 
 
 def test_gdu_synapse_figure_is_a_panel_per_weight_of_bptt_and_ep_curves() -> None:
