@@ -17,6 +17,7 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -73,6 +74,24 @@ VARIANT_NAME = re.compile(r"^p1h-(?P<variant>[a-z0-9_]+)-s(?P<seed>\d+)$")
 #: that a fresh clone has
 DEFAULT_RUNS = (Path("checkpoints/table1"), Path("runs/table1"))
 CONFIGS = packaged("configs") / "mnist"  # in the installed package too
+BPTT_OVERRIDE = packaged("configs") / "overrides" / "bptt.yaml"
+#: Settings that leave what a run computes as it is: where and how the data are read, the
+#: evaluation batch, a validation split (the report names it) and compiled steps.
+NEUTRAL = {
+    "model.compile",
+    *(
+        f"data.init_args.{k}"
+        for k in (
+            "data_dir",
+            "num_workers",
+            "download",
+            "verify_checksums",
+            "test_batch_size",
+            "val_split",
+            "split_seed",
+        )
+    ),
+}
 
 
 @dataclass
@@ -86,6 +105,7 @@ class Run:
     planned: int | None
     epochs: list[dict]
     validation: bool = field(default=False)
+    differs: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> int:
@@ -171,6 +191,42 @@ def _read(path: Path, parse) -> dict:
     return content
 
 
+def flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """``{"model.net.init_args.dt": 1.0, ...}`` of a nested mapping."""
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+@cache
+def row_settings(row: str, alg: str) -> dict[str, object]:
+    """The model and data settings (flattened, :data:`NEUTRAL` left out) that ``row``'s config
+    resolves to for ``alg`` (BPTT: with ``configs/overrides/bptt.yaml``, as the queue runs it)."""
+    from eqprop_lightning.config_files import resolved_config  # builds the CLI: imports torch
+
+    configs = [CONFIGS / f"{row}.yaml", *([BPTT_OVERRIDE] if alg == "bptt" else [])]
+    return {
+        k: v
+        for k, v in flat(resolved_config(*configs)).items()
+        if k.startswith(("model.", "data.")) and k not in NEUTRAL
+    }
+
+
+def differences(row: str, alg: str, config: dict) -> list[str]:
+    """Each model or data setting of a run's ``config.yaml`` that its row's config does not
+    give, as ``key: the run's (config: the row's)``; a key the file lacks (an option added
+    after the run was recorded) is no difference."""
+    run = flat(config)
+    return [
+        f"{k}: {run[k]!r} (config: {v!r})"
+        for k, v in row_settings(row, alg).items()
+        if k in run and run[k] != v
+    ]
+
+
 def _run(path, row, alg, seed, results: dict, config: dict) -> Run:
     if results.get("seed") is not None:
         seed = results["seed"]
@@ -180,7 +236,7 @@ def _run(path, row, alg, seed, results: dict, config: dict) -> Run:
     planned = (config.get("trainer") or {}).get("max_epochs")
     # old files have no "sets": their test_error is the test set and there is no validation
     validation = "val_error" in results.get("sets", {}) and all("val_error" in e for e in epochs)
-    return Run(path, row, alg, seed, planned, epochs, validation)
+    return Run(path, row, alg, seed, planned, epochs, validation, differences(row, alg, config))
 
 
 def _has_checkpoint(path: Path) -> bool:
@@ -349,6 +405,8 @@ def rerun_commands(row: str, seeds: list[int]) -> list[str]:
 
 def run_line(run: Run) -> str:
     status = "finished" if run.finished else "**partial**" if run.done else "**started**"
+    if run.differs:
+        status += ", **not counted** (settings differ)"
     planned = run.planned if run.planned is not None else "?"
     best = run.best_by_validation()
     best_cell = (
@@ -395,7 +453,8 @@ def render(
         "",
         "Ours: mean ± sample std (n - 1) over seeds of the final-epoch test error, finished runs "
         "only (n of them). Train error: the final epoch's, averaged over the same runs. Best by "
-        "validation appears only for runs with a validation split.",
+        "validation appears only for runs with a validation split. A run whose model or data "
+        "settings differ from its row's config counts in neither (listed below the runs).",
         "",
         "| row | rule | published test % (train %) | ours test % | ours train % | runs "
         "(finished / all) | epochs done / planned |",
@@ -403,7 +462,7 @@ def render(
     ]
     for row in ROWS:
         for alg in RULES:
-            group = [r for r in runs if r.row == row and r.algorithm == alg]
+            group = [r for r in runs if r.row == row and r.algorithm == alg and not r.differs]
             finished = [r for r in group if r.finished]
             trains = [r.final_train for r in finished if r.final_train is not None]
             epochs = ", ".join(f"{r.done} / {r.planned}" for r in group) or "-"
@@ -432,6 +491,10 @@ def render(
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     out += [run_line(r) for r in runs] or ["| (no runs found) |" + " |" * 10]
+    differing = [r for r in runs if r.differs]
+    if differing:
+        out += ["", "## Runs not counted: settings that differ from the row's config", ""]
+        out += [f"- `{r.path}`: {'; '.join(r.differs)}" for r in differing]
     if figure is not None:
         out += ["", "## Test-error curves", "", f"![test error per epoch]({figure})", ""]
         out.append("One panel per row: EP and BPTT, one thin line per seed (dotted: partial).")
@@ -526,7 +589,8 @@ def report_command(args: list[str]) -> str:
     for path in (own.out, figure):  # only once both are known to be files
         path.parent.mkdir(parents=True, exist_ok=True)
     published = {ROW_NAMES[r]: v[0] for (r, a), v in PUBLISHED.items() if a == "ep"}
-    plot_table1_curves(curves(runs), published, figure, planned_epochs(runs))
+    counted = [r for r in runs if not r.differs]
+    plot_table1_curves(curves(counted), published, figure, planned_epochs(counted))
     try:
         link = figure.resolve().relative_to(own.out.resolve().parent)
     except ValueError:

@@ -20,6 +20,7 @@ from eqprop_lightning.report import (
     config_seed,
     curves,
     find_runs,
+    flat,
     planned_epochs,
     render,
     report_command,
@@ -355,14 +356,6 @@ def test_rerun_commands_rebuild_the_committed_runs(row):
     assert checked == 2  # the EP and the BPTT run of the row's seed
 
 
-def flat(tree: object, prefix: str = "") -> dict[str, object]:
-    """``{"model.net.init_args.dt": 0.2, ...}`` of a nested dict."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    pairs = ((f"{prefix}.{key}" if prefix else str(key), value) for key, value in tree.items())
-    return {k: v for name, value in pairs for k, v in flat(value, name).items()}
-
-
 def test_summary_train_error_averages_the_finished_runs_only(tmp_path):
     write_run(tmp_path, "p2h-ep-s0", [3.0, 2.0], planned=2, train=[6.0, 1.0])
     write_run(tmp_path, "p2h-ep-s1", [5.0, 4.0], planned=2, train=[8.0, 3.0])
@@ -463,6 +456,25 @@ def test_a_nudge_inside_run_is_no_table1_ep_run(tmp_path):
     config["model"]["net"] = {"init_args": {"nudge_in_activation": True}}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     assert find_runs([tmp_path]) == []
+
+
+def test_a_run_with_other_settings_than_its_row_is_not_counted(tmp_path):
+    """A run named as a row but trained with other learning rates (``--model.lrs`` added to the
+    queue's command) counted in the row's mean: now it is listed with its differences and left
+    out of the statistics; a compiled run and a validation split count."""
+    other = write_run(tmp_path, "p2h-ep-s0", [1.0, 1.0], planned=2)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["model"] |= {"lrs": [0.1, 0.1, 0.1], "T": 100, "compile": True}
+    config["data"] = {"init_args": {"batch_size": 20, "val_split": 5000, "data_dir": "/x"}}
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    write_run(tmp_path, "p2h-ep-s1", [3.0, 2.0], planned=2)
+    text = render(find_runs([tmp_path]), None, "eqprop report")
+    assert summary_cell(text, "P-2h", "EP")[3:6] == ["2.00 (n = 1)", "1.00", "1 / 1"]
+    line = next(x for x in text.splitlines() if x.startswith("| P-2h | EP | 0 |"))
+    assert line.split("|")[4].strip() == "finished, **not counted** (settings differ)"
+    assert text.split("## Runs not counted: settings that differ from the row's config\n\n")[
+        1
+    ].splitlines()[0] == (f"- `{other}`: model.lrs: [0.1, 0.1, 0.1] (config: [0.005, 0.05, 0.2])")
 
 
 def test_table1_queue_logs_each_run_s_exit_status_and_skips_a_malformed_job(tmp_path):
