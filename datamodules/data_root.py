@@ -24,15 +24,24 @@ def resolve_data_dir(data_dir: str | None = None) -> tuple[Path, str]:
 
 
 def data_not_found(
-    what: str, root: Path, origin: str, looked: str, holding: str, also: str = "", hint: str = ""
+    what: str,
+    root: Path,
+    origin: str,
+    looked: str,
+    holding: str,
+    also: str = "",
+    hint: str = "",
+    source: str = "",
 ) -> FileNotFoundError:
     """The error for data missing under a data root: ``what`` is missing, the root (where it
     came from, resolved), the paths ``looked`` for, and how to point at a directory ``holding``
-    the files (``also``: another way out; ``hint``: a last sentence)."""
+    the files (``also``: another way out; ``hint``: a sentence after it; ``source``: where the
+    files can be downloaded)."""
+    where = f" Download: {source}" if source else ""
     return FileNotFoundError(
         f"{what}. Data root {str(root)!r} (from the {origin}, resolved to {root.resolve()}); "
         f"{looked}\nPoint at a directory containing {holding} with --data.data_dir /path/to/root "
-        f"or the {ENV_VAR} environment variable{also}.{hint}"
+        f"or the {ENV_VAR} environment variable{also}.{hint}{where}"
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import tarfile
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,12 @@ from .text import (
 )
 
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
+#: Where the Stanford archive is published (Maas et al. 2011).
+ARCHIVE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+#: Reviews per class and split in the complete Stanford data (and Keras's).
+#: Where Keras's two IMDB files are published.
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+REVIEWS_PER_CLASS = 12_500
 SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
 _MEMBER = re.compile(r"^(?:\./)?aclImdb/(train|test)/(pos|neg)/([^/]+\.txt)$")
@@ -189,6 +196,10 @@ class IMDBDataModule(TextDataModule):
         }.get(
             self._source, (f"{stanford}\nor {keras}", f"aclImdb/, {ARCHIVE_NAME} or Keras's files")
         )
+        downloads = {
+            "stanford": f"{ARCHIVE_URL} (into the data root, as it is or extracted)",
+            "keras": f"{NPZ_NAME} and {WORD_INDEX_NAME} from {KERAS_URL}",
+        }
         return data_not_found(
             f"IMDB data not found ({reason})",
             self.data_root,
@@ -196,6 +207,9 @@ class IMDBDataModule(TextDataModule):
             f"with source={self._source!r} looked for\n{looked}",
             holding,
             also=f", or choose another --data.source ({', '.join(SOURCES)})",
+            source=downloads.get(
+                self._source, f"{downloads['stanford']}, or Keras's files from {KERAS_URL}"
+            ),
         )
 
     def _source_kind(self) -> str:
@@ -294,6 +308,13 @@ class IMDBDataModule(TextDataModule):
                 raise DataError(
                     f"IMDB {split} split in {source} is incomplete: review counts {counts}; "
                     f"expected {expected}."
+                )
+            if kind == "folder" and set(counts.values()) != {REVIEWS_PER_CLASS}:
+                warnings.warn(
+                    f"IMDB {split} split in {source} has {counts} reviews, the complete data "
+                    f"{REVIEWS_PER_CLASS:,} per class: is the folder partly extracted? Delete it "
+                    f"to read {ARCHIVE_NAME}, or extract the archive again.",
+                    stacklevel=2,
                 )
             limit = self._limits[split]
             if limit is not None:

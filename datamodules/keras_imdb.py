@@ -66,12 +66,13 @@ def _read_npz(path: Path) -> dict[str, tuple[list[list[int]], list[int]]]:
     keys = [f"{k}_{s}" for s in SPLITS for k in ("x", "y")]
     try:
         with np.load(path, allow_pickle=True) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise DataError(f"{path} lacks {missing}: expected Keras's imdb.npz ({keys})")
-            arrays = {k: f[k] for k in keys}
+            files = f.files
+            arrays = {k: f[k] for k in keys if k in files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DataError(f"Cannot read the Keras IMDB file {path}: {err}") from err
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise DataError(f"{path} lacks {missing}: expected Keras's imdb.npz ({keys})")
     out = {}
     for split in SPLITS:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]

@@ -43,6 +43,8 @@ LABELS = {"neutral": 0, "contradiction": 1, "entailment": 2}
 NO_GOLD_LABEL = "-"
 FIELDS = ("gold_label", "sentence1", "sentence2")
 SUBDIRS = ("snli_1.0", "snli_data", ".")
+#: Where SNLI 1.0 is published (Bowman et al. 2015).
+SNLI_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
 #: Strings that pandas.read_csv (used by the original) parses as NaN; such sentences become ' '.
 PANDAS_NA = {
     "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
@@ -334,6 +336,7 @@ class SNLIDataModule(TextDataModule):
             f"looked for\n{looked}",
             "snli_1.0/",
             hint=hint,
+            source=f"{SNLI_URL} (unzip it into the data root)",
         )
 
     def _sources(self) -> dict[str, Any]:

@@ -56,8 +56,8 @@ DEFAULT_W2V_RELPATH = Path("word2vec") / "GoogleNews-vectors-negative300-subset.
 #: Bump with every change to the cleaning, tokenizing or parsing, or to what the cache holds, so
 #: that old caches (keyed by the inputs, the options and this number, not the code) are not
 #: reused. 3: the examples' names; 4: IMDB words kept apart at the characters the filter
-#: removes (but ' and -) and at ? and !.
-PIPELINE_VERSION = 4
+#: removes (but ' and -) and at ? and !; 5: and at dashes (``--``).
+PIPELINE_VERSION = 5
 
 _BRACKETS = re.compile(r"\[[^]]*\]")
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -65,6 +65,7 @@ _SENTENCE_PUNCT = re.compile(r"([.?!])")  # spaced in both pipelines
 # The IMDB and SNLI filters keep the original ``A-z`` typo: A..z also covers [ \ ] ^ _ and `.
 _IMDB_SEPARATE = re.compile(r"[^a-zA-z0-9.!?,\s'-]")
 _IMDB_DROP = re.compile(r"['-]")
+_DASH = re.compile(r"-{2,}")  # a dash between words, not a hyphen inside one
 _SNLI_DROP = re.compile(r"[^a-zA-z0-9.?!\s]")
 _TOKENIZER = ToktokTokenizer()
 
@@ -90,14 +91,17 @@ def clean_imdb(text: str) -> str:
     ``<br />`` becomes a space (the HTML parser's text would glue ``movie.<br />The`` into
     ``movie.The``); a character the filter removes becomes a space (``5/10`` -> ``5 10``,
     ``film;great`` -> ``film great``), except ``'`` and ``-``, removed as the original removes
-    them from Keras's words (``don't`` -> ``dont``, ``sci-fi`` -> ``scifi``); and ``. ? !`` get
-    spaces around them (Toktok splits one off only at the end of the text: ``movie. The`` would
-    keep ``movie.``, ``good?I`` one word, out of vocabulary). All are no-ops on Keras's text but
-    for its ``#`` (start, padding, unknown), which becomes a space instead of nothing: the same
-    tokens.
+    them from Keras's words (``don't`` -> ``dont``, ``sci-fi`` -> ``scifi``), but for a dash of
+    two or more (``good--bad`` -> ``good bad``: ``imdb.vocab`` has no word holding ``--``); and
+    ``. ? !`` get spaces around them (Toktok splits one off only at the end of the text:
+    ``movie. The`` would keep ``movie.``, ``good?I`` one word, out of vocabulary). All are
+    no-ops on Keras's text but for its ``#`` (start, padding, unknown), which becomes a space
+    instead of nothing: the same tokens. Not checked here (no Keras word index offline):
+    whether Keras's text keeps a word ``br`` where the HTML had ``<br />``, which this drops;
+    the local word2vec subset has no ``br``, so there it changes nothing.
     """
     text = remove_brackets(strip_html(_LINE_BREAK.sub(" ", text)))
-    text = _IMDB_DROP.sub("", _IMDB_SEPARATE.sub(" ", text))
+    text = _IMDB_DROP.sub("", _IMDB_SEPARATE.sub(" ", _DASH.sub(" ", text)))
     return _SENTENCE_PUNCT.sub(r" \1 ", text)
 
 
