@@ -31,13 +31,13 @@ def data_not_found(
     holding: str,
     also: str = "",
     hint: str = "",
-    source: str = "",
+    download: str = "",
 ) -> FileNotFoundError:
     """The error for data missing under a data root: ``what`` is missing, the root (where it
     came from, resolved), the paths ``looked`` for, and how to point at a directory ``holding``
-    the files (``also``: another way out; ``hint``: a sentence after it; ``source``: where the
-    files can be downloaded)."""
-    where = f" Download: {source}" if source else ""
+    the files (``also``: another way out; ``hint``: a sentence after it; ``download``: where
+    the files can be downloaded)."""
+    where = f" Download: {download}" if download else ""
     return FileNotFoundError(
         f"{what}. Data root {str(root)!r} (from the {origin}, resolved to {root.resolve()}); "
         f"{looked}\nPoint at a directory containing {holding} with --data.data_dir /path/to/root "

@@ -48,9 +48,9 @@ from .text import (
 ARCHIVE_NAME = "aclImdb_v1.tar.gz"
 #: Where the Stanford archive is published (Maas et al. 2011).
 ARCHIVE_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+#: Where Keras's two IMDB files are published (``load_data`` downloads from here).
+KERAS_FOLDER_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 #: Reviews per class and split in the complete Stanford data (and Keras's).
-#: Where Keras's two IMDB files are published.
-KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 REVIEWS_PER_CLASS = 12_500
 SPLITS = ("train", "test")
 LABELS = {"neg": 0, "pos": 1}
@@ -196,9 +196,10 @@ class IMDBDataModule(TextDataModule):
         }.get(
             self._source, (f"{stanford}\nor {keras}", f"aclImdb/, {ARCHIVE_NAME} or Keras's files")
         )
+        keras_urls = " and ".join(KERAS_FOLDER_URL + n for n in (NPZ_NAME, WORD_INDEX_NAME))
         downloads = {
             "stanford": f"{ARCHIVE_URL} (into the data root, as it is or extracted)",
-            "keras": f"{NPZ_NAME} and {WORD_INDEX_NAME} from {KERAS_URL}",
+            "keras": keras_urls,
         }
         return data_not_found(
             f"IMDB data not found ({reason})",
@@ -207,9 +208,7 @@ class IMDBDataModule(TextDataModule):
             f"with source={self._source!r} looked for\n{looked}",
             holding,
             also=f", or choose another --data.source ({', '.join(SOURCES)})",
-            source=downloads.get(
-                self._source, f"{downloads['stanford']}, or Keras's files from {KERAS_URL}"
-            ),
+            download=downloads.get(self._source, f"{downloads['stanford']}, or {keras_urls}"),
         )
 
     def _source_kind(self) -> str:
@@ -310,11 +309,15 @@ class IMDBDataModule(TextDataModule):
                     f"expected {expected}."
                 )
             if kind == "folder" and set(counts.values()) != {REVIEWS_PER_CLASS}:
+                redo = (
+                    f"Delete it to read {ARCHIVE_NAME}, or extract the archive again"
+                    if self._archive().is_file()
+                    else f"Extract {ARCHIVE_NAME} again ({ARCHIVE_URL})"
+                )
                 warnings.warn(
                     f"IMDB {split} split in {source} has {counts} reviews, the complete data "
-                    f"{REVIEWS_PER_CLASS:,} per class: is the folder partly extracted? Delete it "
-                    f"to read {ARCHIVE_NAME}, or extract the archive again.",
-                    stacklevel=2,
+                    f"{REVIEWS_PER_CLASS:,} per class: is the folder partly extracted? {redo}.",
+                    stacklevel=1,
                 )
             limit = self._limits[split]
             if limit is not None:

@@ -336,7 +336,7 @@ class SNLIDataModule(TextDataModule):
             f"looked for\n{looked}",
             "snli_1.0/",
             hint=hint,
-            source=f"{SNLI_URL} (unzip it into the data root)",
+            download=f"{SNLI_URL} (unzip it into the data root)",
         )
 
     def _sources(self) -> dict[str, Any]:

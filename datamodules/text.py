@@ -56,8 +56,8 @@ DEFAULT_W2V_RELPATH = Path("word2vec") / "GoogleNews-vectors-negative300-subset.
 #: Bump with every change to the cleaning, tokenizing or parsing, or to what the cache holds, so
 #: that old caches (keyed by the inputs, the options and this number, not the code) are not
 #: reused. 3: the examples' names; 4: IMDB words kept apart at the characters the filter
-#: removes (but ' and -) and at ? and !; 5: and at dashes (``--``).
-PIPELINE_VERSION = 5
+#: removes (but ' and -) and at ? and !; 5: and at dashes (``--``); 6: ``<br />`` as ``br``.
+PIPELINE_VERSION = 6
 
 _BRACKETS = re.compile(r"\[[^]]*\]")
 _LINE_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
@@ -88,7 +88,8 @@ def clean_imdb(text: str) -> str:
     The original read Keras's text, whose words stand alone (Stanford's ``imdb.vocab``: no word
     holds ``/``, ``;``, ``:`` or ``"``, and ``?`` is a word of its own); the Stanford files have
     HTML and punctuation, so three steps keep their words apart as Keras's text has them: a
-    ``<br />`` becomes a space (the HTML parser's text would glue ``movie.<br />The`` into
+    ``<br />`` becomes the word ``br``, which Keras's text has in its place (one of the ten most
+    frequent words of its index; the HTML parser's text would glue ``movie.<br />The`` into
     ``movie.The``); a character the filter removes becomes a space (``5/10`` -> ``5 10``,
     ``film;great`` -> ``film great``), except ``'`` and ``-``, removed as the original removes
     them from Keras's words (``don't`` -> ``dont``, ``sci-fi`` -> ``scifi``), but for a dash of
@@ -96,11 +97,9 @@ def clean_imdb(text: str) -> str:
     ``. ? !`` get spaces around them (Toktok splits one off only at the end of the text:
     ``movie. The`` would keep ``movie.``, ``good?I`` one word, out of vocabulary). All are
     no-ops on Keras's text but for its ``#`` (start, padding, unknown), which becomes a space
-    instead of nothing: the same tokens. Not checked here (no Keras word index offline):
-    whether Keras's text keeps a word ``br`` where the HTML had ``<br />``, which this drops;
-    the local word2vec subset has no ``br``, so there it changes nothing.
+    instead of nothing: the same tokens.
     """
-    text = remove_brackets(strip_html(_LINE_BREAK.sub(" ", text)))
+    text = remove_brackets(strip_html(_LINE_BREAK.sub(" br ", text)))
     text = _IMDB_DROP.sub("", _IMDB_SEPARATE.sub(" ", _DASH.sub(" ", text)))
     return _SENTENCE_PUNCT.sub(r" \1 ", text)
 

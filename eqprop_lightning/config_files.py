@@ -43,3 +43,16 @@ def resolved_config(*configs: str | Path, overrides: tuple[str, ...] = ()) -> di
     namespace = cli_parser().parse_args([*args, *overrides])
     namespace.pop("config", None)
     return namespace.as_dict()
+
+
+def flat(tree: object, prefix: str = "") -> dict[str, object]:
+    """``{"model.net.init_args.size_tab": [...], "model.T": 40, ...}`` of a nested dict (tuples
+    as lists: a module built in code may give ``lrs`` as a tuple where YAML gives a list)."""
+    if isinstance(tree, tuple):
+        tree = list(tree)
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out

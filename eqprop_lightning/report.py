@@ -5,7 +5,9 @@ Per row and rule: the published number, and ours over seeds, the mean and sample
 deviation (``n - 1``) of the final-epoch test errors of the finished runs; per run the final
 epoch, the mean and range of its last 5 epochs, the train error, epochs done of planned, the
 median seconds per epoch, and the best epoch by validation error only when the run has a
-validation split (a number chosen on the test set is never called best).
+validation split (a number chosen on the test set is never called best). A run whose model or
+data settings differ from its row's config is listed with its differences and counted in no
+statistic or curve.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from eqprop_lightning.config_files import flat
 from eqprop_lightning.errors import ConfigError, DataError
 from eqprop_lightning.io import check_file_to_write, write_text_atomic
 from eqprop_lightning.resources import packaged
@@ -75,23 +78,10 @@ VARIANT_NAME = re.compile(r"^p1h-(?P<variant>[a-z0-9_]+)-s(?P<seed>\d+)$")
 DEFAULT_RUNS = (Path("checkpoints/table1"), Path("runs/table1"))
 CONFIGS = packaged("configs") / "mnist"  # in the installed package too
 BPTT_OVERRIDE = packaged("configs") / "overrides" / "bptt.yaml"
-#: Settings that leave what a run computes as it is: where and how the data are read, the
-#: evaluation batch, a validation split (the report names it) and compiled steps.
-NEUTRAL = {
-    "model.compile",
-    *(
-        f"data.init_args.{k}"
-        for k in (
-            "data_dir",
-            "num_workers",
-            "download",
-            "verify_checksums",
-            "test_batch_size",
-            "val_split",
-            "split_seed",
-        )
-    ),
-}
+#: Data settings besides where and how the data are read (``validation.LOCATION_ONLY``) that a
+#: run may change and still count in its row: a validation split (it trains on fewer images, and
+#: the report gives its best epoch by validation, as the issue of honest selection asks).
+VALIDATION = frozenset({"val_split", "split_seed"})
 
 
 @dataclass
@@ -191,39 +181,32 @@ def _read(path: Path, parse) -> dict:
     return content
 
 
-def flat(tree: object, prefix: str = "") -> dict[str, object]:
-    """``{"model.net.init_args.dt": 1.0, ...}`` of a nested mapping."""
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        out.update(flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 @cache
-def row_settings(row: str, alg: str) -> dict[str, object]:
-    """The model and data settings (flattened, :data:`NEUTRAL` left out) that ``row``'s config
-    resolves to for ``alg`` (BPTT: with ``configs/overrides/bptt.yaml``, as the queue runs it)."""
+def row_settings(row: str, alg: str) -> dict[str, dict]:
+    """The ``model`` and ``data`` sections that ``row``'s config resolves to for ``alg`` (BPTT:
+    with ``configs/overrides/bptt.yaml``, as the queue runs it)."""
     from eqprop_lightning.config_files import resolved_config  # builds the CLI: imports torch
 
     configs = [CONFIGS / f"{row}.yaml", *([BPTT_OVERRIDE] if alg == "bptt" else [])]
-    return {
-        k: v
-        for k, v in flat(resolved_config(*configs)).items()
-        if k.startswith(("model.", "data.")) and k not in NEUTRAL
-    }
+    resolved = resolved_config(*configs)
+    return {"model": resolved["model"], "data": resolved["data"]}
 
 
 def differences(row: str, alg: str, config: dict) -> list[str]:
     """Each model or data setting of a run's ``config.yaml`` that its row's config does not
-    give, as ``key: the run's (config: the row's)``; a key the file lacks (an option added
-    after the run was recorded) is no difference."""
-    run = flat(config)
-    return [
-        f"{k}: {run[k]!r} (config: {v!r})"
-        for k, v in row_settings(row, alg).items()
-        if k in run and run[k] != v
+    give, as ``key: the run's (config: the row's)``: the model compared as a resume compares it
+    (``validation.model_differences``), the data but for where and how they are read and a
+    validation split; a key the file lacks (an option added after the run) is no difference."""
+    from eqprop_lightning.validation import LOCATION_ONLY, model_differences
+
+    expected = row_settings(row, alg)
+    model = model_differences(config.get("model") or {}, expected["model"])
+    ran, given = flat(config.get("data") or {}), flat(expected["data"])
+    exempt = {f"init_args.{k}" for k in LOCATION_ONLY | VALIDATION}
+    data = [(k, ran[k], v) for k, v in given.items() if k in ran and k not in exempt]
+    data = [(k, a, b) for k, a, b in data if a != b]
+    return [f"model.{k}: {a!r} (config: {b!r})" for k, a, b in model] + [
+        f"data.{k}: {a!r} (config: {b!r})" for k, a, b in sorted(data)
     ]
 
 
@@ -236,7 +219,7 @@ def _run(path, row, alg, seed, results: dict, config: dict) -> Run:
     planned = (config.get("trainer") or {}).get("max_epochs")
     # old files have no "sets": their test_error is the test set and there is no validation
     validation = "val_error" in results.get("sets", {}) and all("val_error" in e for e in epochs)
-    return Run(path, row, alg, seed, planned, epochs, validation, differences(row, alg, config))
+    return Run(path, row, alg, seed, planned, epochs, validation)
 
 
 def _has_checkpoint(path: Path) -> bool:
@@ -263,7 +246,9 @@ def read_run(path: Path) -> Run | None:
     )
     if alg not in RULES or variant or model.get("loss", "mse") != "mse":
         return None  # Table 1 is the seeds' two-phase EP and BPTT with the squared error
-    return _run(path, row, alg, seed, results, config)
+    run = _run(path, row, alg, seed, results, config)
+    run.differs = differences(row, alg, config)
+    return run
 
 
 def find_variants(dirs: list[Path]) -> dict[str, Run]:

@@ -11,6 +11,7 @@ import torch
 import yaml
 from torch import nn
 
+from eqprop_lightning.config_files import flat
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.rng import SEED_KEY
 
@@ -108,19 +109,6 @@ def check_training_state(ckpt_path: str | Path) -> None:
         )
 
 
-def _flat(tree: object, prefix: str = "") -> dict[str, object]:
-    """``{"net.init_args.size_tab": [...], "T": 40, ...}`` of a nested dict (tuples as lists:
-    a module built in code may give ``lrs`` as a tuple where YAML gives a list)."""
-    if isinstance(tree, tuple):
-        tree = list(tree)
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def _differences(
     saved: dict, given: dict, prefix: str, exempt: frozenset[str] = frozenset()
 ) -> list[str]:
@@ -145,6 +133,25 @@ BPTT_UNUSED = ("beta", "symmetric")
 EXECUTION_ONLY = frozenset({"compile"})
 
 
+def model_differences(saved: dict, given: dict) -> list[tuple[str, object, object]]:
+    """``(key, saved value, given value)`` for each model setting of both that differs, by
+    flattened key: a user rule's ``rule_args`` compared whole (None, as older files have it,
+    is ``{}``), ``beta``/``symmetric`` not where both are BPTT, :data:`EXECUTION_ONLY` never."""
+    saved, given = dict(saved), dict(given)
+    rule_args = [h.pop("rule_args", None) or {} for h in (saved, given)]
+    saved, given = flat(saved), flat(given)
+    if saved.get("algorithm") == given.get("algorithm") == "bptt":
+        # checkpoints written before BPTT took no beta hold the config's unused beta/symmetric
+        for unused in BPTT_UNUSED:
+            saved.pop(unused, None)
+            given.pop(unused, None)
+    keys = sorted((saved.keys() & given.keys()) - EXECUTION_ONLY)
+    differ = [(k, saved[k], given[k]) for k in keys if saved[k] != given[k]]
+    if rule_args[0] != rule_args[1]:
+        differ.append(("rule_args", rule_args[0], rule_args[1]))
+    return differ
+
+
 def check_same_hparams(
     ckpt_path: str | Path, checkpoint: dict, model: dict, here: str = "this config"
 ) -> None:
@@ -152,17 +159,7 @@ def check_same_hparams(
     they must be the checkpoint's, else ``ConfigError`` naming each field that differs (Lightning
     would silently continue with the ones given, or the CLI with the checkpoint's)."""
     saved, given = _settings(checkpoint.get("hyper_parameters")), _settings(model)
-    # a user rule's options, compared whole: None (older checkpoints have no key) is {}
-    rule_args = [h.pop("rule_args", None) or {} for h in (saved, given)]
-    saved, given = _flat(saved), _flat(given)
-    if saved.get("algorithm") == given.get("algorithm") == "bptt":
-        # checkpoints written before BPTT took no beta hold the config's unused beta/symmetric
-        for unused in BPTT_UNUSED:
-            saved.pop(unused, None)
-            given.pop(unused, None)
-    differ = _differences(saved, given, "model.", EXECUTION_ONLY)
-    if rule_args[0] != rule_args[1]:
-        differ.append(f"model.rule_args: {rule_args[0]!r} there, {rule_args[1]!r} here")
+    differ = [f"model.{k}: {a!r} there, {b!r} here" for k, a, b in model_differences(saved, given)]
     if differ:
         fields = "; ".join(differ)
         raise ConfigError(
@@ -211,8 +208,8 @@ def check_same_evaluation(
     :data:`EVALUATION_SETTINGS` where the config's ``model`` differs, instead of ignoring it."""
 
     def evaluated(settings: dict) -> dict:
-        flat = _flat(_settings(settings))
-        return {k: v for k, v in flat.items() if k.split(".")[0] in EVALUATION_SETTINGS}
+        values = flat(_settings(settings))
+        return {k: v for k, v in values.items() if k.split(".")[0] in EVALUATION_SETTINGS}
 
     differ = _differences(evaluated(checkpoint.get("hyper_parameters")), evaluated(model), "model.")
     if differ:
@@ -230,7 +227,7 @@ def check_same_net(ckpt_path: str | Path, checkpoint: dict, net: dict) -> None:
     saved = (checkpoint.get("hyper_parameters") or {}).get("net")
     if not isinstance(saved, dict):
         return
-    differ = _differences(_flat(saved), _flat(net), "model.net.")
+    differ = _differences(flat(saved), flat(net), "model.net.")
     if differ:
         raise ConfigError(
             f"ckpt_path={str(ckpt_path)!r} holds another net than this config "
@@ -260,7 +257,7 @@ def check_same_data(
     if "_class_path" in hparams:
         saved["class_path"] = hparams["_class_path"]
     exempt = frozenset(f"init_args.{k}" for k in LOCATION_ONLY)
-    differ = _differences(_flat(saved), _flat(data), "data.", exempt)
+    differ = _differences(flat(saved), flat(data), "data.", exempt)
     if differ:
         fields = "; ".join(differ)
         raise ConfigError(

@@ -23,7 +23,7 @@ from eqprop_lightning.analysis_commands import (
     read_configs,
 )
 from eqprop_lightning.cli import analysis_inputs_from_cli
-from eqprop_lightning.config_files import resolved_config
+from eqprop_lightning.config_files import flat, resolved_config
 from eqprop_lightning.nets import PrototypicalFC
 from eqprop_lightning.run_dirs import next_dir, run_root
 from tests.test_configs import FLAT, as_now
@@ -38,15 +38,6 @@ def small(path: Path, fake_mnist: Path) -> list[str]:
     args = ["--config", str(path), "--model.T", "6", "--model.K", "3"]
     args += ["--data.batch_size", "4", "--data.data_dir", str(fake_mnist)]
     return [*args, "--data.verify_checksums", "false"]
-
-
-def _flat(tree, prefix=""):
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    out = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
-    return out
 
 
 @pytest.mark.parametrize("path", GDU_MNIST, ids=lambda p: p.name)
@@ -89,8 +80,8 @@ def test_read_configs_gives_the_cli_s_values(path: Path) -> None:
     """Every value the reader finds is the one the CLI resolves (which adds the defaults)."""
     for extra in ([], ["--config", str(CONFIGS / "overrides" / "bptt.yaml")]):
         args = ["--config", str(path), *extra, "--model.K", "3", "--data.batch_size", "7"]
-        light = _flat(read_configs(args))
-        full = _flat(
+        light = flat(read_configs(args))
+        full = flat(
             resolved_config(path, *extra[1:], overrides=("--model.K=3", "--data.batch_size=7"))
         )
         # --data.batch_size: jsonargparse's shorthand for data.init_args.batch_size
@@ -104,7 +95,7 @@ def test_read_configs_finds_every_value_the_config_sets(path: Path) -> None:
     """The reader finds exactly the values the config sets (through its ``config:`` includes):
     those of the flat file it replaced, recorded in ``tests/flat_configs.json``."""
     name = str(path.relative_to(CONFIGS))
-    assert _flat(read_configs(["--config", str(path)])) == _flat(as_now(FLAT[name]["values"], name))
+    assert flat(read_configs(["--config", str(path)])) == flat(as_now(FLAT[name]["values"], name))
 
 
 def test_defaults_are_the_module_s_and_the_data_module_s() -> None:

@@ -15,12 +15,12 @@ import pytest
 import yaml
 
 from eqprop_lightning.cli import main
+from eqprop_lightning.config_files import flat
 from eqprop_lightning.errors import ConfigError
 from eqprop_lightning.report import (
     config_seed,
     curves,
     find_runs,
-    flat,
     planned_epochs,
     render,
     report_command,
@@ -472,9 +472,34 @@ def test_a_run_with_other_settings_than_its_row_is_not_counted(tmp_path):
     assert summary_cell(text, "P-2h", "EP")[3:6] == ["2.00 (n = 1)", "1.00", "1 / 1"]
     line = next(x for x in text.splitlines() if x.startswith("| P-2h | EP | 0 |"))
     assert line.split("|")[4].strip() == "finished, **not counted** (settings differ)"
-    assert text.split("## Runs not counted: settings that differ from the row's config\n\n")[
-        1
-    ].splitlines()[0] == (f"- `{other}`: model.lrs: [0.1, 0.1, 0.1] (config: [0.005, 0.05, 0.2])")
+    listed = text.split("## Runs not counted: settings that differ from the row's config\n\n")[1]
+    assert listed.splitlines()[0] == (
+        f"- `{other}`: model.lrs: [0.1, 0.1, 0.1] (config: [0.005, 0.05, 0.2])"
+    )
+
+
+def test_report_figure_leaves_out_a_run_with_other_settings(tmp_path, monkeypatch):
+    """The curves and planned epochs drawn are those of the counted runs only; a BPTT run that
+    recorded the unused beta of an older config is no difference, a user rule's options
+    (compared whole, the config's ``None`` as ``{}``) are."""
+    import eqprop_lightning.plots as plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "plot_table1_curves", lambda *args: drawn.append(args))
+    other = write_run(tmp_path, "p2h-ep-s0", [1.0, 1.0], planned=3)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    config["model"] |= {"rule_args": {"a": 1}}
+    (other / "config.yaml").write_text(yaml.safe_dump(config))
+    old_bptt = write_run(tmp_path, "p2h-bptt-s0", [3.0, 2.0], planned=2)
+    config = yaml.safe_load((old_bptt / "config.yaml").read_text())
+    config["model"] |= {"beta": 0.5, "symmetric": False}
+    (old_bptt / "config.yaml").write_text(yaml.safe_dump(config))
+    report_command(["--runs", str(tmp_path), "--out", str(tmp_path / "R.md")])
+    ((panels, _, _, planned),) = drawn
+    assert panels["P-2h"] == {"ep": [], "bptt": [(0, [1, 2], [3.0, 2.0], False)]}
+    assert planned == {"P-2h": 2}
+    text = (tmp_path / "R.md").read_text()
+    assert f"- `{other}`: model.rule_args: {{'a': 1}} (config: {{}})" in text.splitlines()
 
 
 def test_table1_queue_logs_each_run_s_exit_status_and_skips_a_malformed_job(tmp_path):

@@ -44,7 +44,7 @@ PAD = ""  # padding position in the expected token lists
 
 # Hand-written reviews: (relative path, text). Expected tokens below are written by hand.
 REVIEWS = {
-    # <b> dropped; <br /> becomes a space: "GREAT! I" -> "great ! i"; truncated to 8 tokens.
+    # <b> dropped; <br /> becomes "br" (OOV here): "GREAT! I" -> "great ! br br i"; truncated.
     "train/pos/0_9.txt": "This movie was <b>GREAT</b>!<br /><br />I loved it.",
     # [bracketed] span removed; "a" is OOV (no stop words in word2vec) and dropped.
     "train/pos/1_8.txt": "A wonderful [spoiler removed] story, really good.",
@@ -71,7 +71,7 @@ EXPECTED_TEST = [  # neg/0_1, pos/0_10, neg/1_3: the classes alternate
 EXPECTED_TRAIN_KEEP_OOV = [  # OOV tokens kept as zero vectors (id 0)
     ["dont", "watch", "it", "the", "plot", "is", "boring", "the"],
     ["terrible", "film_noir", "^_^", "\\o", ",", "terrible", ".", PAD],
-    ["this", "movie", "was", "great", "!", "i", "loved", "it"],
+    ["this", "movie", "was", "great", "!", "br", "br", "i"],
     ["a", "wonderful", "story", ",", "really", "good", ".", PAD],
 ]
 
@@ -174,7 +174,7 @@ def _imdb(root: Path, w2v: Path, **kwargs) -> IMDBDataModule:
 
 
 def test_cleaning_and_tokenizing_by_hand() -> None:
-    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "a b  its 5 10, ok ?  ! "
+    assert text_module.clean_imdb("a<br />b [x] it's 5/10, ok?!") == "a br b  its 5 10, ok ?  ! "
     assert text_module.clean_imdb("x_y^z`w\\v") == "x_y^z`w\\v"  # the A-z typo keeps these
     assert text_module.clean_snli("Hi, there.Yes!") == "Hi there . Yes ! "
     assert text_module.clean_snli(float("nan")) == " "
@@ -185,14 +185,17 @@ def test_imdb_line_breaks_separate_words() -> None:
     """The Stanford reviews break lines with ``<br />``; BeautifulSoup's text glues the words on
     either side ("movie.the", out of vocabulary: both words were lost), and Toktok leaves a
     period on a word inside the text ("movie.", out of vocabulary), where Keras's text, the
-    original's source, has the words alone."""
+    original's source, has the words alone, and a word ``br`` for each line break (it became
+    a space, which dropped that word)."""
     tokens = text_module.tokenize(text_module.clean_imdb("A fine movie.<br /><br />The end"))
-    assert tokens == ["a", "fine", "movie", ".", "the", "end"]
+    assert tokens == ["a", "fine", "movie", ".", "br", "br", "the", "end"]
     tokens = text_module.tokenize(text_module.clean_imdb("Good. Really good... 7.5 of 10."))
     assert tokens == ["good", ".", "really", "good", ".", ".", ".", "7", ".", "5", "of", "10", "."]
     assert text_module.tokenize(text_module.clean_imdb("good<BR/>plot<br>x")) == [
         "good",
+        "br",
         "plot",
+        "br",
         "x",
     ]
 
@@ -680,10 +683,10 @@ def test_imdb_missing_data_lists_paths(tmp_path: Path, w2v_file: Path) -> None:
     )
     for part in ("aclImdb/train/pos", "aclImdb/test/neg", "aclImdb_v1.tar.gz", "--data.data_dir"):
         assert part in message
+    keras = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
     assert message.endswith(
         "Download: https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz (into the "
-        "data root, as it is or extracted), or Keras's files from "
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+        f"data root, as it is or extracted), or {keras}imdb.npz and {keras}imdb_word_index.json"
     )
     keras = IMDBDataModule(data_dir=str(tmp_path), embeddings=str(w2v_file), source="keras")
     with pytest.raises(FileNotFoundError, match=r"IMDB data not found \(missing Keras files: "):
@@ -710,9 +713,9 @@ def test_imdb_missing_data_lists_only_what_the_source_reads(
     assert "--data.source (auto, stanford, keras)" in message
     assert all(p in message for p in listed)
     assert not any(p in message for p in not_listed)
+    keras = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
     assert message.endswith(
-        "Download: imdb.npz and imdb_word_index.json from "
-        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+        f"Download: {keras}imdb.npz and {keras}imdb_word_index.json"
         if source == "keras"
         else "Download: https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz (into the "
         "data root, as it is or extracted)"
@@ -739,12 +742,16 @@ def test_a_partly_extracted_imdb_folder_is_warned_of(imdb_root: Path, w2v_file: 
     with pytest.warns(UserWarning) as caught:
         dm.prepare_data()
     partial = [str(w.message) for w in caught if "partly extracted" in str(w.message)]
+    url = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
     assert partial == [
         f"IMDB {split} split in {imdb_root / 'aclImdb'} has {counts} reviews, the complete data "
-        f"12,500 per class: is the folder partly extracted? Delete it to read "
-        f"aclImdb_v1.tar.gz, or extract the archive again."
+        f"12,500 per class: is the folder partly extracted? Extract aclImdb_v1.tar.gz again "
+        f"({url})."
         for split, counts in (("train", {"neg": 2, "pos": 2}), ("test", {"neg": 2, "pos": 1}))
     ]
+    (imdb_root / "aclImdb_v1.tar.gz").write_bytes(b"")  # an archive beside it: read that instead
+    with pytest.warns(UserWarning, match="Delete it to read aclImdb_v1.tar.gz, or extract"):
+        IMDBDataModule(data_dir=str(imdb_root), embeddings=str(w2v_file), seq_len=7).prepare_data()
 
 
 def test_imdb_incomplete_split_names_folder(imdb_root: Path, w2v_file: Path) -> None:
