@@ -79,8 +79,8 @@ DEFAULT_RUNS = (Path("checkpoints/table1"), Path("runs/table1"))
 CONFIGS = packaged("configs") / "mnist"  # in the installed package too
 BPTT_OVERRIDE = packaged("configs") / "overrides" / "bptt.yaml"
 #: Data settings besides where and how the data are read (``validation.LOCATION_ONLY``) that a
-#: run may change and still count in its row: a validation split (it trains on fewer images, and
-#: the report gives its best epoch by validation, as the issue of honest selection asks).
+#: run may change and still count in its row: a validation split (it trains on fewer images; the
+#: report names the split and gives the run's best epoch by validation).
 VALIDATION = frozenset({"val_split", "split_seed"})
 
 
