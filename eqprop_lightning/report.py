@@ -197,16 +197,14 @@ def differences(row: str, alg: str, config: dict) -> list[str]:
     give, as ``key: the run's (config: the row's)``: the model compared as a resume compares it
     (``validation.model_differences``), the data but for where and how they are read and a
     validation split; a key the file lacks (an option added after the run) is no difference."""
-    from eqprop_lightning.validation import LOCATION_ONLY, model_differences
+    from eqprop_lightning.validation import LOCATION_ONLY, differing, model_differences
 
     expected = row_settings(row, alg)
     model = model_differences(config.get("model") or {}, expected["model"])
-    ran, given = flat(config.get("data") or {}), flat(expected["data"])
-    exempt = {f"init_args.{k}" for k in LOCATION_ONLY | VALIDATION}
-    data = [(k, ran[k], v) for k, v in given.items() if k in ran and k not in exempt]
-    data = [(k, a, b) for k, a, b in data if a != b]
+    exempt = frozenset(f"init_args.{k}" for k in LOCATION_ONLY | VALIDATION)
+    data = differing(flat(config.get("data") or {}), flat(expected["data"]), exempt)
     return [f"model.{k}: {a!r} (config: {b!r})" for k, a, b in model] + [
-        f"data.{k}: {a!r} (config: {b!r})" for k, a, b in sorted(data)
+        f"data.{k}: {a!r} (config: {b!r})" for k, a, b in data
     ]
 
 

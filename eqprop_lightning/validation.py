@@ -109,15 +109,20 @@ def check_training_state(ckpt_path: str | Path) -> None:
         )
 
 
+def differing(
+    saved: dict, given: dict, exempt: frozenset[str] = frozenset()
+) -> list[tuple[str, object, object]]:
+    """``(key, saved value, given value)`` for each key of both flat dicts, but ``exempt``,
+    whose values differ (sorted by key)."""
+    keys = sorted((saved.keys() & given.keys()) - exempt)
+    return [(k, saved[k], given[k]) for k in keys if saved[k] != given[k]]
+
+
 def _differences(
     saved: dict, given: dict, prefix: str, exempt: frozenset[str] = frozenset()
 ) -> list[str]:
-    """``"<prefix><key>: <saved> there, <given> here"`` for each key of both, but ``exempt``,
-    whose values differ (sorted by key)."""
-    keys = sorted((saved.keys() & given.keys()) - exempt)
-    return [
-        f"{prefix}{k}: {saved[k]!r} there, {given[k]!r} here" for k in keys if saved[k] != given[k]
-    ]
+    """``"<prefix><key>: <saved> there, <given> here"`` for each key of :func:`differing`."""
+    return [f"{prefix}{k}: {a!r} there, {b!r} here" for k, a, b in differing(saved, given, exempt)]
 
 
 def _settings(hparams: dict | None) -> dict:
@@ -145,8 +150,7 @@ def model_differences(saved: dict, given: dict) -> list[tuple[str, object, objec
         for unused in BPTT_UNUSED:
             saved.pop(unused, None)
             given.pop(unused, None)
-    keys = sorted((saved.keys() & given.keys()) - EXECUTION_ONLY)
-    differ = [(k, saved[k], given[k]) for k in keys if saved[k] != given[k]]
+    differ = differing(saved, given, EXECUTION_ONLY)
     if rule_args[0] != rule_args[1]:
         differ.append(("rule_args", rule_args[0], rule_args[1]))
     return differ
